@@ -1,0 +1,349 @@
+"""`workbench`: the command line. With no arguments it opens the app; everything the app
+does, a subcommand does too.
+
+Imports stay lazy: `workbench runs` or `workbench profile validate` must answer at once,
+without loading torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from workbench import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UserError(Exception):
+    """Shown as `error: ...` without a traceback: the person can fix it."""
+
+
+def _profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile field, e.g. --set train.max_steps=20 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description="Fine-tune open language models on your own GPU. "
+                    "Without a command, opens the app.")
+    parser.add_argument("--version", action="version", version=f"workbench {__version__}")
+    parser.add_argument("--run", metavar="PROFILE", help="same as `workbench run PROFILE`")
+    parser.add_argument("--detach", action="store_true", help="with --run: run in the background")
+    parser.add_argument("--runs-dir", type=Path, help="where runs live (default: ./runs, "
+                        "or the profile's train.runs_dir, or $WORKBENCH_RUNS_DIR)")
+    _profile_args(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="train a profile headless")
+    p.add_argument("profile", help="a profile path, or a name from profiles/ or your profile folder")
+    p.add_argument("--detach", action="store_true",
+                   help="start in its own session and return; the run survives the terminal")
+    p.add_argument("--runs-dir", type=Path)
+    _profile_args(p)
+
+    p = sub.add_parser("runs", help="list runs")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--runs-dir", type=Path)
+
+    p = sub.add_parser("attach", help="follow a run's progress live from its folder")
+    p.add_argument("run", help="run folder or name")
+    p.add_argument("--runs-dir", type=Path)
+
+    p = sub.add_parser("stop", help="checkpoint and stop a running run")
+    p.add_argument("run")
+    p.add_argument("--no-wait", action="store_true", help="send the signal and return")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    p.add_argument("--runs-dir", type=Path)
+
+    p = sub.add_parser("resume", help="continue a stopped, failed or killed run from its last checkpoint")
+    p.add_argument("run")
+    p.add_argument("--detach", action="store_true")
+    p.add_argument("--runs-dir", type=Path)
+
+    p = sub.add_parser("profile", help="validate, show or compare profiles")
+    psub = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
+    q = psub.add_parser("validate", help="check profiles; prints every problem with its line")
+    q.add_argument("profiles", nargs="+")
+    _profile_args(q)
+    q = psub.add_parser("show", help="print the fully resolved profile")
+    q.add_argument("profile")
+    _profile_args(q)
+    q = psub.add_parser("diff", help="fields that differ between two profiles (or runs)")
+    q.add_argument("a")
+    q.add_argument("b")
+    psub.add_parser("list", help="profiles found in profiles/ and your profile folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.run and args.command:
+        parser.error("use either --run PROFILE or a command, not both")
+    try:
+        if args.run:
+            return cmd_run(args.run, args.overrides, args.detach, args.runs_dir)
+        if args.command is None:
+            return cmd_app()
+        handler = COMMANDS[args.command]
+        return handler(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+def _load_profile(ref: str, overrides: list[str]):
+    from workbench.profile import ProfileError, load_profile
+
+    try:
+        return load_profile(ref, overrides)
+    except ProfileError as exc:
+        raise UserError(f"invalid profile\n{exc}") from exc
+
+
+def _find_run(ref: str, runs_dir: Path | None):
+    from workbench.train.rundir import RunNotFound, find_run
+
+    try:
+        return find_run(ref, runs_dir)
+    except RunNotFound as exc:
+        raise UserError(str(exc)) from exc
+
+
+def _printers(run, live: bool | None = None):
+    """Live output for the terminal, plain lines into the run's stdout.log."""
+    from workbench.train.console import ProgressPrinter
+
+    screen = ProgressPrinter(sys.stdout, live=live)
+    log = ProgressPrinter(open(run.log_path, "a", encoding="utf-8", buffering=1), live=False)
+
+    class Both:
+        total_steps = None
+
+        def handle(self, ev):
+            screen.total_steps = log.total_steps = self.total_steps
+            screen.handle(ev)
+            log.handle(ev)
+
+        def close(self):
+            screen.close()
+            log.stream.close()
+
+    return Both()
+
+
+def _print_outputs(run) -> None:
+    status = run.read_status()
+    print(f"\nrun:      {run.path}  ({run.effective_state(status)})")
+    print(f"events:   {run.events_path}")
+    print(f"log:      {run.log_path}")
+    if status.get("adapter"):
+        print(f"adapter:  {status['adapter']}")
+    if (run.path / "report.md").exists():
+        print(f"report:   {run.path / 'report.md'}")
+    if status.get("state") == "failed" and status.get("hint"):
+        print(f"hint:     {status['hint']}")
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+def cmd_app() -> int:
+    try:
+        from screens.app import run_app
+    except ImportError as exc:
+        raise UserError(f"the app could not start: {exc}") from exc
+    return run_app()
+
+
+def cmd_run(profile_ref: str, overrides: list[str], detach: bool, runs_dir: Path | None) -> int:
+    from workbench.train.control import create_run, spawn_detached
+    from workbench.train.plan import RunError, plan_run
+
+    profile = _load_profile(profile_ref, overrides)
+    print(f"planning {profile.name} ({profile.model.name_or_path}, {profile.lora.method})", flush=True)
+    try:
+        plan = plan_run(profile, log=lambda s: print(s, flush=True))
+    except RunError as exc:
+        raise UserError(str(exc)) from exc
+    for note in plan.notes:
+        print(note)
+    print(f"device {plan.device}, precision {plan.precision}, gradient checkpointing "
+          f"{'on' if plan.gradient_checkpointing else 'off'}")
+    run = create_run(plan, runs_dir)
+    if detach:
+        pid = spawn_detached(run)
+        print(f"started {run.name} in the background (pid {pid})")
+        print(f"  follow:  workbench attach {run.name}")
+        print(f"  stop:    workbench stop {run.name}")
+        print(f"  folder:  {run.path}")
+        return EXIT_OK
+    return _foreground(run, resume=False, plan=plan)
+
+
+def _foreground(run, resume: bool, plan=None) -> int:
+    from workbench.train.worker import run_in_this_process
+
+    print(f"run folder: {run.path}", flush=True)
+    printer = _printers(run)
+    try:
+        code = run_in_this_process(run, resume=resume, printer=printer, plan=plan)
+    finally:
+        printer.close()
+    _print_outputs(run)
+    return code
+
+
+def cmd_runs(args) -> int:
+    from workbench.train.console import fmt_duration
+    from workbench.train.rundir import list_runs
+
+    runs = list_runs(args.runs_dir)
+    rows = []
+    for run in runs:
+        st = run.read_status()
+        rows.append({"name": run.name, "path": str(run.path), "state": run.effective_state(st),
+                     "step": st.get("step"), "total_steps": st.get("total_steps"),
+                     "loss": st.get("loss"), "eval_loss": st.get("eval_loss"),
+                     "created_at": st.get("created_at"), "ended_at": st.get("ended_at"),
+                     "device": st.get("device"), "pid": st.get("pid")})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print(f"no runs under {args.runs_dir or 'runs'}/; start one with `workbench run demo`")
+        return EXIT_OK
+    from datetime import datetime
+
+    header = f"{'RUN':<34} {'STATE':<12} {'STEP':>11} {'LOSS':>8} {'EVAL':>8} {'DEVICE':<6} STARTED / DURATION"
+    print(header)
+    for r in rows:
+        step = f"{r['step'] or 0}/{r['total_steps'] or '?'}"
+        loss = f"{r['loss']:.4f}" if isinstance(r["loss"], (int, float)) else "-"
+        ev = f"{r['eval_loss']:.4f}" if isinstance(r["eval_loss"], (int, float)) else "-"
+        when = (r["created_at"] or "")[:16].replace("T", " ")
+        if r["created_at"] and r["ended_at"]:
+            secs = (datetime.fromisoformat(r["ended_at"]) - datetime.fromisoformat(r["created_at"])).total_seconds()
+            when += f"  {fmt_duration(secs)}"
+        print(f"{r['name']:<34} {r['state']:<12} {step:>11} {loss:>8} {ev:>8} {r['device'] or '-':<6} {when}")
+    return EXIT_OK
+
+
+def cmd_attach(args) -> int:
+    from workbench.train.console import ProgressPrinter
+    from workbench.train.control import follow
+
+    run = _find_run(args.run, args.runs_dir)
+    printer = ProgressPrinter(sys.stdout)
+    printer.total_steps = run.read_status().get("total_steps")
+    print(f"attached to {run.name} (Ctrl-C detaches; the run goes on)", flush=True)
+
+    def on_event(ev):
+        if ev.get("type") == "log" and not printer.total_steps:
+            printer.total_steps = run.read_status().get("total_steps")
+        printer.handle(ev)
+
+    try:
+        state = follow(run, on_event)
+    except KeyboardInterrupt:
+        printer.close()
+        print(f"detached; {run.name} keeps running")
+        return EXIT_OK
+    printer.close()
+    _print_outputs(run)
+    return EXIT_OK if state in ("finished", "stopped") else EXIT_FAILED
+
+
+def cmd_stop(args) -> int:
+    from workbench.train.control import ControlError, stop_run
+
+    run = _find_run(args.run, args.runs_dir)
+    try:
+        if args.no_wait:
+            stop_run(run, wait_s=0)
+            print(f"asked {run.name} to checkpoint and stop")
+            return EXIT_OK
+        print(f"asking {run.name} to checkpoint and stop...", flush=True)
+        state = stop_run(run, wait_s=args.timeout)
+    except ControlError as exc:
+        raise UserError(str(exc)) from exc
+    status = run.read_status()
+    print(f"{run.name}: {state}" + (f" ({status.get('message')})" if status.get("message") else ""))
+    return EXIT_OK if state in ("stopped", "finished") else EXIT_FAILED
+
+
+def cmd_resume(args) -> int:
+    from workbench.train.control import ControlError, check_resumable, spawn_detached
+
+    run = _find_run(args.run, args.runs_dir)
+    try:
+        check_resumable(run)
+    except ControlError as exc:
+        raise UserError(str(exc)) from exc
+    last = run.last_checkpoint()
+    print(f"resuming {run.name} from {last.name if last else 'the start (no checkpoint yet)'}")
+    if args.detach:
+        pid = spawn_detached(run, resume=True)
+        print(f"running in the background (pid {pid}); follow with `workbench attach {run.name}`")
+        return EXIT_OK
+    return _foreground(run, resume=True)
+
+
+def cmd_profile(args) -> int:
+    from workbench.profile import ProfileError, diff_profiles, format_diff, format_profile, load_profile
+
+    action = args.profile_command
+    if action == "validate":
+        bad = 0
+        for ref in args.profiles:
+            try:
+                profile = load_profile(ref, args.overrides)
+                print(f"ok       {ref} ({profile.name})")
+            except ProfileError as exc:
+                bad += 1
+                print(f"invalid  {ref}\n{exc}")
+        return EXIT_USAGE if bad else EXIT_OK
+    if action == "show":
+        print(format_profile(_load_profile(args.profile, args.overrides)), end="")
+        return EXIT_OK
+    if action == "diff":
+        a, b = (_load_profile(_run_profile_path(x), []) for x in (args.a, args.b))
+        print(format_diff(diff_profiles(a, b)) or "no differences")
+        return EXIT_OK
+    if action == "list":
+        from workbench.profile import list_profiles
+
+        for name, path in list_profiles().items():
+            print(f"{name:<28} {path}")
+        return EXIT_OK
+    raise UserError(f"unknown profile action {action}")
+
+
+def _run_profile_path(ref: str) -> str:
+    """`profile diff` accepts runs too: compare what two runs were actually trained with."""
+    from workbench.train.rundir import RunNotFound, find_run
+
+    if ref.endswith(".toml") or "/" not in ref and not Path("runs", ref).exists():
+        return ref
+    try:
+        return str(find_run(ref).profile_path)
+    except RunNotFound:
+        return ref
+
+
+COMMANDS = {"runs": cmd_runs, "attach": cmd_attach, "stop": cmd_stop, "resume": cmd_resume,
+            "profile": cmd_profile, "run": lambda a: cmd_run(a.profile, a.overrides, a.detach,
+                                                            a.runs_dir)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

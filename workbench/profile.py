@@ -1,0 +1,973 @@
+"""TOML profiles: the schema, its defaults, validation with file:line errors, overrides,
+lookup by name, saving, showing and diffing.
+
+A profile is everything a run needs to be repeated. People write them by hand, so every
+mistake is reported at once (not one per attempt), with the file, the line, the key, what was
+expected and, where we can guess, what they meant.
+
+Pure Python on purpose: the app imports this at start, so no torch/transformers/textual here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "BudgetSection",
+    "DataSection",
+    "EvalSection",
+    "ExportSection",
+    "LoraSection",
+    "ModelSection",
+    "Profile",
+    "ProfileError",
+    "ProfileIssue",
+    "TrainSection",
+    "check_paths",
+    "default_search_dirs",
+    "diff_profiles",
+    "find_profile",
+    "format_diff",
+    "format_profile",
+    "iter_schema",
+    "list_profiles",
+    "load_profile",
+    "parse_override",
+    "profile_from_dict",
+    "save_profile",
+    "shipped_profiles_dir",
+    "user_profiles_dir",
+]
+
+OVERRIDE = "--set"  # the "file" of an issue that came from a command-line override
+
+
+# ---------------------------------------------------------------------------------------------
+# Issues
+
+
+@dataclass(frozen=True)
+class ProfileIssue:
+    """One problem, located. `line` is None when there is no line to point at (overrides,
+    dicts); `column` is only known for TOML syntax errors."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if self.file == OVERRIDE:
+            # "--set train.batch_size: expected ..." reads like the command the user typed.
+            return f"{OVERRIDE} {self.key}: {self.message}"
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ProfileError(Exception):
+    """All the problems found in one profile; str() gives one line per issue."""
+
+    def __init__(self, issues: Iterable[ProfileIssue]):
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks. Each check returns the (possibly coerced) value or raises _Invalid, which says
+# what was expected; the caller adds the key and location.
+
+
+class _Invalid(Exception):
+    def __init__(self, expected: str, got: Any, *, wrong_type: bool = False, hint: str = "",
+                 at: str = ""):
+        self.expected, self.got, self.wrong_type, self.hint, self.at = (
+            expected, got, wrong_type, hint, at)
+
+    def message(self) -> str:
+        got = _show(self.got) + (f" ({_type_name(self.got)})" if self.wrong_type else "")
+        text = f"expected {self.expected}, got {got}"
+        return f"{text}; {self.hint}" if self.hint else text
+
+
+def _type_name(v: Any) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a float"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "a table"
+    return "a date/time" if hasattr(v, "isoformat") else type(v).__name__
+
+
+def _show(v: Any) -> str:
+    """A value the way it would be written in TOML, so messages quote what the user wrote."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_show(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def _closest(word: str, options: Iterable[str]) -> str | None:
+    """The option closest to a typo, compared case-insensitively so "BF16" finds "bf16"."""
+    lowered = {o.lower(): o for o in options}
+    match = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[match[0]] if match else None
+
+
+def _suggest(word: str, options: Iterable[str], quote: str = '"') -> str:
+    """'did you mean "x"?', or '' when nothing is close."""
+    match = _closest(word, options)
+    return f"did you mean {quote}{match}{quote}?" if match else ""
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+Check = Callable[[Any], Any]
+
+
+def _string(nonempty: bool = False, what: str = "a string") -> Check:
+    def check(v):
+        if not isinstance(v, str):
+            raise _Invalid(what, v, wrong_type=True)
+        if nonempty and not v.strip():
+            raise _Invalid(what, v)
+        return v
+    return check
+
+
+def _boolean(v):
+    if not isinstance(v, bool):
+        raise _Invalid("true or false", v, wrong_type=True)
+    return v
+
+
+def _integer(lo: int | None = None) -> Check:
+    expected = "an integer" + (f" >= {lo}" if lo is not None else "")
+
+    def check(v):
+        # bool is a subclass of int in Python; `true` for a count is always a mistake.
+        if type(v) is not int:
+            raise _Invalid(expected, v, wrong_type=True)
+        if lo is not None and v < lo:
+            raise _Invalid(expected, v)
+        return v
+    return check
+
+
+def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+            hi_open: bool = False) -> Check:
+    if lo is not None and hi is not None:
+        expected = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        expected = f"a number {'>' if lo_open else '>='} {lo:g}"
+    else:
+        expected = "a number"
+
+    def check(v):
+        if not _is_number(v):
+            raise _Invalid(expected, v, wrong_type=True)
+        v = float(v)  # integers are fine where floats are expected: `epochs = 3`
+        if not math.isfinite(v):
+            raise _Invalid(expected, v)
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            raise _Invalid(expected, v)
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            raise _Invalid(expected, v)
+        return v
+    return check
+
+
+def _quoted(options: Iterable[str]) -> str:
+    return ", ".join(f'"{o}"' for o in options)
+
+
+def _choice(*options: str) -> Check:
+    expected = f"one of {_quoted(options)}"
+
+    def check(v):
+        if not isinstance(v, str):
+            raise _Invalid(expected, v, wrong_type=True)
+        if v not in options:
+            raise _Invalid(expected, v, hint=_suggest(v, options))
+        return v
+    check.choices = options  # type: ignore[attr-defined]  # read by iter_schema for the app
+    return check
+
+
+def _list_of(*options: str) -> Check:
+    expected = f"a list of {_quoted(options)} (may be empty)"
+
+    def check(v):
+        if not isinstance(v, list):
+            raise _Invalid(expected, v, wrong_type=True)
+        for i, item in enumerate(v):
+            if not isinstance(item, str):
+                raise _Invalid(f"one of {_quoted(options)}", item, wrong_type=True, at=f"[{i}]")
+            if item not in options:
+                raise _Invalid(f"one of {_quoted(options)}", item, hint=_suggest(item, options),
+                               at=f"[{i}]")
+        return list(v)
+    check.choices = options  # type: ignore[attr-defined]
+    return check
+
+
+def _target_modules(v):
+    expected = 'a non-empty list of module names (e.g. ["q_proj", "v_proj"]) or "all-linear"'
+    if isinstance(v, str):
+        if v == "all-linear":
+            return v
+        hint = _suggest(v, ["all-linear"]) or 'a single module still needs a list: ["q_proj"]'
+        raise _Invalid(expected, v, hint=hint)
+    if not isinstance(v, list):
+        raise _Invalid(expected, v, wrong_type=True)
+    if not v:
+        raise _Invalid(expected, v, hint='use "all-linear" to adapt every linear layer')
+    for i, item in enumerate(v):
+        if not isinstance(item, str):
+            raise _Invalid("a module name (a string)", item, wrong_type=True, at=f"[{i}]")
+        if not item.strip():
+            raise _Invalid("a non-empty module name", item, at=f"[{i}]")
+    return list(v)
+
+
+def _max_steps(v):
+    expected = "-1 (train for `epochs`) or an integer >= 1"
+    if type(v) is not int:
+        raise _Invalid(expected, v, wrong_type=True)
+    if v != -1 and v < 1:
+        raise _Invalid(expected, v)
+    return v
+
+
+def _auto_or_bool(v):
+    if isinstance(v, bool) or v == "auto":
+        return v
+    hint = _suggest(v, ["auto"]) if isinstance(v, str) else ""
+    raise _Invalid('"auto", true or false', v, wrong_type=not isinstance(v, str), hint=hint)
+
+
+def _profile_name(v):
+    # The name becomes part of a run folder name (runs/<name>-<timestamp>), so no separators.
+    expected = "a non-empty name without '/' or '\\' (it names run folders)"
+    if not isinstance(v, str):
+        raise _Invalid(expected, v, wrong_type=True)
+    if not v.strip() or "/" in v or "\\" in v:
+        raise _Invalid(expected, v)
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema: one dataclass per section. Field metadata carries the check, whether the key is
+# required, and whether it is a path resolved relative to the profile file.
+
+
+def _f(default: Any, check: Check, *, required: bool = False, path: bool = False) -> Any:
+    meta = {"check": check, "required": required, "path": path}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelSection:
+    # Required; "" only as a placeholder before validation.
+    name_or_path: str = _f("", _string(True, "a Hugging Face hub id or a local model folder"),
+                           required=True, path=True)
+    revision: str = _f("main", _string(True, "a non-empty string (branch, tag or commit)"))
+    trust_remote_code: bool = _f(False, _boolean)
+    attn_implementation: str = _f("sdpa", _choice("sdpa", "eager", "flash_attention_2"))
+    chat_template: str = _f("", _string(), path=True)  # "" = the tokenizer's own template
+
+
+@dataclass
+class DataSection:
+    train: str = _f("", _string(True, "a path to a training data file"), required=True,
+                    path=True)
+    validation: str = _f("", _string(), path=True)
+    validation_split: float = _f(0.1, _number(0, 0.5))  # used when `validation` is ""
+    format: str = _f("auto", _choice("auto", "alpaca", "messages"))
+    system_prompt: str = _f("", _string())
+    train_on: str = _f("assistant", _choice("assistant", "all"))
+
+
+@dataclass
+class LoraSection:
+    method: str = _f("lora", _choice("lora", "qlora", "dora"))
+    r: int = _f(16, _integer(1))
+    alpha: float = _f(32.0, _number(0, lo_open=True))
+    dropout: float = _f(0.05, _number(0, 1, hi_open=True))
+    target_modules: list[str] | str = _f(["q_proj", "k_proj", "v_proj", "o_proj"],
+                                         _target_modules)
+    bias: str = _f("none", _choice("none", "all", "lora_only"))
+
+
+@dataclass
+class TrainSection:
+    epochs: float = _f(3.0, _number(0, lo_open=True))
+    max_steps: int = _f(-1, _max_steps)
+    batch_size: int = _f(4, _integer(1))
+    grad_accum: int = _f(4, _integer(1))
+    learning_rate: float = _f(2e-4, _number(0, lo_open=True))
+    scheduler: str = _f("cosine", _choice("cosine", "linear", "constant", "constant_with_warmup",
+                                          "cosine_with_restarts", "polynomial"))
+    warmup_ratio: float = _f(0.03, _number(0, 1, hi_open=True))
+    weight_decay: float = _f(0.0, _number(0))
+    max_grad_norm: float = _f(0.3, _number(0))
+    optimizer: str = _f("adamw_torch", _choice("adamw_torch", "adamw_torch_fused", "adamw_8bit",
+                                               "paged_adamw_8bit", "paged_adamw_32bit",
+                                               "adafactor", "sgd"))
+    # "auto": bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU.
+    precision: str = _f("auto", _choice("auto", "bf16", "fp16", "fp32"))
+    gradient_checkpointing: bool | str = _f("auto", _auto_or_bool)  # "auto" = on with a GPU
+    max_seq_len: int = _f(2048, _integer(16))
+    packing: bool = _f(False, _boolean)
+    neftune_alpha: float = _f(0.0, _number(0))  # 0 = off
+    seed: int = _f(42, _integer())
+    logging_steps: int = _f(10, _integer(1))
+    eval_steps: int = _f(50, _integer(0))  # 0 = no evaluation
+    save_steps: int = _f(100, _integer(1))
+    save_total_limit: int = _f(3, _integer(1))
+    early_stopping_patience: int = _f(0, _integer(0))  # 0 = off; needs eval_steps > 0
+    report_to: list[str] = _f([], _list_of("tensorboard", "wandb", "mlflow"))
+    device: str = _f("auto", _choice("auto", "cpu", "cuda"))
+    # Kept as written: relative to the current directory when the run starts, not the profile.
+    runs_dir: str = _f("runs", _string(True, "a folder path"))
+
+
+@dataclass
+class EvalSection:
+    prompts: str = _f("", _string(), path=True)  # JSONL/TOML prompt suite; "" = none
+    max_new_tokens: int = _f(128, _integer(1))
+    shots: int = _f(3, _integer(0))
+    metrics: list[str] = _f(["exact_match"], _list_of("exact_match", "token_f1", "rouge_l",
+                                                       "chrf", "bleu"))
+
+
+@dataclass
+class ExportSection:
+    formats: list[str] = _f(["merged"], _list_of("merged", "bnb4", "ollama", "vllm", "gguf"))
+    ollama_quantize: str = _f("q4_K_M", _string(True, "a quantization name like \"q4_K_M\""))
+
+
+@dataclass
+class BudgetSection:
+    gpu_hourly_usd: float = _f(0.0, _number(0))
+    gpu: str = _f("", _string())  # name of a GPU to price against; "" = the one found
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelSection, "data": DataSection, "lora": LoraSection, "train": TrainSection,
+    "eval": EvalSection, "export": ExportSection, "budget": BudgetSection,
+}
+TOP_LEVEL_KEYS = ("name", "description")
+RESOLVED = "resolved"  # free-form record a run adds to its profile.toml; never validated
+
+
+def _section_fields(section: str) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+
+
+def _home_of(key: str) -> str | None:
+    """The section a key belongs to, for 'did you put it in the wrong section?' hints."""
+    for section in SECTIONS:
+        if key in _section_fields(section):
+            return section
+    return None
+
+
+def iter_schema() -> Iterator[tuple[str, Any, bool, tuple[str, ...]]]:
+    """(dotted key, default, required, choices) for every key, in file order. For forms in
+    the app and for docs, so neither has to duplicate the schema."""
+    yield "name", "", False, ()
+    yield "description", "", False, ()
+    for section, cls in SECTIONS.items():
+        instance = cls()
+        for f in dataclasses.fields(cls):
+            yield (f"{section}.{f.name}", getattr(instance, f.name), f.metadata["required"],
+                   tuple(getattr(f.metadata["check"], "choices", ())))
+
+
+@dataclass
+class Profile:
+    name: str
+    description: str = ""
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    # Library versions, dataset hash, seed... as recorded by a run. Free-form.
+    resolved: dict[str, Any] = field(default_factory=dict)
+    # Where the profile came from and where each key was written, for later messages
+    # (check_paths). Not part of the profile's identity.
+    source: str = field(default="<dict>", compare=False, repr=False)
+    locations: dict[str, tuple[str, int | None]] = field(default_factory=dict, compare=False,
+                                                          repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "description": self.description}
+        for section in SECTIONS:
+            out[section] = dataclasses.asdict(getattr(self, section))
+        if self.resolved:
+            out[RESOLVED] = dict(self.resolved)
+        return out
+
+    def to_toml(self) -> str:
+        import tomli_w  # only needed when writing; keeps the read path dependency-free
+        return tomli_w.dumps(self.to_dict())
+
+    def get(self, dotted: str) -> Any:
+        """`profile.get("train.learning_rate")`; KeyError (with a suggestion) if unknown."""
+        head, _, rest = dotted.partition(".")
+        if not rest and head in TOP_LEVEL_KEYS:
+            return getattr(self, head)
+        if rest and head in SECTIONS and rest in _section_fields(head):
+            return getattr(getattr(self, head), rest)
+        if rest and head == RESOLVED and rest in self.resolved:
+            return self.resolved[rest]
+        known = [k for k, *_ in iter_schema()]
+        raise KeyError(f"unknown key {dotted!r}; " + (_suggest(dotted, known, "'")
+                                                      or "see `workbench profile show`"))
+
+    def with_overrides(self, overrides: Iterable[str]) -> Profile:
+        """A validated copy with "section.key=value" overrides applied (relative paths in
+        overrides are relative to the current directory, as the user typed them there)."""
+        raw = self.to_dict()
+        issues: list[ProfileIssue] = []
+        overridden = _apply_overrides(raw, overrides, issues)
+        return _build(raw, label=self.source, base_dir=None, locator=None,
+                      overridden=overridden, default_name=self.name, issues=issues)
+
+
+# ---------------------------------------------------------------------------------------------
+# Locating keys in the raw text. tomllib gives no positions for keys, so we scan lines for
+# table headers and `key =` statements. Good enough for hand-written profiles: headers,
+# plain and dotted keys, quoted keys, and keys inside one-line inline tables point at the
+# line of their table.
+
+_BARE_OR_QUOTED = r'(?:[A-Za-z0-9_-]+|"[^"\n]*"|\'[^\'\n]*\')'
+_KEY_PATH = rf"{_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*"
+_HEADER_RE = re.compile(rf"^\s*\[\[?\s*({_KEY_PATH})\s*\]\]?\s*(?:#.*)?$")
+_ASSIGN_RE = re.compile(rf"^\s*({_KEY_PATH})\s*=")
+_PART_RE = re.compile(_BARE_OR_QUOTED)
+
+
+def _split_key(text: str) -> list[str]:
+    return [p.strip("\"'") for p in _PART_RE.findall(text)]
+
+
+class _Locator:
+    def __init__(self, text: str):
+        self.lines: dict[str, int] = {}
+        self.duplicates: dict[str, int] = {}  # second occurrence, for "Cannot overwrite" errors
+        self.last_line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+        table: list[str] = []
+        array = False
+        in_multiline: str | None = None
+        for number, line in enumerate(text.splitlines(), start=1):
+            if in_multiline:  # inside a """...""" string: nothing here is a key
+                if line.count(in_multiline) % 2 == 1:
+                    in_multiline = None
+                continue
+            header = _HEADER_RE.match(line)
+            if header:
+                table = _split_key(header.group(1))
+                # [[x]] repeats by design; its keys are not duplicates of each other.
+                array = line.lstrip().startswith("[[")
+                self._record(".".join(table), number, allow_repeat=array)
+                continue
+            assign = _ASSIGN_RE.match(line)
+            if assign:
+                parts = table + _split_key(assign.group(1))
+                for i in range(len(table) + 1, len(parts) + 1):  # `lora.r = 8` also locates lora
+                    # Dotted keys legitimately repeat their prefix (lora.r, lora.alpha).
+                    self._record(".".join(parts[:i]), number, allow_repeat=i < len(parts) or array)
+                rest = line[assign.end():]
+                for quote in ('"""', "'''"):
+                    if rest.count(quote) % 2 == 1:
+                        in_multiline = quote
+
+    def _record(self, dotted: str, number: int, allow_repeat: bool = False) -> None:
+        if dotted in self.lines:
+            if not allow_repeat:
+                self.duplicates.setdefault(dotted, number)
+        else:
+            self.lines[dotted] = number
+
+    def line(self, dotted: str) -> int:
+        """The line of a key, else of its nearest written parent, else 1."""
+        dotted = re.sub(r"\[\d+\]$", "", dotted)
+        while dotted:
+            if dotted in self.lines:
+                return self.lines[dotted]
+            dotted = dotted.rpartition(".")[0]
+        return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """"train.learning_rate=1e-4" -> ("train.learning_rate", 0.0001). The value is read as a
+    TOML value, else taken as a plain string so `model.name_or_path=org/model` works unquoted."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"expected section.key=value, got {text!r}")
+    try:
+        parsed = tomllib.loads("v = " + value.strip())["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key, parsed
+
+
+def _apply_overrides(raw: dict, overrides: Iterable[str],
+                     issues: list[ProfileIssue]) -> dict[str, str]:
+    """Write overrides into the raw dict before validation, so one pass reports file and
+    override problems together. Returns {dotted key: override text} for every key (and every
+    section) the overrides introduced, so issues about them point at --set, not the file."""
+    overridden: dict[str, str] = {}
+    for text in overrides:
+        try:
+            key, value = parse_override(text)
+        except ValueError as e:
+            issues.append(ProfileIssue(OVERRIDE, None, text, str(e)))
+            continue
+        parts = key.split(".")
+        if len(parts) > 2 or not all(parts):
+            issues.append(ProfileIssue(OVERRIDE, None, key,
+                                       "expected section.key=value (or name=/description=)"))
+            continue
+        if len(parts) == 1:
+            raw[key] = value
+        else:
+            section, name = parts
+            if section not in raw:
+                raw[section] = {}
+                overridden[section] = key
+            if not isinstance(raw[section], dict):
+                issues.append(ProfileIssue(OVERRIDE, None, key,
+                                           f"the profile's {section!r} is not a table"))
+                continue
+            raw[section][name] = value
+        overridden[key] = key
+    return overridden
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a Profile from a raw dict: the one place where validation happens.
+
+
+def _looks_local(value: str, base: Path | None) -> bool:
+    """A model reference is a local folder if it is written like a path or exists next to the
+    profile; otherwise it is a hub id ("meta-llama/Llama-3.1-8B") and must stay as written."""
+    if value.startswith((".", "/", "~")) or os.path.isabs(value):
+        return True
+    return base is not None and (base / value).exists()
+
+
+def _resolve(value: str, base: Path | None) -> str:
+    if not value:
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute() or base is None:
+        return str(path)
+    return os.path.normpath(base / path)
+
+
+def _build(raw: dict, *, label: str, base_dir: Path | None, locator: _Locator | None,
+           overridden: dict[str, str], default_name: str,
+           issues: list[ProfileIssue] | None = None) -> Profile:
+    issues = list(issues or [])
+    locations: dict[str, tuple[str, int | None]] = {}
+
+    def where(dotted: str) -> tuple[str, int | None]:
+        if dotted in overridden:
+            return OVERRIDE, None
+        return label, (locator.line(dotted) if locator else None)
+
+    def report(dotted: str, message: str) -> None:
+        file, line = where(dotted)
+        issues.append(ProfileIssue(file, line, overridden.get(dotted, dotted), message))
+
+    def check(dotted: str, checker: Check, value: Any) -> tuple[bool, Any]:
+        try:
+            return True, checker(value)
+        except _Invalid as e:
+            report(dotted + e.at, e.message())
+            return False, None
+
+    raw = dict(raw)
+    resolved = raw.pop(RESOLVED, {})
+    if not isinstance(resolved, dict):
+        report(RESOLVED, f"expected a table [resolved], got {_show(resolved)}")
+        resolved = {}
+
+    top: dict[str, Any] = {"name": default_name, "description": ""}
+    for key, value in raw.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                hint = (f'; write it as a table: [{key}] then name_or_path = {_show(value)}'
+                        if key == "model" and isinstance(value, str) else "")
+                report(key, f"expected a table [{key}], got {_show(value)} "
+                            f"({_type_name(value)}){hint}")
+        elif key in TOP_LEVEL_KEYS:
+            ok, value = check(key, _profile_name if key == "name" else _string(), value)
+            if ok:
+                top[key] = value
+        elif isinstance(value, dict):
+            match = _closest(key, list(SECTIONS) + [RESOLVED])
+            hint = f"did you mean [{match}]?" if match else "sections are " + ", ".join(
+                f"[{s}]" for s in SECTIONS)
+            report(key, f"unknown section [{key}]; {hint}")
+        else:
+            home = _home_of(key)
+            hint = (f"it belongs under [{home}]" if home else
+                    _suggest(key, TOP_LEVEL_KEYS, "'")
+                    or "top-level keys are 'name' and 'description'; the rest goes in sections")
+            report(key, f"unknown top-level key; {hint}")
+
+    sections: dict[str, Any] = {}
+    valid: dict[str, Any] = {}  # dotted -> value, only for values that passed their check
+    for section, cls in SECTIONS.items():
+        given = raw.get(section, {})
+        if not isinstance(given, dict):  # already reported; don't add "missing key" noise
+            sections[section] = cls()
+            continue
+        fields = _section_fields(section)
+        values: dict[str, Any] = {}
+        for key, value in given.items():
+            dotted = f"{section}.{key}"
+            if key not in fields:
+                home = _home_of(key)
+                hint = (_suggest(key, fields, "'")
+                        or (f"'{key}' belongs under [{home}]" if home else
+                            f"keys in [{section}] are: " + ", ".join(fields)))
+                report(dotted, f"unknown key; {hint}")
+                continue
+            ok, value = check(dotted, fields[key].metadata["check"], value)
+            if not ok:
+                continue
+            if fields[key].metadata["path"]:
+                # Paths typed on the command line are relative to where they were typed.
+                base = Path.cwd() if dotted in overridden else base_dir
+                if key != "name_or_path" or _looks_local(value, base):
+                    value = _resolve(value, base)
+            values[key] = value
+            valid[dotted] = value
+            locations[dotted] = where(dotted)
+        for key, f in fields.items():
+            if f.metadata["required"] and key not in values and key not in given:
+                dotted = f"{section}.{key}"
+                if section in raw:
+                    report(dotted, f'required key is missing; add `{key} = "..."` under '
+                                   f"[{section}]")
+                else:
+                    report(dotted, f"required key is missing; add a [{section}] section with "
+                                   f'`{key} = "..."`')
+        sections[section] = cls(**values)
+
+    _cross_checks(valid, report)
+    if issues:
+        # File order reads best; override issues come last, in the order typed.
+        order = {id(i): n for n, i in enumerate(issues)}
+        issues.sort(key=lambda i: (i.file == OVERRIDE, i.line or 0, order[id(i)]))
+        raise ProfileError(issues)
+    return Profile(**top, **sections, resolved=resolved, source=label, locations=locations)
+
+
+def _cross_checks(valid: dict[str, Any], report: Callable[[str, str], None]) -> None:
+    """Rules between keys. Only values that passed their own check take part, so one mistake
+    is not reported twice."""
+    def v(dotted: str) -> Any:
+        if dotted in valid:
+            return valid[dotted]
+        section, _, key = dotted.partition(".")
+        return getattr(SECTIONS[section](), key)
+
+    patience = v("train.early_stopping_patience")
+    if patience > 0:
+        if v("train.eval_steps") == 0:
+            report("train.early_stopping_patience",
+                   "early stopping needs evaluation; set train.eval_steps > 0 "
+                   "or early_stopping_patience = 0")
+        elif v("train.save_steps") % v("train.eval_steps") != 0:
+            # Early stopping restores the best checkpoint, which transformers only allows
+            # when every evaluation step is also a save step.
+            report("train.save_steps",
+                   f"with early stopping, save_steps must be a multiple of eval_steps "
+                   f"({v('train.eval_steps')}), got {v('train.save_steps')}")
+    if v("lora.method") == "qlora" and v("train.device") == "cpu":
+        report("lora.method", 'QLoRA needs a CUDA GPU (bitsandbytes 4-bit); use method = '
+                              '"lora" on CPU or set train.device = "auto"')
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding, loading, saving
+
+
+def shipped_profiles_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "profiles"
+
+
+def user_profiles_dir() -> Path:
+    if os.environ.get("WORKBENCH_PROFILE_DIR"):
+        return Path(os.environ["WORKBENCH_PROFILE_DIR"]).expanduser()
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "workbench" / "profiles"
+
+
+def default_search_dirs() -> list[Path]:
+    """Where names are looked up, in order: shipped presets first, then the user's own."""
+    return [shipped_profiles_dir(), user_profiles_dir()]
+
+
+def list_profiles(search_dirs: Iterable[Path] | None = None) -> dict[str, Path]:
+    """{name: path} of every profile found; an earlier folder wins a name clash."""
+    found: dict[str, Path] = {}
+    for folder in search_dirs if search_dirs is not None else default_search_dirs():
+        if Path(folder).is_dir():
+            for path in sorted(Path(folder).glob("*.toml")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def _display(path: Path) -> str:
+    """Paths in messages: relative to the current directory when under it, as people see
+    them in their shell."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.endswith(".toml") or "/" in ref or os.sep in ref or ref.startswith(("~", "."))
+
+
+def find_profile(ref: str | Path, search_dirs: Iterable[Path] | None = None) -> Path:
+    """A path to an existing profile file, for a path or a name; ProfileError otherwise."""
+    path = Path(ref).expanduser()
+    # A bare word is a name unless such a file exists here; a folder called "demo" in the
+    # current directory must not shadow the "demo" preset.
+    if isinstance(ref, Path) or _looks_like_path(str(ref)) or path.is_file():
+        if path.is_dir():
+            inside = ", ".join(p.name for p in sorted(path.glob("*.toml"))) or "none"
+            raise ProfileError([ProfileIssue(
+                _display(path), None, "", f"is a folder, not a profile file; give a .toml "
+                                          f"file (profiles in it: {inside})")])
+        if path.is_file():
+            return path
+        raise ProfileError([ProfileIssue(_display(path), None, "", "no such file; check the path")])
+    dirs = [Path(d) for d in (search_dirs if search_dirs is not None else default_search_dirs())]
+    for folder in dirs:
+        candidate = folder / f"{ref}.toml"
+        if candidate.is_file():
+            return candidate
+    available = list_profiles(dirs)
+    looked = ", ".join(str(d) + ("" if d.is_dir() else " (missing)") for d in dirs)
+    message = f"no profile named {str(ref)!r}; looked in {looked}; available: " + (
+        ", ".join(available) or "none")
+    hint = _suggest(str(ref), available, "'")
+    raise ProfileError([ProfileIssue(str(ref), None, "",
+                                     message + (f"; {hint}" if hint else ""))])
+
+
+_HINTS = {  # tomllib's words -> what to do about it
+    "Cannot overwrite a value": "a key is set twice; keep one of them",
+    "Cannot declare": "a [section] appears twice; merge the two into one",
+    "Invalid value": 'text values need quotes (key = "text"); true/false are lowercase',
+    "Expected newline or end of document": "one `key = value` per line; "
+                                          "quote text that contains spaces",
+    "Expected '=' after a key": "each setting is written `key = value`",
+    "Unterminated string": "a string is missing its closing quote",
+    "Unclosed array": "a list is missing its closing ]",
+    "Expected ']' at the end of a table declaration": "a [section] header is missing its ]",
+}
+
+
+def _syntax_issue(label: str, error: tomllib.TOMLDecodeError, locator: _Locator) -> ProfileIssue:
+    text = str(error)
+    match = re.search(r"\(at line (\d+), column (\d+)\)", text)
+    line, column = (int(match.group(1)), int(match.group(2))) if match else (None, None)
+    reason = re.sub(r"\s*\(at [^)]*\)$", "", text)
+    if reason.startswith("Cannot overwrite a value") and locator.duplicates:
+        # tomllib often says "at end of document"; our scan knows the repeated key.
+        key, line = min(locator.duplicates.items(), key=lambda kv: kv[1])
+        return ProfileIssue(label, line, key, "set twice (invalid TOML); keep one of them")
+    if line is None:  # "at end of document"
+        line = locator.last_line
+    hint = next((h for start, h in _HINTS.items() if reason.startswith(start)),
+                "see https://toml.io for the syntax")
+    declared = re.match(r"Cannot declare \((.*)\) twice", reason)
+    if declared:  # "Cannot declare ('train',) twice" -> "[train] is declared twice"
+        reason = "[" + ".".join(re.findall(r"'([^']*)'", declared.group(1))) + "] is declared twice"
+    return ProfileIssue(label, line, "", f"invalid TOML: {reason}; {hint}", column)
+
+
+def load_profile(ref: str | Path, overrides: Iterable[str] = (),
+                 search_dirs: Iterable[Path] | None = None) -> Profile:
+    """Read, check and resolve a profile given as a path or a name (see find_profile).
+    Raises ProfileError listing every problem found."""
+    path = find_profile(ref, search_dirs)
+    label = _display(path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ProfileError([ProfileIssue(label, line, "", (
+            f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            "save the file as UTF-8"))]) from None
+    locator = _Locator(text)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError([_syntax_issue(label, e, locator)]) from None
+    issues: list[ProfileIssue] = []
+    overridden = _apply_overrides(raw, overrides, issues)
+    return _build(raw, label=label, base_dir=path.absolute().parent, locator=locator,
+                  overridden=overridden, default_name=path.stem, issues=issues)
+
+
+def profile_from_dict(d: dict, source: str = "<dict>",
+                      base_dir: str | Path | None = None) -> Profile:
+    """Validate a dict the way a file is validated (used to reload a run's profile.toml,
+    whose [resolved] table is kept as is). Relative paths are resolved against `base_dir`,
+    else left as written."""
+    name = Path(source).stem if source and not source.startswith("<") else "profile"
+    return _build(d, label=source, base_dir=Path(base_dir) if base_dir else None,
+                  locator=None, overridden={}, default_name=name)
+
+
+def save_profile(profile: Profile, path: str | Path) -> None:
+    """Write the full profile atomically: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = profile.to_toml()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_paths(profile: Profile) -> list[ProfileIssue]:
+    """Local files the profile names but that are missing, each at the line of its key.
+    Separate from loading because a profile may be written before its data exists; the
+    runner calls this before creating anything. Empty list = all good."""
+    issues: list[ProfileIssue] = []
+
+    def report(dotted: str, message: str) -> None:
+        file, line = profile.locations.get(dotted, (profile.source, None))
+        issues.append(ProfileIssue(file, line, dotted, message))
+
+    model = profile.model.name_or_path
+    if _looks_local(model, None):
+        if not Path(model).exists():
+            report("model.name_or_path", f"model folder not found: {model}; fix the path "
+                   "(relative paths are relative to the profile's folder) or use a hub id")
+        elif not Path(model).is_dir():
+            report("model.name_or_path", f"expected a model folder, got a file: {model}")
+        elif not (Path(model) / "config.json").is_file():
+            report("model.name_or_path", f"no config.json in {model}; is this a model folder?")
+    for dotted in ("data.train", "data.validation", "model.chat_template", "eval.prompts"):
+        value = profile.get(dotted)
+        if value and not Path(value).is_file():
+            what = "folder, expected a file" if Path(value).is_dir() else "file not found"
+            report(dotted, f"{what}: {value} (relative paths are relative to the profile's "
+                           "folder)")
+    return issues
+
+
+# ---------------------------------------------------------------------------------------------
+# Showing and comparing
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+_MISSING = object()
+
+
+def diff_profiles(a: Profile, b: Profile) -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) for every key that differs, in schema order.
+    A key present on one side only (in [resolved]) has None on the other."""
+    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    keys = list(fa) + [k for k in fb if k not in fa]
+    out = []
+    for key in keys:
+        old, new = fa.get(key, _MISSING), fb.get(key, _MISSING)
+        if old != new:
+            out.append((key, None if old is _MISSING else old, None if new is _MISSING else new))
+    return out
+
+
+def format_diff(diff: list[tuple[str, Any, Any]], a_label: str = "a", b_label: str = "b") -> str:
+    if not diff:
+        return f"{a_label} and {b_label} are the same"
+
+    def show(v: Any) -> str:
+        return "(unset)" if v is None else _show(v)
+
+    width = max(len(k) for k, _, _ in diff)
+    lines = [f"{'key':<{width}}  {a_label} -> {b_label}"]
+    for key, old, new in diff:
+        lines.append(f"{key:<{width}}  {show(old)} -> {show(new)}")
+    return "\n".join(lines)
+
+
+def format_profile(profile: Profile) -> str:
+    """The full resolved profile as TOML (every key, defaults included), for `profile show`."""
+    header = f"# profile {profile.name!r} from {profile.source}\n"
+    header += "# every key is shown, defaults included; paths are resolved\n\n"
+    return header + profile.to_toml()

@@ -1,0 +1,180 @@
+"""Everything decided and checked before a run folder is written: device, precision, the
+tokenizer, the data rendered exactly as it will be trained. A mistake in the profile, the
+model path or the data ends here, with a message for people, and leaves nothing on disk."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from workbench.profile import Profile
+
+
+class RunError(Exception):
+    """A problem a person can fix; `hint` says how."""
+
+    def __init__(self, message: str, hint: str = "", kind: str = "config"):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.kind = kind
+
+    def __str__(self) -> str:
+        return self.message + (f"\n  hint: {self.hint}" if self.hint else "")
+
+
+@dataclass
+class Plan:
+    profile: Profile
+    device: str  # "cpu" | "cuda"
+    precision: str  # "bf16" | "fp16" | "fp32"
+    gradient_checkpointing: bool
+    tokenizer: Any
+    train_rows: list[dict]
+    eval_rows: list[dict]
+    dataset_hash: str
+    notes: list[str] = field(default_factory=list)  # things a person should know, shown once
+
+    @property
+    def evaluates(self) -> bool:
+        return bool(self.eval_rows) and self.profile.train.eval_steps > 0
+
+
+def resolve_hardware(profile: Profile) -> tuple[str, str, bool]:
+    import torch
+
+    t = profile.train
+    has_cuda = torch.cuda.is_available()
+    if t.device == "cuda" and not has_cuda:
+        raise RunError("train.device = \"cuda\" but torch sees no CUDA GPU",
+                       hint="check `nvidia-smi` and that torch is a CUDA build "
+                            "(`python -c 'import torch; print(torch.version.cuda)'`), "
+                            "or set train.device = \"auto\"")
+    device = "cuda" if t.device == "cuda" or (t.device == "auto" and has_cuda) else "cpu"
+    if profile.lora.method == "qlora" and device != "cuda":
+        raise RunError("lora.method = \"qlora\" needs an NVIDIA GPU: bitsandbytes 4-bit "
+                       "training does not run on the CPU",
+                       hint="use lora.method = \"lora\" on this machine (e.g. --set lora.method=lora)")
+    precision = t.precision
+    if precision == "auto":
+        if device == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "fp32"
+    if precision == "fp16" and device == "cpu":
+        raise RunError("train.precision = \"fp16\" is not supported on the CPU",
+                       hint="use \"fp32\" (or \"bf16\" on CPUs that support it), or \"auto\"")
+    if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise RunError("train.precision = \"bf16\" but this GPU has no bf16 support",
+                       hint="use \"fp16\" or \"auto\"")
+    gc = t.gradient_checkpointing
+    gradient_checkpointing = (device == "cuda") if gc == "auto" else bool(gc)
+    return device, precision, gradient_checkpointing
+
+
+def load_tokenizer(profile: Profile):
+    from transformers import AutoTokenizer
+
+    m = profile.model
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise RunError(
+            f"could not load the tokenizer of model.name_or_path = {m.name_or_path!r}: "
+            f"{str(exc).splitlines()[0]}",
+            hint="point model.name_or_path at a local model folder, or a hub id that is in the "
+                 "Hugging Face cache (with HF_HUB_OFFLINE=1 nothing is downloaded)") from exc
+    if m.chat_template:
+        tokenizer.chat_template = Path(m.chat_template).read_text(encoding="utf-8")
+    if tokenizer.pad_token is None:
+        # Padding positions are masked out of attention and loss, so any token id will do;
+        # eos is the conventional choice and needs no new embedding row.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def check_model_config(profile: Profile) -> None:
+    """Read config.json only (no weights): a wrong path or an architecture this
+    transformers does not know fails here, before anything is written."""
+    from transformers import AutoConfig
+
+    m = profile.model
+    try:
+        AutoConfig.from_pretrained(m.name_or_path, revision=m.revision,
+                                   trust_remote_code=m.trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        hint = "point model.name_or_path at a folder with config.json, or a cached hub id"
+        if "trust_remote_code" in str(exc):
+            hint = ("this model ships its own code; read it, then set "
+                    "model.trust_remote_code = true in the profile if you trust it")
+        raise RunError(f"could not read the model config of {m.name_or_path!r}: "
+                       f"{str(exc).splitlines()[0]}", hint=hint) from exc
+
+
+def split_validation(records: list[dict], fraction: float, seed: int) -> tuple[list, list]:
+    """Seeded random split. (The data engine's leakage-aware split replaces this later.)"""
+    if fraction <= 0 or len(records) < 2:
+        return records, []
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_val = min(len(records) - 1, max(1, round(len(records) * fraction)))
+    val_idx = set(order[:n_val])
+    train = [r for i, r in enumerate(records) if i not in val_idx]
+    val = [r for i, r in enumerate(records) if i in val_idx]
+    return train, val
+
+
+def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> Plan:
+    from workbench.data import DataError, load_records, dataset_hash
+    from workbench.data.render import check_template, render_dataset
+    from workbench.profile import ProfileError, check_paths
+
+    issues = check_paths(profile)
+    if issues:
+        raise RunError(str(ProfileError(issues)),
+                       hint="fix the path in the profile, or override it, e.g. "
+                            "--set data.train=PATH or --set model.name_or_path=PATH")
+    t = profile.train
+    device, precision, gc = resolve_hardware(profile)
+    check_model_config(profile)
+    tokenizer = load_tokenizer(profile)
+    notes = [f"chat template: {p}" for p in check_template(tokenizer)]
+
+    d = profile.data
+    try:
+        log(f"loading {d.train}")
+        records = load_records(d.train, format=d.format, system_prompt=d.system_prompt)
+        data_files = [d.train]
+        if d.validation:
+            val_records = load_records(d.validation, format=d.format, system_prompt=d.system_prompt)
+            data_files.append(d.validation)
+        elif t.eval_steps > 0:
+            records, val_records = split_validation(records, d.validation_split, t.seed)
+        else:
+            val_records = []
+        train_rows, train_stats = render_dataset(tokenizer, records, d.train_on, t.max_seq_len)
+        eval_rows, _ = render_dataset(tokenizer, val_records, d.train_on, t.max_seq_len)
+    except DataError as exc:
+        raise RunError(str(exc), kind="data") from exc
+    if not train_rows:
+        raise RunError(f"no trainable rows in {d.train} after rendering",
+                       hint="run `workbench data inspect` on it", kind="data")
+    notes.append(_describe_render(train_stats, len(train_rows), len(eval_rows), t.max_seq_len))
+    return Plan(profile=profile, device=device, precision=precision, gradient_checkpointing=gc,
+                tokenizer=tokenizer, train_rows=train_rows, eval_rows=eval_rows,
+                dataset_hash=dataset_hash(data_files), notes=notes)
+
+
+def _describe_render(stats, n_train: int, n_eval: int, max_len: int) -> str:
+    parts = [f"data: {n_train} training rows, {n_eval} validation rows, "
+             f"{stats.trained_tokens} of {stats.total_tokens} training tokens trained on"]
+    if stats.truncated_rows:
+        parts.append(f"{stats.truncated_rows} rows cut at max_seq_len {max_len} "
+                     f"({stats.answer_tokens_lost} answer tokens lost)")
+    if stats.dropped:
+        shown = ", ".join(f"{f}:{r}" for f, r, _ in stats.dropped[:5])
+        parts.append(f"{len(stats.dropped)} rows dropped with nothing left to train on ({shown})")
+    return "; ".join(parts)

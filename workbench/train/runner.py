@@ -1,0 +1,269 @@
+"""The training recipe, top to bottom: model -> adapters -> trainer -> train -> adapter.
+
+`execute` owns a run folder for the life of one process. It turns every ending into a
+final status a person can act on: finished, stopped (with a checkpoint to resume from),
+or failed (with the reason and a hint). Nothing here is imported until a run starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+import traceback
+from typing import Callable
+
+from workbench.train.plan import Plan, RunError
+from workbench.train.rundir import RunDir, iso
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def load_model(plan: Plan):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    p = plan.profile
+    kwargs = dict(
+        revision=p.model.revision,
+        trust_remote_code=p.model.trust_remote_code,
+        attn_implementation=p.model.attn_implementation,
+        use_safetensors=True,  # never unpickle .bin weights from who knows where
+        dtype=getattr(torch, DTYPES[plan.precision]),
+    )
+    if p.lora.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if plan.precision == "bf16" else torch.float16
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute)
+        kwargs["device_map"] = {"": 0}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(p.model.name_or_path, **kwargs)
+    except OSError as exc:
+        if "safetensors" in str(exc).lower():
+            raise RunError(f"{p.model.name_or_path} has no safetensors weights",
+                           hint="workbench only loads safetensors (pickled .bin files can run "
+                                "code); convert the checkpoint to safetensors first") from exc
+        raise
+    model.config.use_cache = False  # the KV cache is useless in training and costs memory
+    if p.lora.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=plan.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def add_adapters(model, plan: Plan):
+    from peft import LoraConfig, get_peft_model
+
+    lo = plan.profile.lora
+    config = LoraConfig(
+        r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, bias=lo.bias,
+        target_modules=lo.target_modules, use_dora=lo.method == "dora", task_type="CAUSAL_LM")
+    try:
+        model = get_peft_model(model, config)
+    except ValueError as exc:
+        raise RunError(f"lora.target_modules = {lo.target_modules!r} does not fit this model: "
+                       f"{str(exc).splitlines()[0]}",
+                       hint="use \"all-linear\", or names of the model's linear layers "
+                            "(e.g. q_proj, k_proj, v_proj, o_proj for Llama-style models)") from exc
+    if plan.gradient_checkpointing:
+        # With frozen embeddings no input requires grad, and checkpointed blocks would
+        # then produce no gradient for the adapters inside them.
+        model.enable_input_require_grads()
+    return model
+
+
+def build_args(plan: Plan, run: RunDir):
+    from trl import SFTConfig
+
+    t = plan.profile.train
+    evaluates = plan.evaluates
+    return SFTConfig(
+        output_dir=str(run.checkpoints_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optimizer,
+        bf16=plan.precision == "bf16",
+        fp16=plan.precision == "fp16",
+        use_cpu=plan.device == "cpu",
+        gradient_checkpointing=plan.gradient_checkpointing and plan.profile.lora.method != "qlora",
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        max_length=t.max_seq_len,
+        packing=t.packing,
+        neftune_noise_alpha=t.neftune_alpha or None,
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN must be seen, not averaged away
+        eval_strategy="steps" if evaluates else "no",
+        eval_steps=t.eval_steps if evaluates else None,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=bool(t.early_stopping_patience and evaluates),
+        metric_for_best_model="eval_loss" if t.early_stopping_patience and evaluates else None,
+        greater_is_better=False if t.early_stopping_patience and evaluates else None,
+        report_to=list(t.report_to) or "none",
+        disable_tqdm=True,  # our own progress display reads the events instead
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+    )
+
+
+def to_dataset(rows: list[dict]):
+    """Rows carry the exact tokens and mask from the renderer; labels are built here so
+    the trainer never re-renders or re-masks (what you inspect is what you train)."""
+    from datasets import Dataset
+
+    return Dataset.from_list([
+        {"input_ids": r["input_ids"],
+         "labels": [tok if m else -100 for tok, m in zip(r["input_ids"], r["assistant_masks"])]}
+        for r in rows
+    ])
+
+
+def save_adapter(trainer, plan: Plan, run: RunDir) -> str:
+    staging = run.path / ".adapter.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.model.save_pretrained(str(staging))
+    plan.tokenizer.save_pretrained(str(staging))
+    if run.adapter_dir.exists():
+        shutil.rmtree(run.adapter_dir)
+    os.replace(staging, run.adapter_dir)
+    return str(run.adapter_dir)
+
+
+OOM_HINT = ("lower train.batch_size (raise train.grad_accum to keep the effective batch), "
+            "lower train.max_seq_len, turn on train.gradient_checkpointing, or use "
+            "lora.method = \"qlora\"; `workbench estimate PROFILE` shows where memory goes")
+NAN_HINT = ("lower train.learning_rate (e.g. by 10x), keep train.max_grad_norm around 0.3-1.0, "
+            "and prefer bf16 over fp16 when the GPU supports it")
+
+
+def execute(run: RunDir, plan: Plan, resume: bool = False,
+            on_event: Callable[[dict], None] = lambda ev: None) -> str:
+    """Train in this process. Returns the final state."""
+    import torch
+    from transformers import EarlyStoppingCallback, set_seed
+
+    from workbench.train.trainer import NonFiniteLoss, RunRecorder, StopFlag, WorkbenchTrainer
+
+    stop = StopFlag()
+
+    def on_signal(signum, frame):
+        stop.request()
+        if stop.signals > 1:  # a second Ctrl-C means "now", checkpoint or not
+            raise KeyboardInterrupt
+        on_event({"type": "status", "state": "stopping",
+                  "message": f"{signal.Signals(signum).name}: saving a checkpoint, then stopping "
+                             "(press Ctrl-C again to quit at once)"})
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def finish(state: str, message: str, **extra) -> str:
+        run.write_status(state=state, message=message, ended_at=iso(time.time()), **extra)
+        on_event(run.append_event("status", state=state, message=message))
+        return state
+
+    def fail(kind: str, message: str, hint: str = "") -> str:
+        on_event(run.append_event("error", kind=kind, message=message, hint=hint))
+        return finish("failed", message, hint=hint)
+
+    started = time.time()
+    status = run.read_status()
+    run.write_status(state="running", pid=os.getpid(),
+                     started_at=status.get("started_at") or iso(started),
+                     ended_at=None, message=None, hint=None)
+    try:
+        checkpoint = None
+        if resume:
+            removed = run.remove_partial_checkpoints()
+            last = run.last_checkpoint()
+            checkpoint = str(last) if last else None
+            note = (f"resuming from {last.name}" if last else "no complete checkpoint yet: starting over")
+            if removed:
+                note += f" (removed {len(removed)} partial checkpoint(s))"
+            on_event(run.append_event("status", state="running", message=note))
+        else:
+            on_event(run.append_event("status", state="running", message="loading model"))
+
+        set_seed(plan.profile.train.seed)
+        model = add_adapters(load_model(plan), plan)
+        trainable, total = model.get_nb_trainable_parameters()
+        run.write_status(trainable_params=trainable, total_params=total, device=plan.device)
+        if stop.is_set():
+            return finish("stopped", "stopped before training began; nothing to resume from")
+
+        callbacks = [RunRecorder(run, stop, on_event=on_event, device=plan.device)]
+        if plan.profile.train.early_stopping_patience and plan.evaluates:
+            callbacks.append(EarlyStoppingCallback(plan.profile.train.early_stopping_patience))
+        trainer = WorkbenchTrainer(
+            model=model, args=build_args(plan, run), run=run,
+            train_dataset=to_dataset(plan.train_rows),
+            eval_dataset=to_dataset(plan.eval_rows) if plan.evaluates else None,
+            processing_class=plan.tokenizer, callbacks=callbacks)
+        trainer.train(resume_from_checkpoint=checkpoint)
+
+        state = trainer.state
+        peak = torch.cuda.max_memory_reserved() if plan.device == "cuda" else None
+        extra = dict(step=state.global_step, total_steps=state.max_steps, peak_gpu_mem_bytes=peak,
+                     train_seconds=round(time.time() - started, 1))
+        if stop.is_set():
+            last = run.last_checkpoint()
+            return finish("stopped", f"stopped at step {state.global_step}; checkpoint "
+                          f"{last.name if last else 'none'}; continue with `workbench resume {run.name}`",
+                          **extra)
+        adapter = save_adapter(trainer, plan, run)
+        early = state.global_step < state.max_steps
+        message = (f"adapter saved to {adapter}" + (" (early stopping: eval loss stopped improving)"
+                                                    if early else ""))
+        _run_prompt_suite(trainer.model, plan, run, on_event)
+        return finish("finished", message, adapter=adapter, **extra)
+    except NonFiniteLoss as exc:
+        return fail("nan", str(exc), NAN_HINT)
+    except torch.OutOfMemoryError as exc:
+        return fail("oom", f"the GPU ran out of memory: {str(exc).splitlines()[0]}", OOM_HINT)
+    except RunError as exc:
+        return fail(exc.kind, exc.message, exc.hint)
+    except KeyboardInterrupt:
+        return finish("stopped", "interrupted twice: stopped without a new checkpoint; "
+                                 "resume continues from the last complete one")
+    except Exception as exc:  # a bug or an environment problem: keep the evidence
+        with open(run.log_path, "a", encoding="utf-8") as fh:
+            traceback.print_exc(file=fh)
+        return fail("crash", f"{type(exc).__name__}: {exc}",
+                    f"the traceback is in {run.log_path}; please report it if it looks like a bug")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_prompt_suite(model, plan: Plan, run: RunDir, on_event) -> None:
+    """Answer the profile's prompt suite with and without the adapter, so every run ends
+    with evidence of what training changed. A failure here never fails the run."""
+    if not plan.profile.eval.prompts:
+        return
+    from workbench.evaluate.prompt_suite import run_prompt_suite
+
+    try:
+        result = run_prompt_suite(model, plan.tokenizer, plan.profile, run.path)
+    except Exception as exc:
+        on_event(run.append_event("status", state="running",
+                                  message=f"prompt suite skipped: {type(exc).__name__}: {exc}"))
+        return
+    on_event(run.append_event("status", state="running", message=result.summary()))

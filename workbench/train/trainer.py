@@ -1,0 +1,194 @@
+"""trl's SFTTrainer with the three things a run directory needs, and the callback that
+records a run. Heavy imports at top level: only the runner imports this module, and the
+runner is itself imported lazily (the app must open without torch)."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from trl import SFTTrainer
+
+from workbench.estimate.gpu import gpu_snapshot
+from workbench.train.rundir import RunDir
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, step: int, value: float):
+        super().__init__(f"the training loss became {value} at step {step}")
+        self.step = step
+        self.value = value
+
+
+class StopFlag:
+    """Set by SIGINT / SIGTERM; read by the callback at the end of each optimizer step."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self.signals = 0
+
+    def request(self) -> None:
+        self.signals += 1
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+class WorkbenchTrainer(SFTTrainer):
+    """SFTTrainer plus: loss checked for NaN / inf on every micro-batch (HF only notices
+    at logging time, and by default filters non-finite values out of the logged mean), and
+    checkpoints that appear under their final name only once completely written."""
+
+    def __init__(self, *args, run: RunDir, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.run = run
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        loss = result[0] if isinstance(result, tuple) else result
+        if model.training and not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLoss(self.state.global_step + 1, float(loss.detach().float().mean()))
+        return result
+
+    def _save_checkpoint(self, model, trial):
+        # HF writes checkpoint-N file by file; a crash or a full disk halfway would leave a
+        # folder that resume happily loads. So HF writes into a hidden staging folder, and
+        # the finished checkpoint is renamed into place (rename is atomic on one filesystem).
+        final_root = self.args.output_dir
+        staging_root = os.path.join(final_root, f".staging-{self.state.global_step}")
+        shutil.rmtree(staging_root, ignore_errors=True)
+        os.makedirs(staging_root)
+        self.args.output_dir = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = final_root
+        name = f"checkpoint-{self.state.global_step}"
+        staged, final = os.path.join(staging_root, name), os.path.join(final_root, name)
+        # Paths recorded while staging must point at the final location, in memory and in
+        # the trainer_state.json that resume will read.
+        best = self.state.best_model_checkpoint
+        if best and best.startswith(staging_root):
+            self.state.best_model_checkpoint = final_root + best[len(staging_root):]
+        self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
+        _fsync_tree(staged)
+        if os.path.exists(final):  # re-saving the same step after a resume
+            shutil.rmtree(final)
+        os.replace(staged, final)
+        shutil.rmtree(staging_root, ignore_errors=True)
+        self._rotate_final_checkpoints(final_root)
+        self.run.append_event("checkpoint", step=self.state.global_step, path=final)
+        self.run.write_status(last_checkpoint=final)
+
+    def _rotate_final_checkpoints(self, root: str) -> None:
+        from transformers.trainer_utils import rotate_checkpoints
+
+        if self.args.should_save:
+            rotate_checkpoints(output_dir=root, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint,
+                               use_mtime=False)
+
+
+def _fsync_tree(path: str) -> None:
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+class RunRecorder(TrainerCallback):
+    """Writes the run's events and status from the trainer's hooks, and turns a stop
+    request into "save a checkpoint, then stop"."""
+
+    GPU_EVERY_S = 30.0
+    STATUS_EVERY_S = 1.0
+
+    def __init__(self, run: RunDir, stop: StopFlag, on_event=None, device: str = "cpu"):
+        self.run = run
+        self.stop = stop
+        self.on_event = on_event or (lambda ev: None)
+        self.cuda = device == "cuda"
+        self._t0 = None
+        self._step0 = 0
+        self._last_tokens = None
+        self._last_tokens_t = None
+        self._last_gpu = 0.0
+        self._last_status = 0.0
+
+    def _event(self, type_: str, **fields) -> None:
+        self.on_event(self.run.append_event(type_, **fields))
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._t0 = time.time()
+        self._step0 = state.global_step
+        # trl counts tokens from zero in each process, resumed or not.
+        self._last_tokens, self._last_tokens_t = 0, self._t0
+        self.run.write_status(state="running", pid=os.getpid(), step=state.global_step,
+                              total_steps=state.max_steps)
+        self._gpu(force=True)
+
+    def _eta(self, state) -> float | None:
+        done = state.global_step - self._step0
+        if not done or self._t0 is None:
+            return None
+        return (time.time() - self._t0) / done * max(state.max_steps - state.global_step, 0)
+
+    def _gpu(self, force: bool = False) -> None:
+        now = time.time()
+        if force or now - self._last_gpu >= self.GPU_EVERY_S:
+            self._last_gpu = now
+            gpus = gpu_snapshot()
+            if gpus:
+                self._event("gpu", gpus=gpus)
+
+    def on_step_end(self, args, state, control, **kw):
+        now = time.time()
+        if now - self._last_status >= self.STATUS_EVERY_S or state.global_step == state.max_steps:
+            self._last_status = now
+            self.run.write_status(step=state.global_step, epoch=state.epoch, eta_s=self._eta(state))
+        if self.stop.is_set():
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = logs or {}
+        if "loss" in logs:
+            loss = float(logs["loss"])
+            tokens_per_s = None
+            tokens = logs.get("num_tokens")
+            now = time.time()
+            if tokens is not None and self._last_tokens is not None and now > self._last_tokens_t:
+                tokens_per_s = round((tokens - self._last_tokens) / (now - self._last_tokens_t), 1)
+            if tokens is not None:
+                self._last_tokens, self._last_tokens_t = tokens, now
+            mem = peak = None
+            if self.cuda and torch.cuda.is_available():
+                mem = torch.cuda.memory_reserved()
+                peak = torch.cuda.max_memory_reserved()
+            grad_norm = logs.get("grad_norm")
+            self._event(
+                "log", step=state.global_step, epoch=round(state.epoch or 0.0, 4),
+                loss=loss if math.isfinite(loss) else None,
+                learning_rate=logs.get("learning_rate"),
+                grad_norm=float(grad_norm) if grad_norm is not None and math.isfinite(grad_norm) else None,
+                tokens_per_s=tokens_per_s, gpu_mem_bytes=mem, gpu_mem_peak_bytes=peak,
+                eta_s=None if (eta := self._eta(state)) is None else round(eta, 1),
+            )
+            self.run.write_status(loss=loss if math.isfinite(loss) else None)
+            self._gpu()
+        if "eval_loss" in logs:
+            self._event("eval", step=state.global_step, epoch=round(state.epoch or 0.0, 4),
+                        eval_loss=float(logs["eval_loss"]))
+            self.run.write_status(eval_loss=float(logs["eval_loss"]))
