@@ -51,17 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path)
 
     p = sub.add_parser("attach", help="follow a run's progress live from its folder")
-    p.add_argument("run", help="run folder or name")
+    p.add_argument("run_ref", metavar="RUN", help="run folder or name")
     p.add_argument("--runs-dir", type=Path)
 
     p = sub.add_parser("stop", help="checkpoint and stop a running run")
-    p.add_argument("run")
+    p.add_argument("run_ref", metavar="RUN", help="run folder or name")
     p.add_argument("--no-wait", action="store_true", help="send the signal and return")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
     p.add_argument("--runs-dir", type=Path)
 
     p = sub.add_parser("resume", help="continue a stopped, failed or killed run from its last checkpoint")
-    p.add_argument("run")
+    p.add_argument("run_ref", metavar="RUN", help="run folder or name")
     p.add_argument("--detach", action="store_true")
     p.add_argument("--runs-dir", type=Path)
 
@@ -242,7 +242,7 @@ def cmd_attach(args) -> int:
     from workbench.train.console import ProgressPrinter
     from workbench.train.control import follow
 
-    run = _find_run(args.run, args.runs_dir)
+    run = _find_run(args.run_ref, args.runs_dir)
     printer = ProgressPrinter(sys.stdout)
     printer.total_steps = run.read_status().get("total_steps")
     print(f"attached to {run.name} (Ctrl-C detaches; the run goes on)", flush=True)
@@ -266,7 +266,7 @@ def cmd_attach(args) -> int:
 def cmd_stop(args) -> int:
     from workbench.train.control import ControlError, stop_run
 
-    run = _find_run(args.run, args.runs_dir)
+    run = _find_run(args.run_ref, args.runs_dir)
     try:
         if args.no_wait:
             stop_run(run, wait_s=0)
@@ -284,7 +284,7 @@ def cmd_stop(args) -> int:
 def cmd_resume(args) -> int:
     from workbench.train.control import ControlError, check_resumable, spawn_detached
 
-    run = _find_run(args.run, args.runs_dir)
+    run = _find_run(args.run_ref, args.runs_dir)
     try:
         check_resumable(run)
     except ControlError as exc:

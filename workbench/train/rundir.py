@@ -131,6 +131,7 @@ class RunDir:
     # ---- creation -------------------------------------------------------------------------
     @classmethod
     def create(cls, runs_dir: Path, profile_name: str) -> "RunDir":
+        runs_dir = Path(runs_dir).resolve()  # absolute: printed, and handed to a detached process
         runs_dir.mkdir(parents=True, exist_ok=True)
         base = f"{profile_name}-{utc_stamp()}"
         # Two runs started in the same second get -2, -3 ... rather than sharing a folder.

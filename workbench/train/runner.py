@@ -20,6 +20,25 @@ from workbench.train.rundir import RunDir, iso
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
+def quiet_libraries() -> None:
+    """The run's own events are the progress display. Library progress bars and
+    deprecation chatter would interleave with it (and fill stdout.log), so they go;
+    real warnings and errors stay."""
+    import logging
+    import warnings
+
+    # bitsandbytes warns at import on CPUs with AVX512-bf16 about an optional kernel
+    # download that cannot matter for a LoRA run.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\b")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def load_model(plan: Plan):
     import torch
     from transformers import AutoModelForCausalLM
@@ -158,8 +177,10 @@ NAN_HINT = ("lower train.learning_rate (e.g. by 10x), keep train.max_grad_norm a
 def execute(run: RunDir, plan: Plan, resume: bool = False,
             on_event: Callable[[dict], None] = lambda ev: None) -> str:
     """Train in this process. Returns the final state."""
+    quiet_libraries()
     import torch
     from transformers import EarlyStoppingCallback, set_seed
+    from transformers.trainer_callback import PrinterCallback
 
     from workbench.train.trainer import NonFiniteLoss, RunRecorder, StopFlag, WorkbenchTrainer
 
@@ -169,9 +190,9 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
         stop.request()
         if stop.signals > 1:  # a second Ctrl-C means "now", checkpoint or not
             raise KeyboardInterrupt
+        again = " (press Ctrl-C again to quit at once)" if signum == signal.SIGINT else ""
         on_event({"type": "status", "state": "stopping",
-                  "message": f"{signal.Signals(signum).name}: saving a checkpoint, then stopping "
-                             "(press Ctrl-C again to quit at once)"})
+                  "message": f"{signal.Signals(signum).name}: saving a checkpoint, then stopping{again}"})
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
@@ -217,6 +238,7 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
             train_dataset=to_dataset(plan.train_rows),
             eval_dataset=to_dataset(plan.eval_rows) if plan.evaluates else None,
             processing_class=plan.tokenizer, callbacks=callbacks)
+        trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; we print events
         trainer.train(resume_from_checkpoint=checkpoint)
 
         state = trainer.state
