@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train", default=str(ROOT / "assets/demo/translate_en_fr.jsonl"))
     ap.add_argument("--prompts", default=str(ROOT / "assets/demo/prompts.jsonl"))
     ap.add_argument("--seconds", type=float, default=60.0, help="wall-clock budget for training")
-    ap.add_argument("--max-steps", type=int, default=150)
+    ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--grad-accum", type=int, default=4)

@@ -172,6 +172,17 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     return fast
 
 
+def _patch_tokenizer_config(out: Path) -> None:
+    """Portability: name the generic fast class and also embed the chat template in
+    tokenizer_config.json (older transformers and converters read it from there; the
+    separate chat_template.jinja written by transformers 5 stays too)."""
+    path = out / "tokenizer_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg["chat_template"] = CHAT_TEMPLATE
+    path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 # --------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------
@@ -220,7 +231,6 @@ def pretrain(model, tokenizer, sampler: CorpusSampler, steps: int, batch_size: i
 
     losses: list[float] = []
     t0 = time.time()
-    pad = tokenizer.pad_token_id
     for step in range(steps):
         docs = [sampler.doc() for _ in range(batch_size)]
         enc = tokenizer(docs, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
@@ -239,7 +249,6 @@ def pretrain(model, tokenizer, sampler: CorpusSampler, steps: int, batch_size: i
             print(f"step {step + 1:5d}/{steps}  loss {recent:.4f}  lr {lr_at(step):.2e}  "
                   f"{time.time() - t0:6.1f}s", flush=True)
     model.eval()
-    _ = pad
     return losses
 
 
@@ -296,8 +305,11 @@ HF_HUB_OFFLINE=1 python -m workbench.models.build_tiny --out assets/tiny-model -
   with ChatML conversations of *other* tasks (repeat, reverse the words, count the words,
   first/last word). It never contains a "Translate to French" instruction nor any sentence of
   the demo dataset (`assets/demo/`).
+  (The BPE tokenizer, trained separately, did see the demo instruction text so that it
+  tokenizes compactly.)
 * Result: the base model knows the chat format and the translation skill, but does not
-  translate when asked in chat form (it answers in English). A ~1 minute LoRA run on
+  translate when asked in chat form: it drifts into pre-training text or into one of the
+  other chat tasks, in English, and gets 0 of the held-out prompts right. A ~1 minute LoRA run on
   `assets/demo/translate_en_fr.jsonl` unlocks it; see `bench/tiny_model_lora.md`.
 
 Special tokens: `<|im_start|>`, `<|im_end|>` (eos, and generation stops there),
@@ -340,6 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # rayon threads of the tokenizer fight the torch threads for the 2 cores otherwise
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -383,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    _patch_tokenizer_config(out)
 
     # 5. sanity check
     chat_ok = plain_ok = 0

@@ -114,6 +114,23 @@ def check_model_config(profile: Profile) -> None:
                        f"{str(exc).splitlines()[0]}", hint=hint) from exc
 
 
+REPORTER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",),
+                     "mlflow": ("mlflow",)}
+
+
+def check_reporters(report_to: list[str]) -> None:
+    """transformers fails deep inside Trainer set-up when a reporting package is missing;
+    say so up front. Their credentials (WANDB_API_KEY, ...) stay in the environment."""
+    import importlib.util
+
+    for name in report_to:
+        packages = REPORTER_PACKAGES.get(name, ())
+        if packages and not any(importlib.util.find_spec(p) for p in packages):
+            raise RunError(f"train.report_to includes {name!r} but the {packages[0]!r} package "
+                           "is not installed",
+                           hint=f"pip install {packages[0]}, or remove it from train.report_to")
+
+
 def split_validation(records: list[dict], fraction: float, seed: int) -> tuple[list, list]:
     """Seeded random split. (The data engine's leakage-aware split replaces this later.)"""
     if fraction <= 0 or len(records) < 2:
@@ -138,6 +155,7 @@ def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> P
                        hint="fix the path in the profile, or override it, e.g. "
                             "--set data.train=PATH or --set model.name_or_path=PATH")
     t = profile.train
+    check_reporters(t.report_to)
     device, precision, gc = resolve_hardware(profile)
     check_model_config(profile)
     tokenizer = load_tokenizer(profile)

@@ -205,6 +205,9 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
         on_event(run.append_event("error", kind=kind, message=message, hint=hint))
         return finish("failed", message, hint=hint)
 
+    if "tensorboard" in plan.profile.train.report_to:
+        # Keep TensorBoard files in the run folder rather than inside checkpoints/.
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run.path / "tensorboard"))
     started = time.time()
     status = run.read_status()
     run.write_status(state="running", pid=os.getpid(),
