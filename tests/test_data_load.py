@@ -226,7 +226,7 @@ def test_undetectable_schema_lists_keys_and_formats(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="nope.jsonl: no such file") as err:
         load_records(tmp_path / "nope.jsonl")
-    assert "data.path" in str(err.value)
+    assert "data.train" in str(err.value)
 
 
 def test_directory_instead_of_file(tmp_path):

@@ -60,7 +60,7 @@ def test_demo_preset_values():
     p = load_profile("demo")
     assert p.train.device == "cpu" and p.train.precision == "fp32"
     assert p.train.gradient_checkpointing is False
-    assert p.lora.target_modules == "all-linear"
+    assert p.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
     root = Path(P.__file__).resolve().parent.parent
     assert p.model.name_or_path == str(root / "assets" / "tiny-model")
     assert p.data.train == str(root / "assets" / "demo" / "translate_en_fr.jsonl")
@@ -143,7 +143,7 @@ def test_override_supplies_missing_required_key(tmp_path):
 def test_with_overrides_revalidates():
     p = load_profile("demo")
     q = p.with_overrides(["train.epochs=1"])
-    assert q.train.epochs == 1.0 and p.train.epochs == 3.0
+    assert q.train.epochs == 1.0 and p.train.epochs == 8.0
     with pytest.raises(ProfileError, match=r"--set train.epochs: expected a number > 0"):
         p.with_overrides(["train.epochs=0"])
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, workbench
+from workbench.train.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +69,7 @@ device = "cpu"
 
 
 def status_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "status.json").read_text())
+    return RunDir(run_dir).read_status()  # {} until the runner writes it
 
 
 def only_run(runs: Path) -> Path:
@@ -193,21 +194,22 @@ def test_detached_run_outlives_the_process_that_started_it(tmp_path, fake_setup)
 
 
 def test_stop_checkpoints_then_ends_stopped_and_resume_finishes(tmp_path, fake_setup):
-    _, run = _start_detached(tmp_path, fake_setup, "train.max_steps=60", "train.eval_steps=0",
+    # Enough steps that the run cannot finish before the stop lands, even on a fast machine.
+    _, run = _start_detached(tmp_path, fake_setup, "train.max_steps=400", "train.eval_steps=0",
                              "train.save_steps=1000")
     wait_for(lambda: (status_of(run).get("step") or 0) >= 3)
     proc = workbench("stop", run.name, "--runs-dir", "runs", cwd=tmp_path, check=True)
     st = status_of(run)
     assert st["state"] == "stopped", proc.stdout
     stopped_at = st["step"]
-    assert 3 <= stopped_at < 60
+    assert 3 <= stopped_at < 400
     assert (run / "checkpoints" / f"checkpoint-{stopped_at}").is_dir()
     proc = workbench("stop", run.name, "--runs-dir", "runs", cwd=tmp_path)
     assert proc.returncode == 2 and "not running" in proc.stderr
 
     workbench("resume", run.name, "--runs-dir", "runs", cwd=tmp_path, check=True)
     st = status_of(run)
-    assert st["state"] == "finished" and st["step"] == 60
+    assert st["state"] == "finished" and st["step"] == 400
     events = (run / "events.jsonl").read_text()
     assert f"resuming from checkpoint-{stopped_at}" in events
     proc = workbench("resume", run.name, "--runs-dir", "runs", cwd=tmp_path)
