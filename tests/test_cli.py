@@ -34,6 +34,25 @@ def test_profile_diff(capsys, tmp_path):
     assert "model.name_or_path" in out
 
 
+def test_profile_diff_between_runs(tmp_path, capsys, monkeypatch):
+    from workbench.profile import load_profile, save_profile
+
+    runs = []
+    for r in (8, 4):
+        run = RunDir.create(tmp_path, "demo")
+        save_profile(load_profile("demo", [f"lora.r={r}"]), run.profile_path)
+        run.write_status(state="finished")
+        runs.append(run)
+    assert main(["profile", "diff", str(runs[0].path), str(runs[1].path)]) == 0
+    out = capsys.readouterr().out
+    assert "lora.r" in out and "8" in out and "4" in out
+    monkeypatch.chdir(tmp_path.parent)
+    monkeypatch.setenv("WORKBENCH_RUNS_DIR", str(tmp_path))
+    # "demo" is the preset, even with runs named demo-... around
+    assert main(["profile", "diff", "demo", runs[1].name]) == 0
+    assert "lora.r" in capsys.readouterr().out
+
+
 def test_profile_list(capsys):
     assert main(["profile", "list"]) == 0
     assert "demo" in capsys.readouterr().out

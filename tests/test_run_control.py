@@ -88,29 +88,20 @@ def wait_for(predicate, timeout: float = 120, poll: float = 0.05):
     raise AssertionError("timed out waiting")
 
 
-def test_missing_data_is_reported_before_anything_is_written(tmp_path, fake_setup):
-    proc = workbench("run", str(fake_setup), "--set", "data.train=nowhere.jsonl",
-                     "--runs-dir", "runs", cwd=tmp_path)
+@pytest.mark.parametrize("overrides, expected", [
+    (["data.train=nowhere.jsonl"], ["nowhere.jsonl", "data.train"]),
+    (["model.name_or_path=./no-such-model"], ["no-such-model", "model.name_or_path"]),
+    (["lora.method=qlora", "train.device=auto"], ["qlora", "lora.method"]),  # no GPU here
+], ids=["missing-data", "unknown-model", "qlora-on-cpu"])
+def test_mistakes_are_reported_before_anything_is_written(tmp_path, fake_setup, overrides,
+                                                          expected):
+    args = ["run", str(fake_setup), "--runs-dir", "runs"]
+    for o in overrides:
+        args += ["--set", o]
+    proc = workbench(*args, cwd=tmp_path)
     assert proc.returncode == 2
-    assert "nowhere.jsonl" in proc.stderr and "data.train" in proc.stderr
+    assert all(text in proc.stderr for text in expected), proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "runs").exists()
-
-
-def test_unknown_model_is_reported_before_anything_is_written(tmp_path, fake_setup):
-    proc = workbench("run", str(fake_setup), "--set", "model.name_or_path=./no-such-model",
-                     "--runs-dir", "runs", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "no-such-model" in proc.stderr and "model.name_or_path" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "runs").exists()
-
-
-def test_qlora_on_cpu_is_refused_with_a_remedy(tmp_path, fake_setup):
-    proc = workbench("run", str(fake_setup), "--set", "lora.method=qlora", "--set",
-                     "train.device=auto", "--runs-dir", "runs", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "qlora" in proc.stderr and "lora.method" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -118,9 +109,14 @@ def test_finished_run_directory_follows_the_contract(tmp_path, fake_setup):
     from workbench.profile import load_profile
     from workbench.train.rundir import EVENT_FIELDS
 
-    proc = workbench("run", str(fake_setup), "--runs-dir", "runs", cwd=tmp_path, check=True)
+    secret = "hf_do_not_write_me_0123456789"
+    proc = workbench("run", str(fake_setup), "--runs-dir", "runs", cwd=tmp_path, check=True,
+                     env={"HF_TOKEN": secret, "WANDB_API_KEY": secret})
     run = only_run(tmp_path / "runs")
     assert str(run) in proc.stdout  # it says where its outputs are
+    for path in run.rglob("*"):  # tokens from the environment never reach the run folder
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
     st = status_of(run)
     assert st["state"] == "finished" and st["step"] == st["total_steps"] == 12
     for key in ("pid", "started_at", "ended_at", "adapter", "trainable_params"):
@@ -265,3 +261,17 @@ def test_non_finite_loss_fails_the_run_with_a_hint(tmp_path, fake_setup):
     assert st["state"] == "failed"
     assert "loss became" in st["message"] and "learning_rate" in st["hint"]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_dora_packing_neftune_and_early_stopping_run(tmp_path, fake_setup):
+    """The less common switches all reach a finished run (the trainer accepts them)."""
+    workbench("run", str(fake_setup), "--set", "lora.method=dora", "--set", "train.packing=true",
+              "--set", "train.neftune_alpha=5", "--set", "train.early_stopping_patience=1",
+              "--set", "train.max_steps=8", "--set", "train.eval_steps=2", "--set",
+              "train.save_steps=2", "--set", "train.scheduler=linear", "--runs-dir", "runs",
+              cwd=tmp_path, check=True)
+    run = only_run(tmp_path / "runs")
+    st = status_of(run)
+    assert st["state"] == "finished"
+    config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert config["use_dora"] is True

@@ -329,15 +329,20 @@ def cmd_profile(args) -> int:
 
 
 def _run_profile_path(ref: str) -> str:
-    """`profile diff` accepts runs too: compare what two runs were actually trained with."""
+    """`profile diff` accepts runs too, to compare what two runs were trained with. A run
+    folder wins, then a profile by path or name, then a run by name."""
+    from workbench.profile import ProfileError, find_profile
     from workbench.train.rundir import RunNotFound, find_run
 
-    if ref.endswith(".toml") or "/" not in ref and not Path("runs", ref).exists():
-        return ref
+    if (Path(ref) / "profile.toml").is_file():
+        return str(Path(ref) / "profile.toml")
     try:
-        return str(find_run(ref).profile_path)
-    except RunNotFound:
-        return ref
+        return str(find_profile(ref))
+    except ProfileError:
+        try:
+            return str(find_run(ref).profile_path)
+        except RunNotFound:
+            return ref  # let load_profile say what was not found
 
 
 COMMANDS = {"runs": cmd_runs, "attach": cmd_attach, "stop": cmd_stop, "resume": cmd_resume,
