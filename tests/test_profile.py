@@ -219,7 +219,8 @@ def test_diff_profiles():
 def test_format_profile_shows_every_key():
     text = format_profile(load_profile("demo"))
     for dotted, *_ in P.iter_schema():
-        assert dotted.rpartition(".")[2] + " =" in text
+        # tables (data.columns, clean.placeholders) are written as [section.key] headers
+        assert dotted.rpartition(".")[2] + " =" in text or f"[{dotted}]" in text
 
 
 def test_check_paths(tmp_path):
@@ -418,3 +419,24 @@ def test_profile_module_imports_no_heavy_libraries():
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True,
                    cwd=Path(P.__file__).resolve().parent.parent, env={**os.environ})
+
+
+def test_hub_ids_for_data_and_model_stay_as_written():
+    p = load_profile("demo", ["data.train=tatsu-lab/alpaca", "model.name_or_path=gpt2"])
+    assert p.data.train == "tatsu-lab/alpaca" and p.model.name_or_path == "gpt2"
+    assert P.check_paths(p) == []
+    p = load_profile("demo", ["data.train=missing.jsonl"])
+    assert Path(p.data.train).is_absolute()
+    assert "file not found" in str(P.check_paths(p)[0])
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("clean.steps=['dedup_exakt']", 'did you mean "dedup_exact"'),
+    ("data.split=[0.8, 0.3, 0.1]", "add up to 1"),
+    ("data.columns={instruction = 3}", "data.columns.instruction: expected a string"),
+    ("data.on_bad_rows='ignore'", '"error", "skip"'),
+])
+def test_data_and_clean_keys_are_validated(override, fragment):
+    with pytest.raises(ProfileError) as err:
+        load_profile("demo", [override])
+    assert fragment in str(err.value)

@@ -29,6 +29,7 @@ else:  # pragma: no cover - 3.10 only
 
 __all__ = [
     "BudgetSection",
+    "CleanSection",
     "DataSection",
     "EvalSection",
     "ExportSection",
@@ -263,6 +264,29 @@ def _target_modules(v):
     return list(v)
 
 
+def _string_table(what: str) -> Check:
+    expected = f"a table of {what}, e.g. {{ instruction = \"question\" }}"
+
+    def check(v):
+        if not isinstance(v, dict):
+            raise _Invalid(expected, v, wrong_type=True)
+        for key, item in v.items():
+            if not isinstance(item, str):
+                raise _Invalid("a string", item, wrong_type=True, at=f".{key}")
+        return dict(v)
+    return check
+
+
+def _fractions(v):
+    expected = "three fractions [train, validation, test] that add up to 1, e.g. [0.8, 0.1, 0.1]"
+    if not isinstance(v, list) or len(v) != 3 or not all(_is_number(x) for x in v):
+        raise _Invalid(expected, v, wrong_type=not isinstance(v, list))
+    values = [float(x) for x in v]
+    if any(x < 0 for x in values) or values[0] <= 0 or abs(sum(values) - 1) > 1e-6:
+        raise _Invalid(expected, v)
+    return values
+
+
 def _max_steps(v):
     expected = "-1 (train for `epochs`) or an integer >= 1"
     if type(v) is not int:
@@ -296,8 +320,8 @@ def _profile_name(v):
 
 def _f(default: Any, check: Check, *, required: bool = False, path: bool = False) -> Any:
     meta = {"check": check, "required": required, "path": path}
-    if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -318,9 +342,14 @@ class DataSection:
                     path=True)
     validation: str = _f("", _string(), path=True)
     validation_split: float = _f(0.1, _number(0, 0.5))  # used when `validation` is ""
-    format: str = _f("auto", _choice("auto", "alpaca", "messages"))
+    format: str = _f("auto", _choice("auto", "alpaca", "sharegpt", "messages",
+                                      "prompt_completion", "text"))
+    # Your column names for the schema's, e.g. { instruction = "question", output = "answer" }.
+    columns: dict[str, str] = _f({}, _string_table("schema field = your column name"))
+    on_bad_rows: str = _f("error", _choice("error", "skip"))  # skipped rows are counted, listed
     system_prompt: str = _f("", _string())
     train_on: str = _f("assistant", _choice("assistant", "all"))
+    split: list[float] = _f([0.8, 0.1, 0.1], _fractions)  # for `workbench data clean / split`
 
 
 @dataclass
@@ -367,6 +396,21 @@ class TrainSection:
     runs_dir: str = _f("runs", _string(True, "a folder path"))
 
 
+CLEAN_STEPS = ("drop_empty", "drop_short", "normalize_whitespace", "dedup_exact", "dedup_near",
+               "length_filter", "fill_placeholders", "drop_secrets")
+
+
+@dataclass
+class CleanSection:
+    # Applied in this order by `workbench data clean --profile`; none by default.
+    steps: list[str] = _f([], _list_of(*CLEAN_STEPS))
+    min_answer_chars: int = _f(2, _integer(0))
+    near_dup_threshold: float = _f(0.85, _number(0, 1, lo_open=True))
+    max_tokens: int = _f(0, _integer(0))  # length_filter; 0 = train.max_seq_len
+    placeholders: dict[str, str] = _f({}, _string_table("placeholder = value"))
+    drop_pii: bool = _f(False, _boolean)
+
+
 @dataclass
 class EvalSection:
     prompts: str = _f("", _string(), path=True)  # JSONL/TOML prompt suite; "" = none
@@ -389,8 +433,8 @@ class BudgetSection:
 
 
 SECTIONS: dict[str, type] = {
-    "model": ModelSection, "data": DataSection, "lora": LoraSection, "train": TrainSection,
-    "eval": EvalSection, "export": ExportSection, "budget": BudgetSection,
+    "model": ModelSection, "data": DataSection, "clean": CleanSection, "lora": LoraSection,
+    "train": TrainSection, "eval": EvalSection, "export": ExportSection, "budget": BudgetSection,
 }
 TOP_LEVEL_KEYS = ("name", "description")
 RESOLVED = "resolved"  # free-form record a run adds to its profile.toml; never validated
@@ -426,6 +470,7 @@ class Profile:
     description: str = ""
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
+    clean: CleanSection = field(default_factory=CleanSection)
     lora: LoraSection = field(default_factory=LoraSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
@@ -594,6 +639,11 @@ def _apply_overrides(raw: dict, overrides: Iterable[str],
 # Building a Profile from a raw dict: the one place where validation happens.
 
 
+# Keys that hold either a local path (resolved against the profile's folder) or a hub id.
+HUB_OR_PATH = ("model.name_or_path", "data.train", "data.validation")
+DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet")
+
+
 def _looks_local(value: str, base: Path | None) -> bool:
     """A model reference is a local folder if it is written like a path or exists next to the
     profile; otherwise it is a hub id ("meta-llama/Llama-3.1-8B") and must stay as written."""
@@ -687,7 +737,10 @@ def _build(raw: dict, *, label: str, base_dir: Path | None, locator: _Locator | 
             if fields[key].metadata["path"]:
                 # Paths typed on the command line are relative to where they were typed.
                 base = Path.cwd() if dotted in overridden else base_dir
-                if key != "name_or_path" or _looks_local(value, base):
+                # A model without a slash ("gpt2") is still a hub id; a data value is a
+                # path unless it reads "owner/name" and names nothing local.
+                if (dotted not in HUB_OR_PATH or _looks_local(value, base)
+                        or (dotted != "model.name_or_path" and not _looks_like_hub_id(value))):
                     value = _resolve(value, base)
             values[key] = value
             valid[dotted] = value
@@ -912,13 +965,25 @@ def check_paths(profile: Profile) -> list[ProfileIssue]:
             report("model.name_or_path", f"expected a model folder, got a file: {model}")
         elif not (Path(model) / "config.json").is_file():
             report("model.name_or_path", f"no config.json in {model}; is this a model folder?")
-    for dotted in ("data.train", "data.validation", "model.chat_template", "eval.prompts"):
+    for dotted in ("data.train", "data.validation"):
+        # A data file, a folder (saved splits or a `save_to_disk` dataset) or a hub dataset id.
+        value = profile.get(dotted)
+        if value and not Path(value).exists() and not _looks_like_hub_id(value):
+            report(dotted, f"file not found: {value} (relative paths are relative to the "
+                           "profile's folder)")
+    for dotted in ("model.chat_template", "eval.prompts"):
         value = profile.get(dotted)
         if value and not Path(value).is_file():
             what = "folder, expected a file" if Path(value).is_dir() else "file not found"
             report(dotted, f"{what}: {value} (relative paths are relative to the profile's "
                            "folder)")
     return issues
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    """`owner/name` as written: one slash, no file extension, not a path."""
+    return (re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", value) is not None
+            and Path(value).suffix.lower() not in DATA_SUFFIXES)
 
 
 # ---------------------------------------------------------------------------------------------
