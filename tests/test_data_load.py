@@ -82,7 +82,10 @@ def test_system_prompt_prepended_only_when_missing(tmp_path):
 def test_detection_and_forcing(tmp_path):
     assert detect_format(ALPACA) == "alpaca"
     assert detect_format(CHAT) == "messages"
-    assert detect_format({"prompt": "x", "completion": "y"}) is None
+    assert detect_format({"prompt": "x", "completion": "y"}) == "prompt_completion"
+    assert detect_format({"conversations": []}) == "sharegpt"
+    assert detect_format({"text": "x"}) == "text"
+    assert detect_format({"question": "x", "answer": "y"}) is None
     report = LoadReport()
     load_records(write_jsonl(tmp_path / "m.jsonl", [CHAT]), report=report)
     assert report.formats == {str(tmp_path / "m.jsonl"): "messages"}
@@ -92,8 +95,9 @@ def test_detection_and_forcing(tmp_path):
 
 
 def test_unknown_format_name():
-    with pytest.raises(DataError, match="unknown data format 'csv'"):
+    with pytest.raises(DataError, match="unknown data format 'csv'") as err:
         load_records("whatever.jsonl", format="csv")
+    assert "recognised by its extension" in str(err.value)
 
 
 def test_json_array_rows_are_zero_based(tmp_path):
@@ -213,13 +217,15 @@ def test_non_object_record(tmp_path):
 
 
 def test_undetectable_schema_lists_keys_and_formats(tmp_path):
-    path = write_jsonl(tmp_path / "u.jsonl", [{"prompt": "x", "completion": "y"}])
+    path = write_jsonl(tmp_path / "u.jsonl", [{"question": "x", "answer": "y"}])
     with pytest.raises(DataError) as err:
         load_records(path, on_bad_line="skip")  # a schema problem is not a bad row: it still stops
     text = str(err.value)
-    assert "cannot tell the dataset format" in text
-    assert "'completion', 'prompt'" in text
-    assert "alpaca" in text and "messages" in text
+    assert text.startswith(f"{path}:1: cannot tell the dataset format")
+    assert "'answer', 'question'" in text
+    for name in ("alpaca", "sharegpt", "messages", "prompt_completion", "text"):
+        assert name in text
+    assert 'columns = { instruction = "question", output = "answer" }' in text
     assert "data.format" in text
 
 
@@ -230,8 +236,11 @@ def test_missing_file(tmp_path):
 
 
 def test_directory_instead_of_file(tmp_path):
-    with pytest.raises(DataError, match="is a directory"):
+    (tmp_path / "train.jsonl").write_text("{}\n")
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(DataError, match="is a directory, not a data file or a saved dataset") as err:
         load_records(tmp_path)
+    assert "it contains 2 entries: notes/, train.jsonl" in str(err.value)
 
 
 @pytest.mark.parametrize("content", [b"", b"  \n\n\t", b"\xef\xbb\xbf\n"])
@@ -243,10 +252,11 @@ def test_empty_file(tmp_path, content):
 
 
 def test_not_json_at_all(tmp_path):
-    path = tmp_path / "d.csv"
+    path = tmp_path / "d.txt"
     path.write_text("instruction,output\nx,y\n", encoding="utf-8")
-    with pytest.raises(DataError, match="does not look like JSON"):
+    with pytest.raises(DataError, match="d.txt: does not look like JSON: it starts with 'i'") as err:
         load_records(path)
+    assert ".csv" in str(err.value)  # the hint lists the supported file types
 
 
 def test_non_utf8_line(tmp_path):

@@ -242,3 +242,61 @@ def test_rows_feed_trl_style_columns(chatml):
     rows, _ = render_dataset(chatml, [record(TWO_TURNS, 1)])
     (row,) = rows
     assert isinstance(row["input_ids"], list) and set(row["assistant_masks"]) == {0, 1}
+
+
+# Two more template families, written after the published ones: Llama 3 (header tokens,
+# <|eot_id|>, BOS emitted by the template) and Mistral v0.3 ([INST] blocks, the system prompt
+# folded into the last user turn, </s> closing answers). The mask must find the answers in both.
+LLAMA3_TEMPLATE = (
+    "{{ '<|begin_of_text|>' }}"
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+MISTRAL_TEMPLATE = (
+    "{{ '<s>' }}"
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+    "{% set loop_messages = messages[1:] %}{% else %}{% set system = '' %}"
+    "{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if message['role'] == 'user' %}"
+    "{% if loop.last and system %}{{ '[INST] ' + system + '\n\n' + message['content'] + '[/INST]' }}"
+    "{% else %}{{ '[INST] ' + message['content'] + '[/INST]' }}{% endif %}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + '</s>' }}{% endif %}"
+    "{% endfor %}"
+)
+
+
+@pytest.mark.parametrize("template, expected", [
+    (LLAMA3_TEMPLATE, ["Four.<|eot_id|>", "Six, I think.<|eot_id|>"]),
+    (MISTRAL_TEMPLATE, [" Four.</s>", " Six, I think.</s>"]),
+], ids=["llama3", "mistral"])
+def test_mask_on_other_template_families(tmp_path, template, expected):
+    tok = build_chatml_tokenizer(tmp_path, chat_template=template)
+    row = render_conversation(tok, TWO_TURNS)
+    assert trained_segments(tok, row) == expected
+
+
+def test_tools_reach_templates_that_render_them(tmp_path):
+    template = ("{% if tools %}{{ '<|im_start|>system\nTools: ' + (tools | map(attribute='name') | join(', ')) + '<|im_end|>\n' }}{% endif %}"
+                + "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}"
+                + "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    tok = build_chatml_tokenizer(tmp_path, chat_template=template)
+    messages = conversation(("user", "Weather in Paris?"),
+                            ("assistant", '{"name": "weather", "arguments": {"city": "Paris"}}'),
+                            ("tool", '{"temp": 21}'), ("assistant", "It is 21 degrees."))
+    row = render_conversation(tok, messages, tools=[{"name": "weather"}])
+    assert row.text.startswith("<|im_start|>system\nTools: weather")
+    assert trained_segments(tok, row) == [
+        '{"name": "weather", "arguments": {"city": "Paris"}}<|im_end|>', "It is 21 degrees.<|im_end|>"]
+
+
+def test_plain_text_records_train_every_token_without_a_template(chatml):
+    record = {"messages": [{"role": "assistant", "content": "The quick brown fox."}],
+              "text_only": True, "source": {"file": "t.jsonl", "row": 1}}
+    rows, stats = render_dataset(chatml, [record])
+    ids = rows[0]["input_ids"]
+    assert all(rows[0]["assistant_masks"])
+    assert ids[-1] == chatml.eos_token_id
+    assert chatml.decode(ids[:-1]) == "The quick brown fox."

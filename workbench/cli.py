@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detach", action="store_true")
     p.add_argument("--runs-dir", type=Path)
 
+    from workbench.data.cli import add_data_commands
+
+    add_data_commands(sub)
+
     p = sub.add_parser("profile", help="validate, show or compare profiles")
     psub = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
     q = psub.add_parser("validate", help="check profiles; prints every problem with its line")
@@ -345,8 +349,15 @@ def _run_profile_path(ref: str) -> str:
             return ref  # let load_profile say what was not found
 
 
+def _lazy(module: str, name: str, args) -> int:
+    import importlib
+
+    return getattr(importlib.import_module(module), name)(args)
+
+
 COMMANDS = {"runs": cmd_runs, "attach": cmd_attach, "stop": cmd_stop, "resume": cmd_resume,
-            "profile": cmd_profile, "run": lambda a: cmd_run(a.profile, a.overrides, a.detach,
+            "profile": cmd_profile, "data": lambda a: _lazy("workbench.data.cli", "cmd_data", a),
+            "run": lambda a: cmd_run(a.profile, a.overrides, a.detach,
                                                             a.runs_dir)}
 
 

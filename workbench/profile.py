@@ -347,6 +347,7 @@ class DataSection:
     # Your column names for the schema's, e.g. { instruction = "question", output = "answer" }.
     columns: dict[str, str] = _f({}, _string_table("schema field = your column name"))
     on_bad_rows: str = _f("error", _choice("error", "skip"))  # skipped rows are counted, listed
+    encoding: str = _f("", _string())  # "" = UTF-8 (a byte-order mark is handled); e.g. "latin-1"
     system_prompt: str = _f("", _string())
     train_on: str = _f("assistant", _choice("assistant", "all"))
     split: list[float] = _f([0.8, 0.1, 0.1], _fractions)  # for `workbench data clean / split`

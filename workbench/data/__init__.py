@@ -5,6 +5,8 @@ Imports stay light (no torch, transformers or textual at module level) so the ap
 
 from workbench.data.errors import DataError, TemplateError
 from workbench.data.load import LoadReport, dataset_hash, detect_format, iter_records, load_records
+from workbench.data.readers import DATA_EXTENSIONS, looks_like_hub_id
+from workbench.data.schemas import SUPPORTED_FORMATS, parse_tools
 from workbench.data.render import (
     RenderedRow,
     RenderStats,
@@ -15,6 +17,8 @@ from workbench.data.render import (
 )
 
 __all__ = [
+    "DATA_EXTENSIONS",
+    "SUPPORTED_FORMATS",
     "DataError",
     "LoadReport",
     "RenderStats",
@@ -26,6 +30,8 @@ __all__ = [
     "format_rendered",
     "iter_records",
     "load_records",
+    "looks_like_hub_id",
+    "parse_tools",
     "render_conversation",
     "render_dataset",
 ]

@@ -1,18 +1,20 @@
-"""Load JSON / JSON Lines datasets into the one record format.
+"""Load datasets into the one record format: load.py orchestrates, readers and schemas do the work.
 
 Every record that leaves this module looks like
 
     {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}, ...],
      "source": {"file": str, "row": int}}
 
-`source.row` is the 1-based line number for JSON Lines (what an editor shows) and the 0-based
-index for a JSON array (what `data[i]` means). Error messages use the same numbering: `file:line:col`
-for JSON Lines and `file: record [i]` for arrays.
+plus, only when they apply, `"tools": [dict, ...]` (tool definitions from a `tools` column) and
+`"text_only": True` (plain-text rows: one assistant message, trained on as a whole). Assistant
+messages that are tool calls carry `"tool_call": True` and hold the call as JSON text.
 
-Schemas are converted here, once, at the edge. Each schema is a converter registered in
-`CONVERTERS` plus a rule in `detect_format`, so adding ShareGPT or prompt/completion later means
-adding one function and one rule; file readers (`_read_jsonl`, `_read_json_array`) are likewise
-independent of the schema, so CSV / Parquet readers can slot in next to them.
+Where the rows come from is `workbench.data.readers` (JSON, JSON Lines, CSV / TSV, Parquet, a
+`save_to_disk` folder, a Hub id); how a row becomes messages is `workbench.data.schemas`
+(alpaca, sharegpt, messages, prompt_completion, text). `source.row` is what a person would look
+for: the 1-based line for JSON Lines and CSV / TSV (the line a CSV row starts on), the 0-based
+index for a JSON array, Parquet, saved datasets and Hub datasets. Errors use the same numbering:
+`file:line:col` for line-based files, `file: record [i]` / `file: row [i]` otherwise.
 
 Nothing is dropped silently: with `on_bad_line="skip"` every skipped row is counted and listed in
 the `LoadReport` the caller passes in.
@@ -21,24 +23,54 @@ the `LoadReport` the caller passes in.
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench.data.errors import DataError
+from workbench.data.readers import SAVED_DATASET_MARKERS, RawRow, RowSource, looks_like_hub_id, open_source
+from workbench.data.schemas import (  # re-exported: callers imported these from load.py before
+    COLUMNS_EXAMPLE,
+    CONVERTERS,
+    ROLES,
+    SCHEMA_FIELDS,
+    SUPPORTED_FORMATS,
+    RowProblem,
+    alpaca_to_messages,
+    chat_to_messages,
+    detect_format,
+    formats_help,
+    json_type,
+    key_list,
+    parse_tools,
+    prompt_completion_to_messages,
+    rename_columns,
+    sharegpt_to_messages,
+    text_to_messages,
+)
 
-ROLES = ("system", "user", "assistant", "tool")
-SUPPORTED_FORMATS = ("alpaca", "messages")
+__all__ = [
+    "BAD_LINE_CHOICES",
+    "CONVERTERS",
+    "FORMAT_CHOICES",
+    "ROLES",
+    "SUPPORTED_FORMATS",
+    "LoadReport",
+    "alpaca_to_messages",
+    "chat_to_messages",
+    "dataset_hash",
+    "detect_format",
+    "iter_records",
+    "load_records",
+    "prompt_completion_to_messages",
+    "sharegpt_to_messages",
+    "text_to_messages",
+]
+
 FORMAT_CHOICES = ("auto",) + SUPPORTED_FORMATS
 BAD_LINE_CHOICES = ("error", "skip")
 
-_BOM = b"\xef\xbb\xbf"
-_FORMS_HELP = (
-    "alpaca (keys: instruction, output; optional input, system, history) or "
-    "messages (key: messages = [{role, content}, ...])"
-)
 _SKIP_HINT = (
     'fix the row, or load with on_bad_line="skip" to skip bad rows '
     "(each one is counted and listed in the load report)"
@@ -49,31 +81,14 @@ _SKIP_HINT = (
 class LoadReport:
     """What a load did, filled in as records stream out.
 
-    `skipped` holds `(file, row, reason)`; `row` uses the same numbering as `source.row`
-    (1-based line for JSON Lines, 0-based index for a JSON array).
+    `skipped` holds `(file, row, reason)`; `row` uses the same numbering as `source.row`.
     """
 
     rows_read: int = 0
     rows_loaded: int = 0
     skipped: list[tuple[str, int, str]] = field(default_factory=list)
     formats: dict[str, str] = field(default_factory=dict)  # file -> detected/forced schema
-
-
-class _RowProblem(Exception):
-    """A problem confined to one row: becomes a DataError, or a skip with on_bad_line="skip"."""
-
-    def __init__(self, message: str, *, column: int | None = None, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.column = column
-        self.hint = hint
-
-
-@dataclass
-class _RawRow:
-    row: int  # 1-based line (JSON Lines) or 0-based index (JSON array)
-    value: Any = None
-    problem: _RowProblem | None = None
+    kinds: dict[str, str] = field(default_factory=dict)  # file -> reader: json, jsonl, csv, tsv, parquet, saved_dataset, hub
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,64 +101,71 @@ def iter_records(
     system_prompt: str = "",
     on_bad_line: str = "error",
     report: LoadReport | None = None,
+    *,
+    columns: dict[str, str] | None = None,
+    encoding: str | None = None,
+    split: str = "train",
+    revision: str | None = None,
 ) -> Iterator[dict]:
-    """Stream records from one JSON array or JSON Lines file in the one record format.
+    """Stream records from one dataset (file, saved-dataset folder or Hub id) in the one record format.
 
-    format: "auto" (decided per file from its first record's keys), "alpaca" or "messages".
+    format: "auto" (decided per file from its first row's keys) or one of SUPPORTED_FORMATS.
     system_prompt: prepended as a system message to records that have no system message.
     on_bad_line: "error" stops at the first bad row with a DataError naming file:line:col;
         "skip" skips bad rows and records each in `report.skipped`.
-    File-level problems (missing, directory, empty, not JSON, undetectable schema) always raise.
+    columns: the profile's data.columns table, schema name -> the file's column name
+        (e.g. {"instruction": "question", "output": "answer"}); applied before detection.
+    encoding: None = UTF-8 (with or without BOM; a UTF-16/32 BOM is honoured); else a codec name.
+    split: which split of a saved DatasetDict folder or Hub dataset to read.
+    revision: the Hub revision (branch, tag or commit) for a Hub id.
+    File-level problems (missing, directory, empty, unreadable, undetectable schema) always raise.
     """
     if format not in FORMAT_CHOICES:
         raise DataError(
             f"unknown data format {format!r}",
-            hint=f"use one of: {', '.join(FORMAT_CHOICES)}",
+            hint=f"use one of: {', '.join(FORMAT_CHOICES)} (the file type, e.g. CSV or Parquet, "
+            "is recognised by its extension and needs no format)",
         )
     if on_bad_line not in BAD_LINE_CHOICES:
         raise ValueError(f"on_bad_line must be one of {BAD_LINE_CHOICES}, got {on_bad_line!r}")
+    columns = _check_columns(columns)
     report = report if report is not None else LoadReport()
-    path = Path(path)
-    file = str(path)
-    is_array = _check_file(path) == "array"
-    rows = _read_json_array(path) if is_array else _read_jsonl(path)
-
+    source = open_source(path, encoding=encoding, split=split, revision=revision)
+    report.kinds[source.name] = source.kind
     chosen = None if format == "auto" else format
     if chosen:
-        report.formats[file] = chosen
-    for raw in rows:
+        report.formats[source.name] = chosen
+    seen_rows = False  # a row that parsed as an object has been seen (it decides the format)
+    read_any = False
+    for raw in source.rows:
         report.rows_read += 1
+        read_any = True
         try:
             if raw.problem is not None:
                 raise raw.problem
             if not isinstance(raw.value, dict):
-                raise _RowProblem(
-                    f"expected a JSON object (one record), found {_json_type(raw.value)}"
-                )
+                raise RowProblem(f"expected a JSON object (one record), found {json_type(raw.value)}")
+            row = rename_columns(raw.value, columns)
+            if not seen_rows:
+                _check_mapped_columns(source, raw, columns)
+            seen_rows = True
             if chosen is None:
-                # The first object decides; a schema we cannot recognise is a file-level error,
+                # The first row decides; a schema we cannot recognise is a file-level error,
                 # not a bad row, because every later row would fail the same way.
-                chosen = detect_format(raw.value)
-                if chosen is None:
-                    raise DataError(
-                        f"cannot tell the dataset format from the first record; found keys "
-                        f"{_key_list(raw.value)}",
-                        file=file,
-                        **_where(raw.row, is_array),
-                        hint=f"supported formats are {_FORMS_HELP}; set data.format in the "
-                        "profile to force one (ShareGPT, CSV and Parquet are not supported yet)",
-                    )
-                report.formats[file] = chosen
-            messages = CONVERTERS[chosen](raw.value)
-            if system_prompt and not any(m["role"] == "system" for m in messages):
-                messages.insert(0, {"role": "system", "content": system_prompt})
-        except _RowProblem as problem:
+                chosen = _detect(source, raw, row)
+                report.formats[source.name] = chosen
+            record = _to_record(chosen, row, system_prompt)
+        except RowProblem as problem:
             if on_bad_line == "skip":
-                report.skipped.append((file, raw.row, problem.message))
+                report.skipped.append((source.name, raw.row, problem.message))
                 continue
-            raise _row_error(file, raw.row, is_array, problem) from None
+            raise _row_error(source, raw.row, problem) from None
+        record["source"] = {"file": source.name, "row": raw.row}
         report.rows_loaded += 1
-        yield {"messages": messages, "source": {"file": file, "row": raw.row}}
+        yield record
+    if not read_any:
+        # e.g. "[]" or a saved dataset with no rows: say so here rather than as "0 rows" later.
+        raise DataError("has no records", file=source.name, hint="a dataset needs at least one record")
 
 
 def load_records(path: str | Path, **kwargs: Any) -> list[dict]:
@@ -151,296 +173,114 @@ def load_records(path: str | Path, **kwargs: Any) -> list[dict]:
     return list(iter_records(path, **kwargs))
 
 
-def dataset_hash(paths: str | Path | Iterable[str | Path]) -> str:
-    """Hex sha256 over the bytes of the given files, in the given order (streamed).
+def dataset_hash(paths: str | Path | Iterable[str | Path], *, revision: str | None = None) -> str:
+    """Hex sha256 identifying the given datasets, in the given order (files are streamed).
 
-    Each file's size is mixed in before its bytes so that moving bytes from one file to the
-    next changes the hash.
+    A file contributes its size and bytes (the size first, so that moving bytes from one file
+    to the next changes the hash). A saved-dataset folder contributes each of its files, by
+    relative path, in sorted order. A Hub id contributes the id and `revision` only; the data is
+    not fetched, so the hash pins the data only when `revision` is a commit.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     digest = hashlib.sha256()
     for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise DataError("no such file; cannot hash the dataset", file=path)
-        digest.update(f"{path.stat().st_size}\n".encode())
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+        text, path = str(path), Path(path)
+        if path.is_file():
+            _hash_file(digest, path)
+        elif path.is_dir() and any((path / m).is_file() for m in SAVED_DATASET_MARKERS):
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            digest.update(f"folder {len(files)}\n".encode())
+            for file in files:
+                digest.update(f"{file.relative_to(path).as_posix()}\n".encode())
+                _hash_file(digest, file)
+        elif not path.exists() and looks_like_hub_id(text):
+            digest.update(f"hf-hub {text}@{revision or 'default'}\n".encode())
+        else:
+            what = "a directory that is not a saved dataset" if path.is_dir() else "no such file"
+            raise DataError(f"{what}; cannot hash the dataset", file=path)
     return digest.hexdigest()
 
 
-def detect_format(record: dict) -> str | None:
-    """Name the schema a record follows, or None when no supported schema fits."""
-    if "messages" in record:
-        return "messages"
-    if "instruction" in record and "output" in record:
-        return "alpaca"
-    return None
-
-
 # ---------------------------------------------------------------------------------------------
-# Schemas: each converter takes one JSON object and returns its messages, raising _RowProblem.
+# Steps of iter_records
 
 
-def alpaca_to_messages(record: dict) -> list[dict]:
-    """Alpaca: system?, history turns, user = instruction (+ "\\n\\n" + input), assistant = output."""
-    instruction = _required_str(record, "instruction")
-    output = _required_str(record, "output")
-    extra_input = _optional_str(record, "input")
-    system = _optional_str(record, "system")
-    messages: list[dict] = []
-    if system:
-        messages.append({"role": "system", "content": system})
-    for user, assistant in _history_pairs(record.get("history")):
-        messages.append({"role": "user", "content": user})
-        messages.append({"role": "assistant", "content": assistant})
-    user = instruction + ("\n\n" + extra_input if extra_input else "")
-    messages.append({"role": "user", "content": user})
-    messages.append({"role": "assistant", "content": output})
-    return messages
-
-
-def chat_to_messages(record: dict) -> list[dict]:
-    """OpenAI-style `messages`: a list of {role, content}; other message keys are ignored."""
-    raw_messages = record.get("messages")
-    if not isinstance(raw_messages, list):
-        raise _RowProblem(f"field 'messages' must be a list, found {_json_type(raw_messages)}")
-    if not raw_messages:
-        raise _RowProblem("field 'messages' is an empty list")
-    messages = []
-    for index, message in enumerate(raw_messages):
-        where = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise _RowProblem(f"{where} must be an object, found {_json_type(message)}")
-        role = message.get("role")
-        if role not in ROLES:
-            raise _RowProblem(
-                f"{where} has role {role!r}; expected one of {', '.join(ROLES)}",
-                hint="ShareGPT-style 'from'/'value' is not supported yet" if "from" in message else None,
-            )
-        messages.append({"role": role, "content": _content_text(message.get("content"), where)})
-    if not any(m["role"] == "assistant" for m in messages):
-        raise _RowProblem(
-            "conversation has no assistant message, so there is nothing to train on",
-            hint="every conversation needs at least one message with role 'assistant'",
-        )
-    return messages
-
-
-CONVERTERS: dict[str, Callable[[dict], list[dict]]] = {
-    "alpaca": alpaca_to_messages,
-    "messages": chat_to_messages,
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# File readers: yield _RawRow values; they know about bytes and JSON, not about schemas.
-
-
-def _check_file(path: Path) -> str:
-    """Fail early with a clear message, else say whether the file is a JSON array or JSON Lines."""
-    if not path.exists():
+def _check_columns(columns: dict[str, str] | None) -> dict[str, str]:
+    """Validate the column mapping up front, so a typo fails before any row is read."""
+    if not columns:
+        return {}
+    if not isinstance(columns, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in columns.items()
+    ):
         raise DataError(
-            f"no such file (looked for {path.resolve()})",
-            file=path,
-            hint="check data.train (or data.validation) in the profile; relative paths there are relative to the profile file",
+            f"data.columns must map schema names to column names (strings), found {columns!r}",
+            hint=f"for example: {COLUMNS_EXAMPLE}",
         )
-    if path.is_dir():
+    unknown = [k for k in columns if k not in SCHEMA_FIELDS]
+    if unknown:
         raise DataError(
-            "is a directory, not a data file",
-            file=path,
-            hint="point data.train at a .json or .jsonl file inside it",
+            f"data.columns names {', '.join(repr(k) for k in unknown)}, which no format reads",
+            hint=f"the keys of data.columns are the names a format expects ({', '.join(SCHEMA_FIELDS)}); "
+            f"the values are your file's column names, e.g. {COLUMNS_EXAMPLE}",
         )
-    first = _first_significant_byte(path)
-    if first is None:
-        raise DataError(
-            "file is empty (no records)",
-            file=path,
-            hint="a dataset needs at least one record: a JSON array of objects or one JSON object per line",
+    return dict(columns)
+
+
+def _check_mapped_columns(source: RowSource, raw: RawRow, columns: dict[str, str]) -> None:
+    """A mapped column missing from the first row is a mapping mistake, not a bad row."""
+    missing = [f"{k} = {v!r}" for k, v in columns.items() if v not in raw.value]
+    if missing:
+        raise _error_at(
+            source,
+            raw.row,
+            f"data.columns maps {', '.join(missing)}, but the data has no such column; "
+            f"its columns are {key_list(raw.value)}",
+            hint="the values of data.columns must be column names exactly as they appear in the file",
         )
-    if first == b"[":
-        return "array"
-    if first == b"{":
-        return "lines"
-    raise DataError(
-        f"does not look like JSON: it starts with {first.decode('latin-1')!r}, "
-        "expected '[' (a JSON array) or '{' (JSON Lines, one object per line)",
-        file=path,
-        hint="only JSON and JSON Lines are supported for now (CSV and Parquet are planned)",
-    )
 
 
-def _first_significant_byte(path: Path) -> bytes | None:
-    """First byte that is not whitespace or a UTF-8 BOM, read in chunks so huge files are cheap."""
-    with path.open("rb") as handle:
-        chunk = handle.read(1 << 16)
-        if chunk.startswith(_BOM):
-            chunk = chunk[len(_BOM):]
-        while chunk:
-            stripped = chunk.lstrip()
-            if stripped:
-                return stripped[:1]
-            chunk = handle.read(1 << 16)
-    return None
+def _detect(source: RowSource, raw: RawRow, row: dict) -> str:
+    chosen = detect_format(row)
+    if chosen is None:
+        raise _error_at(
+            source,
+            raw.row,
+            f"cannot tell the dataset format from the first record; found columns {key_list(row)}",
+            hint=f"supported formats and their keys: {formats_help()}. If your columns have other "
+            f"names, map them in the profile, e.g. {COLUMNS_EXAMPLE}; or set data.format to force "
+            "a format",
+        )
+    return chosen
 
 
-def _read_jsonl(path: Path) -> Iterator[_RawRow]:
-    """One row per non-blank line, decoded line by line so memory stays bounded."""
-    with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if line_no == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield _RawRow(line_no, problem=_encoding_problem(raw, exc))
-                continue
-            if not text.strip():
-                continue  # blank lines are layout, not records
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                hint = None
-                if line_no == 1:
-                    hint = (
-                        "JSON Lines needs one complete object per line; if this file is one "
-                        "JSON document, its top level must be an array [...] of records"
-                    )
-                yield _RawRow(
-                    line_no, problem=_RowProblem(f"invalid JSON: {exc.msg}", column=exc.colno, hint=hint)
-                )
-                continue
-            yield _RawRow(line_no, value=value)
+def _to_record(chosen: str, row: dict, system_prompt: str) -> dict:
+    messages = CONVERTERS[chosen](row)
+    if system_prompt and not any(m["role"] == "system" for m in messages):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    record: dict[str, Any] = {"messages": messages}
+    tools = parse_tools(row)
+    if tools:
+        record["tools"] = tools
+    if chosen == "text":
+        record["text_only"] = True  # the renderer trains on all of it, whatever data.train_on says
+    return record
 
 
-def _read_json_array(path: Path) -> Iterator[_RawRow]:
-    """A JSON array is parsed whole (json.load); syntax and encoding errors fail the file."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        line_start = data.rfind(b"\n", 0, exc.start) + 1
-        problem = _encoding_problem(data[line_start:], exc, offset=line_start)
-        raise DataError(problem.message, file=path, line=line, column=problem.column, hint=problem.hint) from None
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"invalid JSON: {exc.msg}",
-            file=path,
-            line=exc.lineno,
-            column=exc.colno,
-            hint="a JSON array file must parse as a whole; fix the syntax at this position",
-        ) from None
-    if not isinstance(values, list):  # cannot happen after the '[' sniff, kept for safety
-        raise DataError(f"expected a JSON array of records, found {_json_type(values)}", file=path)
-    for index, value in enumerate(values):
-        yield _RawRow(index, value=value)
+def _error_at(source: RowSource, row: int, message: str, hint: str | None, column: int | None = None) -> DataError:
+    """A DataError placed the way the source numbers rows: file:line[:col], or file: row [i]."""
+    if source.numbering == "index":
+        return DataError(f"{source.label} [{row}]: {message}", file=source.name, hint=hint)
+    return DataError(message, file=source.name, line=row, column=column, hint=hint)
 
 
-# ---------------------------------------------------------------------------------------------
-# Small helpers
-
-
-def _encoding_problem(line: bytes, exc: UnicodeDecodeError, offset: int = 0) -> _RowProblem:
-    position = exc.start - offset
-    bad = line[position : position + 1].hex()
-    return _RowProblem(
-        f"not valid UTF-8: byte 0x{bad} at byte {position + 1} of the line ({exc.reason})",
-        column=position + 1,
-        hint="re-save the file as UTF-8 (for example: iconv -f latin1 -t utf-8 in.jsonl > out.jsonl)",
-    )
-
-
-def _row_error(file: str, row: int, is_array: bool, problem: _RowProblem) -> DataError:
+def _row_error(source: RowSource, row: int, problem: RowProblem) -> DataError:
     hint = "; ".join(h for h in (problem.hint, _SKIP_HINT) if h)
-    if is_array:
-        return DataError(f"record [{row}]: {problem.message}", file=file, hint=hint)
-    return DataError(problem.message, file=file, line=row, column=problem.column, hint=hint)
+    return _error_at(source, row, problem.message, hint, problem.column)
 
 
-def _where(row: int, is_array: bool) -> dict:
-    return {} if is_array else {"line": row}
-
-
-def _required_str(record: dict, key: str) -> str:
-    if key not in record:
-        raise _RowProblem(f"missing field {key!r} (found keys {_key_list(record)})")
-    value = record[key]
-    if not isinstance(value, str):
-        raise _RowProblem(
-            f"field {key!r} must be a string, found {_json_type(value)} {_preview(value)}",
-            hint="quote the value in the data file",
-        )
-    return value
-
-
-def _optional_str(record: dict, key: str) -> str:
-    value = record.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise _RowProblem(f"field {key!r} must be a string, found {_json_type(value)} {_preview(value)}")
-    return value
-
-
-def _history_pairs(history: Any) -> list[tuple[str, str]]:
-    if history is None:
-        return []
-    if not isinstance(history, list):
-        raise _RowProblem(f"field 'history' must be a list of [user, assistant] pairs, found {_json_type(history)}")
-    pairs = []
-    for index, pair in enumerate(history):
-        if not (
-            isinstance(pair, list) and len(pair) == 2 and all(isinstance(text, str) for text in pair)
-        ):
-            raise _RowProblem(
-                f"history[{index}] must be a [user, assistant] pair of strings, found {_preview(pair)}"
-            )
-        pairs.append((pair[0], pair[1]))
-    return pairs
-
-
-def _content_text(content: Any, where: str) -> str:
-    """A string, or a list of text parts joined with newlines (as vLLM and OpenAI clients do)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for index, part in enumerate(content):
-            if isinstance(part, str):
-                texts.append(part)
-            elif isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            else:
-                kind = part.get("type") if isinstance(part, dict) else _json_type(part)
-                raise _RowProblem(
-                    f"{where}.content[{index}] is a {kind!r} part; only text parts "
-                    '({"type": "text", "text": ...}) are supported'
-                )
-        return "\n".join(texts)
-    raise _RowProblem(
-        f"{where}.content must be a string or a list of text parts, found {_json_type(content)}"
-    )
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return names.get(type(value), type(value).__name__)
-
-
-def _key_list(record: dict) -> str:
-    keys = sorted(str(k) for k in record)
-    return ", ".join(repr(k) for k in keys) if keys else "none (empty object)"
-
-
-def _preview(value: Any, limit: int = 40) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _hash_file(digest: Any, path: Path) -> None:
+    digest.update(f"{path.stat().st_size}\n".encode())
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)

@@ -78,11 +78,14 @@ def render_conversation(
     messages: list[dict],
     train_on: str = "assistant",
     max_seq_len: int | None = None,
+    tools: list[dict] | None = None,
 ) -> RenderedRow:
     """Render `messages` with the tokenizer's chat template and mark the tokens to train on.
 
     train_on: "assistant" (each assistant answer plus its end-of-turn token) or "all".
     max_seq_len: keep the first max_seq_len tokens; trained tokens cut off are counted.
+    tools: tool schemas (a ShareGPT / OpenAI record's `tools`), handed to templates that
+    render them; templates without tool support ignore them.
     """
     if train_on not in TRAIN_ON_CHOICES:
         raise DataError(
@@ -95,8 +98,9 @@ def render_conversation(
             hint="load the tokenizer with use_fast=True (AutoTokenizer does by default), or convert it "
             "to a tokenizer.json",
         )
-    text = _render(tokenizer, messages)
-    spans = _assistant_spans(tokenizer, messages, text) if train_on == "assistant" else [(0, len(text))]
+    text = _render(tokenizer, messages, tools=tools)
+    spans = (_assistant_spans(tokenizer, messages, text, tools) if train_on == "assistant"
+             else [(0, len(text))])
 
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(encoding["input_ids"])
@@ -137,7 +141,11 @@ def render_dataset(
         source = record.get("source") or {}
         file, row_no = source.get("file"), source.get("row")
         try:
-            rendered = render_conversation(tokenizer, record["messages"], train_on, max_seq_len)
+            if record.get("text_only"):
+                rendered = render_plain_text(tokenizer, record["messages"][0]["content"], max_seq_len)
+            else:
+                rendered = render_conversation(tokenizer, record["messages"], train_on, max_seq_len,
+                                               tools=record.get("tools"))
         except DataError as exc:
             where = f"row {row_no}: " if row_no is not None else ""
             raise type(exc)(where + exc.message, file=file, hint=exc.hint) from exc
@@ -157,6 +165,18 @@ def render_dataset(
     if progress:
         progress(stats.rows_in, total)
     return rows, stats
+
+
+def render_plain_text(tokenizer: Any, text: str, max_seq_len: int | None = None) -> RenderedRow:
+    """A plain-text record (the `text` schema: continued pre-training) is not a conversation:
+    no chat template, every token trained, and an end-of-text token so documents stay apart."""
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
+        ids.append(tokenizer.eos_token_id)
+    truncated = max_seq_len is not None and len(ids) > max_seq_len
+    lost = len(ids) - max_seq_len if truncated else 0
+    ids = ids[:max_seq_len] if truncated else ids
+    return RenderedRow(ids, [1] * len(ids), text, truncated, lost)
 
 
 def format_rendered(tokenizer: Any, row: RenderedRow | dict, trained_marker: tuple[str, str] = ("«", "»")) -> str:
@@ -216,7 +236,8 @@ def check_template(tokenizer: Any) -> list[str]:
 # Internals
 
 
-def _render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = False) -> str:
+def _render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = False,
+            tools: list[dict] | None = None) -> str:
     """apply_chat_template as text, with template failures turned into TemplateError for people."""
     if not getattr(tokenizer, "chat_template", None):
         raise TemplateError("the tokenizer has no chat template", hint=_NO_TEMPLATE_HINT)
@@ -224,7 +245,8 @@ def _render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = 
 
     try:
         return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+            **({"tools": tools} if tools else {}),
         )
     except JinjaTemplateError as exc:
         if any(m["role"] == "system" for m in messages) and _renders_without_system(tokenizer, messages):
@@ -249,7 +271,8 @@ def _renders_without_system(tokenizer: Any, messages: list[dict]) -> bool:
     return True
 
 
-def _assistant_spans(tokenizer: Any, messages: list[dict], text: str) -> list[tuple[int, int]]:
+def _assistant_spans(tokenizer: Any, messages: list[dict], text: str,
+                     tools: list[dict] | None = None) -> list[tuple[int, int]]:
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
@@ -259,8 +282,8 @@ def _assistant_spans(tokenizer: Any, messages: list[dict], text: str) -> list[tu
                 "the conversation starts with an assistant message, so it answers nothing",
                 hint="put a user message (or a system prompt) before the first assistant message",
             )
-        prefix = _render(tokenizer, messages[:i], add_generation_prompt=True)
-        through = _render(tokenizer, messages[: i + 1])
+        prefix = _render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
+        through = _render(tokenizer, messages[: i + 1], tools=tools)
         for part in (prefix, through):
             if not text.startswith(part):
                 raise TemplateError(

@@ -47,6 +47,7 @@ def create_run(plan, runs_dir: Path | None = None) -> RunDir:
         "created_at": iso(time.time()),
         "seed": profile.train.seed,
         "dataset_hash": plan.dataset_hash,
+        **({"manifest_hash": plan.manifest_hash} if plan.manifest_hash else {}),
         "device": plan.device,
         "precision": plan.precision,
         "gradient_checkpointing": plan.gradient_checkpointing,

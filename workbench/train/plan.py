@@ -4,7 +4,6 @@ model path or the data ends here, with a message for people, and leaves nothing 
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +34,7 @@ class Plan:
     train_rows: list[dict]
     eval_rows: list[dict]
     dataset_hash: str
+    manifest_hash: str | None = None  # when data.train is a folder saved by `workbench data clean`
     notes: list[str] = field(default_factory=list)  # things a person should know, shown once
 
     @property
@@ -131,21 +131,60 @@ def check_reporters(report_to: list[str]) -> None:
                            hint=f"pip install {packages[0]}, or remove it from train.report_to")
 
 
-def split_validation(records: list[dict], fraction: float, seed: int) -> tuple[list, list]:
-    """Seeded random split. (The data engine's leakage-aware split replaces this later.)"""
-    if fraction <= 0 or len(records) < 2:
-        return records, []
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    n_val = min(len(records) - 1, max(1, round(len(records) * fraction)))
-    val_idx = set(order[:n_val])
-    train = [r for i, r in enumerate(records) if i not in val_idx]
-    val = [r for i, r in enumerate(records) if i in val_idx]
-    return train, val
+@dataclass
+class TrainingData:
+    train: list[dict]
+    validation: list[dict]
+    dataset_hash: str
+    manifest_hash: str | None
+    notes: list[str]
+
+
+def load_training_data(profile: Profile, log: Callable[[str], None] = lambda s: None) -> TrainingData:
+    """The records a run trains and evaluates on, through the data engine: a folder saved by
+    `workbench data clean` (its train / validation splits), or a file / dataset id with a
+    validation file or a held-out share split off without near-duplicate leakage."""
+    from workbench.data import LoadReport, dataset_hash, load_records
+    from workbench.data.save import is_saved_dataset, manifest_hash
+    from workbench.data.split import split_records
+
+    d, t = profile.data, profile.train
+    report = LoadReport()
+    kw = dict(format=d.format, system_prompt=d.system_prompt, on_bad_line=d.on_bad_rows,
+              report=report, columns=d.columns or None, encoding=d.encoding or None)
+    notes: list[str] = []
+    manifest = None
+    if is_saved_dataset(d.train):
+        folder = Path(d.train)
+        manifest = manifest_hash(folder)
+        log(f"loading the saved splits in {folder} (manifest {manifest[:12]})")
+        train = load_records(folder / "train.jsonl", **kw)
+        hashed = [folder / "manifest.json"]
+        val_file = Path(d.validation) if d.validation else folder / "validation.jsonl"
+        validation = load_records(val_file, **kw) if val_file.exists() else []
+        notes.append(f"data: saved dataset {folder.name} (manifest sha256 {manifest[:12]}...)")
+    else:
+        log(f"loading {d.train}")
+        train = load_records(d.train, **kw)
+        hashed = [d.train]
+        if d.validation:
+            validation = load_records(d.validation, **kw)
+            hashed.append(d.validation)
+        elif t.eval_steps > 0 and d.validation_split > 0 and len(train) > 1:
+            result = split_records(train, fractions=(1 - d.validation_split, d.validation_split, 0.0),
+                                   seed=t.seed)
+            train, validation = result.train, result.validation
+        else:
+            validation = []
+    if report.skipped:
+        shown = "; ".join(f"{f}:{r}: {why}" for f, r, why in report.skipped[:5])
+        notes.append(f"data: skipped {len(report.skipped)} bad rows (data.on_bad_rows = \"skip\"): "
+                     f"{shown}{' ...' if len(report.skipped) > 5 else ''}")
+    return TrainingData(train, validation, dataset_hash(hashed), manifest, notes)
 
 
 def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> Plan:
-    from workbench.data import DataError, load_records, dataset_hash
+    from workbench.data import DataError
     from workbench.data.render import check_template, render_dataset
     from workbench.profile import ProfileError, check_paths
 
@@ -163,27 +202,19 @@ def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> P
 
     d = profile.data
     try:
-        log(f"loading {d.train}")
-        records = load_records(d.train, format=d.format, system_prompt=d.system_prompt)
-        data_files = [d.train]
-        if d.validation:
-            val_records = load_records(d.validation, format=d.format, system_prompt=d.system_prompt)
-            data_files.append(d.validation)
-        elif t.eval_steps > 0:
-            records, val_records = split_validation(records, d.validation_split, t.seed)
-        else:
-            val_records = []
-        train_rows, train_stats = render_dataset(tokenizer, records, d.train_on, t.max_seq_len)
-        eval_rows, _ = render_dataset(tokenizer, val_records, d.train_on, t.max_seq_len)
+        data = load_training_data(profile, log)
+        train_rows, train_stats = render_dataset(tokenizer, data.train, d.train_on, t.max_seq_len)
+        eval_rows, _ = render_dataset(tokenizer, data.validation, d.train_on, t.max_seq_len)
     except DataError as exc:
         raise RunError(str(exc), kind="data") from exc
+    notes += data.notes
     if not train_rows:
         raise RunError(f"no trainable rows in {d.train} after rendering",
                        hint="run `workbench data inspect` on it", kind="data")
     notes.append(_describe_render(train_stats, len(train_rows), len(eval_rows), t.max_seq_len))
     return Plan(profile=profile, device=device, precision=precision, gradient_checkpointing=gc,
                 tokenizer=tokenizer, train_rows=train_rows, eval_rows=eval_rows,
-                dataset_hash=dataset_hash(data_files), notes=notes)
+                dataset_hash=data.dataset_hash, manifest_hash=data.manifest_hash, notes=notes)
 
 
 def _describe_render(stats, n_train: int, n_eval: int, max_len: int) -> str:

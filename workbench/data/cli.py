@@ -1,0 +1,467 @@
+"""`workbench data ...`: inspect, clean, split and show datasets from the command line.
+
+Hooking it into `workbench/cli.py` takes two lines:
+
+    # in build_parser(), after `sub = parser.add_subparsers(...)`:
+    from workbench.data.cli import add_data_commands, cmd_data
+    add_data_commands(sub)
+    # next to the other commands:
+    COMMANDS["data"] = cmd_data
+
+`cmd_data(args)` runs the chosen action and returns the exit code: 0 when it worked, 2 with an
+`error: ...` line on stderr (never a traceback) when the input, a flag or the profile is wrong.
+`data_main(argv)` does the same for a bare argv (tests, `python -m workbench.data.cli`).
+
+Results go to stdout (a report, or JSON with --json); progress goes to stderr, and only when
+stderr is a terminal, so pipes and logs stay clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect as pyinspect
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from workbench.data.errors import DataError
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `data` and its actions on the top-level subparsers; returns the `data` parser."""
+    data = subparsers.add_parser("data", help="inspect, clean, split and show datasets")
+    actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    p = actions.add_parser("inspect", help="report on a dataset: schema, lengths, duplicates, problems")
+    p.add_argument("path", help="a data file (JSON, JSON Lines, CSV, Parquet)")
+    _model_args(p)
+    p.add_argument("--near-dup-threshold", type=float, default=0.85, metavar="X")
+    _load_args(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(data_func=cmd_inspect)
+
+    p = actions.add_parser("clean", help="load, clean, split and save a dataset folder")
+    p.add_argument("path", nargs="?", help="a data file (default: the profile's data.train)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="the folder to write")
+    p.add_argument("--profile", help="read [clean] and [data] settings from this profile")
+    p.add_argument("--steps", help="comma-separated operations, applied in this order "
+                   "(drop_empty, drop_short, normalize_whitespace, dedup_exact, dedup_near, "
+                   "length_filter, fill_placeholders, drop_secrets)")
+    p.add_argument("--min-answer-chars", type=int, metavar="N")
+    p.add_argument("--near-dup-threshold", type=float, metavar="X")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="for length_filter (needs --model)")
+    p.add_argument("--model", metavar="M", help="tokenizer for length_filter (a local folder or hub id)")
+    p.add_argument("--fill", action="append", default=[], metavar="NAME=VALUE",
+                   help="value for a {{NAME}} placeholder (repeatable, or name=a,author=b)")
+    p.add_argument("--drop-unfilled", action="store_true", help="drop rows whose placeholders have no value")
+    p.add_argument("--drop-pii", action="store_true", help="drop_secrets also drops rows with personal data")
+    _split_args(p, fractions_flag="--split")
+    _load_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    p.set_defaults(data_func=cmd_clean)
+
+    p = actions.add_parser("split", help="split a dataset without cleaning it, and check for leakage")
+    p.add_argument("path", help="a data file")
+    p.add_argument("-o", "--output", required=True, type=Path, help="the folder to write")
+    _split_args(p, fractions_flag="--fractions")
+    _load_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(data_func=cmd_split)
+
+    p = actions.add_parser("show", help="render one row through the chat template, trained tokens marked")
+    p.add_argument("path", help="a data file")
+    p.add_argument("--row", type=int, required=True, metavar="N",
+                   help="the row as error messages number it (line for JSON Lines, index for a JSON array)")
+    p.add_argument("--model", required=True, metavar="M", help="whose tokenizer and chat template to use")
+    p.add_argument("--train-on", choices=("assistant", "all"), default="assistant")
+    p.add_argument("--max-seq-len", type=int, metavar="N")
+    _load_args(p)
+    p.set_defaults(data_func=cmd_show)
+    return data
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Run the parsed `data` action; people's mistakes become `error: ...` and exit code 2."""
+    from workbench.profile import ProfileError
+
+    try:
+        return args.data_func(args)
+    except (DataError, ProfileError) as exc:
+        _error(str(exc))
+    except OSError as exc:  # unreadable file, full disk, permission: still the person's to fix
+        _error(f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc))
+    return EXIT_USAGE
+
+
+def data_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="workbench")
+    add_data_commands(parser.add_subparsers(dest="command", required=True))
+    return cmd_data(parser.parse_args(argv))
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from workbench.data.inspect import format_report, inspect_dataset
+
+    tokenizer = _load_tokenizer(args.model) if args.model else None
+    kwargs = _supported(inspect_dataset, {
+        "tokenizer": tokenizer,
+        "max_seq_len": args.max_seq_len,
+        "near_dup_threshold": args.near_dup_threshold,
+        "format": args.format,
+        "on_bad_line": "skip" if args.skip_bad_rows else "error",
+        "progress": _Progress("inspect"),
+    })
+    report = inspect_dataset(args.path, **kwargs)
+    if args.json:
+        data = report.to_json()  # a dict in inspect.py today; accept a ready string too
+        print(data if isinstance(data, str) else json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(format_report(report))
+    return EXIT_OK
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from workbench.data.clean import CleanConfig, clean_records, format_clean_report
+    from workbench.data.split import format_leakage, split_records
+
+    settings = _clean_settings(args)
+    path = settings["path"]
+    records, load_report = _load(path, settings["format"], settings["on_bad_line"],
+                                 settings["system_prompt"], settings["columns"])
+    tokenizer = _load_tokenizer(settings["model"], settings["chat_template"]) if settings["needs_tokenizer"] else None
+    config = CleanConfig(
+        steps=settings["steps"],
+        min_answer_chars=settings["min_answer_chars"],
+        near_dup_threshold=settings["near_dup_threshold"],
+        max_tokens=settings["max_tokens"],
+        placeholders=settings["placeholders"],
+        drop_unfilled=args.drop_unfilled,
+        drop_pii=settings["drop_pii"],
+    )
+    kept, clean_report = clean_records(records, config, tokenizer=tokenizer, progress=_Progress("clean"))
+    if not kept:
+        raise DataError("no rows left after cleaning; nothing to save",
+                        hint="see the clean report above for why rows were removed", file=path)
+    result = split_records(kept, settings["fractions"], seed=settings["seed"],
+                           near_dup_threshold=settings["near_dup_threshold"], progress=_Progress("split"))
+    out = _save(args, result, path, load_report, settings, clean_report, tokenizer_ref=settings["model"] if tokenizer else None)
+
+    if args.json:
+        print(json.dumps({"output": str(out), "load": _load_dict(load_report), "clean": clean_report.to_dict(),
+                          "split": result.report}, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(_format_load(load_report))
+    print(format_clean_report(clean_report))
+    print(_format_split(result.report))
+    print(format_leakage(result.report["leakage"]))
+    print(f"saved: {out}")
+    return EXIT_OK
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from workbench.data.split import format_leakage, split_records
+
+    records, load_report = _load(args.path, args.format, "skip" if args.skip_bad_rows else "error")
+    if not records:
+        raise DataError("no rows to split", file=args.path)
+    seed = 42 if args.seed is None else args.seed
+    threshold = 0.85 if args.near_dup_threshold is None else args.near_dup_threshold
+    result = split_records(records, args.fractions or (0.8, 0.1, 0.1), seed=seed,
+                           near_dup_threshold=threshold, progress=_Progress("split"))
+    settings = {"seed": seed, "near_dup_threshold": threshold, "format": args.format}
+    out = _save(args, result, args.path, load_report, settings, clean_report=None, tokenizer_ref=None)
+    if args.json:
+        print(json.dumps({"output": str(out), "load": _load_dict(load_report), "split": result.report},
+                         indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(_format_load(load_report))
+    print(_format_split(result.report))
+    print(format_leakage(result.report["leakage"]))
+    print(f"saved: {out}")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from workbench.data.load import LoadReport, iter_records
+    from workbench.data.render import check_template, format_rendered, render_conversation
+
+    report = LoadReport()
+    record = None
+    for candidate in iter_records(args.path, format=args.format,
+                                  on_bad_line="skip" if args.skip_bad_rows else "error", report=report):
+        if candidate["source"]["row"] == args.row:
+            record = candidate
+            break
+    if record is None:
+        rows = sorted({r for _, r, _ in report.skipped if r == args.row})
+        why = " (it was skipped as a bad row)" if rows else ""
+        raise DataError(f"no row {args.row}{why}", file=args.path,
+                        hint="rows are numbered by line for JSON Lines (from 1) and by index for a JSON array (from 0)")
+    tokenizer = _load_tokenizer(args.model)
+    for problem in check_template(tokenizer):
+        print(f"warning: {problem}", file=sys.stderr)
+    try:
+        rendered = render_conversation(tokenizer, record["messages"], args.train_on, args.max_seq_len)
+    except DataError as exc:
+        raise type(exc)(f"row {args.row}: {exc.message}", file=args.path, hint=exc.hint) from None
+    trained = sum(rendered.assistant_masks)
+    print(f"{args.path} row {args.row}: {len(rendered.input_ids)} tokens, {trained} trained (marked «...»)")
+    if rendered.truncated:
+        print(f"truncated to max_seq_len={args.max_seq_len}: {rendered.answer_tokens_lost} answer tokens cut")
+    print()
+    print(format_rendered(tokenizer, rendered))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings: flags win over the profile, the profile over defaults.
+
+
+def _clean_settings(args: argparse.Namespace) -> dict[str, Any]:
+    from workbench.data.clean import validate_steps
+    from workbench.data.split import parse_fractions
+
+    profile = None
+    if args.profile:
+        from workbench.profile import load_profile
+
+        profile = load_profile(args.profile)
+    section = getattr(profile, "clean", None)
+    data = getattr(profile, "data", None)
+
+    def pick(flag: Any, key: str, default: Any, where: Any = section) -> Any:
+        if flag is not None:
+            return flag
+        return getattr(where, key, default) if where is not None else default
+
+    path = args.path or getattr(data, "train", None)
+    if not path:
+        raise DataError("no data file given", hint="pass PATH, or --profile with data.train set")
+    steps = validate_steps(_csv(args.steps) if args.steps is not None else list(pick(None, "steps", [])))
+    placeholders = dict(pick(None, "placeholders", {}) or {})
+    placeholders.update(_parse_fill(args.fill))
+    if args.fill and "fill_placeholders" not in steps:
+        raise DataError("--fill was given but fill_placeholders is not among the steps",
+                        hint=f"add it, e.g. --steps {','.join(steps + ['fill_placeholders'])}")
+
+    model = args.model or (profile.model.name_or_path if profile is not None else None)
+    max_tokens = pick(args.max_tokens, "max_tokens", 0)
+    if not max_tokens and profile is not None and "length_filter" in steps:
+        max_tokens = getattr(getattr(profile, "train", None), "max_seq_len", 0)  # 0 means "as trained"
+    if "length_filter" in steps and not model:
+        raise DataError("length_filter needs a tokenizer to count tokens",
+                        hint="pass --model M (or --profile with model.name_or_path)")
+    if "length_filter" in steps and not max_tokens:
+        raise DataError("length_filter needs --max-tokens N (or [clean] max_tokens in the profile)")
+
+    fractions = args.fractions if args.fractions is not None else pick(None, "split", (0.8, 0.1, 0.1), data)
+    on_bad = "skip" if args.skip_bad_rows else pick(None, "on_bad_rows", "error", data)
+    return {
+        "path": path,
+        "profile": args.profile,
+        "steps": steps,
+        "min_answer_chars": pick(args.min_answer_chars, "min_answer_chars", 2),
+        "near_dup_threshold": pick(args.near_dup_threshold, "near_dup_threshold", 0.85),
+        "max_tokens": max_tokens,
+        "placeholders": placeholders,
+        "drop_pii": args.drop_pii or bool(pick(None, "drop_pii", False)),
+        "fractions": parse_fractions(fractions),
+        "seed": args.seed if args.seed is not None else getattr(getattr(profile, "train", None), "seed", 42),
+        "format": args.format if args.format != "auto" or data is None else getattr(data, "format", "auto"),
+        "on_bad_line": on_bad,
+        "system_prompt": getattr(data, "system_prompt", "") if data is not None else "",
+        "columns": dict(getattr(data, "columns", {}) or {}) if data is not None else {},
+        "model": model,
+        "chat_template": getattr(getattr(profile, "model", None), "chat_template", "") if profile else "",
+        "needs_tokenizer": "length_filter" in steps,
+    }
+
+
+def _parse_fill(items: list[str]) -> dict[str, str]:
+    """`name=Workbench`, repeatable, or several in one: `name=Workbench,author=Us`."""
+    values: dict[str, str] = {}
+    for item in items:
+        for part in re.split(r",(?=\s*[A-Za-z_][\w.-]*=)", item):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip():
+                raise DataError(f"--fill expects NAME=VALUE, got {part!r}", hint="e.g. --fill name=Workbench")
+            values[name.strip()] = value
+    return values
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="M", help="tokenizer to count tokens with (a local folder or hub id)")
+    p.add_argument("--max-seq-len", type=int, metavar="N")
+
+
+def _load_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="auto", help="the data schema (default: detect it)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip rows that cannot be read (each is counted and listed) instead of stopping")
+
+
+def _split_args(p: argparse.ArgumentParser, fractions_flag: str) -> None:
+    from workbench.data.split import parse_fractions
+
+    p.add_argument(fractions_flag, dest="fractions", type=_argtype(parse_fractions), metavar="TRAIN,VAL,TEST",
+                   help="split fractions (default 0.8,0.1,0.1)")
+    p.add_argument("--seed", type=int, metavar="N", help="split seed (default 42)")
+    if fractions_flag == "--fractions":
+        p.add_argument("--near-dup-threshold", type=float, metavar="X",
+                       help="near duplicates at or above this similarity stay in one split (default 0.85)")
+
+
+def _argtype(parse):
+    def convert(text: str):
+        try:
+            return parse(text)
+        except DataError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+    convert.__name__ = "fractions"
+    return convert
+
+
+def _supported(func, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Only the keyword arguments `func` accepts, so we can run against older versions of it."""
+    params = pyinspect.signature(func).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def _load(path, format: str = "auto", on_bad_line: str = "error", system_prompt: str = "",
+          columns: dict | None = None):
+    from workbench.data.load import LoadReport, iter_records
+
+    report = LoadReport()
+    kwargs = _supported(iter_records, {"format": format, "on_bad_line": on_bad_line,
+                                       "system_prompt": system_prompt, "report": report, "columns": columns or None})
+    records = []
+    progress = _Progress("load")
+    for record in iter_records(path, **kwargs):
+        records.append(record)
+        if len(records) % 1000 == 0:
+            progress(len(records), None)
+    progress.done()
+    return records, report
+
+
+def _load_tokenizer(name_or_path: str, chat_template: str = ""):
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - transformers is a dependency
+        raise DataError(f"transformers is needed to load a tokenizer: {exc}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as exc:  # from_pretrained raises many kinds; all mean "cannot load this"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"could not load the tokenizer of {name_or_path!r}: {first}",
+                        hint="give a local model folder, or a hub id that is in the local cache (the Hub may be offline)") from None
+    if chat_template:
+        tokenizer.chat_template = Path(chat_template).read_text(encoding="utf-8")
+    return tokenizer
+
+
+def _save(args, result, path, load_report, settings, clean_report, tokenizer_ref):
+    from workbench.data.save import describe_sources, describe_tokenizer, save_splits
+
+    extra = {
+        "sources": describe_sources([path], load_report.formats),
+        "format": settings.get("format"),
+        "detected_formats": dict(load_report.formats),
+        "load": _load_dict(load_report),
+        "operations": clean_report.summary() if clean_report is not None else [],
+        "rows_before_cleaning": clean_report.rows_in if clean_report is not None else None,
+        "seed": settings["seed"],
+        "near_dup_threshold": settings["near_dup_threshold"],
+        "fractions_requested": list(result.report["fractions"]),
+        "leakage": {k: result.report["leakage"][k] for k in ("exact_pairs", "near_pairs", "examples_total", "clean")},
+        "tokenizer": describe_tokenizer(tokenizer_ref),
+        "profile": settings.get("profile"),
+    }
+    return save_splits(args.output, result.as_dict(), extra, overwrite=args.overwrite)
+
+
+def _load_dict(report) -> dict[str, Any]:
+    return {"rows_read": report.rows_read, "rows_loaded": report.rows_loaded, "formats": dict(report.formats),
+            "skipped": [{"file": f, "row": r, "reason": why} for f, r, why in report.skipped]}
+
+
+def _format_load(report, max_rows: int = 5) -> str:
+    formats = ", ".join(sorted(set(report.formats.values()))) or "?"
+    lines = [f"load: {report.rows_loaded} rows ({formats}), {len(report.skipped)} bad rows skipped"]
+    for file, row, why in report.skipped[:max_rows]:
+        lines.append(f"      skipped {file}:{row}: {why}")
+    if len(report.skipped) > max_rows:
+        lines.append(f"      ... and {len(report.skipped) - max_rows} more (see --json)")
+    return "\n".join(lines)
+
+
+def _format_split(report: dict[str, Any]) -> str:
+    sizes = ", ".join(f"{name} {size} ({report['actual_fractions'][name]:.1%})" for name, size in report["sizes"].items())
+    line = f"split (seed {report['seed']}): {sizes}"
+    if report["duplicate_groups"]:
+        line += (f"\n  {report['duplicate_groups']} duplicate groups ({report['rows_in_duplicate_groups']} rows) "
+                 "each kept within one split")
+    return line
+
+
+def _error(text: str) -> None:
+    lines = text.splitlines() or [""]
+    print(f"error: {lines[0]}", file=sys.stderr)
+    for line in lines[1:]:
+        print(line, file=sys.stderr)
+
+
+class _Progress:
+    """progress(done, total) that draws one updating line on stderr, only on a terminal."""
+
+    def __init__(self, label: str, stream=None):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last = 0.0
+        self._drawn = False
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        if not self.live:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and (total is None or done < total):
+            return
+        self._last = now
+        text = f"{self.label}: {done}/{total}" if total else f"{self.label}: {done}"
+        self.stream.write(f"\r\033[K{text}")
+        self.stream.flush()
+        self._drawn = True
+        if total is not None and done >= total:
+            self.done()
+
+    def done(self) -> None:
+        if self.live and self._drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._drawn = False
+
+
+if __name__ == "__main__":
+    sys.exit(data_main())
