@@ -275,3 +275,19 @@ def test_dora_packing_neftune_and_early_stopping_run(tmp_path, fake_setup):
     assert st["state"] == "finished"
     config = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert config["use_dora"] is True
+
+
+def test_training_accepts_a_saved_dataset_folder(tmp_path, fake_setup):
+    """`workbench data clean` output is a valid data.train; the run records the manifest."""
+    from workbench.data.save import manifest_hash
+    from workbench.profile import load_profile
+
+    data = load_profile(fake_setup).data.train
+    workbench("data", "clean", data, "-o", "cleaned", "--steps", "dedup_exact,drop_short",
+              cwd=tmp_path, check=True)
+    workbench("run", str(fake_setup), "--set", f"data.train={tmp_path / 'cleaned'}", "--set",
+              "train.max_steps=2", "--runs-dir", "runs", cwd=tmp_path, check=True)
+    run = only_run(tmp_path / "runs")
+    resolved = load_profile(run / "profile.toml").resolved
+    assert resolved["manifest_hash"] == manifest_hash(tmp_path / "cleaned")
+    assert resolved["train_rows"] == 48 and resolved["eval_rows"] == 6  # the saved 80/10/10 split

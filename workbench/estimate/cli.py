@@ -1,0 +1,256 @@
+"""`workbench estimate`: peak GPU memory, time and cost of a training step, before anything
+is loaded.
+
+    workbench estimate PROFILE [--gpu NAME] [--json]
+    workbench estimate --model PATH_OR_ID_OR_NAME [--method lora|qlora|dora|full] [--r N]
+        [--alpha N] [--dropout X] [--targets a,b,c|all-linear] [--batch N] [--seq N]
+        [--grad-ckpt|--no-grad-ckpt] [--optimizer NAME] [--precision bf16|fp16|fp32]
+        [--attn sdpa|eager] [--packing] [--grad-accum N] [--loss-path trl_fused|full_logits]
+        [--dataset-tokens N] [--epochs X] [--usd-per-hour X] [--gpu NAME] [--json]
+
+Flags given with a PROFILE override the profile's values. `--model` takes a folder with a
+config.json, a hub id (from the local cache; fetched only when online), or a shipped name
+from assets/configs (`llama-3.1-8b`, `qwen2.5-0.5b`, ...).
+
+JSON output (`--json`), one object:
+
+    peak_bytes        int   GPU memory the step needs, CUDA context included
+    reserved_bytes    int   the part torch.cuda.max_memory_reserved() would report
+    breakdown         {term: bytes}, in order, summing to peak_bytes; terms among
+                      "frozen weights", "quantization constants", "trainable params",
+                      "optimizer states", "gradients", "optimizer step temporaries",
+                      "autocast weight cache", "saved activations", "logits and loss",
+                      "recomputation", "backward gradient buffers", "allocator reserve",
+                      "CUDA context"
+    explain           {term: one line saying how it was computed}
+    peak_phase        str   the moment of the step that holds the peak
+    trainable_params  int;  total_params int;  trainable_share float (0..1)
+    tokens_per_step   int   batch x seq x grad_accum
+    model_type, model_source, settings {method, r, alpha, ...}, notes [str]
+    gpu               {key, name, memory_bytes, available_bytes, source} or null
+    fits              bool, or null when no GPU was given or found
+    verdict           "fits" | "tight" | "does not fit" | null
+    fits_on           {gpu key: bool} for every GPU of the table
+    remedies          [{change, peak_bytes, fits, cost}] (ranked; empty when it fits)
+    time              {gpu, tokens_per_step, steps, tokens_total, flops_per_token,
+                       tokens_per_second, seconds, usd, usd_per_hour, mfu} for the GPU
+                      (or the first table GPU it fits on), null if none
+    cost              {gpu key: {seconds, usd, usd_per_hour, fits}} for every table GPU
+
+Exit codes: 0 the answer was printed; 2 a mistake in the input (message on stderr, no
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from workbench.estimate.gpus import GPUS, UnknownGpu, find_gpu
+from workbench.estimate.params import ConfigError
+
+EXIT_USAGE = 2
+
+
+def add_estimate_command(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "estimate", help="peak GPU memory, time and cost of training, from config.json only",
+        description="Estimate peak GPU memory (term by term), time and cost of a training "
+                    "step from the model's config.json, without loading weights.")
+    p.add_argument("profile", nargs="?", help="a profile path or name (optional with --model)")
+    p.add_argument("--model", help="folder with config.json, hub id, or a shipped name "
+                   "such as llama-3.1-8b")
+    p.add_argument("--method", choices=("lora", "qlora", "dora", "full"))
+    p.add_argument("--r", type=int)
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--targets", help="comma-separated module names, or all-linear")
+    p.add_argument("--batch", type=int)
+    p.add_argument("--seq", type=int)
+    p.add_argument("--grad-ckpt", dest="grad_ckpt", action="store_true", default=None)
+    p.add_argument("--no-grad-ckpt", dest="grad_ckpt", action="store_false")
+    p.add_argument("--optimizer")
+    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"))
+    p.add_argument("--attn", choices=("sdpa", "eager", "flash_attention_2"))
+    p.add_argument("--packing", action="store_true", default=None)
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--loss-path", choices=("trl_fused", "full_logits"),
+                   help="trl_fused: the runner's SFTTrainer (default); full_logits: plain "
+                        "transformers loss")
+    p.add_argument("--dataset-tokens", type=int, help="tokens in one epoch of the rendered data")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--usd-per-hour", type=float)
+    p.add_argument("--gpu", help="a GPU from the table (h100, a100-40gb, rtx4090, ...) "
+                   "or an NVML name; default: the GPU found here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_estimate)
+    return p
+
+
+class _InputError(Exception):
+    pass
+
+
+def _settings_and_model(args):
+    from dataclasses import replace
+
+    from workbench.estimate.config import load_model_config
+    from workbench.estimate.memory import EstimateSettings
+
+    profile = None
+    if args.profile:
+        from workbench.profile import ProfileError, load_profile
+
+        try:
+            profile = load_profile(args.profile)
+        except ProfileError as exc:
+            raise _InputError(f"invalid profile\n{exc}") from exc
+        settings = EstimateSettings.from_profile(profile)
+        model_ref = args.model or profile.model.name_or_path
+        revision = profile.model.revision
+    elif args.model:
+        settings, model_ref, revision = EstimateSettings(), args.model, "main"
+    else:
+        raise _InputError("give a PROFILE or --model PATH_OR_ID (e.g. --model llama-3.1-8b)")
+
+    flags = {"method": args.method, "r": args.r, "alpha": args.alpha, "dropout": args.dropout,
+             "batch": args.batch, "seq": args.seq, "grad_ckpt": args.grad_ckpt,
+             "optimizer": args.optimizer, "precision": args.precision, "attn": args.attn,
+             "packing": args.packing, "grad_accum": args.grad_accum, "loss_path": args.loss_path}
+    if args.targets:
+        flags["targets"] = ("all-linear" if args.targets.strip() == "all-linear"
+                            else tuple(t.strip() for t in args.targets.split(",") if t.strip()))
+    settings = replace(settings, **{k: v for k, v in flags.items() if v is not None})
+    config, source = load_model_config(model_ref, revision)
+    return profile, settings, config, source
+
+
+def _choose_gpu(args, profile):
+    """(GpuSpec or None, bytes available, where the number came from)."""
+    from workbench.estimate.gpu import telemetry
+
+    wanted = args.gpu or (profile.budget.gpu if profile is not None else "")
+    if wanted:
+        gpu = find_gpu(wanted)
+        return gpu, gpu.memory_bytes, "table"
+    state = telemetry()
+    if state.available and state.gpus:
+        here = state.gpus[0]
+        try:
+            gpu = find_gpu(here.name)
+        except UnknownGpu:
+            gpu = None
+        free = here.memory_free if here.memory_free is not None else here.memory_total
+        if gpu is not None and free is not None:
+            return gpu, free, f"free memory now on GPU 0 ({here.name})"
+    return None, None, ""
+
+
+def build_report(args) -> dict:
+    from workbench.estimate.advice import remedies, verdict
+    from workbench.estimate.memory import estimate_memory
+    from workbench.estimate.params import architecture_from_config
+    from workbench.estimate.speed import estimate_time
+
+    profile, settings, config, source = _settings_and_model(args)
+    arch = architecture_from_config(config)
+    est = estimate_memory(arch, settings)
+    gpu, available, gpu_source = _choose_gpu(args, profile)
+
+    out = est.to_dict()
+    out["model_source"] = source
+    out["gpu"] = None
+    out["fits"] = out["verdict"] = None
+    out["remedies"] = []
+    if gpu is not None:
+        out["gpu"] = {"key": gpu.key, "name": gpu.name, "memory_bytes": gpu.memory_bytes,
+                      "available_bytes": available, "source": gpu_source}
+        out["verdict"] = verdict(est.peak_bytes, available)
+        out["fits"] = out["verdict"] != "does not fit"
+        if out["verdict"] != "fits":
+            out["remedies"] = [r.to_dict() for r in remedies(arch, settings, available)]
+    out["fits_on"] = {g.key: est.peak_bytes <= g.memory_bytes for g in GPUS}
+
+    epochs = args.epochs if args.epochs is not None else (profile.train.epochs if profile else 1.0)
+    max_steps = profile.train.max_steps if profile else -1
+    price = args.usd_per_hour
+    if price is None and profile is not None and profile.budget.gpu_hourly_usd:
+        price = profile.budget.gpu_hourly_usd
+    timing = dict(dataset_tokens=args.dataset_tokens, epochs=epochs, max_steps=max_steps)
+    out["cost"] = {}
+    for g in GPUS:
+        t = estimate_time(arch, settings, g, **timing)
+        out["cost"][g.key] = {"seconds": round(t.seconds, 1), "usd": round(t.usd, 4),
+                              "usd_per_hour": t.usd_per_hour, "fits": out["fits_on"][g.key]}
+    timed_gpu = gpu or next((g for g in GPUS if out["fits_on"][g.key]), None)
+    out["time"] = (estimate_time(arch, settings, timed_gpu, usd_per_hour=price, **timing).to_dict()
+                   if timed_gpu else None)
+    out["time_note"] = ("throughput from a FLOPs model and a placeholder utilization (MFU) "
+                        "per GPU until measured; treat times as +/- 50%")
+    out["_estimate"] = est
+    return out
+
+
+def _fmt_gib(n) -> str:
+    return "n/a" if n is None else f"{n / 1024 ** 3:.1f} GiB"
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _print_text(report: dict) -> None:
+    est = report["_estimate"]
+    print(f"model: {report['model_source']} ({report['model_type']})")
+    print(est.explain())
+    if report["gpu"]:
+        g = report["gpu"]
+        print(f"\n{g['name']}: {_fmt_gib(g['available_bytes'])} available "
+              f"({g['source']}) -> {report['verdict']}")
+        for r in report["remedies"]:
+            mark = "fits" if r["fits"] else "not enough alone"
+            print(f"  - {r['change']}: {_fmt_gib(r['peak_bytes'])} ({mark}; {r['cost']})")
+    else:
+        print("\nno GPU given (--gpu NAME) or found here; fits on: "
+              + ", ".join(k for k, ok in report["fits_on"].items() if ok))
+    if report["time"]:
+        t = report["time"]
+        print(f"\ntime on {t['gpu']}: {_fmt_time(t['seconds'])} for {t['tokens_total']:,} tokens "
+              f"({t['tokens_per_second']:,.0f} tokens/s at MFU {t['mfu']:.2f}), "
+              f"${t['usd']:.2f} at ${t['usd_per_hour']:.2f}/h")
+    print("\n  GPU          fits   time      cost")
+    for key, c in report["cost"].items():
+        print(f"  {key:<11}  {'yes' if c['fits'] else 'no ':<5}  {_fmt_time(c['seconds']):<8}  "
+              f"${c['usd']:.2f}")
+    print(f"({report['time_note']})")
+
+
+def cmd_estimate(args) -> int:
+    try:
+        report = build_report(args)
+    except (ConfigError, UnknownGpu, _InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        report.pop("_estimate")
+        print(json.dumps(report, indent=2))
+    else:
+        _print_text(report)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry for tests and `python -m workbench.estimate.cli`."""
+    parser = argparse.ArgumentParser(prog="workbench")
+    add_estimate_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["estimate", *(argv or [])])
+    return cmd_estimate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

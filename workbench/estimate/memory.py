@@ -1,0 +1,463 @@
+"""Peak GPU memory of one training step, from a model's config.json: an analytic model with
+named terms, no torch import, well under 5 ms per call.
+
+What is predicted: `reserved_bytes`, comparable with `torch.cuda.max_memory_reserved()` over
+a step (forward, backward, optimizer step) in steady state (optimizer states exist, grads were
+set to None by the previous step), and `peak_bytes` = that plus the CUDA context, which is what
+must fit in the GPU's free memory.
+
+The step modeled is the workbench runner's (workbench/train/runner.py): weights in the
+precision dtype (`from_pretrained(dtype=...)`), or 4-bit nf4 with double quantization for
+QLoRA followed by peft's `prepare_model_for_kbit_training`; peft LoRA adapters in fp32; bf16
+autocast; SDPA; non-reentrant gradient checkpointing per decoder layer; labels on every token.
+Each term below says which code it follows (versions in the venv: torch 2.13, transformers
+5.24, peft 0.21, trl 1.16, bitsandbytes):
+
+- peft `prepare_model_for_kbit_training` (peft/utils/other.py) casts every fp16/bf16
+  parameter that is not a `Params4bit` to fp32: embeddings, the output layer, norms, biases.
+  So in QLoRA the residual stream is fp32 (fp32 embedding output, fp32 norms), and
+  bitsandbytes' `Linear4bit.forward` returns its input's dtype (`.to(inp_dtype)`), so the
+  frozen matmul outputs are fp32 too: QLoRA activations are about twice LoRA's.
+- peft's LoRA `Linear.forward` casts its input to the adapter dtype (fp32) and autocast casts
+  it back to bf16 for `lora_A`: every adapted layer saves its own bf16 copy of its input, and
+  with dropout > 0 a 1-byte mask as well.
+- Frozen matmuls save no input: autograd saves `mat1` of mm/addmm only when `mat2` requires
+  grad. bnb's `MatMul4Bit` saves only the quantized weight.
+- RMSNorm (Llama, Qwen2, Mistral, Phi-3, Gemma-2) saves its fp32 upcast input: 4 bytes/elem.
+- SDPA (flash / memory-efficient kernels) saves q, k, v, output and an fp32 logsumexp; with
+  no mask, transformers passes `enable_gqa` so k and v stay at the kv-head size
+  (transformers/integrations/sdpa_attention.py `use_gqa_in_sdpa`); with a mask (sliding
+  window shorter than the sequence, or packing) k and v are repeated to every head.
+- Gated MLP: the activation saves its input, the product saves both factors: 3 x intermediate.
+- Loss, two paths (`loss_path`):
+  * "trl_fused": trl 1.16's SFTTrainer (which the runner uses) patches the model with
+    `add_fused_lm_head` and calls `model(..., fused_lm_head=True)`: `ChunkedLogProbFunction`
+    (trl/kernels/chunked_logprob.py) never builds the (tokens x vocab) logits; it keeps a
+    4096 x 32768 tile, the selected hidden states and an fp32 hidden-state gradient.
+  * "full_logits": plain transformers `ForCausalLMLoss` (the issue's reference step):
+    bf16 logits, an fp32 upcast, log_softmax output saved; the backward's first moment holds
+    the saved log-probs, their gradient and log_softmax's input gradient: 12 bytes x vocab
+    per token (Gemma-2's final softcapping adds a saved bf16 tanh output).
+- Gradient checkpointing (transformers' GradientCheckpointingLayer, use_reentrant=False)
+  keeps each layer's input; the backward recomputes one layer at a time.
+- AdamW (torch, foreach): two fp32 states per trainable parameter, plus one fp32 temporary
+  per parameter during the step; 8-bit AdamW (bitsandbytes) keeps 2 bytes per parameter.
+- Allocator reserve: the caching allocator holds freed blocks and rounds segments (2 MiB
+  for large allocations); rule: 32 MiB (cuBLAS workspaces, which torch allocates through the
+  caching allocator) + 1% of the static bytes + 6% of the per-step (dynamic) bytes. A stated
+  rule, checked by bench/estimate_memory_gpu.py, not a fitted curve.
+- CUDA context: not part of `max_memory_reserved`, but it occupies the GPU: 600 MiB.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, replace
+
+from workbench.estimate.params import Architecture, ConfigError, lora_params, resolve_targets
+
+MIB = 1024 ** 2
+GIB = 1024 ** 3
+
+METHODS = ("lora", "qlora", "dora", "full")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit",
+              "paged_adamw_32bit", "adafactor", "sgd")
+PRECISIONS = ("bf16", "fp16", "fp32")
+ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
+LOSS_PATHS = ("trl_fused", "full_logits")
+
+CUDA_CONTEXT_BYTES = 600 * MIB
+CUBLAS_WORKSPACE_BYTES = 32 * MIB
+RESERVE_STATIC_SHARE = 0.01
+RESERVE_DYNAMIC_SHARE = 0.06
+
+# trl/kernels/chunked_logprob.py: TOKEN_CHUNK_SIZE, and _CHUNKED_LOGPROB_CHUNK_SIZE in
+# trl/trainer/utils.py (the vocabulary tile).
+TRL_TOKEN_CHUNK = 4096
+TRL_VOCAB_CHUNK = 32768
+
+NF4_BLOCK = 64          # bitsandbytes 4-bit blocksize (transformers' default)
+DOUBLE_QUANT_BLOCK = 256  # absmax values quantized in blocks of 256
+
+
+@dataclass(frozen=True)
+class EstimateSettings:
+    method: str = "lora"
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    targets: tuple[str, ...] | str = ("q_proj", "k_proj", "v_proj", "o_proj")
+    batch: int = 4
+    seq: int = 2048
+    grad_ckpt: bool = True
+    optimizer: str = "adamw_torch"
+    precision: str = "bf16"
+    attn: str = "sdpa"
+    packing: bool = False
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    loss_path: str = "trl_fused"
+
+    def check(self) -> None:
+        problems = []
+        for name, value, options in (("method", self.method, METHODS),
+                                     ("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("precision", self.precision, PRECISIONS),
+                                     ("attention", self.attn, ATTENTIONS),
+                                     ("loss_path", self.loss_path, LOSS_PATHS)):
+            if value not in options:
+                problems.append(f"{name} {value!r} is not one of {', '.join(options)}")
+        for name in ("r", "batch", "seq", "grad_accum"):
+            if int(getattr(self, name)) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @classmethod
+    def from_profile(cls, profile) -> EstimateSettings:
+        """Settings from a workbench Profile (duck-typed: no import of profile.py needed)."""
+        t, lo = profile.train, profile.lora
+        precision = t.precision if t.precision != "auto" else "bf16"
+        grad_ckpt = t.gradient_checkpointing
+        return cls(method=lo.method, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
+                   targets=lo.target_modules if isinstance(lo.target_modules, str)
+                   else tuple(lo.target_modules),
+                   batch=t.batch_size, seq=t.max_seq_len,
+                   grad_ckpt=True if grad_ckpt == "auto" else bool(grad_ckpt),
+                   optimizer=t.optimizer, precision=precision,
+                   attn=profile.model.attn_implementation, packing=t.packing,
+                   grad_accum=t.grad_accum, weight_decay=t.weight_decay)
+
+
+@dataclass
+class Term:
+    name: str
+    bytes: int
+    why: str
+
+
+@dataclass
+class Estimate:
+    """The answer. `breakdown` maps term name -> bytes, in the order terms add up to
+    `peak_bytes`; `terms` holds the same with one line of why each."""
+
+    peak_bytes: int
+    reserved_bytes: int
+    breakdown: "OrderedDict[str, int]"
+    terms: list[Term]
+    trainable_params: int
+    total_params: int
+    tokens_per_step: int
+    settings: EstimateSettings
+    model_type: str
+    phase: str  # which moment of the step holds the peak
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def trainable_share(self) -> float:
+        return self.trainable_params / self.total_params if self.total_params else 0.0
+
+    def explain(self) -> str:
+        width = max(len(t.name) for t in self.terms)
+        lines = [f"Peak GPU memory for one training step: {_gib(self.peak_bytes)} "
+                 f"({self.settings.method}, r={self.settings.r}, batch {self.settings.batch} "
+                 f"x seq {self.settings.seq}, gradient checkpointing "
+                 f"{'on' if self.settings.grad_ckpt else 'off'}, {self.settings.optimizer}, "
+                 f"{self.settings.precision})"]
+        for t in self.terms:
+            lines.append(f"  {t.name:<{width}}  {_gib(t.bytes):>10}  {t.why}")
+        lines.append(f"  {'total':<{width}}  {_gib(self.peak_bytes):>10}  peak while {self.phase}; "
+                     f"torch's max_memory_reserved would read {_gib(self.reserved_bytes)}")
+        lines.append(f"Trainable parameters: {self.trainable_params:,} of {self.total_params:,} "
+                     f"({100 * self.trainable_share:.3f}%); tokens per step: "
+                     f"{self.tokens_per_step:,}")
+        lines.extend(f"Note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "peak_bytes": self.peak_bytes,
+            "reserved_bytes": self.reserved_bytes,
+            "breakdown": dict(self.breakdown),
+            "explain": {t.name: t.why for t in self.terms},
+            "peak_phase": self.phase,
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "trainable_share": round(self.trainable_share, 6),
+            "tokens_per_step": self.tokens_per_step,
+            "model_type": self.model_type,
+            "settings": {k: (list(v) if isinstance(v, tuple) else v)
+                         for k, v in asdict(self.settings).items()},
+            "notes": list(self.notes),
+        }
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def _width(precision: str) -> int:
+    return 4 if precision == "fp32" else 2
+
+
+# ---- the terms ------------------------------------------------------------------------
+
+
+def _weights(arch: Architecture, s: EstimateSettings) -> tuple[int, int, str, str]:
+    """(frozen weight bytes, quantization constant bytes, why, why constants)."""
+    w = _width(s.precision)
+    total = arch.total_params
+    if s.method != "qlora":
+        if s.method == "full":
+            return 0, 0, "", ""
+        return total * w, 0, f"{total:,} params x {w} bytes ({s.precision})", ""
+    quantized = arch.quantizable_params
+    rest = total - quantized
+    packed = quantized // 2  # nf4: two weights per byte (stored in bf16 elements: same bytes)
+    absmax = quantized // NF4_BLOCK  # one uint8 absmax per 64 weights after double quant
+    second = (quantized // (NF4_BLOCK * DOUBLE_QUANT_BLOCK)) * 4 + 2 * 256 * 4  # fp32 + codes
+    why = (f"{quantized:,} decoder linear weights in nf4 (0.5 byte) + {rest:,} others "
+           f"(embeddings, output layer, norms, biases) upcast to fp32 by "
+           f"prepare_model_for_kbit_training (4 bytes)")
+    return (packed + rest * 4, absmax + second,
+            why, "double-quantized absmax: 1 byte per 64 weights + fp32 per 256 blocks")
+
+
+def _optimizer_bytes_per_param(s: EstimateSettings, param_bytes: int) -> tuple[float, float]:
+    """(persistent state bytes, temporary bytes during the step) per trainable parameter."""
+    opt = s.optimizer
+    if opt in ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit"):
+        # States have the parameter's dtype (fp32 adapters; bf16 for a full bf16 model).
+        temp = 0 if opt == "adamw_torch_fused" else param_bytes * (2 if s.weight_decay else 1)
+        return 2 * param_bytes, temp
+    if opt in ("adamw_8bit", "paged_adamw_8bit"):
+        return 2 + 0.07, 0  # 2 x uint8 + per-2048-block fp32 absmax (bnb blockwise)
+    if opt == "adafactor":
+        return 0.1 * param_bytes, param_bytes  # factored second moments: rows + columns
+    return 0, 0  # sgd without momentum (the HF default)
+
+
+def _per_layer_activations(arch: Architecture, s: EstimateSettings) -> tuple[int, dict[str, int]]:
+    """Bytes saved for backward by one decoder layer, per token (except attention-score
+    terms, which scale with seq and are returned per token too)."""
+    h, i = arch.hidden, arch.intermediate
+    qlora = s.method == "qlora"
+    a = _width(s.precision)  # autocast matmul output width
+    # Frozen matmul outputs: fp32 in QLoRA (Linear4bit returns its fp32 input's dtype).
+    mw = 4 if (qlora or s.precision == "fp32") else a
+    parts: dict[str, int] = {}
+    parts["norms (fp32 upcast)"] = arch.norms_per_layer * 4 * h
+
+    mask = _attention_mask_materialized(arch, s)
+    k_width = arch.q_dim if (mask or s.attn == "eager") else arch.kv_dim
+    # SDPA under autocast casts q, k, v to bf16 and saves them with the output; logsumexp fp32.
+    parts["attention q/k/v/out"] = a * (2 * arch.q_dim + 2 * k_width) + 4 * arch.heads
+    if s.attn == "eager":
+        # scores: fp32 softmax output + its bf16 copy saved for the matmul with v.
+        extra = 2 if arch.attn_logit_softcapping else 0
+        parts["attention scores (eager)"] = (6 + extra) * arch.heads * s.seq
+    parts["MLP (activation input/output, up)"] = 3 * mw * i
+
+    adapted = resolve_targets(arch, s.targets) if s.method != "full" else ()
+    lora = 0
+    for lin in adapted:
+        lora += 2 * lin.d_in + (lin.d_in if s.dropout > 0 else 0) + 2 * s.r
+        if s.method == "dora":
+            lora += mw * lin.d_out + 2 * lin.d_out  # base output and lora output, scaled
+    if lora:
+        parts["LoRA inputs (bf16 copies, dropout masks)"] = lora
+    if s.method == "full":
+        # Weights require grad: every linear saves its input; norm weights save their input.
+        parts["full fine-tune matmul inputs"] = (a * (2 * h + arch.q_dim + i)
+                                                 + arch.norms_per_layer * a * h)
+    return sum(parts.values()), parts
+
+
+def _attention_mask_materialized(arch: Architecture, s: EstimateSettings) -> bool:
+    """transformers skips the mask (is_causal) for sdpa unless a sliding window is shorter
+    than the sequence, or packing needs block-diagonal masks."""
+    if s.attn == "flash_attention_2":
+        return False
+    if s.attn == "eager" or s.packing:
+        return True
+    return bool(arch.sliding_window and arch.sliding_window < s.seq)
+
+
+def _layer_backward_transient(arch: Architecture, s: EstimateSettings) -> int:
+    """Gradient buffers alive while one layer's backward runs, per token: the MLP's
+    intermediate gradients (down input, both factors, gate) and the residual gradient
+    twice (before and after an add). Attention's dq/dk/dv + fp32 dq accumulator are smaller
+    than the MLP's for every listed model, so the larger of the two is taken."""
+    h, i = arch.hidden, arch.intermediate
+    mw = 4 if (s.method == "qlora" or s.precision == "fp32") else _width(s.precision)
+    rs = 4 if (s.method == "qlora" or s.precision == "fp32") else _width(s.precision)
+    mlp = 3 * mw * i
+    attn = 4 * arch.q_dim + 2 * (arch.q_dim + 2 * arch.kv_dim)
+    return max(mlp, attn) + 2 * rs * h
+
+
+def _loss_peak(arch: Architecture, s: EstimateSettings, tokens: int, rows: int) -> tuple[int, int, str]:
+    """(bytes at the loss/backward-start moment on top of saved activations, bytes of it
+    still held during the layers' backward, why)."""
+    V, h = arch.vocab, arch.hidden
+    a = _width(s.precision)
+    qlora = s.method == "qlora"
+    # QLoRA's output layer is fp32 (prepare_model_for_kbit_training): under bf16 autocast
+    # its bf16 weight copy is saved by the mm (its input needs a gradient) until the
+    # backward passes the output layer.
+    lm_cast = V * h * 2 if qlora else 0
+    if s.loss_path == "full_logits":
+        per_tok = 12 * V + (2 * V if arch.final_logit_softcapping else 0)
+        grad_hidden = 4 * h * tokens
+        return (per_tok * tokens + lm_cast + grad_hidden, lm_cast + grad_hidden,
+                f"full logits: {tokens:,} tokens x {V:,} vocab x 12 bytes (saved fp32 "
+                f"log-probs, their gradient, log_softmax's input gradient)")
+    scored = rows * (s.seq - 1)  # labels shifted by one: the last position of a row scores nothing
+    rs = 4 if qlora else a
+    tile = min(scored, TRL_TOKEN_CHUNK) * min(V, TRL_VOCAB_CHUNK) * a
+    weight_chunk = min(V, TRL_VOCAB_CHUNK) * h * a if qlora else 0  # fp32 head cast per tile
+    kept = scored * rs * h + scored * 4 * 10  # selected hidden states + per-token fp32 stats
+    grad = scored * 4 * h + scored * rs * h  # fp32 accumulator + cast to the hidden dtype
+    return (kept + tile + weight_chunk + grad, scored * rs * h * 2,
+            f"trl fused LM head: one {min(scored, TRL_TOKEN_CHUNK)} x "
+            f"{min(V, TRL_VOCAB_CHUNK)} tile, kept hidden states and an fp32 hidden gradient "
+            f"(no full logits)")
+
+
+def estimate_memory(arch: Architecture, settings: EstimateSettings) -> Estimate:
+    """The peak of one steady-state training step, term by term."""
+    s = settings
+    s.check()
+    rows = s.batch
+    tokens = rows * s.seq
+    qlora, full = s.method == "qlora", s.method == "full"
+    a = _width(s.precision)
+    notes: list[str] = []
+
+    frozen, constants, why_frozen, why_constants = _weights(arch, s)
+    if full:
+        trainable = arch.total_params
+        param_bytes = a  # the runner loads in the precision dtype; states follow it
+    else:
+        trainable = lora_params(arch, s.targets, s.r, dora=s.method == "dora")
+        param_bytes = 4  # peft creates adapters in fp32
+    state_pp, temp_pp = _optimizer_bytes_per_param(s, param_bytes)
+    params_b = trainable * param_bytes
+    grads_b = trainable * param_bytes
+    states_b = int(trainable * state_pp)
+    opt_temp_b = int(trainable * temp_pp)
+    # Autocast caches the bf16 cast of each fp32 leaf that requires grad for the forward.
+    autocast_cache_b = trainable * 2 if (param_bytes == 4 and s.precision != "fp32") else 0
+
+    per_layer, _parts = _per_layer_activations(arch, s)
+    mask_b = 0
+    if _attention_mask_materialized(arch, s) and s.attn != "flash_attention_2":
+        # A boolean (B, 1, S, S) mask shared by the layers; two with alternating windows.
+        kinds = 2 if arch.model_type in {"gemma2", "gemma3_text"} else 1
+        mask_b = kinds * rows * s.seq * s.seq * (a if s.attn == "eager" else 1)
+        if s.attn == "eager":
+            notes.append("eager attention keeps (heads x seq x seq) scores per layer")
+    rs = 4 if (qlora or s.precision == "fp32") else a
+    outside_layers = tokens * 4 * arch.hidden  # final norm's fp32 upcast
+    if s.grad_ckpt:
+        saved = tokens * rs * arch.hidden * arch.layers + outside_layers
+        recompute = tokens * per_layer
+        why_saved = (f"checkpointed: each of {arch.layers} layers keeps its input "
+                     f"({tokens:,} tokens x {arch.hidden} x {rs} bytes)")
+    else:
+        saved = tokens * per_layer * arch.layers + outside_layers
+        recompute = 0
+        why_saved = (f"{arch.layers} layers x {tokens:,} tokens x {per_layer:,} bytes "
+                     f"(norm upcasts, q/k/v/out, MLP, LoRA inputs)")
+    saved += mask_b
+
+    loss_b, loss_held_b, why_loss = _loss_peak(arch, s, tokens, rows)
+    layer_bwd_b = tokens * _layer_backward_transient(arch, s)
+
+    # The step's moments; the peak is the largest.
+    static = frozen + constants + params_b + states_b
+    grads_during_backward = grads_b if not full else arch.vocab * arch.hidden * a
+    moments = {
+        "the loss is computed and its backward starts": saved + loss_b + autocast_cache_b
+        + (grads_b if not full else arch.vocab * arch.hidden * a),
+        "the layers' backward runs": saved + recompute + layer_bwd_b + loss_held_b
+        + autocast_cache_b + grads_during_backward,
+        "the optimizer steps": grads_b + opt_temp_b,
+    }
+    phase = max(moments, key=moments.get)
+    dynamic = moments[phase]
+
+    terms: list[Term] = []
+
+    def add(name: str, value: int, why: str) -> None:
+        terms.append(Term(name, int(value), why))
+
+    if frozen:
+        add("frozen weights", frozen, why_frozen)
+    if constants:
+        add("quantization constants", constants, why_constants)
+    what = "full model" if full else f"LoRA r={s.r}" + (" + DoRA magnitudes" if s.method == "dora" else "")
+    add("trainable params", params_b, f"{trainable:,} ({what}) x {param_bytes} bytes")
+    add("optimizer states", states_b, f"{s.optimizer}: {state_pp:g} bytes per trainable param")
+    if phase == "the optimizer steps":
+        add("gradients", grads_b, f"{param_bytes} bytes per trainable param")
+        add("optimizer step temporaries", opt_temp_b, "foreach AdamW intermediate (sqrt of v)")
+    else:
+        add("gradients", grads_during_backward,
+            "all adapter gradients (small)" if not full
+            else "output-layer gradient, allocated first in the backward")
+        if autocast_cache_b:
+            add("autocast weight cache", autocast_cache_b, "bf16 copies of the fp32 adapters")
+        add("saved activations", saved, why_saved + (f"; attention mask {mask_b:,} bytes" if mask_b else ""))
+        if phase == "the loss is computed and its backward starts":
+            add("logits and loss", loss_b, why_loss)
+        else:
+            add("recomputation", recompute,
+                "one layer's activations rebuilt in the backward" if s.grad_ckpt
+                else "none (checkpointing off)")
+            add("backward gradient buffers", layer_bwd_b + loss_held_b,
+                "one layer's intermediate gradients + residual gradient")
+
+    subtotal = sum(t.bytes for t in terms)
+    reserve = int(CUBLAS_WORKSPACE_BYTES + RESERVE_STATIC_SHARE * static
+                  + RESERVE_DYNAMIC_SHARE * dynamic)
+    add("allocator reserve", reserve, f"cuBLAS workspace 32 MiB + 1% of static + "
+        f"{int(RESERVE_DYNAMIC_SHARE * 100)}% of per-step bytes (caching allocator "
+        f"rounding and fragmentation)")
+    reserved = subtotal + reserve
+    add("CUDA context", CUDA_CONTEXT_BYTES, "driver/runtime/kernels; outside torch's counters")
+
+    if s.optimizer.startswith("paged_"):
+        notes.append("paged optimizer states live in unified memory: counted here, but torch's "
+                     "max_memory_reserved does not see them")
+    if qlora and s.precision != "bf16":
+        notes.append("QLoRA compute dtype follows precision; estimate assumes bf16-sized activations")
+    if s.packing and s.attn == "sdpa":
+        notes.append("packing with sdpa needs a block mask: counted as a (batch x seq x seq) mask")
+
+    breakdown = OrderedDict((t.name, t.bytes) for t in terms)
+    total = reserved + CUDA_CONTEXT_BYTES
+    return Estimate(peak_bytes=int(total), reserved_bytes=int(reserved), breakdown=breakdown,
+                    terms=terms, trainable_params=trainable, total_params=arch.total_params,
+                    tokens_per_step=tokens * s.grad_accum, settings=s,
+                    model_type=arch.model_type, phase=phase, notes=notes)
+
+
+def estimate(config: dict | Architecture, settings: EstimateSettings | None = None,
+             **overrides) -> Estimate:
+    """`estimate(config_dict, method="qlora", r=16, batch=2, seq=4096)`: the one call."""
+    from workbench.estimate.params import architecture_from_config
+
+    arch = config if isinstance(config, Architecture) else architecture_from_config(config)
+    s = settings or EstimateSettings()
+    if overrides:
+        if "targets" in overrides and isinstance(overrides["targets"], list):
+            overrides["targets"] = tuple(overrides["targets"])
+        s = replace(s, **overrides)
+    return estimate_memory(arch, s)
