@@ -132,8 +132,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from workbench.data.clean import CleanConfig, clean_records, format_clean_report
-    from workbench.data.split import format_leakage, split_records
+    from workbench.data.clean import CleanConfig, clean_records
+    from workbench.data.split import split_records
 
     settings = _clean_settings(args)
     path = settings["path"]
@@ -157,20 +157,11 @@ def cmd_clean(args: argparse.Namespace) -> int:
                            near_dup_threshold=settings["near_dup_threshold"], progress=_Progress("split"))
     out = _save(args, result, path, load_report, settings, clean_report, tokenizer_ref=settings["model"] if tokenizer else None)
 
-    if args.json:
-        print(json.dumps({"output": str(out), "load": _load_dict(load_report), "clean": clean_report.to_dict(),
-                          "split": result.report}, indent=2, ensure_ascii=False))
-        return EXIT_OK
-    print(_format_load(load_report))
-    print(format_clean_report(clean_report))
-    print(_format_split(result.report))
-    print(format_leakage(result.report["leakage"]))
-    print(f"saved: {out}")
-    return EXIT_OK
+    return _print_saved(args, out, load_report, result, clean_report)
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from workbench.data.split import format_leakage, split_records
+    from workbench.data.split import split_records
 
     records, load_report = _load(args.path, args.format, "skip" if args.skip_bad_rows else "error")
     if not records:
@@ -181,11 +172,24 @@ def cmd_split(args: argparse.Namespace) -> int:
                            near_dup_threshold=threshold, progress=_Progress("split"))
     settings = {"seed": seed, "near_dup_threshold": threshold, "format": args.format}
     out = _save(args, result, args.path, load_report, settings, clean_report=None, tokenizer_ref=None)
+    return _print_saved(args, out, load_report, result, None)
+
+
+def _print_saved(args, out, load_report, result, clean_report) -> int:
+    """What `clean` and `split` print once the folder is saved: JSON, or reports for people."""
+    from workbench.data.clean import format_clean_report
+    from workbench.data.split import format_leakage
+
     if args.json:
-        print(json.dumps({"output": str(out), "load": _load_dict(load_report), "split": result.report},
-                         indent=2, ensure_ascii=False))
+        payload = {"output": str(out), "load": _load_dict(load_report)}
+        if clean_report is not None:
+            payload["clean"] = clean_report.to_dict()
+        payload["split"] = result.report
+        print(json.dumps(payload, indent=2, ensure_ascii=False))
         return EXIT_OK
     print(_format_load(load_report))
+    if clean_report is not None:
+        print(format_clean_report(clean_report))
     print(_format_split(result.report))
     print(format_leakage(result.report["leakage"]))
     print(f"saved: {out}")
