@@ -357,3 +357,16 @@ def test_bench_plans_enough_points():
     assert min(p.batch for p in points) == 1 and max(p.batch for p in points) == 8
     assert any(p.targets == "all-linear" for p in points)
     assert any(p.targets != "all-linear" for p in points)
+
+
+def test_profile_estimate_counts_the_rendered_dataset():
+    from workbench.estimate.cli import count_dataset_tokens
+    from workbench.profile import load_profile
+
+    profile = load_profile("demo")
+    tokens, how = count_dataset_tokens(profile)
+    assert "540 training rows" in how  # the demo's 600 rows less its 10% validation hold-out
+    assert 10_000 < tokens < 20_000  # short phrases: about 26 tokens a row
+    missing = load_profile("demo", ["data.train=nowhere.jsonl"])
+    tokens, how = count_dataset_tokens(missing)
+    assert tokens is None and how.startswith("not counted")

@@ -130,6 +130,11 @@ def test_finished_run_directory_follows_the_contract(tmp_path, fake_setup):
     assert {e["step"] for e in events if e["type"] == "eval"} == {4, 8, 12}
     assert all(set(EVENT_FIELDS["log"]) <= set(e) for e in logs)
     assert events[-1] == {**events[-1], "type": "status", "state": "finished"}
+    estimate = next(e for e in events if e["type"] == "estimate")  # the memory model, at start
+    assert estimate["peak_bytes"] > estimate["reserved_bytes"] > 0
+    assert sum(estimate["breakdown"].values()) == estimate["peak_bytes"]
+    assert st["estimated_peak_bytes"] == estimate["peak_bytes"]
+    assert not any(e["type"] == "memory" for e in events)  # measured only on a GPU
     # checkpoints: complete ones only, the last 3 kept, nothing partial left behind
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == \
         ["checkpoint-12", "checkpoint-4", "checkpoint-8"]

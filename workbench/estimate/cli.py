@@ -78,7 +78,10 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--loss-path", choices=("trl_fused", "full_logits"),
                    help="trl_fused: the runner's SFTTrainer (default); full_logits: plain "
                         "transformers loss")
-    p.add_argument("--dataset-tokens", type=int, help="tokens in one epoch of the rendered data")
+    p.add_argument("--dataset-tokens", type=int, help="tokens in one epoch of the rendered data "
+                   "(with a PROFILE, counted from its data unless --no-count-data)")
+    p.add_argument("--no-count-data", action="store_true",
+                   help="with a PROFILE: do not load its data to count tokens (faster)")
     p.add_argument("--epochs", type=float)
     p.add_argument("--usd-per-hour", type=float)
     p.add_argument("--gpu", help="a GPU from the table (h100, a100-40gb, rtx4090, ...) "
@@ -177,7 +180,13 @@ def build_report(args) -> dict:
     price = args.usd_per_hour
     if price is None and profile is not None and profile.budget.gpu_hourly_usd:
         price = profile.budget.gpu_hourly_usd
-    timing = dict(dataset_tokens=args.dataset_tokens, epochs=epochs, max_steps=max_steps)
+    dataset_tokens, out["dataset_tokens_source"] = args.dataset_tokens, "--dataset-tokens"
+    if dataset_tokens is None and profile is not None and not args.no_count_data:
+        dataset_tokens, out["dataset_tokens_source"] = count_dataset_tokens(profile)
+    elif dataset_tokens is None:
+        out["dataset_tokens_source"] = "none: one step of batch x seq tokens per optimizer step"
+    out["dataset_tokens"] = dataset_tokens
+    timing = dict(dataset_tokens=dataset_tokens, epochs=epochs, max_steps=max_steps)
     out["cost"] = {}
     for g in GPUS:
         t = estimate_time(arch, settings, g, **timing)
@@ -190,6 +199,32 @@ def build_report(args) -> dict:
                         "per GPU until measured; treat times as +/- 50%")
     out["_estimate"] = est
     return out
+
+
+SAMPLE_ROWS = 2000
+
+
+def count_dataset_tokens(profile) -> tuple[int | None, str]:
+    """Tokens in one epoch of the profile's training data, rendered exactly as training will
+    render it (a seeded sample of SAMPLE_ROWS rows scaled up for larger sets). None with the
+    reason when the tokenizer or the data cannot be read here (e.g. a hub model offline)."""
+    import random
+
+    try:
+        from workbench.data.render import render_dataset
+        from workbench.train.plan import load_tokenizer, load_training_data
+
+        tokenizer = load_tokenizer(profile)
+        records = load_training_data(profile).train
+    except Exception as exc:  # noqa: BLE001 - time estimates fall back to batch x seq
+        return None, f"not counted ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+    sample = records if len(records) <= SAMPLE_ROWS else random.Random(0).sample(records, SAMPLE_ROWS)
+    _, stats = render_dataset(tokenizer, sample, profile.data.train_on, profile.train.max_seq_len)
+    if not stats.rows_out:
+        return None, "not counted (no trainable rows)"
+    total = round(stats.total_tokens * len(records) / len(sample))
+    how = "rendered" if len(sample) == len(records) else f"rendered sample of {len(sample)} rows"
+    return total, f"{how} from {len(records)} training rows"
 
 
 def _fmt_gib(n) -> str:
@@ -218,6 +253,8 @@ def _print_text(report: dict) -> None:
     else:
         print("\nno GPU given (--gpu NAME) or found here; fits on: "
               + ", ".join(k for k, ok in report["fits_on"].items() if ok))
+    if report.get("dataset_tokens"):
+        print(f"\ndata: {report['dataset_tokens']:,} tokens per epoch ({report['dataset_tokens_source']})")
     if report["time"]:
         t = report["time"]
         print(f"\ntime on {t['gpu']}: {_fmt_time(t['seconds'])} for {t['tokens_total']:,} tokens "

@@ -103,6 +103,15 @@ class ProgressPrinter:
         elif kind == "status":
             msg = f"  {ev['message']}" if ev.get("message") else ""
             self._line(f"[{ev.get('state')}]{msg}")
+        elif kind == "estimate":
+            self._line(f"estimated peak GPU memory {fmt_bytes(ev.get('peak_bytes'))} "
+                       f"(torch reserved {fmt_bytes(ev.get('reserved_bytes'))}; "
+                       "`workbench estimate` explains it)")
+        elif kind == "memory":
+            err = ev.get("error_pct")
+            self._line(f"measured peak GPU memory {fmt_bytes(ev.get('measured_peak_reserved_bytes'))}"
+                       f" reserved vs {fmt_bytes(ev.get('estimated_reserved_bytes'))} estimated"
+                       + (f" ({err:+.1f}%)" if isinstance(err, (int, float)) else ""))
         elif kind == "error":
             hint = f"\n  hint: {ev['hint']}" if ev.get("hint") else ""
             self._line(f"error ({ev.get('kind')}): {ev.get('message')}{hint}")

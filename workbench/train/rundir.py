@@ -40,6 +40,11 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("step", "path"),
     "status": ("state", "message"),
     "error": ("kind", "message", "hint"),
+    # The memory model's answer at start, and on a GPU the measured peak at the end, so every
+    # run checks the estimate (`workbench estimate` explains the terms).
+    "estimate": ("peak_bytes", "reserved_bytes", "breakdown", "trainable_params"),
+    "memory": ("measured_peak_reserved_bytes", "measured_peak_allocated_bytes",
+               "estimated_reserved_bytes", "error_pct"),
 }
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")

@@ -226,6 +226,8 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
         else:
             on_event(run.append_event("status", state="running", message="loading model"))
 
+        if not resume:
+            _record_estimate(run, plan, on_event)
         set_seed(plan.profile.train.seed)
         model = add_adapters(load_model(plan), plan)
         trainable, total = model.get_nb_trainable_parameters()
@@ -246,6 +248,8 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
 
         state = trainer.state
         peak = torch.cuda.max_memory_reserved() if plan.device == "cuda" else None
+        if peak is not None:
+            _record_measured_peak(run, peak, torch.cuda.max_memory_allocated(), on_event)
         extra = dict(step=state.global_step, total_steps=state.max_steps, peak_gpu_mem_bytes=peak,
                      train_seconds=round(time.time() - started, 1))
         if stop.is_set():
@@ -276,6 +280,37 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _record_estimate(run: RunDir, plan: Plan, on_event) -> None:
+    """The memory model's answer for exactly this run (resolved precision and checkpointing).
+    Informational: a model the estimator does not know never stops a run."""
+    from dataclasses import replace
+
+    try:
+        from workbench.estimate.config import load_model_config
+        from workbench.estimate.memory import EstimateSettings, estimate
+
+        config, _ = load_model_config(plan.profile.model.name_or_path, plan.profile.model.revision)
+        settings = replace(EstimateSettings.from_profile(plan.profile), precision=plan.precision,
+                           grad_ckpt=plan.gradient_checkpointing)
+        est = estimate(config, settings)
+    except Exception as exc:  # noqa: BLE001 - an estimate is advice, never a reason to fail
+        with open(run.log_path, "a", encoding="utf-8") as fh:
+            fh.write(f"memory estimate unavailable: {type(exc).__name__}: {exc}\n")
+        return
+    run.write_status(estimated_peak_bytes=est.peak_bytes, estimated_reserved_bytes=est.reserved_bytes)
+    on_event(run.append_event("estimate", peak_bytes=est.peak_bytes,
+                              reserved_bytes=est.reserved_bytes, breakdown=dict(est.breakdown),
+                              trainable_params=est.trainable_params))
+
+
+def _record_measured_peak(run: RunDir, reserved: int, allocated: int, on_event) -> None:
+    estimated = run.read_status().get("estimated_reserved_bytes")
+    error = round((estimated - reserved) / reserved * 100, 1) if estimated and reserved else None
+    on_event(run.append_event("memory", measured_peak_reserved_bytes=reserved,
+                              measured_peak_allocated_bytes=allocated,
+                              estimated_reserved_bytes=estimated, error_pct=error))
 
 
 def _run_prompt_suite(model, plan: Plan, run: RunDir, on_event) -> None:
