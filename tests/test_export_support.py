@@ -1,0 +1,49 @@
+"""A finished run with a real LoRA adapter on the bundled tiny model, built in a second
+rather than trained in a minute: the export tests need an adapter that changes the answers
+(B weights non-zero), not a good one. No tests here; the export test modules import it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import REPO, TINY_MODEL
+
+from workbench.profile import load_profile, save_profile
+from workbench.train.rundir import RunDir
+
+
+def make_run(runs_dir: Path, *, r: int = 8, targets=("q_proj", "v_proj"), system_prompt: str = "",
+             name: str = "demo") -> RunDir:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    profile = load_profile(REPO / "profiles" / "demo.toml")
+    profile.data.system_prompt = system_prompt
+    profile.eval.max_new_tokens = 16
+    profile.lora.r = r
+    profile.lora.target_modules = list(targets)
+    profile.resolved = {"precision": "fp32", "device": "cpu", "seed": 0}
+    run = RunDir.create(runs_dir, name)
+    save_profile(profile, run.profile_path)
+    run.write_status(state="finished", pid=None, step=20, total_steps=20, profile=name)
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(TINY_MODEL), dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets),
+                                            lora_dropout=0.0, task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "lora_B" in pname:  # peft starts B at zero: the adapter would change nothing
+                p.normal_(0, 0.05)
+    model.save_pretrained(str(run.adapter_dir))
+    AutoTokenizer.from_pretrained(str(TINY_MODEL)).save_pretrained(str(run.adapter_dir))
+    return run
+
+
+def edit_adapter_config(run: RunDir, **changes) -> None:
+    path = run.adapter_dir / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
