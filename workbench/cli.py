@@ -67,10 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from workbench.data.cli import add_data_commands
     from workbench.estimate.cli import add_estimate_command
+    from workbench.evaluate.cli import add_evaluate_commands
     from workbench.export.cli import add_export_command
 
     add_data_commands(sub)
     add_estimate_command(sub)
+    add_evaluate_commands(sub)
     add_export_command(sub)
 
     p = sub.add_parser("profile", help="validate, show or compare profiles")
@@ -362,7 +364,9 @@ def _lazy(module: str, name: str, args) -> int:
 COMMANDS = {"runs": cmd_runs, "attach": cmd_attach, "stop": cmd_stop, "resume": cmd_resume,
             "profile": cmd_profile, "data": lambda a: _lazy("workbench.data.cli", "cmd_data", a),
             "estimate": lambda a: _lazy("workbench.estimate.cli", "cmd_estimate", a),
-            "export": lambda a: _lazy("workbench.export.cli", "cmd_export", a), "run": lambda a: cmd_run(a.profile, a.overrides, a.detach,
+            "export": lambda a: _lazy("workbench.export.cli", "cmd_export", a),
+            "eval": lambda a: _lazy("workbench.evaluate.cli", "cmd_eval", a),
+            "compare": lambda a: _lazy("workbench.evaluate.cli", "cmd_compare", a), "run": lambda a: cmd_run(a.profile, a.overrides, a.detach,
                                                             a.runs_dir)}
 
 

@@ -314,16 +314,21 @@ def _record_measured_peak(run: RunDir, reserved: int, allocated: int, on_event) 
 
 
 def _run_prompt_suite(model, plan: Plan, run: RunDir, on_event) -> None:
-    """Answer the profile's prompt suite with and without the adapter, so every run ends
-    with evidence of what training changed. A failure here never fails the run."""
-    if not plan.profile.eval.prompts:
-        return
-    from workbench.evaluate.prompt_suite import run_prompt_suite
-
+    """Every run ends with evidence of what training changed: base, few-shot and fine-tuned
+    on the test split and the prompt suite, in report.md / report.json. A failure here never
+    fails the run (`workbench eval RUN` retries it)."""
     try:
-        result = run_prompt_suite(model, plan.tokenizer, plan.profile, run.path)
+        from workbench.evaluate.evaluation import evaluate_after_training
+        from workbench.evaluate.report import verdict
+        from workbench.evaluate.suite import summary_line
+
+        result = evaluate_after_training(model, plan, run)
     except Exception as exc:
         on_event(run.append_event("status", state="running",
-                                  message=f"prompt suite skipped: {type(exc).__name__}: {exc}"))
+                                  message=f"evaluation skipped: {type(exc).__name__}: {exc}"))
         return
-    on_event(run.append_event("status", state="running", message=result.summary()))
+    if "suite" in result:
+        on_event(run.append_event("status", state="running",
+                                  message=summary_line(result["suite"]["summary"])))
+    on_event(run.append_event("status", state="running", message=verdict(
+        result["test"]["metrics"], list(result["options"]["metrics"]))))

@@ -1,0 +1,458 @@
+"""Data screen: open a dataset, see its rows and what inspection found, clean, split and save.
+
+Every piece of engine work (loading, loading the tokenizer, inspecting, rendering a row,
+cleaning, splitting and saving) runs in a thread worker that posts its result back; the
+widgets only draw. The engine is imported inside the workers: `workbench.data.inspect` pulls
+in numpy and the tokenizer pulls in transformers, neither of which the app may pay for at start.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, Footer, Header, Input, Static
+
+from screens.widgets.data_clean import CleanPanel, result_table
+from screens.widgets.data_detail import DetailPanel, rendered_text, trained_count
+from screens.widgets.data_flags import FILTERS, filtered_indices, flags_from_report
+from screens.widgets.data_path import PathSuggester
+from screens.widgets.data_stats import StatsPanel
+from screens.widgets.data_table import RowsView, flag_names
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_TOKENIZER = REPO / "assets" / "tiny-model"
+CLEAN_DEBOUNCE_S = 0.3  # toggling three boxes quickly runs one clean, not three
+
+
+def _describe(exc: BaseException) -> str:
+    """The engine's own message (DataError / ProfileError text); never a traceback."""
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+def _short(path: str | Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class DataScreen(Screen):
+    """Rows on the left; stats, row detail or cleaning on the right (i / d / c)."""
+
+    TITLE = "workbench"
+    SUB_TITLE = "data"
+    DEFAULT_CSS = """
+    DataScreen #data-open { height: 1; }
+    DataScreen #data-open > #data-path { width: 1fr; }
+    DataScreen #data-open > #data-tokenizer { width: 30%; max-width: 40; }
+    DataScreen #data-status { height: 1; background: $panel; color: $text-muted; padding: 0 1; }
+    DataScreen #data-main { height: 1fr; }
+    DataScreen #data-rows { width: 1fr; min-width: 30; }
+    DataScreen #data-pane { width: 40%; min-width: 30; border-left: vkey $primary; padding: 0 1; }
+    """
+    BINDINGS = [
+        Binding("ctrl+o", "open", "Open", id="data.open"),
+        Binding("i", "pane('stats')", "Stats", id="data.stats"),
+        Binding("d", "pane('detail')", "Detail", id="data.detail"),
+        Binding("c", "pane('clean')", "Clean", id="data.clean"),
+        Binding("f", "next_filter", "Filter", id="data.filter"),
+        Binding("r", "inspect", "Inspect", id="data.inspect"),
+        Binding("x", "cancel", "Cancel", id="data.cancel"),
+        Binding("s", "save", "Split+save", id="data.save"),
+        Binding("escape", "focus_rows", "Rows", show=False, id="data.rows"),
+    ]
+
+    def __init__(self, path: str | Path | None = None, *, tokenizer: str | Path | None = None,
+                 max_seq_len: int = 2048, out_dir: str | Path | None = None,
+                 auto_inspect: bool = True, name: str | None = None, id: str | None = None) -> None:
+        super().__init__(name=name, id=id)
+        self.initial_path = str(path) if path else ""
+        self.tokenizer_path = str(tokenizer or DEFAULT_TOKENIZER)
+        self.max_seq_len = max_seq_len
+        self.initial_out = str(out_dir) if out_dir else ""
+        self.auto_inspect = auto_inspect
+        self.records: list[dict] = []
+        self.detail_text: Any = None  # the rendered row on show (Rich Text), for tests and copy
+        self.formats: list[str] = []
+        self.flags: Any = ()
+        self.report: dict | None = None
+        self.filter_index = 0
+        self.loaded_path = ""
+        self.kept: list[dict] | None = None
+        self.clean_report: Any = None
+        self.saved_to: Path | None = None
+        self._tokenizer: Any = None
+        self._tokenizer_for = ""
+        self._tokenizer_lock = threading.Lock()
+        self._inspect_cancel = threading.Event()
+        self._clean_cancel = threading.Event()
+        self._clean_timer = None
+        self._status = {"rows": "", "filter": "", "work": "", "saved": ""}
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="data-open"):
+            yield Input(self.initial_path, placeholder="dataset file (Tab completes)",
+                        suggester=PathSuggester(), id="data-path", compact=True)
+            yield Input(_short(self.tokenizer_path), placeholder="tokenizer folder",
+                        suggester=PathSuggester(), id="data-tokenizer", compact=True)
+        yield Static("Open a JSONL, CSV or Parquet file: ctrl+o, type a path, Enter.", id="data-status")
+        with Horizontal(id="data-main"):
+            yield RowsView(id="data-rows")
+            with ContentSwitcher(initial="stats", id="data-pane"):
+                yield StatsPanel(id="stats")
+                yield DetailPanel(id="detail")
+                yield CleanPanel(out_dir=self.initial_out, id="clean")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.initial_path:
+            self.open(self.initial_path)
+        else:
+            self.query_one("#data-path", Input).focus()
+
+    def on_unmount(self) -> None:
+        # Threads cannot be killed; the flags make the engine stop at its next batch.
+        self._inspect_cancel.set()
+        self._clean_cancel.set()
+
+    # -- status line ------------------------------------------------------------------------
+
+    def _set_status(self, **parts: str) -> None:
+        self._status.update(parts)
+        text = "  ·  ".join(p for p in self._status.values() if p)
+        self.query_one("#data-status", Static).update(text)
+
+    def _error(self, title: str, exc: BaseException | str) -> None:
+        self.notify(exc if isinstance(exc, str) else _describe(exc), title=title,
+                    severity="error", timeout=10, markup=False)
+
+    def _from_thread(self, fn, *args, **kwargs) -> None:
+        """Run `fn` on the UI thread; quietly skipped when the app is already gone."""
+        try:
+            self.app.call_from_thread(fn, *args, **kwargs)
+        except RuntimeError:
+            pass
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def action_open(self) -> None:
+        self.query_one("#data-path", Input).focus()
+
+    def action_focus_rows(self) -> None:
+        self.query_one(RowsView).focus()
+
+    def action_pane(self, pane: str) -> None:
+        self.query_one("#data-pane", ContentSwitcher).current = pane
+        if pane == "detail":
+            self._show_detail(self.query_one(RowsView).current_index)
+        elif pane == "clean":
+            self.query_one("#step-drop_empty").focus()
+
+    def action_next_filter(self) -> None:
+        if not self.records:
+            return
+        if self.report is None and self.filter_index == 0:
+            self.notify("Flags come from the inspection; wait for it to finish (or press r).")
+            return
+        self.filter_index = (self.filter_index + 1) % len(FILTERS)
+        self._apply_filter()
+
+    def action_inspect(self) -> None:
+        if self.records:
+            self._start_inspect()
+
+    def action_cancel(self) -> None:
+        self._inspect_cancel.set()
+        self._clean_cancel.set()
+
+    def action_save(self) -> None:
+        if not self.records:
+            self.notify("Open a dataset first.", severity="warning")
+            return
+        panel = self.query_one(CleanPanel)
+        if not panel.out_dir:
+            self.action_pane("clean")
+            self.query_one("#split-out", Input).focus()
+            self.notify("Type the output folder, then press s again.", severity="warning")
+            return
+        self._set_status(work="splitting and saving…")
+        self._save_worker(list(self.kept if self.kept is not None else self.records),
+                          panel.fractions, panel.out_dir)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "data-path":
+            self.open(event.value.strip())
+        elif event.input.id == "data-tokenizer":
+            self.tokenizer_path = event.value.strip()
+            self._tokenizer = None
+            self.action_inspect()
+            self.action_focus_rows()
+        elif event.input.id == "split-out":
+            self.action_save()
+
+    def on_rows_view_row_highlighted(self, event: RowsView.RowHighlighted) -> None:
+        if self.query_one("#data-pane", ContentSwitcher).current == "detail":
+            self._show_detail(event.index)
+
+    def on_rows_view_row_selected(self, event: RowsView.RowSelected) -> None:
+        self.query_one("#data-pane", ContentSwitcher).current = "detail"
+        self._show_detail(event.index)
+
+    def on_clean_panel_steps_changed(self, event: CleanPanel.StepsChanged) -> None:
+        if self._clean_timer is not None:
+            self._clean_timer.stop()
+        self._clean_timer = self.set_timer(CLEAN_DEBOUNCE_S, lambda: self._start_clean(event.steps))
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def open(self, path: str) -> None:
+        if not path:
+            return
+        self._inspect_cancel.set()
+        self._clean_cancel.set()
+        self.loaded_path = path
+        self.records, self.flags, self.report, self.kept, self.filter_index = [], (), None, None, 0
+        self.query_one(RowsView).set_records([])
+        self._set_status(rows=f"loading {path}…", filter="", work="", saved="")
+        panel = self.query_one(CleanPanel)
+        if not panel.out_dir:
+            panel.set_out_dir(f"{Path(path).stem}-split")
+        self._load_worker(path)
+
+    def _work(self, fn, *args, group: str, exclusive: bool = True) -> None:
+        self.run_worker(lambda: fn(*args), thread=True, group=group, exclusive=exclusive,
+                        exit_on_error=False)
+
+    def _load_worker(self, path: str) -> None:
+        def load() -> None:
+            from workbench.data.load import LoadReport, iter_records
+
+            report = LoadReport()
+            records: list[dict] = []
+            try:
+                for record in iter_records(path, on_bad_line="skip", report=report):
+                    records.append(record)
+                    if len(records) % 20_000 == 0:
+                        self._from_thread(self._set_status, rows=f"loading… {len(records):,} rows")
+            except Exception as exc:  # noqa: BLE001 - shown to the person, never raised
+                self._from_thread(self._load_failed, path, exc)
+                return
+            formats = sorted(set(report.formats.values()))
+            self._from_thread(self._loaded, path, records, len(report.skipped), formats)
+
+        self._work(load, group="load")
+
+    def _load_failed(self, path: str, exc: BaseException) -> None:
+        self._set_status(rows=f"could not open {path}")
+        self._error("Cannot open the dataset", exc)
+        self.query_one("#data-path", Input).focus()
+
+    def _loaded(self, path: str, records: list[dict], skipped: int, formats: list[str]) -> None:
+        if path != self.loaded_path:  # a newer open won
+            return
+        self.records = records
+        self.formats = formats
+        self.flags = bytearray(len(records))
+        table = self.query_one(RowsView)
+        table.set_records(records, self.flags)
+        table.focus()
+        skipped_text = f" ({skipped:,} bad rows skipped)" if skipped else ""
+        self._set_status(rows=f"{_short(path)}: {len(records):,} rows{skipped_text}",
+                         filter=f"filter: {FILTERS[0][0]}")
+        if self.auto_inspect:
+            self._start_inspect()
+        steps = self.query_one(CleanPanel).steps
+        if steps:
+            self._start_clean(steps)
+
+    # -- tokenizer --------------------------------------------------------------------------
+
+    def tokenizer(self) -> Any:
+        """The tokenizer, loaded once per path (called from worker threads only)."""
+        with self._tokenizer_lock:
+            if self._tokenizer is None or self._tokenizer_for != self.tokenizer_path:
+                from workbench.data.errors import DataError
+
+                try:
+                    from transformers import AutoTokenizer
+
+                    self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
+                except Exception as exc:  # noqa: BLE001 - the message names the folder
+                    raise DataError(f"could not load a tokenizer from {self.tokenizer_path!r}: "
+                                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                                    hint="type a model folder with tokenizer.json in the "
+                                         "tokenizer box and press Enter") from None
+                self._tokenizer_for = self.tokenizer_path
+            return self._tokenizer
+
+    # -- inspection -------------------------------------------------------------------------
+
+    def _start_inspect(self) -> None:
+        self._inspect_cancel.set()
+        cancel = self._inspect_cancel = threading.Event()
+        records = self.records
+        self._set_status(work="inspecting… (x cancels)")
+
+        def inspect() -> None:
+            from workbench.data.inspect import inspect_dataset
+
+            tokenizer = None
+            try:
+                tokenizer = self.tokenizer()
+            except Exception as exc:  # noqa: BLE001 - inspect without token counts instead
+                self._from_thread(self._error, "No token counts", exc)
+
+            def progress(done: int, _total: int | None) -> None:
+                self._from_thread(self._set_status,
+                                  work=f"inspecting… {done:,}/{len(records):,} rows (x cancels)")
+
+            try:
+                # Unbounded examples: the flag filters need every flagged row, not the first 20.
+                report = inspect_dataset(records, tokenizer=tokenizer, max_seq_len=self.max_seq_len,
+                                         progress=progress, cancel=cancel,
+                                         max_examples=len(records) + 1).to_json()
+                flags = flags_from_report(report, records)
+            except Exception as exc:  # noqa: BLE001
+                self._from_thread(self._error, "Inspection failed", exc)
+                self._from_thread(self._set_status, work="")
+                return
+            if not cancel.is_set() or report.get("cancelled"):
+                self._from_thread(self._inspected, records, report, flags)
+
+        self._work(inspect, group="inspect")
+
+    def _inspected(self, records: list[dict], report: dict, flags) -> None:
+        if records is not self.records:
+            return
+        # Inspection saw records, not the file: name the file's schema as the loader found it.
+        report["rows_by_schema"] = {"/".join(self.formats) or "records": report.get("rows", 0)}
+        self.report, self.flags = report, flags
+        self.query_one(RowsView).set_flags(flags)
+        self.query_one(StatsPanel).show(report)
+        flagged = sum(1 for f in flags if f)
+        state = "inspection cancelled (partial)" if report.get("cancelled") else f"{flagged:,} flagged"
+        self._set_status(work=state)
+        if self.filter_index:
+            self._apply_filter()
+
+    def _apply_filter(self) -> None:
+        name, bits = FILTERS[self.filter_index]
+        view = filtered_indices(self.flags, bits, len(self.records))
+        self.query_one(RowsView).set_view(view)
+        self._set_status(filter=f"filter: {name} ({len(view):,})")
+
+    # -- row detail -------------------------------------------------------------------------
+
+    def _show_detail(self, index: int | None) -> None:
+        if index is None or not (0 <= index < len(self.records)):
+            return
+        record = self.records[index]
+        bits = self.flags[index] if index < len(self.flags) else 0
+        source = record.get("source") or {}
+        header = f"{_short(source.get('file') or '')} row {source.get('row')}"
+        notes = [f"flagged: {', '.join(flag_names(bits))}"] if bits else []
+        self.detail_text = None
+
+        def render() -> None:
+            from workbench.data.render import render_conversation
+
+            try:
+                tokenizer = self.tokenizer()
+                row = render_conversation(tokenizer, record["messages"], max_seq_len=self.max_seq_len,
+                                          tools=record.get("tools"))
+                body = rendered_text(tokenizer, row)
+            except Exception as exc:  # noqa: BLE001
+                self._from_thread(self.query_one(DetailPanel).message, _describe(exc))
+                return
+            extra = list(notes)
+            extra.append(f"{len(row.input_ids):,} tokens, {trained_count(row):,} trained (highlighted)")
+            if row.truncated:
+                extra.append(f"truncated at {self.max_seq_len}: {row.answer_tokens_lost} answer tokens lost")
+            self._from_thread(self._detail_shown, header, body, extra)
+
+        self._work(render, group="detail")
+
+    def _detail_shown(self, header: str, body: Any, notes: list[str]) -> None:
+        self.detail_text = body
+        self.query_one(DetailPanel).show(header, body, notes)
+
+    # -- cleaning ---------------------------------------------------------------------------
+
+    def _start_clean(self, steps: list[str]) -> None:
+        self._clean_cancel.set()
+        cancel = self._clean_cancel = threading.Event()
+        records = self.records
+        if not records:
+            return
+        if not steps:
+            self.kept, self.clean_report = None, None
+            self.query_one(CleanPanel).show_result("No steps: every row is kept.")
+            self._set_status(work="")
+            return
+        self._set_status(work="cleaning…")
+
+        def clean() -> None:
+            from workbench.data.clean import CleanConfig, clean_records
+
+            try:
+                tokenizer = self.tokenizer() if "length_filter" in steps else None
+                kept, report = clean_records(records, CleanConfig(steps=steps, max_tokens=self.max_seq_len),
+                                             tokenizer=tokenizer, cancel=cancel)
+            except Exception as exc:  # noqa: BLE001
+                self._from_thread(self._error, "Cleaning failed", exc)
+                self._from_thread(self._set_status, work="")
+                return
+            if cancel.is_set() or report.cancelled:
+                return  # a newer toggle is already running; its result will be shown
+            self._from_thread(self._cleaned, records, steps, kept, report)
+
+        self._work(clean, group="clean")
+
+    def _cleaned(self, records: list[dict], steps: list[str], kept: list[dict], report: Any) -> None:
+        if records is not self.records or steps != self.query_one(CleanPanel).steps:
+            return
+        self.kept, self.clean_report = kept, report
+        reasons = {op.name: op.removed[0]["reason"] for op in report.operations if op.removed}
+        self.query_one(CleanPanel).show_result(
+            result_table(report.summary(), report.rows_in, report.rows_out, reasons))
+        self._set_status(work=f"clean: {report.rows_out:,} kept, {report.removed_total:,} removed")
+
+    # -- split and save ---------------------------------------------------------------------
+
+    def _save_worker(self, rows: list[dict], fractions: str, out_dir: str) -> None:
+        path, report = self.loaded_path, self.clean_report
+
+        def save() -> None:
+            from workbench.data.save import describe_sources, save_splits
+            from workbench.data.split import split_records
+
+            try:
+                split = split_records(rows, fractions)
+                extra = {"sources": describe_sources([path]), "split": split.report,
+                         "operations": report.summary() if report is not None else []}
+                folder = save_splits(out_dir, split.as_dict(), extra)
+            except Exception as exc:  # noqa: BLE001
+                self._from_thread(self._error, "Split and save failed", exc)
+                self._from_thread(self._set_status, work="")
+                return
+            self._from_thread(self._saved, folder, split.report["sizes"])
+
+        self._work(save, group="save")
+
+    def _saved(self, folder: Path, sizes: dict) -> None:
+        self.saved_to = Path(folder)
+        counts = " / ".join(f"{n:,}" for n in sizes.values())
+        self._set_status(work="", saved=f"saved {counts} to {_short(folder)}/")
+        self.notify(f"train / validation / test = {counts} rows\n{folder}", title="Saved")

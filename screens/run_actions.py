@@ -1,0 +1,182 @@
+"""The blocking work behind the Runs and Train screens: reading run folders and NVML,
+starting, stopping, resuming and deleting runs. Screens call these from thread workers and
+show the result; nothing here touches a widget. Engine modules are imported inside the
+functions so that opening the app imports none of them it does not need."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from screens.widgets.format import parse_iso
+
+LOG_TAIL_BYTES = 16 * 1024
+
+
+class ActionError(Exception):
+    """An action could not be done; the message is for people (shown as a notification)."""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    path: str
+    name: str
+    state: str
+    step: int
+    total_steps: int | None
+    loss: float | None
+    created_at: str | None
+    duration_s: float | None
+    device: str | None
+    pid: int | None
+
+    @property
+    def live(self) -> bool:
+        return self.state in ("starting", "running")
+
+
+def scan_runs(runs_dir: Path, now: float | None = None) -> list[RunRow]:
+    """Every run under `runs_dir`, newest first."""
+    from workbench.train.rundir import list_runs
+
+    now = time.time() if now is None else now
+    rows = []
+    for run in reversed(list_runs(runs_dir)):
+        st = run.read_status()
+        state = run.effective_state(st)
+        start = parse_iso(st.get("started_at") or st.get("created_at"))
+        end = parse_iso(st.get("ended_at") or st.get("updated_at"))
+        if state in ("starting", "running"):
+            end = now
+        rows.append(RunRow(
+            path=str(run.path), name=run.name, state=state, step=st.get("step") or 0,
+            total_steps=st.get("total_steps"), loss=st.get("loss"),
+            created_at=st.get("created_at"),
+            duration_s=(end - start) if start is not None and end is not None else None,
+            device=st.get("device"), pid=st.get("pid")))
+    return rows
+
+
+def read_telemetry() -> tuple[list[dict], str]:
+    """(one dict per GPU, reason when there are none). Never raises: a telemetry hiccup is
+    shown as text, not as an error."""
+    from dataclasses import asdict
+
+    from workbench.estimate.gpu import telemetry
+
+    try:
+        t = telemetry()
+    except Exception as exc:  # pragma: no cover - telemetry() already wraps NVML
+        return [], f"GPU telemetry failed: {exc}"
+    return [asdict(g) for g in t.gpus], t.reason
+
+
+def start_detached(profile_ref: str, runs_dir: Path, overrides: list[str] = ()) -> Path:
+    """Plan and start a run through the command line in a child process, detached.
+
+    Planning imports torch and transformers and loads the tokenizer; done in the app it
+    would take those (hundreds of MB) into the app for good. The child exits once the
+    runner is started in its own session, so the run outlives the app."""
+    cmd = [sys.executable, "-m", "workbench", "run", str(profile_ref), "--detach",
+           "--runs-dir", str(runs_dir)]
+    for item in overrides:
+        cmd += ["--set", item]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                              stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    except subprocess.TimeoutExpired:
+        raise ActionError(f"planning {profile_ref} took over 15 minutes; "
+                          f"try `workbench run {profile_ref}` in a shell to see why") from None
+    if proc.returncode != 0:
+        lines = [l for l in (proc.stderr or proc.stdout).strip().splitlines() if l.strip()]
+        text = "\n".join(lines[-6:]) or f"exit status {proc.returncode}"
+        raise ActionError(text.removeprefix("error: "))
+    for line in proc.stdout.splitlines():
+        if line.strip().startswith("folder:"):
+            return Path(line.split(":", 1)[1].strip())
+    raise ActionError(f"started, but the run folder was not reported:\n{proc.stdout[-400:]}")
+
+
+def stop(path: str) -> str:
+    from workbench.train.control import ControlError, stop_run
+    from workbench.train.rundir import RunDir
+
+    try:
+        return stop_run(RunDir(Path(path)), wait_s=0)
+    except (ControlError, ProcessLookupError, PermissionError) as exc:
+        raise ActionError(str(exc)) from None
+
+
+def resume(path: str) -> int:
+    from workbench.train.control import ControlError, check_resumable, spawn_detached
+    from workbench.train.rundir import RunDir
+
+    run = RunDir(Path(path))
+    try:
+        check_resumable(run)
+        return spawn_detached(run, resume=True)
+    except (ControlError, OSError) as exc:
+        raise ActionError(str(exc)) from None
+
+
+def delete(path: str) -> None:
+    from workbench.train.rundir import RunDir
+
+    run = RunDir(Path(path))
+    if not run.status_path.exists():
+        raise ActionError(f"{path} is not a run folder (no status.json); nothing deleted")
+    state = run.effective_state()
+    if state in ("starting", "running"):
+        raise ActionError(f"{run.name} is running; stop it first (x), then delete it")
+    try:
+        shutil.rmtree(run.path)
+    except OSError as exc:
+        raise ActionError(f"could not delete {run.path}: {exc}") from None
+
+
+@dataclass
+class RunPoll:
+    events: list[dict]
+    offset: int
+    status: dict
+    state: str
+    log_text: str     # log bytes since `log_size` (or its tail when it restarted)
+    log_reset: bool   # True: `log_text` replaces what was shown
+    log_size: int
+
+
+def poll_run(path: str, offset: int, log_size: int) -> RunPoll:
+    """New events since `offset`, the status, and the log bytes written since `log_size`."""
+    from workbench.train.rundir import RunDir
+
+    run = RunDir(Path(path))
+    events, offset = run.read_events(offset)
+    status = run.read_status()
+    text, reset, size = "", False, 0
+    try:
+        size = run.log_path.stat().st_size
+        if size != log_size:
+            # Grown a little: read what is new. First read, truncated, or grown a lot: the tail.
+            reset = size < log_size or log_size == 0 or size - log_size > LOG_TAIL_BYTES
+            start = max(size - LOG_TAIL_BYTES, 0) if reset else log_size
+            with open(run.log_path, "rb") as fh:
+                fh.seek(start)
+                text = fh.read(size - start).decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        pass
+    return RunPoll(events, offset, status, run.effective_state(status), text, reset, size)
+
+
+def run_budget(path: str) -> float | None:
+    """The run's budget.gpu_hourly_usd, or None when the profile cannot be read."""
+    from workbench.profile import ProfileError, load_profile
+
+    try:
+        return load_profile(Path(path) / "profile.toml").budget.gpu_hourly_usd
+    except (ProfileError, OSError):
+        return None

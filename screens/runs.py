@@ -1,0 +1,203 @@
+"""Runs (home): the runs in the runs folder, the profiles to start new ones from, and every
+GPU. Folders and NVML are read every two seconds in thread workers, only while this screen
+is showing, so an idle app stays idle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.coordinate import Coordinate
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, OptionList, Static
+from textual.widgets.option_list import Option
+
+from screens import run_actions
+from screens.app import RunsChanged
+from screens.run_actions import RunRow
+from screens.widgets.format import duration, num, started
+from screens.widgets.gpu_panel import GpuPanel
+from screens.widgets.nav import NavBar
+
+POLL_S = 2.0
+COLUMNS = (("run", "run"), ("state", "state"), ("step", "step"), ("loss", "loss"),
+           ("started", "started (UTC)"), ("duration", "duration"), ("device", "device"))
+
+
+def _cells(row: RunRow) -> tuple[str, ...]:
+    return (row.name, row.state, f"{row.step}/{row.total_steps or '?'}",
+            num(row.loss, ".4f"), started(row.created_at), duration(row.duration_s),
+            row.device or "-")
+
+
+class RunsScreen(Screen):
+    BINDINGS = [
+        Binding("o,enter", "open", "Open", id="runs.open"),
+        Binding("s", "start", "Start", id="runs.start"),
+        Binding("x", "stop", "Stop", id="runs.stop"),
+        Binding("r", "resume", "Resume", id="runs.resume"),
+        Binding("a", "attach", "Attach", id="runs.attach"),
+        Binding("d,delete", "delete", "Delete", id="runs.delete"),
+        # The list refreshes itself every 2 s; the key is for the impatient (help, palette).
+        Binding("f5,ctrl+r", "refresh", "Refresh", id="runs.refresh", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[RunRow] = []
+        self.profiles: dict[str, str] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield NavBar("runs")
+        yield Static(id="runs-hint", classes="hint")
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        with Horizontal(id="runs-bottom"):
+            with Vertical(id="profiles-box", classes="box"):
+                yield Static("Profiles  [b]s[/b] start", classes="box-title")
+                yield OptionList(id="profiles")
+            with Vertical(id="gpu-box", classes="box"):
+                yield Static("GPUs", classes="box-title")
+                yield GpuPanel(id="gpus")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.sub_title = "runs"
+        table = self.query_one("#runs", DataTable)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        self.app.run_in_thread(_list_profiles, node=self, on_done=self._show_profiles,
+                               group="profiles")
+        self._runs_timer = self.set_interval(POLL_S, self.action_refresh)
+        self._gpu_timer = self.set_interval(POLL_S, self._poll_gpu)
+        self.action_refresh()
+        self._poll_gpu()
+        table.focus()
+
+    # Poll only while visible: a hidden screen's timers would cost CPU for nothing.
+    def on_screen_suspend(self) -> None:
+        self._runs_timer.pause()
+        self._gpu_timer.pause()
+
+    def on_screen_resume(self) -> None:
+        self._runs_timer.resume()
+        self._gpu_timer.resume()
+        self.action_refresh()
+
+    def on_runs_changed(self, _: RunsChanged) -> None:
+        self.action_refresh()
+
+    # ---- reading (workers) -----------------------------------------------------------------
+    def action_refresh(self) -> None:
+        self.app.run_in_thread(run_actions.scan_runs, self.app.runs_dir, node=self,
+                               on_done=self._show_runs, group="runs-scan", exclusive=True)
+
+    def _poll_gpu(self) -> None:
+        self.app.run_in_thread(run_actions.read_telemetry, node=self, group="gpu",
+                               exclusive=True, on_done=lambda r: self.query_one(GpuPanel).show_gpus(*r))
+
+    # ---- showing ---------------------------------------------------------------------------
+    def _show_profiles(self, profiles: dict[str, str]) -> None:
+        self.profiles = profiles
+        options = self.query_one("#profiles", OptionList)
+        options.clear_options()
+        options.add_options([Option(name, id=name) for name in profiles])
+        if profiles:
+            options.highlighted = list(profiles).index("demo") if "demo" in profiles else 0
+
+    def _show_runs(self, rows: list[RunRow]) -> None:
+        table = self.query_one("#runs", DataTable)
+        hint = self.query_one("#runs-hint", Static)
+        live = sum(r.live for r in rows)
+        hint.update(f"{len(rows)} run(s), {live} running, in {self.app.runs_dir}/" if rows else
+                    f"No runs in {self.app.runs_dir}/ yet: pick a profile below and press s.")
+        if rows == self.rows:
+            return
+        old = {r.path: r for r in self.rows}
+        if [r.path for r in rows] == [r.path for r in self.rows]:
+            for row in rows:  # same runs: change only the cells that changed
+                if old[row.path] != row:
+                    for (key, _), value in zip(COLUMNS, _cells(row)):
+                        table.update_cell(row.path, key, value, update_width=True)
+        else:
+            selected = self.selected_path()
+            table.clear()
+            for row in rows:
+                table.add_row(*_cells(row), key=row.path)
+            if selected in {r.path for r in rows}:
+                table.move_cursor(row=table.get_row_index(selected))
+        self.rows = rows
+
+    # ---- selection -------------------------------------------------------------------------
+    def selected_path(self) -> str | None:
+        table = self.query_one("#runs", DataTable)
+        if not table.row_count:
+            return None
+        row_key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key
+        return row_key.value
+
+    def selected_run(self) -> RunRow | None:
+        path = self.selected_path()
+        found = next((r for r in self.rows if r.path == path), None)
+        if found is None:
+            self.notify("no run selected; start one from a profile with s", severity="warning")
+        return found
+
+    def selected_profile(self) -> str | None:
+        options = self.query_one("#profiles", OptionList)
+        if options.highlighted is None or not self.profiles:
+            return None
+        return options.get_option_at_index(options.highlighted).id
+
+    # ---- actions ---------------------------------------------------------------------------
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        run = self.selected_run()
+        if run:
+            self.app.open_run(run.path)
+
+    def action_attach(self) -> None:
+        """Jump to the newest run that is training now (e.g. after reopening the app)."""
+        live = [r for r in self.rows if r.live]
+        if not live:
+            self.notify("no run is training now; o opens the selected run", severity="warning")
+            return
+        self.app.open_run(live[0].path)
+
+    def action_start(self) -> None:
+        name = self.selected_profile()
+        if name is None:
+            self.notify("no profile selected (profiles are *.toml in profiles/ or "
+                        "~/.config/workbench/profiles/)", severity="warning")
+            return
+        self.app.start_run(self.profiles[name])
+
+    def action_stop(self) -> None:
+        run = self.selected_run()
+        if run:
+            self.app.stop_run(run.path)
+
+    def action_resume(self) -> None:
+        run = self.selected_run()
+        if run:
+            self.app.resume_run(run.path)
+
+    def action_delete(self) -> None:
+        run = self.selected_run()
+        if run is None:
+            return
+        if run.live:
+            self.app.notify_error(f"{run.name} is {run.state}; stop it first (x), then delete it",
+                                  "delete")
+            return
+        self.app.delete_run(run.path)
+
+
+def _list_profiles() -> dict[str, str]:
+    from workbench.profile import list_profiles
+
+    return {name: str(path) for name, path in list_profiles().items()}

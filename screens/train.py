@@ -1,0 +1,247 @@
+"""Train (monitor): follows one run by reading its folder, like `workbench attach`.
+
+The run is a separate process; this screen only reads its events.jsonl, status.json and
+stdout.log, in a thread worker every half second while it trains (every two seconds once it
+has ended, to notice a resume). So the plot is redrawn at most twice a second, and closing
+the app or losing the connection does nothing to the run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Log, Static
+
+from screens import run_actions
+from screens.app import RunsChanged
+from screens.run_actions import RunPoll
+from screens.widgets.format import NA, duration, gib, num
+from screens.widgets.gpu_panel import GpuPanel
+from screens.widgets.loss_plot import LossPlot
+from screens.widgets.nav import NavBar
+from screens.widgets.run_view import RunView
+
+LIVE_POLL_S = 0.5
+# Plotext is most of the monitor's CPU: the plot follows new points at most once a second
+# (the issue allows twice); the numbers beside it still update every poll.
+PLOT_EVERY_S = 1.0
+IDLE_POLL_S = 2.0
+LIVE_STATES = ("starting", "running")
+STATE_STYLE = {"running": "$success", "starting": "$warning", "finished": "$primary",
+               "failed": "$error", "interrupted": "$warning", "stopped": "$warning"}
+
+
+class TrainScreen(Screen):
+    BINDINGS = [
+        Binding("x", "stop", "Stop run", id="train.stop"),
+        Binding("r", "resume", "Resume run", id="train.resume"),
+        Binding("l", "focus_log", "Log", id="train.log"),
+        Binding("p", "focus_plot", "Plot", id="train.plot"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_path: str | None = None
+        self.view = RunView()
+        self.state = "unknown"
+        self.status: dict = {}
+        self.hourly_usd: float | None = None
+        self._offset = 0
+        self._log_size = 0
+        self._loaded = False  # the first read replays history; only later errors notify
+        self._timer = None
+        self._interval = LIVE_POLL_S
+        self._stats_text = ""
+        self._title_text = ""
+        self._plot_pending = False
+        self._plot_drawn = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield NavBar("train")
+        yield Static("No run attached: press 1 for Runs, pick one and press o.", id="run-title")
+        with Horizontal(id="train-body"):
+            yield LossPlot(id="loss-plot")
+            with Vertical(id="train-side"):
+                yield Static(id="train-stats")
+                yield GpuPanel(id="train-gpus")
+        yield Log(id="train-log", max_lines=500, auto_scroll=False)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.sub_title = "train"
+        self._timer = self.set_interval(LIVE_POLL_S, self._poll, pause=True)
+        if self.app.monitored_run:
+            self.attach(self.app.monitored_run)
+        else:  # opened directly: show what is training now, else the newest run
+            self.app.run_in_thread(run_actions.scan_runs, self.app.runs_dir, node=self,
+                                   on_done=self._attach_newest)
+
+    def on_screen_suspend(self) -> None:
+        self._timer.pause()
+
+    def on_screen_resume(self) -> None:
+        self._follow_app()
+        if self.run_path:
+            self._timer.resume()
+
+    def on_runs_changed(self, _: RunsChanged) -> None:
+        self._follow_app()
+
+    def _follow_app(self) -> None:
+        if self.app.monitored_run and self.app.monitored_run != self.run_path:
+            self.attach(self.app.monitored_run)
+
+    def _attach_newest(self, rows) -> None:
+        if self.run_path is None and rows:
+            live = [r for r in rows if r.live]
+            self.app.monitored_run = (live or rows)[0].path
+            self.attach(self.app.monitored_run)
+
+    # ---- following a run -------------------------------------------------------------------
+    def attach(self, path: str) -> None:
+        self.run_path = path
+        self.view = RunView()
+        self.state, self.status, self.hourly_usd = "unknown", {}, None
+        self._offset = self._log_size = 0
+        self._loaded = False
+        self._plot_pending, self._plot_drawn = False, 0.0
+        self.query_one(Log).clear()
+        self.query_one(LossPlot).show([], [], [], [])
+        self.app.run_in_thread(run_actions.run_budget, path, node=self, on_done=self._set_budget)
+        self._poll()
+        self._timer.resume()
+
+    def _set_budget(self, hourly: float | None) -> None:
+        self.hourly_usd = hourly
+        self._show_stats()
+
+    def _poll(self) -> None:
+        if self.run_path is None:
+            return
+        path = self.run_path
+        self.app.run_in_thread(run_actions.poll_run, path, self._offset, self._log_size,
+                               node=self, group="poll", exclusive=True,
+                               on_done=lambda poll: self._update(path, poll))
+
+    def _update(self, path: str, poll: RunPoll) -> None:
+        if path != self.run_path:
+            return  # a late answer about the run we just left
+        self._offset, self._log_size = poll.offset, poll.log_size
+        self.status, self.state = poll.status, poll.state
+        self._plot_pending |= self.view.add(poll.events)
+        now = time.monotonic()
+        if self._plot_pending and now - self._plot_drawn >= PLOT_EVERY_S - 0.05:
+            v = self.view
+            self.query_one(LossPlot).show(v.steps, v.losses, v.eval_steps, v.eval_losses)
+            self._plot_pending, self._plot_drawn = False, now
+        if self._loaded:
+            for ev in poll.events:
+                if ev.get("type") == "error":
+                    hint = f"\n{ev['hint']}" if ev.get("hint") else ""
+                    self.app.notify_error(f"{ev.get('message')}{hint}", f"run {Path(path).name}")
+        self._loaded = True
+        if poll.log_text:
+            log = self.query_one(Log)
+            at_end = log.is_vertical_scroll_end
+            if poll.log_reset:
+                log.clear()
+            # Follow the log only when the reader is at its end (as Elia does with tokens).
+            log.write(poll.log_text, scroll_end=at_end or poll.log_reset)
+        if self.view.gpus:
+            self.query_one("#train-gpus", GpuPanel).show_gpus(self.view.gpus)
+        else:
+            device = self.status.get("device")
+            self.query_one("#train-gpus", GpuPanel).show_gpus(
+                [], "CPU run: no GPU telemetry" if device == "cpu"
+                else "no GPU telemetry from this run yet")
+        self._show_stats()
+        # Slow down once the run has ended; keep looking, since it may be resumed.
+        interval = LIVE_POLL_S if self.state in LIVE_STATES else IDLE_POLL_S
+        if interval != self._interval:
+            self._interval = interval
+            self._timer.stop()
+            self._timer = self.set_interval(interval, self._poll)
+
+    # ---- text ------------------------------------------------------------------------------
+    def _show_stats(self) -> None:
+        if self.run_path is None:
+            return
+        st, v, log = self.status, self.view, self.view.last_log
+        live = self.state in LIVE_STATES
+        style = STATE_STYLE.get(self.state, "$text-muted")
+        step = st.get("step") or log.get("step") or 0
+        title = (f"[b]{escape(Path(self.run_path).name)}[/b]  [{style}]{self.state}[/]  "
+                 f"step {step}/{st.get('total_steps') or '?'}")
+        if v.message:
+            title += f"  [$text-muted]{escape(v.message)}[/]"
+        if title != self._title_text:
+            self._title_text = title
+            self.query_one("#run-title", Static).update(title)
+
+        seconds = v.train_seconds(time.time(), live)
+        eta = log.get("eta_s") if live else None
+        if isinstance(eta, (int, float)) and isinstance(log.get("time"), (int, float)):
+            eta = max(eta - (time.time() - log["time"]), 0)  # the log line is a while old
+        if self.hourly_usd is None:
+            cost = NA
+        elif not self.hourly_usd:
+            cost = "$0 (budget.gpu_hourly_usd unset)"
+        else:
+            cost = (f"${seconds / 3600 * self.hourly_usd:.2f} at ${self.hourly_usd:g}/h"
+                    if seconds is not None else "-")
+        eval_loss = v.eval_losses[-1] if v.eval_losses else None
+        lines = [
+            f"loss       {num(log.get('loss'), '.4f')}   eval {num(eval_loss, '.4f')}",
+            f"lr         {num(log.get('learning_rate'), '.2e')}",
+            f"grad norm  {num(log.get('grad_norm'), '.3f')}",
+            f"tokens/s   {num(log.get('tokens_per_s'), ',.0f')}",
+            f"epoch      {num(log.get('epoch'), '.2f')}",
+            f"ETA        {duration(eta) if live else ('done' if self.state == 'finished' else '-')}",
+            f"trained    {duration(seconds)}",
+            f"cost       {cost}",
+            *self._memory_lines(),
+        ]
+        if v.error:
+            lines.append(f"[$error]error: {escape(str(v.error.get('message')))}[/]")
+        text = "\n".join(lines)
+        if text != self._stats_text:
+            self._stats_text = text
+            self.query_one("#train-stats", Static).update(text)
+
+    def _memory_lines(self) -> list[str]:
+        v = self.view
+        est = (v.estimate or {}).get("reserved_bytes") or (v.estimate or {}).get("peak_bytes")
+        measured = (v.memory or {}).get("measured_peak_reserved_bytes") or \
+            v.last_log.get("gpu_mem_peak_bytes")
+        if measured is None and self.status.get("device") == "cpu":
+            return [f"memory est {gib(est)}", "  measured n/a on CPU"]
+        line = f"memory est {gib(est)}"
+        if est and measured:
+            line += f"  ({(measured - est) / est * 100:+.0f}%)"
+        return [line, f"  peak     {gib(measured)}"]
+
+    # ---- actions ---------------------------------------------------------------------------
+    def _need_run(self) -> str | None:
+        if self.run_path is None:
+            self.notify("no run attached; press 1 for Runs and pick one", severity="warning")
+        return self.run_path
+
+    def action_stop(self) -> None:
+        if path := self._need_run():
+            self.app.stop_run(path)
+
+    def action_resume(self) -> None:
+        if path := self._need_run():
+            self.app.resume_run(path)
+
+    def action_focus_log(self) -> None:
+        self.query_one(Log).focus()
+
+    def action_focus_plot(self) -> None:
+        self.query_one(LossPlot).focus()

@@ -1,0 +1,175 @@
+"""The live estimate: a memory bar split by term against the GPU's memory, the verdict, the
+remedies (alt+N applies remedy N), trainable parameters, time and cost.
+
+`compute_view` is pure (the estimate engine is pure Python, well under a millisecond), so the
+screen calls it on every keystroke; `EstimatePanel.show` only draws its result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+GIB = 1024 ** 3
+MAX_REMEDIES = 6
+# One colour per breakdown term, cycled; all on the xterm-256 palette.
+TERM_COLOURS = ("#5fafd7", "#87af5f", "#d7af5f", "#af87d7", "#d7875f", "#5fd7af", "#d75f87", "#afafaf")
+VERDICT_STYLE = {"fits": "bold green", "tight": "bold yellow", "does not fit": "bold red"}
+
+
+@dataclass
+class GpuChoice:
+    """Where the memory to fit into comes from."""
+
+    spec: Any              # gpus.GpuSpec or None
+    available: int | None  # bytes
+    source: str            # "free now on GPU 0 (...)" / "table" / ""
+
+
+@dataclass
+class EstimateView:
+    estimate: Any
+    gpu: GpuChoice
+    verdict: str | None
+    remedies: list = field(default_factory=list)
+    times: list[tuple[str, Any]] = field(default_factory=list)  # (label, TimeEstimate)
+    notes: list[str] = field(default_factory=list)
+
+
+def choose_gpu(wanted: str, detected: dict | None) -> GpuChoice:
+    """The profile's budget.gpu when set (planning for a GPU you do not have), else the GPU
+    found with its free memory now; `detected` is {"name", "free", "total"} or None."""
+    from workbench.estimate.gpus import UnknownGpu, find_gpu
+
+    if wanted:
+        spec = find_gpu(wanted)
+        return GpuChoice(spec, spec.memory_bytes, "table")
+    if detected:
+        try:
+            spec = find_gpu(detected["name"])
+        except UnknownGpu:
+            spec = None
+        free = detected.get("free") or detected.get("total")
+        return GpuChoice(spec, free, f"free now on {detected['name']}")
+    return GpuChoice(None, None, "")
+
+
+def compute_view(arch: Any, profile: Any, detected: dict | None,
+                 dataset_tokens: int | None) -> EstimateView:
+    from workbench.estimate.advice import remedies, verdict
+    from workbench.estimate.gpus import find_gpu
+    from workbench.estimate.memory import EstimateSettings, estimate_memory
+    from workbench.estimate.speed import estimate_time
+
+    settings = EstimateSettings.from_profile(profile)
+    est = estimate_memory(arch, settings)
+    gpu = choose_gpu(profile.budget.gpu, detected)
+    view = EstimateView(est, gpu, None)
+    if gpu.available:
+        view.verdict = verdict(est.peak_bytes, gpu.available)
+        if view.verdict != "fits":
+            view.remedies = remedies(arch, settings, gpu.available)[:MAX_REMEDIES]
+    timing = dict(dataset_tokens=dataset_tokens, epochs=profile.train.epochs,
+                  max_steps=profile.train.max_steps)
+    price = profile.budget.gpu_hourly_usd or None
+    labels = []
+    if detected:
+        try:
+            labels.append(("detected", find_gpu(detected["name"])))
+        except ValueError:
+            view.notes.append(f"{detected['name']} is not in the GPU table: no time for it")
+    if gpu.spec is not None and gpu.source == "table":
+        labels.append(("chosen", gpu.spec))
+    for label, spec in labels:
+        view.times.append((f"{label} {spec.name}", estimate_time(arch, settings, spec, usd_per_hour=price,
+                                                                   **timing)))
+    if dataset_tokens is None:
+        view.notes.append("time counts one step per epoch: the dataset's tokens are not counted yet")
+    return view
+
+
+def _gib(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / GIB:.2f} GiB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def memory_bar(breakdown: dict[str, int], capacity: int, width: int) -> Text:
+    """Each term a coloured stretch, scaled to `capacity`; the rest of the GPU dim."""
+    bar = Text()
+    scale = width / max(capacity, sum(breakdown.values()), 1)
+    used = 0
+    for i, (name, value) in enumerate(breakdown.items()):
+        cells = round((used + value) * scale) - round(used * scale)
+        used += value
+        bar.append("█" * cells, TERM_COLOURS[i % len(TERM_COLOURS)])
+    rest = max(0, width - bar.cell_len)
+    bar.append("░" * rest, "grey42")
+    if bar.cell_len > width:  # over capacity: the overflow is cut, the verdict says so
+        bar.truncate(width)
+    return bar
+
+
+def render_view(view: EstimateView, width: int) -> Group:
+    est = view.estimate
+    capacity = view.gpu.available or est.peak_bytes
+    parts: list[Any] = []
+    head = Text()
+    head.append(f"peak {_gib(est.peak_bytes)}", "bold")
+    if view.gpu.available:
+        name = view.gpu.spec.name if view.gpu.spec else "GPU"
+        head.append(f" of {_gib(view.gpu.available)} ({name}, {view.gpu.source})")
+    else:
+        head.append(" (no GPU found: choose one under price GPU)")
+    parts.append(head)
+    parts.append(memory_bar(est.breakdown, capacity, max(10, width)))
+    legend = Table.grid(padding=(0, 1))
+    legend.add_column(no_wrap=True)
+    legend.add_column(justify="right", no_wrap=True)
+    for i, (name, value) in enumerate(est.breakdown.items()):
+        legend.add_row(Text(f"■ {name}", TERM_COLOURS[i % len(TERM_COLOURS)]), _gib(value))
+    parts.append(legend)
+    if view.verdict:
+        parts.append(Text(view.verdict, VERDICT_STYLE[view.verdict]))
+    for n, remedy in enumerate(view.remedies, 1):
+        line = Text(f"alt+{n} ", "bold")
+        line.append(f"{remedy.change} → {_gib(remedy.estimate.peak_bytes)}")
+        line.append(" fits" if remedy.fits else " still too big", "green" if remedy.fits else "red")
+        parts.append(line)
+    parts.append(Text(f"trainable {est.trainable_params:,} of {est.total_params:,} "
+                      f"({100 * est.trainable_share:.2f}%)"))
+    for label, t in view.times:
+        parts.append(Text(f"{label}: {_duration(t.seconds)}, ${t.usd:,.2f} "
+                          f"({t.steps:,} steps at ${t.usd_per_hour:.2f}/h)"))
+    for note in view.notes:
+        parts.append(Text(note, "dim"))
+    return Group(*parts)
+
+
+class EstimatePanel(VerticalScroll):
+    DEFAULT_CSS = """
+    EstimatePanel { height: 1fr; }
+    EstimatePanel > Static { height: auto; }
+    """
+
+    def compose(self):
+        yield Static("Loading the model's config…", id="estimate-body")
+
+    def show(self, view: EstimateView) -> None:
+        width = max(10, self.size.width - 2)
+        self.query_one("#estimate-body", Static).update(render_view(view, width))
+
+    def message(self, text: str) -> None:
+        self.query_one("#estimate-body", Static).update(text)

@@ -1,0 +1,163 @@
+"""The profile form: one row per key (label, input, the validator's message under it).
+
+Which keys appear is listed here; their defaults and choices come from `workbench.profile.
+iter_schema()`, so the form never disagrees with the validator. The form turns text into
+values (`parse_value`) and shows issues; validating and estimating are the screen's job.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import Input, Label, Select, Static
+
+from workbench.estimate.gpus import GPUS
+from workbench.profile import iter_schema
+
+DETECTED = "(detected)"  # budget.gpu = "": price against the GPU found, if any
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str       # dotted profile key
+    label: str
+    kind: str = "value"  # value (TOML-ish number/bool/text), text, list, choice
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("name", "name", "text"),
+    Field("model.name_or_path", "model", "text"),
+    Field("lora.method", "method", "choice"),
+    Field("lora.r", "LoRA r"),
+    Field("lora.alpha", "LoRA alpha"),
+    Field("lora.dropout", "dropout"),
+    Field("lora.target_modules", "targets", "list"),
+    Field("train.batch_size", "batch"),
+    Field("train.grad_accum", "grad accum"),
+    Field("train.max_seq_len", "seq len"),
+    Field("train.learning_rate", "learn rate"),
+    Field("train.epochs", "epochs"),
+    Field("train.gradient_checkpointing", "grad ckpt", "choice"),
+    Field("train.optimizer", "optimizer", "choice"),
+    Field("train.precision", "precision", "choice"),
+    Field("budget.gpu", "price GPU", "choice"),
+    Field("budget.gpu_hourly_usd", "$ / hour"),
+)
+
+
+def choices_for(key: str) -> tuple[str, ...]:
+    if key == "train.gradient_checkpointing":
+        return ("auto", "true", "false")
+    if key == "budget.gpu":
+        return ("",) + tuple(g.key for g in GPUS)
+    for dotted, _default, _required, choices in iter_schema():
+        if dotted == key:
+            return choices
+    return ()
+
+
+def show_value(value: Any) -> str:
+    """A profile value as the form shows it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+        return str(int(value))
+    return str(value)
+
+
+def parse_value(field: Field, text: str) -> Any:
+    """Text to the value the profile validator should see. Anything unparseable stays text,
+    so the validator (not the form) says what was expected."""
+    text = text.strip()
+    if field.kind == "text":
+        return text
+    if field.kind == "list":
+        if text.startswith("["):
+            try:
+                return tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                return text
+        return text if text == "all-linear" else [p.strip() for p in text.split(",") if p.strip()]
+    if field.kind == "choice":
+        return {"true": True, "false": False}.get(text, text)
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _dom_id(key: str) -> str:
+    return "f-" + key.replace(".", "-")
+
+
+class ProfileForm(VerticalScroll):
+    DEFAULT_CSS = """
+    ProfileForm { height: 1fr; }
+    ProfileForm > .form-row { height: auto; }
+    ProfileForm .form-row > Label { width: 11; color: $text-muted; }
+    ProfileForm .form-row > Input, ProfileForm .form-row > Select { width: 1fr; }
+    ProfileForm .form-error { color: $error; height: auto; padding-left: 11; display: none; }
+    ProfileForm .form-error.-shown { display: block; }
+    """
+
+    class Changed(Message):
+        def __init__(self, key: str) -> None:
+            self.key = key
+            super().__init__()
+
+    def compose(self) -> ComposeResult:
+        for field in FIELDS:
+            with Horizontal(classes="form-row"):
+                yield Label(field.label)
+                if field.kind == "choice":
+                    options = [(DETECTED if c == "" else c, c) for c in choices_for(field.key)]
+                    yield Select(options, allow_blank=False, id=_dom_id(field.key), compact=True)
+                else:
+                    yield Input(id=_dom_id(field.key), compact=True, select_on_focus=False)
+            yield Static("", id=_dom_id(field.key) + "-error", classes="form-error")
+
+    def widget(self, key: str) -> Input | Select:
+        return self.query_one("#" + _dom_id(key))
+
+    def set_value(self, key: str, value: Any) -> None:
+        """Set a field from a profile value (fires Changed, like typing would)."""
+        widget = self.widget(key)
+        text = show_value(value)
+        if isinstance(widget, Select):
+            widget.value = text if text in choices_for(key) else widget.value
+        else:
+            widget.value = text
+
+    def fill(self, profile: Any) -> None:
+        for field in FIELDS:
+            self.set_value(field.key, profile.get(field.key))
+
+    def values(self) -> dict[str, Any]:
+        out = {}
+        for field in FIELDS:
+            widget = self.widget(field.key)
+            raw = widget.value if isinstance(widget, Input) else str(widget.value)
+            out[field.key] = parse_value(field, raw)
+        return out
+
+    def show_issues(self, issues: dict[str, str]) -> None:
+        for field in FIELDS:
+            error = self.query_one("#" + _dom_id(field.key) + "-error", Static)
+            message = issues.get(field.key, "")
+            error.update(message)
+            error.set_class(bool(message), "-shown")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed(event.input.id or ""))
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed(event.select.id or ""))

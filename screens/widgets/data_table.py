@@ -1,0 +1,220 @@
+"""A virtual table of dataset rows: only the rows on screen are ever formatted.
+
+Textual's DataTable builds a row object per row up front; at 100,000 rows that alone takes
+seconds (see bench/app_data_table.md), so the data screen draws its rows with the Line API
+instead: `render_line(y)` formats one visible row from the record it points at. Filtering is a
+list of indices, so switching to "flagged only" never copies records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.segment import Segment
+from textual.binding import Binding
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+# Flag bits, one per finding of the inspection; FLAG_CODES gives the one-letter column.
+FLAG_DUPLICATE = 1
+FLAG_PLACEHOLDER = 2
+FLAG_SECRET = 4
+FLAG_OVER_LIMIT = 8
+FLAG_SHORT = 16
+FLAG_EMPTY = 32
+FLAG_BROKEN = 64
+FLAG_CODES = (
+    (FLAG_DUPLICATE, "D", "duplicate"),
+    (FLAG_PLACEHOLDER, "P", "placeholder"),
+    (FLAG_SECRET, "S", "secret or personal data"),
+    (FLAG_OVER_LIMIT, "L", "over the length limit"),
+    (FLAG_SHORT, "s", "short answer"),
+    (FLAG_EMPTY, "E", "empty field"),
+    (FLAG_BROKEN, "B", "broken text"),
+)
+
+
+def flag_letters(bits: int) -> str:
+    return "".join(code for bit, code, _ in FLAG_CODES if bits & bit)
+
+
+def flag_names(bits: int) -> list[str]:
+    return [name for bit, _, name in FLAG_CODES if bits & bit]
+
+
+def _first(record: dict, role: str) -> str:
+    for message in record.get("messages") or ():
+        if message.get("role") == role:
+            return message.get("content") or ""
+    return ""
+
+
+def _fit(text: str, width: int) -> str:
+    """One line of exactly `width` cells: newlines shown as ⏎ so a row never wraps."""
+    text = text.replace("\r", "").replace("\n", "⏎").replace("\t", " ")
+    if len(text) > width:
+        return text[: max(0, width - 1)] + "…"
+    return text.ljust(width)
+
+
+class RowsView(ScrollView, can_focus=True):
+    """Rows of the one record format: number, flags, characters, question and answer."""
+
+    COMPONENT_CLASSES = {"rows--header", "rows--cursor", "rows--flagged", "rows--dim"}
+    DEFAULT_CSS = """
+    RowsView { background: $surface; }
+    RowsView > .rows--header { text-style: bold; background: $panel; }
+    RowsView > .rows--cursor { background: $accent 40%; text-style: bold; }
+    RowsView:focus > .rows--cursor { background: $accent; color: $text; }
+    RowsView > .rows--flagged { color: $warning; }
+    RowsView > .rows--dim { color: $text-muted; }
+    """
+    BINDINGS = [
+        Binding("up,k", "cursor(-1)", "Up", show=False, id="rows.up"),
+        Binding("down,j", "cursor(1)", "Down", show=False, id="rows.down"),
+        Binding("pageup", "page(-1)", "Page up", show=False, id="rows.page_up"),
+        Binding("pagedown", "page(1)", "Page down", show=False, id="rows.page_down"),
+        Binding("home,g", "jump(0)", "First", show=False, id="rows.first"),
+        Binding("end,G", "jump(-1)", "Last", show=False, id="rows.last"),
+        Binding("enter", "select", "Detail", show=False, id="rows.select"),
+    ]
+
+    cursor: reactive[int] = reactive(0, always_update=False, repaint=False)
+
+    class RowHighlighted(Message):
+        """The cursor moved to record `index` (an index into all records, not the view)."""
+
+        def __init__(self, index: int | None) -> None:
+            self.index = index
+            super().__init__()
+
+    class RowSelected(RowHighlighted):
+        """Enter on a row: show its detail."""
+
+    def __init__(self, *, name: str | None = None, id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self._records: Sequence[dict] = ()
+        self._flags: Sequence[int] = ()
+        self._view: Sequence[int] = ()
+
+    # -- data -------------------------------------------------------------------------------
+
+    def set_records(self, records: Sequence[dict], flags: Sequence[int] | None = None) -> None:
+        self._records = records
+        self._flags = flags if flags is not None else ()
+        self._view = range(len(records))
+        self._reset()
+
+    def set_flags(self, flags: Sequence[int]) -> None:
+        self._flags = flags
+        self.refresh()
+
+    def set_view(self, indices: Sequence[int]) -> None:
+        """Show only these record indices (a filter), in this order."""
+        self._view = indices
+        self._reset()
+
+    @property
+    def row_count(self) -> int:
+        return len(self._view)
+
+    @property
+    def current_index(self) -> int | None:
+        return self._view[self.cursor] if 0 <= self.cursor < len(self._view) else None
+
+    def _reset(self) -> None:
+        self.set_reactive(RowsView.cursor, 0)
+        self.virtual_size = Size(self.size.width, len(self._view) + 1)  # + the header line
+        self.scroll_to(0, 0, animate=False, immediate=True)
+        self.refresh()
+        self.post_message(self.RowHighlighted(self.current_index))
+
+    def on_resize(self) -> None:
+        self.virtual_size = Size(self.size.width, len(self._view) + 1)
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def action_cursor(self, delta: int) -> None:
+        self.move_to(self.cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        self.move_to(self.cursor + direction * max(1, self.size.height - 2))
+
+    def action_jump(self, position: int) -> None:
+        self.move_to(position if position >= 0 else len(self._view) - 1)
+
+    def action_select(self) -> None:
+        self.post_message(self.RowSelected(self.current_index))
+
+    def move_to(self, position: int) -> None:
+        if not self._view:
+            return
+        self.cursor = max(0, min(len(self._view) - 1, position))
+
+    def watch_cursor(self, old: int, new: int) -> None:
+        # Keep the cursor row on screen: line new + 1 (the header is line 0, pinned on top).
+        top = self.scroll_offset.y
+        body = max(1, self.size.height - 1)
+        if new < top:
+            self.scroll_to(y=new, animate=False, immediate=True)
+        elif new >= top + body:
+            self.scroll_to(y=new - body + 1, animate=False, immediate=True)
+        self.refresh()
+        self.post_message(self.RowHighlighted(self.current_index))
+
+    def _on_click(self, event) -> None:  # mouse is optional, but should work when present
+        if event.y >= 1:
+            self.move_to(self.scroll_offset.y + event.y - 1)
+            self.focus()
+
+    # -- drawing ----------------------------------------------------------------------------
+
+    def _columns(self, width: int) -> tuple[int, int, int, int, int]:
+        number = max(5, len(str(len(self._records))) + 1)
+        flags, chars = 4, 6
+        rest = max(2, width - number - flags - chars - 4)
+        question = rest // 2
+        return number, flags, chars, question, rest - question
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        number, flags, chars, question, answer = self._columns(width)
+        if y == 0:
+            text = (f"{'row':>{number}} {'flag':<{flags}} {'chars':>{chars}} "
+                    f"{_fit('question', question)} {_fit('answer', answer)}")
+            style = self.get_component_rich_style("rows--header")
+            return Strip([Segment(_fit(text, width), style)], width)
+        line = self.scroll_offset.y + y - 1
+        if line >= len(self._view):
+            return Strip.blank(width, self.rich_style)
+        index = self._view[line]
+        record = self._records[index]
+        bits = self._flags[index] if index < len(self._flags) else 0
+        source = record.get("source") or {}
+        row = source.get("row", index + 1)
+        size = sum(len(m.get("content") or "") for m in record.get("messages") or ())
+        base = self.rich_style
+        if line == self.cursor:
+            base = base + self.get_component_rich_style("rows--cursor")
+        flag_style = base + self.get_component_rich_style("rows--flagged")
+        dim = base + self.get_component_rich_style("rows--dim")
+        segments = [
+            Segment(f"{row:>{number}} ", dim),
+            Segment(f"{flag_letters(bits):<{flags}} ", flag_style if bits else base),
+            Segment(f"{size:>{chars}} ", dim),
+            Segment(_fit(_first(record, "user"), question) + " ", base),
+            Segment(_fit(_first(record, "assistant"), answer), base),
+        ]
+        return Strip(segments).adjust_cell_length(width, base)
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._view) + 1
+
+    def row_region(self, line: int) -> Region:
+        return Region(0, line + 1, self.size.width, 1)
+
+

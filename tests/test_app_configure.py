@@ -1,0 +1,189 @@
+"""The Configure screen driven by Pilot: load a profile, edit it with a live estimate, see a
+validation message, apply a remedy, save as and reload; SVG snapshots at 80x24 and 160x48."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from pathlib import Path
+
+import pytest
+from textual.app import App
+
+from app_helpers import screen_text
+from screens.configure import ConfigureScreen
+from screens.widgets.configure_form import ProfileForm
+
+REPO = Path(__file__).resolve().parent.parent
+GIB = 1024 ** 3
+A10G = {"name": "NVIDIA A10G", "free": 22 * GIB, "total": 24 * GIB}  # fixed: no NVML in tests
+
+
+def sync(test):
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+class ConfigureApp(App):
+    def __init__(self, screen_factory):
+        super().__init__()
+        self.screen_factory = screen_factory
+
+    def on_mount(self) -> None:
+        try:
+            from screens.app import WORKBENCH_THEME
+
+            self.register_theme(WORKBENCH_THEME)
+            self.theme = WORKBENCH_THEME.name
+        except ImportError:
+            pass
+        self.push_screen(self.screen_factory())
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WORKBENCH_PROFILE_DIR", str(tmp_path / "user-profiles"))
+
+
+def make(profile: str = "demo", **kwargs) -> ConfigureApp:
+    kwargs.setdefault("detected_gpu", A10G)
+    kwargs.setdefault("count_tokens", False)
+    return ConfigureApp(lambda: ConfigureScreen(profile, **kwargs))
+
+
+async def wait_for(pilot, condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the screen")
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+async def retype(pilot, text: str) -> None:
+    """Replace the focused input's text by keyboard."""
+    await pilot.press("ctrl+a", "ctrl+k", *text)
+
+
+@sync
+async def test_edit_validate_and_save_as(tmp_path):
+    from workbench.profile import load_profile
+
+    app = make("demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.view is not None)
+        form = screen.query_one(ProfileForm)
+        assert form.widget("lora.r").has_focus
+        before = screen.view.estimate
+
+        await retype(pilot, "64")
+        await pilot.pause()
+        after_r = screen.view.estimate
+        assert after_r.settings.r == 64
+        assert after_r.trainable_params == 4 * before.trainable_params
+        assert "trainable" in screen_text(app)
+
+        form.widget("train.batch_size").focus()
+        await retype(pilot, "32")
+        await pilot.pause()
+        assert screen.view.estimate.settings.batch == 32
+        assert screen.view.estimate.peak_bytes > after_r.peak_bytes
+
+        # Invalid: the validator's message under the field; the estimate keeps the last valid.
+        await retype(pilot, "lots")
+        await pilot.pause()
+        assert "train.batch_size" in screen.issues
+        assert "integer" in screen.issues["train.batch_size"]
+        assert screen.issues["train.batch_size"] in screen_text(app)
+        assert screen.view.estimate.settings.batch == 32
+        await retype(pilot, "8")
+        await pilot.pause()
+        assert not screen.issues
+
+        # Save as a path in tmp_path, reload: the same profile.
+        target = tmp_path / "mine.toml"
+        await pilot.press("f2")
+        await retype(pilot, str(target))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert target.is_file()
+        reloaded = load_profile(target)
+        assert reloaded == screen.profile
+        assert reloaded.lora.r == 64 and reloaded.train.batch_size == 8
+
+
+@sync
+async def test_remedy_applies_with_one_key():
+    # An 8B QLoRA recipe priced against a 16 GB T4 does not fit: remedies are offered.
+    app = make("llama3.1-8b-qlora")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.view is not None)
+        form = screen.query_one(ProfileForm)
+        form.widget("budget.gpu").value = "t4"
+        await pilot.pause()
+        assert screen.view.verdict == "does not fit"
+        assert screen.view.remedies
+        first = screen.view.remedies[0]
+        peak = screen.view.estimate.peak_bytes
+        await pilot.press("alt+1")
+        await pilot.pause()
+        assert screen.view.estimate.peak_bytes == first.estimate.peak_bytes < peak
+        assert screen.view.estimate.settings == first.settings
+
+
+@sync
+async def test_bad_profile_name_is_a_notification():
+    app = make("no-such-profile")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app._notifications)
+        note = list(app._notifications)[0]
+        assert "no profile named" in note.message and note.severity == "error"
+
+
+# ---------------------------------------------------------------------------------------------
+# Snapshots: a hub-id model (no absolute paths on screen), a fixed GPU, no token counting.
+
+
+def _snapshot_app() -> ConfigureApp:
+    return make("qwen2.5-0.5b-lora", detected_gpu=A10G)
+
+
+async def _estimated(pilot) -> None:
+    await wait_for(pilot, lambda: pilot.app.screen.view is not None)
+
+
+async def _does_not_fit(pilot) -> None:
+    await _estimated(pilot)
+    pilot.app.screen.query_one(ProfileForm).widget("budget.gpu").value = "t4"
+    form = pilot.app.screen.query_one(ProfileForm)
+    form.widget("train.batch_size").value = "16"
+    form.widget("train.max_seq_len").value = "4096"
+    await pilot.pause()
+
+
+def test_snapshot_configure_80x24(snap_compare):
+    assert snap_compare(_snapshot_app(), terminal_size=(80, 24), run_before=_estimated)
+
+
+def test_snapshot_configure_160x48(snap_compare):
+    assert snap_compare(_snapshot_app(), terminal_size=(160, 48), run_before=_does_not_fit)
+
+
+@pytest.mark.skipif(not os.environ.get("WORKBENCH_SCREENSHOTS"),
+                    reason="writes assets/screenshots/configure.svg; set WORKBENCH_SCREENSHOTS=1")
+@sync
+async def test_readme_screenshot():
+    app = _snapshot_app()
+    async with app.run_test(size=(120, 32)) as pilot:
+        await _does_not_fit(pilot)
+        (REPO / "assets" / "screenshots").mkdir(parents=True, exist_ok=True)
+        app.save_screenshot("configure.svg", path=str(REPO / "assets" / "screenshots"))

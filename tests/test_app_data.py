@@ -1,0 +1,221 @@
+"""The Data screen driven by Pilot: open, inspect, filter, row detail, clean toggles, split and
+save, a 100,000-row file, and SVG snapshots at 80x24 and 160x48."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from textual.app import App
+
+from app_helpers import screen_text
+from screens.data import DataScreen
+from screens.widgets.data_clean import CleanPanel
+from screens.widgets.data_detail import TRAINED_STYLE
+from screens.widgets.data_table import RowsView
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = "assets/demo/translate_en_fr.jsonl"
+
+
+class DataApp(App):
+    """The screen alone, with the app's theme: what the real app shows in its data mode."""
+
+    def __init__(self, screen_factory):
+        super().__init__()
+        self.screen_factory = screen_factory
+
+    def on_mount(self) -> None:
+        try:
+            from screens.app import WORKBENCH_THEME
+
+            self.register_theme(WORKBENCH_THEME)
+            self.theme = WORKBENCH_THEME.name
+        except ImportError:
+            pass
+        self.push_screen(self.screen_factory())
+
+
+def sync(test):
+    """Run an async Pilot test with asyncio.run (the suite has no async plugin)."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    # Paths on screen are shown as typed: relative to the repository keeps snapshots stable.
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the screen")
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@sync
+async def test_open_inspect_filter_detail_clean_save(tmp_path):
+    app = DataApp(lambda: DataScreen(max_seq_len=128))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        path_box = screen.query_one("#data-path")
+        assert path_box.has_focus
+        await pilot.press(*DEMO[:12])  # typed, then completed: a prefix and the rest
+        path_box.value = DEMO
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.report is not None)
+        assert len(screen.records) == 600
+        assert screen.report["rows"] == 600
+        summary = screen_text(app)
+        assert "600" in summary
+
+        # Flagged-only filter: the demo's near-duplicate pair (second of each group) shows.
+        flagged = [i for i, f in enumerate(screen.flags) if f]
+        assert flagged
+        await pilot.press("f")
+        table = screen.query_one(RowsView)
+        assert table.row_count == len(flagged)
+        assert "filter: flagged" in screen_text(app)
+
+        # Row detail: rendered through the chat template, the answer marked as trained.
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.detail_text is not None)
+        record = screen.records[table.current_index]
+        answer = next(m["content"] for m in record["messages"] if m["role"] == "assistant")
+        trained = "".join(screen.detail_text.plain[s.start:s.end]
+                          for s in screen.detail_text.spans if s.style == TRAINED_STYLE)
+        assert answer in trained
+        assert "Translate" not in trained  # the prompt is not trained on
+
+        # Cleaning toggles, by keyboard: c focuses the first box; Tab moves, Space toggles.
+        await pilot.press("c", "tab", "space", "tab", "tab", "space")
+        panel = screen.query_one(CleanPanel)
+        assert panel.steps == ["drop_short", "dedup_exact"]
+        await wait_for(pilot, lambda: screen.clean_report is not None
+                       and [op.name for op in screen.clean_report.operations] == panel.steps)
+        assert screen.clean_report.rows_in == 600
+        assert "kept" in screen_text(app)
+
+        # Split and save into tmp_path: the manifest is written and named on screen.
+        out = tmp_path / "split"
+        screen.query_one("#split-out").value = str(out)
+        await pilot.press("escape", "s")
+        await wait_for(pilot, lambda: screen.saved_to is not None)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert sum(s["rows"] for s in manifest["splits"].values()) == screen.clean_report.rows_out
+        assert [op["name"] for op in manifest["operations"]] == ["drop_short", "dedup_exact"]
+        assert "saved" in screen_text(app)
+
+
+@sync
+async def test_clean_counts_update_as_steps_toggle(tmp_path):
+    rows = [{"instruction": f"question {i}", "output": f"answer number {i}"} for i in range(20)]
+    rows += [rows[0], rows[1], {"instruction": "short", "output": "k"}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    app = DataApp(lambda: DataScreen(path, auto_inspect=False))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: len(screen.records) == 23)
+        await pilot.press("c")
+        panel = screen.query_one(CleanPanel)
+        panel.set_step("dedup_exact", True)
+        await wait_for(pilot, lambda: screen.clean_report is not None)
+        assert screen.clean_report.removed_total == 2
+        panel.set_step("drop_short", True)
+        await wait_for(pilot, lambda: len(screen.clean_report.operations) == 2)
+        assert screen.clean_report.removed_total == 3
+        assert len(screen.kept) == 20
+        result = screen_text(app)
+        assert "20" in result and "dedup_exact" in result
+
+
+@sync
+async def test_bad_file_is_a_notification_not_a_traceback(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("", encoding="utf-8")
+    app = DataApp(lambda: DataScreen(bad, auto_inspect=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app._notifications)
+        note = list(app._notifications)[0]
+        assert "no records" in note.message and note.severity == "error"
+        assert "Traceback" not in note.message
+
+
+@sync
+async def test_100k_rows_load_and_scroll_to_the_end(tmp_path):
+    path = tmp_path / "big.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(100_000):
+            fh.write(json.dumps({"instruction": f"Translate sentence {i}", "output": f"Phrase {i}"}) + "\n")
+    app = DataApp(lambda: DataScreen(path, auto_inspect=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: len(screen.records) == 100_000, timeout=20)
+        table = screen.query_one(RowsView)
+        started = time.perf_counter()
+        await pilot.press("end")
+        await pilot.pause()
+        assert time.perf_counter() - started < 1.0
+        assert table.current_index == 99_999
+        assert table.scroll_offset.y >= 100_000 - table.size.height
+        for _ in range(20):
+            await pilot.press("pageup")
+        assert table.cursor < 99_999 - 20 * 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Snapshots: the demo file, inspected with the bundled tiny tokenizer, flagged-only filter.
+
+
+def _snapshot_app() -> DataApp:
+    return DataApp(lambda: DataScreen(DEMO, max_seq_len=128, out_dir="translate_en_fr-split"))
+
+
+async def _inspected(pilot) -> None:
+    await wait_for(pilot, lambda: pilot.app.screen.report is not None)
+
+
+async def _inspected_and_detail(pilot) -> None:
+    await _inspected(pilot)
+    await pilot.press("f", "enter")
+    await wait_for(pilot, lambda: pilot.app.screen.detail_text is not None)
+
+
+def test_snapshot_data_80x24(snap_compare):
+    assert snap_compare(_snapshot_app(), terminal_size=(80, 24), run_before=_inspected)
+
+
+def test_snapshot_data_160x48(snap_compare):
+    assert snap_compare(_snapshot_app(), terminal_size=(160, 48), run_before=_inspected_and_detail)
+
+
+@pytest.mark.skipif(not os.environ.get("WORKBENCH_SCREENSHOTS"),
+                    reason="writes assets/screenshots/data.svg; set WORKBENCH_SCREENSHOTS=1")
+@sync
+async def test_readme_screenshot():
+    app = _snapshot_app()
+    async with app.run_test(size=(120, 32)) as pilot:
+        await _inspected(pilot)
+        await pilot.press("down", "down", "enter")
+        await wait_for(pilot, lambda: app.screen.detail_text is not None)
+        (REPO / "assets" / "screenshots").mkdir(parents=True, exist_ok=True)
+        app.save_screenshot("data.svg", path=str(REPO / "assets" / "screenshots"))

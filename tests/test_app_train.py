@@ -1,0 +1,145 @@
+"""The Train monitor: attaching to a run folder, following it live without redrawing more
+than twice a second, stop / resume keys, and the numbers it derives (cost, memory)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from app_helpers import H100, T0, gpu_dicts, install_fake_nvml, make_finished_run, screen_text
+
+from screens.widgets.run_view import RunView
+from workbench.train.rundir import RunDir
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORKBENCH_KEYMAP", "no-keymap.toml")  # relative: same text in every snapshot
+    monkeypatch.setenv("WORKBENCH_PROFILE_DIR", str(tmp_path / "no-profiles"))
+    install_fake_nvml(monkeypatch, [])
+    (tmp_path / "runs").mkdir()
+
+
+def drive(steps, size=(100, 30), **kwargs):
+    from screens.app import WorkbenchApp
+
+    app = WorkbenchApp(runs_dir=Path("runs"), **kwargs)
+
+    async def go():
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            await steps(app, pilot)
+    asyncio.run(go())
+
+
+async def settle(pilot, pause=0.4):
+    await pilot.pause(pause)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.05)
+
+
+def test_run_view_bills_training_time_not_gaps():
+    view = RunView()
+    view.add([{"type": "status", "time": 100.0, "state": "running"},
+              {"type": "log", "time": 150.0, "step": 5, "loss": 1.0},
+              {"type": "status", "time": 200.0, "state": "stopped"},
+              {"type": "status", "time": 1000.0, "state": "running"},
+              {"type": "status", "time": 1010.0, "state": "running", "message": "resuming"}])
+    assert view.train_seconds(now=1050.0, live=True) == 150.0
+    assert view.train_seconds(now=5000.0, live=False) == 110.0  # killed: billed to last event
+    assert view.steps == [5] and view.message == "resuming"
+
+
+def test_attach_to_a_finished_gpu_run_shows_everything(tmp_path):
+    run = make_finished_run(tmp_path / "runs", "demo", gpus=gpu_dicts(H100), hourly=2.5)
+
+    async def steps(app, pilot):
+        app.open_run(run.path)
+        await settle(pilot)
+        text = screen_text(app)
+        assert run.name in text and "finished" in text and "step 40/40" in text
+        assert "0.6000" in text                    # last loss
+        assert "2m15s" in text and "$0.09 at $2.5/h" in text  # 135 s at $2.50 an hour
+        assert "est 22.0 GiB" in text and "(-5%)" in text and "21.0 GiB" in text
+        assert "NVIDIA H100" in text and "util 97%" in text  # from the run's gpu events
+        assert "step 40/40 loss 0.6000" in text    # log tail
+        screen = app.screen
+        assert screen.view.eval_losses and len(screen.view.steps) == 20
+    drive(steps, size=(120, 40))
+
+
+def test_follows_a_live_run_and_redraws_at_most_twice_a_second(tmp_path, monkeypatch):
+    from screens.widgets.loss_plot import LossPlot
+
+    draws = []
+    original = LossPlot.show
+    monkeypatch.setattr(LossPlot, "show", lambda self, *a: draws.append(len(a[0])) or original(self, *a))
+    run = RunDir.create(tmp_path / "runs", "live")
+    run.write_status(state="running", pid=os.getpid(), step=0, total_steps=200)
+    run.append_event("status", state="running", message="loading model")
+
+    async def steps(app, pilot):
+        app.open_run(run.path)
+        await settle(pilot)
+        draws.clear()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        step = 0
+        while loop.time() - start < 2.0:  # 20 log lines a second for two seconds
+            step += 1
+            run.append_event("log", step=step, epoch=step / 100, loss=2.0 - step / 100,
+                             learning_rate=1e-4, grad_norm=0.5, tokens_per_s=900.0,
+                             gpu_mem_bytes=None, gpu_mem_peak_bytes=None, eta_s=60.0)
+            with open(run.log_path, "a") as fh:
+                fh.write(f"line {step}\n")
+            await pilot.pause(0.05)
+        await pilot.pause(0.7)
+        await app.workers.wait_for_complete()
+        assert app.screen.view.steps[-1] == step  # every event arrived
+        assert 1 <= len(draws) <= 6, draws        # ~0.5 s polls: at most 2 redraws a second
+        text = screen_text(app)
+        assert "running" in text and f"line {step}" in text and "ETA" in text
+    drive(steps)
+
+
+def test_stop_and_resume_keys(tmp_path, monkeypatch):
+    from workbench.train import control
+
+    run = make_finished_run(tmp_path / "runs", "demo", state="stopped")
+    spawned = []
+    monkeypatch.setattr(control, "spawn_detached",
+                        lambda r, resume=False: spawned.append((r.name, resume)) or 4242)
+
+    async def steps(app, pilot):
+        app.open_run(run.path)
+        await settle(pilot)
+        await pilot.press("x")  # not running: the engine's refusal is a notification
+        await settle(pilot)
+        assert "not running" in str(list(app._notifications)[-1].message)
+        await pilot.press("r")
+        await settle(pilot)
+        assert spawned == [(run.name, True)]
+    drive(steps)
+
+
+def test_opening_the_monitor_directly_picks_the_newest_run(tmp_path):
+    make_finished_run(tmp_path / "runs", "old")
+    newer = make_finished_run(tmp_path / "runs", "new", start=T0 + 60)
+
+    async def steps(app, pilot):
+        await pilot.press("4")
+        await settle(pilot, 0.6)
+        assert app.screen.run_path == str(newer.path)
+    drive(steps)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+def test_snapshot_train(snap_compare, tmp_path, size):
+    from screens.app import WorkbenchApp
+
+    run = make_finished_run(tmp_path / "runs", "demo", gpus=gpu_dicts(H100))
+    app = WorkbenchApp(runs_dir=Path("runs"), open_run=Path("runs") / run.name)
+    assert snap_compare(app, terminal_size=size, run_before=lambda pilot: settle(pilot, 0.6))

@@ -1,0 +1,141 @@
+"""`workbench eval RUN` and `workbench compare RUN`. Imports nothing heavy at module level:
+the top-level parser is built on every `workbench` call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def add_evaluate_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a run: base vs few-shot vs fine-tuned on the "
+                                           "test split; writes report.md and report.json")
+    p.add_argument("run_ref", metavar="RUN", help="run folder or name")
+    _common(p)
+    p.add_argument("--checkpoints", action="store_true",
+                   help="also score every checkpoint (answer perplexity by step)")
+    p.add_argument("--runs-dir", type=Path)
+
+    p = subparsers.add_parser("compare", help="answer prompts with base, few-shot and fine-tuned "
+                                              "side by side (one batched call)")
+    p.add_argument("run_ref", metavar="RUN", help="run folder or name")
+    p.add_argument("--prompts", metavar="FILE", help="TOML or JSONL prompts (default: eval.prompts)")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print the answers and metrics as JSON")
+    p.add_argument("--runs-dir", type=Path)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shots", type=int, metavar="K", help="few-shot examples (default: eval.shots)")
+    p.add_argument("--select", choices=("fixed", "bm25"), default=None,
+                   help="few-shot choice: a fixed seeded set, or the most similar by BM25")
+    p.add_argument("--max-new-tokens", type=int, metavar="N")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def _quiet() -> None:
+    from workbench.train.runner import quiet_libraries
+
+    quiet_libraries()
+
+
+def _fail(exc) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_eval(args) -> int:
+    from workbench.evaluate.errors import EvaluateError
+    from workbench.evaluate.evaluation import evaluate_run
+    from workbench.train.rundir import RunNotFound, find_run
+
+    try:
+        run = find_run(args.run_ref, args.runs_dir)
+        _quiet()
+        result = evaluate_run(run, log=lambda s: print(s, flush=True), shots=args.shots,
+                              selection=args.select, max_new_tokens=args.max_new_tokens,
+                              checkpoints=args.checkpoints or None, device=args.device)
+    except (EvaluateError, RunNotFound) as exc:
+        return _fail(exc)
+    from workbench.evaluate.report import verdict
+
+    print(verdict(result["test"]["metrics"], list(result["options"]["metrics"])))
+    print(f"report:   {run.path / 'report.md'}\njson:     {run.path / 'report.json'}")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from workbench.evaluate.errors import EvaluateError
+    from workbench.train.rundir import RunNotFound, find_run
+
+    try:
+        run = find_run(args.run_ref, args.runs_dir)
+        return _compare(run, args)
+    except (EvaluateError, RunNotFound) as exc:
+        return _fail(exc)
+
+
+def _compare(run, args) -> int:
+    from workbench.evaluate.compare import ComparisonEngine, Delta, default_systems, run_adapters
+    from workbench.evaluate.evaluation import EvalOptions
+    from workbench.evaluate.fewshot import FewShotPicker
+    from workbench.evaluate.metrics import score_all
+    from workbench.evaluate.suite import load_prompts
+    from workbench.evaluate.testset import load_splits
+    from workbench.evaluate.errors import EvaluateError
+    from workbench.profile import ProfileError, load_profile
+
+    try:
+        profile = load_profile(run.profile_path)
+    except ProfileError as exc:
+        raise EvaluateError(f"could not read the run's profile: {exc}") from exc
+    path = args.prompts or profile.eval.prompts
+    if not path:
+        raise EvaluateError("no prompts to compare on", hint="pass --prompts FILE or set eval.prompts")
+    prompts = load_prompts(path)
+    adapters = run_adapters(run)
+    opts = EvalOptions.from_profile(profile, shots=args.shots, selection=args.select,
+                                    max_new_tokens=args.max_new_tokens)
+    splits = load_splits(profile)
+    _quiet()
+    engine = ComparisonEngine.from_run(run, profile, adapters=adapters, device=args.device)
+    systems = default_systems(opts.shots)
+    picker = FewShotPicker(splits.train, opts.shots, seed=opts.seed, selection=opts.selection,
+                           exclude_prompts=[p["prompt"] for p in prompts])
+    rows = engine.rows([p["prompt"] for p in prompts], systems, picker)
+    gens = None
+    for ev in engine.stream(rows, max_new_tokens=opts.max_new_tokens, seed=opts.seed,
+                            batch_size=opts.batch_size):
+        if not isinstance(ev, Delta):
+            gens = ev
+    names = [s.name for s in systems]
+    answers = [{"prompt": p["prompt"], "reference": p["reference"],
+                "answers": {n: gens.text(n, i) for n in names}} for i, p in enumerate(prompts)]
+    scored = [a for a in answers if a["reference"] is not None]
+    metrics = ({n: score_all(opts.metrics, [a["answers"][n] for a in scored],
+                             [a["reference"] for a in scored]) for n in names} if scored else {})
+    timing = {k: v.to_dict() for k, v in gens.timing.items()}
+    if args.json:
+        print(json.dumps({"run": run.name, "prompts": answers, "metrics": metrics, "timing": timing,
+                          "shots": picker.k}, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    for i, a in enumerate(answers, 1):
+        print(f"\n[{i}] {a['prompt']}")
+        if a["reference"] is not None:
+            print(f"    reference   {a['reference']}")
+        for n in names:
+            print(f"    {n:<11} {a['answers'][n]}")
+    if metrics:
+        print(f"\nmetrics over {len(scored)} prompts with a reference (0-100):")
+        for n in names:
+            print(f"  {n:<11} " + "  ".join(f"{k} {v:.1f}" for k, v in metrics[n].items()))
+    print("\nspeed (one batched call for all systems):")
+    for n in names:
+        t = timing.get(n, {})
+        print(f"  {n:<11} {t.get('tokens', 0)} tokens, {t.get('latency_s', 0):.2f} s, "
+              f"{t.get('tokens_per_s', 0):.1f} tok/s")
+    return EXIT_OK

@@ -1,0 +1,164 @@
+"""`workbench eval`: the three systems on the test split (perplexity and task metrics), the
+prompt suite side by side, and optionally every checkpoint, as one JSON-able dict that
+report.py turns into report.md / report.json."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from workbench.evaluate.compare import BASE, ComparisonEngine, System, default_systems
+from workbench.evaluate.errors import EvaluateError
+
+
+@dataclass
+class EvalOptions:
+    shots: int = 3
+    selection: str = "fixed"  # or "bm25"
+    metrics: tuple[str, ...] = ("exact_match",)
+    max_new_tokens: int = 128
+    seed: int = 42
+    batch_size: int = 48  # rows a generate call (each prompt is 3 rows)
+    checkpoints: bool = False
+
+    @classmethod
+    def from_profile(cls, profile, **overrides) -> "EvalOptions":
+        e = profile.eval
+        opts = cls(shots=e.shots, metrics=tuple(e.metrics), max_new_tokens=e.max_new_tokens,
+                   seed=profile.train.seed)
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(opts, k, v)
+        return opts
+
+
+def split_for_generation(record: dict) -> tuple[list[dict], str]:
+    """A test record as (the conversation up to its last answer, that answer)."""
+    msgs = record["messages"]
+    last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+    if last is None:
+        return msgs, ""
+    return msgs[:last], msgs[last]["content"]
+
+
+def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | None,
+             options: EvalOptions, log: Callable[[str], None] = lambda s: None,
+             cancel=None) -> dict:
+    from workbench.evaluate.fewshot import FewShotPicker, prompt_of
+    from workbench.evaluate.metrics import score_all
+    from workbench.evaluate.perplexity import perplexity
+    from workbench.evaluate.suite import suite_summary
+
+    tuned = getattr(engine, "tuned_adapter", None) or (
+        "tuned" if "tuned" in engine.adapters else (engine.adapters or [BASE])[0])
+    systems = default_systems(options.shots, tuned)
+    if options.shots == 0:
+        systems = [s for s in systems if s.name != "few-shot"]
+    test_prompts = [prompt_of(r) for r in splits.test] + [p["prompt"] for p in prompts or []]
+    # Examples from the train split only, and never one whose prompt is a test prompt.
+    picker = FewShotPicker(splits.train, options.shots, seed=options.seed,
+                           selection=options.selection, exclude_prompts=test_prompts)
+    gen = dict(max_new_tokens=options.max_new_tokens, seed=options.seed,
+               batch_size=options.batch_size, cancel=cancel)
+    out: dict = {"systems": [asdict(s) for s in systems], "options": asdict(options),
+                 "fewshot": {"selection": options.selection, "k": picker.k, "pool": len(picker.pool),
+                             "excluded_overlapping_test": picker.excluded}}
+
+    # ---- test split ------------------------------------------------------------------------
+    log(f"test split: {len(splits.test)} rows from {splits.source}")
+    ppl = {}
+    for s in systems:
+        started = time.perf_counter()
+        ppl[s.name] = perplexity(engine, splits.test, s, picker).to_dict()
+        log(f"  perplexity {s.name}: answer {ppl[s.name]['answer_ppl']:.3f}, all "
+            f"{ppl[s.name]['all_ppl']:.3f} ({time.perf_counter() - started:.1f}s)")
+    convos, refs = zip(*(split_for_generation(r) for r in splits.test))
+    log(f"  generating {len(convos)} x {len(systems)} answers in batched calls")
+    gens = engine.generate(engine.rows(list(convos), systems, picker), **gen)
+    metrics = {s.name: score_all(options.metrics, [gens.text(s.name, i) for i in range(len(refs))],
+                                 list(refs)) for s in systems}
+    for name, m in metrics.items():
+        log(f"  {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in m.items()))
+    out["test"] = {
+        "source": splits.source, "rows": len(splits.test), "notes": splits.notes,
+        "perplexity": ppl, "metrics": metrics,
+        "timing": {k: v.to_dict() for k, v in gens.timing.items()}, "wall_s": round(gens.wall_s, 2),
+        "examples": [{"prompt": prompt_of({"messages": list(c)}), "reference": r,
+                      "answers": {s.name: gens.text(s.name, i) for s in systems}}
+                     for i, (c, r) in enumerate(zip(convos, refs))],
+    }
+
+    # ---- prompt suite ----------------------------------------------------------------------
+    if prompts:
+        log(f"prompt suite: {len(prompts)} prompts")
+        sg = engine.generate(engine.rows([p["prompt"] for p in prompts], systems, picker), **gen)
+        rows = [{"prompt": p["prompt"], "reference": p["reference"],
+                 "answers": {s.name: sg.text(s.name, i) for s in systems}}
+                for i, p in enumerate(prompts)]
+        out["suite"] = {"rows": rows, "summary": suite_summary(rows, [s.name for s in systems]),
+                        "timing": {k: v.to_dict() for k, v in sg.timing.items()}}
+
+    # ---- checkpoints: how the answer perplexity moved ---------------------------------------
+    steps = [a for a in engine.adapters if a.startswith("step-")]
+    if steps:
+        out["checkpoints"] = []
+        for name in sorted(steps, key=lambda a: int(a.split("-")[1])):
+            p = perplexity(engine, splits.test, System(name, name), picker).to_dict()
+            out["checkpoints"].append({"step": int(name.split("-")[1]), **p})
+            log(f"  {name}: answer perplexity {p['answer_ppl']:.3f}")
+    if cancel is not None and cancel.is_set():
+        raise EvaluateError("evaluation cancelled; nothing was written")
+    return out
+
+
+def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngine | None = None,
+                 profile=None, log: Callable[[str], None] = lambda s: None, cancel=None,
+                 write: bool = True, device: str = "auto", **overrides) -> dict:
+    """The whole `workbench eval`: load (or reuse) the engine, evaluate, write report.md,
+    report.json and prompt_suite.json into the run folder. Everything that can fail on bad
+    input (adapter, prompts, test split) is checked before the model is loaded."""
+    from workbench.evaluate import report
+    from workbench.evaluate.compare import run_adapters
+    from workbench.evaluate.suite import load_prompts
+    from workbench.evaluate.testset import load_splits
+    from workbench.profile import ProfileError, load_profile
+    from workbench.train.rundir import write_json_atomic
+
+    if profile is None:
+        try:
+            profile = load_profile(run.profile_path)
+        except ProfileError as exc:
+            raise EvaluateError(f"could not read the run's profile: {exc}") from exc
+    options = EvalOptions.from_profile(profile, **overrides)
+    adapters = None if engine is not None else run_adapters(run, checkpoints=options.checkpoints)
+    suite_path = prompts_file or profile.eval.prompts
+    prompts = load_prompts(suite_path) if suite_path else None
+    splits = load_splits(profile)
+    if engine is None:
+        log(f"loading {profile.model.name_or_path} with adapter(s) {', '.join(adapters)}")
+        engine = ComparisonEngine.from_run(run, profile, adapters=adapters, device=device)
+    result = evaluate(engine, profile, splits, prompts, options, log=log, cancel=cancel)
+    if write:
+        if "suite" in result:
+            write_json_atomic(run.path / "prompt_suite.json", {**result["suite"]["summary"],
+                                                                "rows": result["suite"]["rows"]})
+        report.write(run, profile, result)
+    return result
+
+
+def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambda s: None) -> dict:
+    """The end of every training run: the in-memory PEFT model (adapter "default") is the
+    fine-tuned system, the same weights with the adapter off are the base."""
+    tokenizer = plan.tokenizer
+    was_training = model.training
+    use_cache = model.config.use_cache
+    model.eval()
+    model.config.use_cache = True
+    try:
+        engine = ComparisonEngine(model, tokenizer, plan.device, plan.profile.data.system_prompt)
+        engine.tuned_adapter = "default" if "default" in engine.adapters else engine.adapters[0]
+        return evaluate_run(run, engine=engine, profile=plan.profile, log=log)
+    finally:
+        model.config.use_cache = use_cache
+        model.train(was_training)

@@ -1,0 +1,228 @@
+"""report.md and report.json in the run folder: the answer to "did fine-tuning pay off,
+compared with prompting the base model well?", with the evidence. Both files are written
+atomically (temporary file, then rename): a reader never sees half a report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from workbench.train.rundir import RunDir, write_json_atomic, write_text_atomic
+
+SECTIONS = ("Verdict", "Metrics", "Perplexity", "Speed", "Side by side", "Loss curve",
+            "Training time and cost", "Memory", "Settings")
+# Deltas smaller than this (points on a 0-100 metric) are noise on a small test split.
+TIE_POINTS = 0.5
+
+
+def verdict(metrics: dict[str, dict[str, float]], order: list[str]) -> str:
+    if "fine-tuned" not in metrics or not order:
+        return "no verdict: nothing to compare"
+    m = order[0]
+    tuned = metrics["fine-tuned"][m]
+    other = "few-shot" if "few-shot" in metrics else "base"
+    ref = metrics[other][m]
+    if tuned - ref > TIE_POINTS:
+        return f"fine-tuned beats {other} by {tuned - ref:.1f} points on {m} ({tuned:.1f} vs {ref:.1f})"
+    return (f"{other} is as good: fine-tuning did not pay off here ({m}: fine-tuned {tuned:.1f}, "
+            f"{other} {ref:.1f})")
+
+
+def _cell(text) -> str:
+    return str("" if text is None else text).replace("|", "\\|").replace("\n", " ")
+
+
+def _fmt_bytes(n) -> str:
+    return "n/a" if not n else f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def ascii_chart(points: list[tuple[int, float]], width: int = 60, height: int = 10) -> list[str]:
+    """A loss curve drawn with characters: readable in a terminal, a diff and an SSH session."""
+    if len(points) < 2:
+        return []
+    steps = [p[0] for p in points]
+    vals = [p[1] for p in points if math.isfinite(p[1])]
+    lo, hi = min(vals), max(vals)
+    span = (hi - lo) or 1.0
+    grid = [[" "] * width for _ in range(height)]
+    s0, s1 = steps[0], steps[-1] or 1
+    for step, v in points:
+        if not math.isfinite(v):
+            continue
+        x = int((step - s0) / ((s1 - s0) or 1) * (width - 1))
+        y = int((hi - v) / span * (height - 1))
+        grid[y][x] = "*"
+    lines = [f"{hi:8.3f} |" + "".join(grid[0])]
+    lines += ["         |" + "".join(r) for r in grid[1:-1]]
+    lines.append(f"{lo:8.3f} |" + "".join(grid[-1]))
+    lines.append("         +" + "-" * width)
+    lines.append(f"          step {s0}" + " " * max(1, width - 12 - len(str(s1))) + f"step {s1}")
+    return lines
+
+
+def training_facts(run: RunDir, profile) -> dict:
+    status = run.read_status()
+    events, _ = run.read_events()
+    losses = [(e["step"], e["loss"]) for e in events if e.get("type") == "log" and e.get("loss") is not None]
+    evals = [(e["step"], e["eval_loss"]) for e in events if e.get("type") == "eval"]
+    secs = status.get("train_seconds")
+    if secs is None and losses:
+        # At the end of training the runner has not written train_seconds yet: the time from
+        # the run's start to its last logged step is the same figure to a second.
+        secs = _since_start(status.get("started_at"), events)
+    rate = profile.budget.gpu_hourly_usd
+    on_cpu = status.get("device") == "cpu"
+    estimated = status.get("estimated_peak_bytes")
+    if estimated is None and not on_cpu:
+        estimated = _estimate(profile)
+    return {
+        "state": status.get("state"), "steps": status.get("step"), "total_steps": status.get("total_steps"),
+        "train_seconds": secs, "gpu_hourly_usd": rate,
+        "cost_usd": round(secs / 3600 * rate, 4) if secs is not None else None,
+        "device": status.get("device"),
+        "peak_memory": {"estimated_bytes": estimated, "measured_bytes": status.get("peak_gpu_mem_bytes"),
+                        "note": "n/a (CPU run)" if on_cpu else ""},
+        "loss": losses, "eval_loss": evals,
+    }
+
+
+def _since_start(started_at: str | None, events: list[dict]) -> float | None:
+    from datetime import datetime
+
+    last = [e["time"] for e in events if e.get("type") == "log" and e.get("time")]
+    if not started_at or not last:
+        return None
+    try:
+        return round(last[-1] - datetime.fromisoformat(started_at).timestamp(), 1)
+    except ValueError:
+        return None
+
+
+def _estimate(profile) -> int | None:
+    try:
+        from workbench.estimate.config import load_model_config
+        from workbench.estimate.memory import EstimateSettings, estimate
+
+        config, _ = load_model_config(profile.model.name_or_path, profile.model.revision)
+        return estimate(config, EstimateSettings.from_profile(profile)).peak_bytes
+    except Exception:  # an estimate is advice; a model it does not know leaves "n/a"
+        return None
+
+
+def build(run: RunDir, profile, result: dict) -> tuple[str, dict]:
+    facts = training_facts(run, profile)
+    metric_names = list(result.get("options", {}).get("metrics") or profile.eval.metrics)
+    test = result.get("test", {})
+    metrics = test.get("metrics", {})
+    data = {"run": run.name, "profile": profile.name, "verdict": verdict(metrics, metric_names),
+            "evaluation": result, "training": facts}
+    L = [f"# Run report: {run.name}", "",
+         f"profile `{profile.name}`, model `{profile.model.name_or_path}`, "
+         f"{profile.lora.method} r={profile.lora.r}; state {facts['state']}, "
+         f"step {facts['steps']}/{facts['total_steps']}", ""]
+    L += ["## Verdict", "", f"**{data['verdict']}**", ""]
+
+    L += ["## Metrics", ""]
+    if metrics:
+        L.append(f"test split: {test['rows']} rows from {test['source']}; 0-100, higher is better; "
+                 f"few-shot k={result['fewshot']['k']} ({result['fewshot']['selection']}, train split only)")
+        L += [""] + [f"- note: {n}" for n in test.get("notes", [])] + [""]
+        systems = list(metrics)
+        head = "| metric | " + " | ".join(systems) + " | fine-tuned vs base | fine-tuned vs few-shot |"
+        L += [head, "|" + "---|" * (len(systems) + 3)]
+        for m in metric_names:
+            vals = {s: metrics[s].get(m) for s in systems}
+            d_base = _delta(vals.get("fine-tuned"), vals.get("base"))
+            d_few = _delta(vals.get("fine-tuned"), vals.get("few-shot"))
+            L.append(f"| {m} | " + " | ".join(f"{vals[s]:.1f}" for s in systems) + f" | {d_base} | {d_few} |")
+    else:
+        L.append("no test-split metrics in this report")
+    L.append("")
+
+    L += ["## Perplexity", ""]
+    ppl = test.get("perplexity", {})
+    if ppl:
+        L += ["token-weighted over the test split; lower is better", "",
+              "| system | answer tokens ppl | all tokens ppl | answer tokens | all tokens |",
+              "|---|---|---|---|---|"]
+        L += [f"| {s} | {p['answer_ppl']:.3f} | {p['all_ppl']:.3f} | {p['answer_tokens']} | {p['all_tokens']} |"
+              for s, p in ppl.items()]
+        if result.get("checkpoints"):
+            L += ["", "by checkpoint (fine-tuned adapter at each step):", "",
+                  "| step | answer ppl | all ppl |", "|---|---|---|"]
+            L += [f"| {c['step']} | {c['answer_ppl']:.3f} | {c['all_ppl']:.3f} |" for c in result["checkpoints"]]
+    L.append("")
+
+    L += ["## Speed", "", "one batched generate call for all systems (per-row adapter selection); a "
+          "system's latency runs until its last row stopped", "",
+          "| system | tokens | latency s | tokens/s |", "|---|---|---|---|"]
+    for s, t in test.get("timing", {}).items():
+        L.append(f"| {s} | {t['tokens']} | {t['latency_s']:.2f} | {t['tokens_per_s']:.1f} |")
+    L.append("")
+
+    L += ["## Side by side", ""]
+    suite = result.get("suite")
+    rows = suite["rows"] if suite else test.get("examples", [])[:20]
+    if suite:
+        from workbench.evaluate.suite import summary_line
+
+        L += [f"prompt suite ({profile.eval.prompts}): " + summary_line(suite["summary"]), ""]
+    elif rows:
+        L += [f"first {len(rows)} test rows", ""]
+    names = list(rows[0]["answers"]) if rows else []
+    if rows:
+        L += ["| prompt | reference | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
+        L += [f"| {_cell(r['prompt'])} | {_cell(r['reference'])} | "
+              + " | ".join(_cell(r["answers"][n]) for n in names) + " |" for r in rows]
+    L.append("")
+
+    L += ["## Loss curve", ""]
+    if facts["loss"]:
+        L += ["training loss by step:", "", "```"] + ascii_chart(facts["loss"]) + ["```", ""]
+        L += ["| step | loss | eval loss |", "|---|---|---|"]
+        evals = dict(facts["eval_loss"])
+        shown = facts["loss"][:: max(1, len(facts["loss"]) // 12)]
+        if shown[-1] != facts["loss"][-1]:
+            shown.append(facts["loss"][-1])
+        for step, loss in shown:
+            ev = evals.get(step)
+            L.append(f"| {step} | {loss:.4f} | {'' if ev is None else f'{ev:.4f}'} |")
+    else:
+        L.append("no training loss logged")
+    L.append("")
+
+    L += ["## Training time and cost", ""]
+    secs = facts["train_seconds"]
+    L.append(f"- training time: {'n/a' if secs is None else f'{secs:.1f} s ({secs / 3600:.3f} h)'}")
+    cost = "n/a" if facts["cost_usd"] is None else f"${facts['cost_usd']:.2f}"
+    L.append(f"- cost: {cost} "
+             f"(train_seconds x budget.gpu_hourly_usd = {facts['gpu_hourly_usd']})")
+    L.append("")
+
+    mem = facts["peak_memory"]
+    L += ["## Memory", ""]
+    if mem["note"]:
+        L.append(f"- peak GPU memory, estimated vs measured: {mem['note']}")
+    else:
+        L.append(f"- estimated peak: {_fmt_bytes(mem['estimated_bytes'])} (`workbench estimate`)")
+        L.append(f"- measured peak (torch reserved): {_fmt_bytes(mem['measured_bytes'])}")
+    L.append("")
+
+    L += ["## Settings", "", "the run's resolved profile (profile.toml):", "", "```toml",
+          profile.to_toml().rstrip(), "```", ""]
+    return "\n".join(L), data
+
+
+def _delta(a, b) -> str:
+    if a is None or b is None:
+        return "n/a"
+    return f"{a - b:+.1f}"
+
+
+def write(run: RunDir, profile, result: dict) -> tuple[Path, Path]:
+    """Build both reports first, then write them: an error while building leaves the old
+    ones as they were."""
+    md, data = build(run, profile, result)
+    write_json_atomic(run.path / "report.json", data)
+    write_text_atomic(run.path / "report.md", md)
+    return run.path / "report.md", run.path / "report.json"
