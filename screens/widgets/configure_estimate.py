@@ -16,6 +16,8 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from workbench.fmt import fmt_gib, fmt_span
+
 GIB = 1024 ** 3
 MAX_REMEDIES = 6
 # One colour per breakdown term, cycled; all on the xterm-256 palette.
@@ -94,16 +96,8 @@ def compute_view(arch: Any, profile: Any, detected: dict | None,
     return view
 
 
-def _gib(n: int | None) -> str:
-    return "n/a" if n is None else f"{n / GIB:.2f} GiB"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+def _gib2(n: int | None) -> str:
+    return fmt_gib(n, digits=2)
 
 
 def memory_bar(breakdown: dict[str, int], capacity: int, width: int) -> Text:
@@ -127,10 +121,10 @@ def render_view(view: EstimateView, width: int) -> Group:
     capacity = view.gpu.available or est.peak_bytes
     parts: list[Any] = []
     head = Text()
-    head.append(f"peak {_gib(est.peak_bytes)}", "bold")
+    head.append(f"peak {_gib2(est.peak_bytes)}", "bold")
     if view.gpu.available:
         name = view.gpu.spec.name if view.gpu.spec else "GPU"
-        head.append(f" of {_gib(view.gpu.available)} ({name}, {view.gpu.source})")
+        head.append(f" of {_gib2(view.gpu.available)} ({name}, {view.gpu.source})")
     else:
         head.append(" (no GPU found: choose one under price GPU)")
     parts.append(head)
@@ -139,19 +133,19 @@ def render_view(view: EstimateView, width: int) -> Group:
     legend.add_column(no_wrap=True)
     legend.add_column(justify="right", no_wrap=True)
     for i, (name, value) in enumerate(est.breakdown.items()):
-        legend.add_row(Text(f"■ {name}", TERM_COLOURS[i % len(TERM_COLOURS)]), _gib(value))
+        legend.add_row(Text(f"■ {name}", TERM_COLOURS[i % len(TERM_COLOURS)]), _gib2(value))
     parts.append(legend)
     if view.verdict:
         parts.append(Text(view.verdict, VERDICT_STYLE[view.verdict]))
     for n, remedy in enumerate(view.remedies, 1):
         line = Text(f"alt+{n} ", "bold")
-        line.append(f"{remedy.change} → {_gib(remedy.estimate.peak_bytes)}")
+        line.append(f"{remedy.change} → {_gib2(remedy.estimate.peak_bytes)}")
         line.append(" fits" if remedy.fits else " still too big", "green" if remedy.fits else "red")
         parts.append(line)
     parts.append(Text(f"trainable {est.trainable_params:,} of {est.total_params:,} "
                       f"({100 * est.trainable_share:.2f}%)"))
     for label, t in view.times:
-        parts.append(Text(f"{label}: {_duration(t.seconds)}, ${t.usd:,.2f} "
+        parts.append(Text(f"{label}: {fmt_span(t.seconds)}, ${t.usd:,.2f} "
                           f"({t.steps:,} steps at ${t.usd_per_hour:.2f}/h)"))
     for note in view.notes:
         parts.append(Text(note, "dim"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+from workbench.fmt import fmt_duration, fmt_gib
+
 NA = "n/a"
 
 
@@ -17,22 +19,11 @@ def num(value, fmt: str, missing: str = "-") -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "-"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    if h >= 24:
-        return f"{h // 24}d{h % 24:02d}h"
-    if h:
-        return f"{h}h{m:02d}m"
-    if m:
-        return f"{m}m{s:02d}s"
-    return f"{s}s"
+    return fmt_duration(seconds, missing="-")
 
 
 def gib(n: float | None) -> str:
-    return NA if n is None else f"{n / 1024 ** 3:.1f} GiB"
+    return fmt_gib(n, missing=NA)
 
 
 def parse_iso(text: str | None) -> float | None:

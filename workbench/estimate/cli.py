@@ -48,6 +48,7 @@ import json
 import sys
 
 from workbench.estimate.gpus import GPUS, UnknownGpu, find_gpu
+from workbench.fmt import fmt_gib, fmt_span
 from workbench.estimate.params import ConfigError
 
 EXIT_USAGE = 2
@@ -227,29 +228,17 @@ def count_dataset_tokens(profile) -> tuple[int | None, str]:
     return total, f"{how} from {len(records)} training rows"
 
 
-def _fmt_gib(n) -> str:
-    return "n/a" if n is None else f"{n / 1024 ** 3:.1f} GiB"
-
-
-def _fmt_time(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _print_text(report: dict) -> None:
     est = report["_estimate"]
     print(f"model: {report['model_source']} ({report['model_type']})")
     print(est.explain())
     if report["gpu"]:
         g = report["gpu"]
-        print(f"\n{g['name']}: {_fmt_gib(g['available_bytes'])} available "
+        print(f"\n{g['name']}: {fmt_gib(g['available_bytes'])} available "
               f"({g['source']}) -> {report['verdict']}")
         for r in report["remedies"]:
             mark = "fits" if r["fits"] else "not enough alone"
-            print(f"  - {r['change']}: {_fmt_gib(r['peak_bytes'])} ({mark}; {r['cost']})")
+            print(f"  - {r['change']}: {fmt_gib(r['peak_bytes'])} ({mark}; {r['cost']})")
     else:
         print("\nno GPU given (--gpu NAME) or found here; fits on: "
               + ", ".join(k for k, ok in report["fits_on"].items() if ok))
@@ -257,12 +246,12 @@ def _print_text(report: dict) -> None:
         print(f"\ndata: {report['dataset_tokens']:,} tokens per epoch ({report['dataset_tokens_source']})")
     if report["time"]:
         t = report["time"]
-        print(f"\ntime on {t['gpu']}: {_fmt_time(t['seconds'])} for {t['tokens_total']:,} tokens "
+        print(f"\ntime on {t['gpu']}: {fmt_span(t['seconds'])} for {t['tokens_total']:,} tokens "
               f"({t['tokens_per_second']:,.0f} tokens/s at MFU {t['mfu']:.2f}), "
               f"${t['usd']:.2f} at ${t['usd_per_hour']:.2f}/h")
     print("\n  GPU          fits   time      cost")
     for key, c in report["cost"].items():
-        print(f"  {key:<11}  {'yes' if c['fits'] else 'no ':<5}  {_fmt_time(c['seconds']):<8}  "
+        print(f"  {key:<11}  {'yes' if c['fits'] else 'no ':<5}  {fmt_span(c['seconds']):<8}  "
               f"${c['usd']:.2f}")
     print(f"({report['time_note']})")
 

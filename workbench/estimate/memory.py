@@ -56,6 +56,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 
 from workbench.estimate.params import Architecture, ConfigError, lora_params, resolve_targets
+from workbench.fmt import fmt_gib
 
 MIB = 1024 ** 2
 GIB = 1024 ** 3
@@ -199,7 +200,7 @@ class Estimate:
 
 
 def _gib(n: int) -> str:
-    return f"{n / GIB:.2f} GiB"
+    return fmt_gib(n, digits=2)
 
 
 def _width(precision: str) -> int:

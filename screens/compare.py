@@ -1,0 +1,417 @@
+"""Compare: a finished run's base, few-shot and fine-tuned answers side by side, streamed.
+
+The model is loaded in a thread worker (torch and transformers are imported only there) and
+kept for the next prompt; the three systems are answered by the comparison engine in one
+batched call whose deltas are posted to the UI at most every 50 ms. Writing the report
+(`workbench eval`) runs in a worker too. Keys are ctrl combinations so they work while
+typing a prompt."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Static
+
+from screens import run_actions
+from screens.app import RunsChanged
+from screens.widgets.compare_columns import SYSTEMS, AnswerColumn, column_text
+from screens.widgets.nav import NavBar
+
+FLUSH_S = 0.05
+
+
+class CompareError(Exception):
+    """A setting on the screen is wrong; the message is for people."""
+
+
+def finished_runs(runs_dir: Path) -> list[tuple[str, str]]:
+    """(name, path) of every finished run, newest first."""
+    return [(r.name, r.path) for r in run_actions.scan_runs(runs_dir) if r.state == "finished"]
+
+
+def load_engine(run_path: str, device: str = "auto"):
+    """(engine, profile, run, splits): the base model with the run's adapter, loaded once."""
+    from workbench.evaluate.compare import ComparisonEngine, run_adapters
+    from workbench.evaluate.errors import EvaluateError
+    from workbench.evaluate.testset import load_splits
+    from workbench.profile import ProfileError, load_profile
+    from workbench.train.rundir import RunDir
+
+    run = RunDir(Path(run_path))
+    try:
+        profile = load_profile(run.profile_path)
+    except ProfileError as exc:
+        raise EvaluateError(f"could not read the run's profile: {exc}") from exc
+    adapters = run_adapters(run)
+    splits = load_splits(profile)
+    engine = ComparisonEngine.from_run(run, profile, adapters=adapters, device=device)
+    return engine, profile, run, splits
+
+
+class CompareScreen(Screen):
+    DEFAULT_CSS = """
+    #compare-top, #compare-ask { height: 1; padding: 0 1; }
+    .compare-label { color: $text-muted; width: auto; }
+    #compare-run { width: 1fr; }
+    #compare-shots, #compare-max { width: 6; }
+    #compare-prompt { width: 1fr; }
+    #compare-columns { height: 1fr; min-height: 6; }
+    #compare-metrics { height: auto; max-height: 6; }
+    """
+    BINDINGS = [
+        Binding("ctrl+g", "generate", "Generate", id="compare.generate", priority=True),
+        Binding("ctrl+l", "load", "Load model", id="compare.load", priority=True),
+        Binding("ctrl+t", "toggle_source", "Suite/typed", id="compare.source", priority=True),
+        Binding("ctrl+r", "report", "Write report", id="compare.report", priority=True),
+        Binding("ctrl+b", "cancel", "Cancel", id="compare.cancel", priority=True),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.device = "auto"
+        self.source = "typed"  # or "suite"
+        self.engine = None     # (engine, profile, run, splits) of self.engine_run
+        self.engine_run: str | None = None
+        self.busy = ""         # "", "load", "generate", "report"
+        self._cancel: threading.Event | None = None
+        self._since = 0.0
+        self._what = ""
+        self.prompts: list[str] = []
+        self.answers: dict[tuple[str, int], str] = {}
+        self.metrics: dict = {}
+        self.timing: dict = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield NavBar("compare")
+        with Horizontal(id="compare-top"):
+            yield Label("run ", classes="compare-label")
+            yield Select([], prompt="no finished run", id="compare-run", compact=True,
+                         type_to_search=False)
+            yield Label(" shots ", classes="compare-label")
+            yield Input("3", id="compare-shots", type="integer", compact=True)
+            yield Label(" max tokens ", classes="compare-label")
+            yield Input("64", id="compare-max", type="integer", compact=True)
+        with Horizontal(id="compare-ask"):
+            yield Label("prompt ", id="compare-source", classes="compare-label")
+            yield Input(placeholder="type a prompt, Enter to generate", id="compare-prompt",
+                        compact=True)
+        yield Static("", id="compare-status", classes="hint")
+        with Horizontal(id="compare-columns"):
+            for name in SYSTEMS:
+                yield AnswerColumn(name, id=f"col-{name}")
+        yield DataTable(id="compare-metrics", cursor_type="none", show_cursor=False)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.sub_title = "compare"
+        self.query_one("#compare-metrics").display = False
+        self._tick = self.set_interval(1.0, self._show_busy, pause=True)
+        self._show_status("pick a run; ^g generates (the model loads first), ^t suite/typed")
+        self._refresh_runs()
+        self.query_one("#compare-prompt", Input).focus()
+
+    def on_screen_resume(self) -> None:
+        self._refresh_runs()
+
+    def on_runs_changed(self, _: RunsChanged) -> None:
+        self._refresh_runs()
+
+    def _refresh_runs(self) -> None:
+        self.app.run_in_thread(finished_runs, self.app.runs_dir, node=self, group="runs",
+                               on_done=self._show_runs)
+
+    def _show_runs(self, runs: list[tuple[str, str]]) -> None:
+        select = self.query_one("#compare-run", Select)
+        current = select.value if select.value != Select.NULL else None
+        paths = [p for _, p in runs]
+        want = current if current in paths else None
+        if want is None and self.app.monitored_run:
+            opened = str(Path(self.app.monitored_run).resolve())
+            want = next((p for p in paths if str(Path(p).resolve()) == opened), None)
+        select.set_options(runs)
+        if want is None and paths:
+            want = paths[0]
+        if want is not None:
+            select.value = want
+
+    # ---- status ----------------------------------------------------------------------------
+    def _show_status(self, text: str) -> None:
+        self.query_one("#compare-status", Static).update(text)
+
+    def _start_busy(self, what: str, text: str) -> None:
+        self.busy, self._what, self._since = what, text, time.monotonic()
+        self._show_busy()
+        self._tick.resume()
+
+    def _show_busy(self) -> None:
+        if self.busy:
+            self._show_status(f"{self._what} {time.monotonic() - self._since:.0f}s  (^b cancel)")
+
+    def _end_busy(self, text: str = "") -> None:
+        self.busy = ""
+        self._tick.pause()
+        if text:
+            self._show_status(text)
+
+    # ---- inputs ----------------------------------------------------------------------------
+    def _run_path(self) -> str:
+        value = self.query_one("#compare-run", Select).value
+        if value == Select.NULL:
+            raise CompareError(f"no finished run in {self.app.runs_dir}: train one first")
+        return str(value)
+
+    def _int(self, widget_id: str, name: str, low: int) -> int:
+        text = self.query_one(widget_id, Input).value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            raise CompareError(f"{name} must be a whole number, not {text!r}") from None
+        if value < low:
+            raise CompareError(f"{name} must be at least {low}")
+        return value
+
+    def _guard(self) -> bool:
+        if self.busy:
+            self.notify(f"busy ({self.busy}); ^b cancels it", severity="warning")
+            return False
+        return True
+
+    def _failed(self, exc) -> None:
+        self._end_busy("stopped: see the notification")
+        self.app.notify_error(exc, "compare")
+
+    # ---- loading ---------------------------------------------------------------------------
+    def action_load(self) -> None:
+        if self._guard():
+            try:
+                self._load(self._run_path(), then=None)
+            except CompareError as exc:
+                self.app.notify_error(str(exc), "compare")
+
+    def _load(self, run_path: str, then) -> None:
+        cancel = self._cancel = threading.Event()
+        self._start_busy("load", f"loading the model and adapter of {Path(run_path).name}...")
+
+        def job():
+            try:
+                return load_engine(run_path, self.device), None
+            except Exception as exc:  # shown by _loaded, on the UI thread
+                return None, exc
+
+        def loaded(result) -> None:
+            engine, exc = result
+            if cancel.is_set():
+                return
+            if exc is not None:
+                self._failed(exc)
+                return
+            self.engine, self.engine_run = engine, run_path
+            self._end_busy(f"loaded {Path(run_path).name} on {engine[0].device}; "
+                           "^g generates")
+            if then is not None:
+                then()
+
+        self.app.run_in_thread(job, node=self, group="compare", on_done=loaded)
+
+    # ---- generating ------------------------------------------------------------------------
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "compare-prompt":
+            self.action_generate()
+
+    def action_toggle_source(self) -> None:
+        self.source = "suite" if self.source == "typed" else "typed"
+        prompt = self.query_one("#compare-prompt", Input)
+        label = self.query_one("#compare-source", Label)
+        if self.source == "suite":
+            label.update("suite ")
+            prompt.disabled = True
+            prompt.value = ""
+            prompt.placeholder = "the run's prompt suite (eval.prompts); ^g to generate"
+        else:
+            label.update("prompt ")
+            prompt.disabled = False
+            prompt.placeholder = "type a prompt, Enter to generate"
+
+    def action_generate(self) -> None:
+        if not self._guard():
+            return
+        try:
+            run_path = self._run_path()
+            shots = self._int("#compare-shots", "shots", 0)
+            max_new = self._int("#compare-max", "max tokens", 1)
+            typed = None
+            if self.source == "typed":
+                typed = self.query_one("#compare-prompt", Input).value.strip()
+                if not typed:
+                    raise CompareError("type a prompt first (or ^t for the prompt suite)")
+        except CompareError as exc:
+            self.app.notify_error(str(exc), "compare")
+            return
+        go = lambda: self._generate(typed, shots, max_new)  # noqa: E731
+        if self.engine is None or self.engine_run != run_path:
+            self._load(run_path, then=go)
+        else:
+            go()
+
+    def _generate(self, typed: str | None, shots: int, max_new: int) -> None:
+        engine, profile, run, splits = self.engine
+        cancel = self._cancel = threading.Event()
+        self._start_busy("generate", "generating...")
+        app = self.app
+
+        def job():
+            from workbench.evaluate.compare import Delta, default_systems
+            from workbench.evaluate.evaluation import EvalOptions
+            from workbench.evaluate.fewshot import FewShotPicker
+            from workbench.evaluate.metrics import score_all
+            from workbench.evaluate.suite import load_prompts
+
+            try:
+                if typed is not None:
+                    prompts = [{"prompt": typed, "reference": None}]
+                else:
+                    from workbench.evaluate.errors import EvaluateError
+
+                    if not profile.eval.prompts:
+                        raise EvaluateError("the run's profile has no prompt suite",
+                                            hint="set eval.prompts, or type a prompt (^t)")
+                    prompts = load_prompts(profile.eval.prompts)
+                opts = EvalOptions.from_profile(profile, shots=shots, max_new_tokens=max_new)
+                picker = FewShotPicker(splits.train, opts.shots, seed=opts.seed,
+                                       selection=opts.selection,
+                                       exclude_prompts=[p["prompt"] for p in prompts])
+                systems = default_systems(opts.shots)
+                rows = engine.rows([p["prompt"] for p in prompts], systems, picker)
+                app.call_from_thread(self._begin, [p["prompt"] for p in prompts], typed is None)
+                pending: list = []
+                last = time.monotonic()
+                gens = None
+                for ev in engine.stream(rows, cancel=cancel, max_new_tokens=opts.max_new_tokens,
+                                        seed=opts.seed, batch_size=opts.batch_size):
+                    if isinstance(ev, Delta):
+                        pending.append(ev)
+                        if time.monotonic() - last >= FLUSH_S:
+                            app.call_from_thread(self._add, pending)
+                            pending, last = [], time.monotonic()
+                    else:
+                        gens = ev
+                if pending:
+                    app.call_from_thread(self._add, pending)
+                names = [s.name for s in systems]
+                scored = [i for i, p in enumerate(prompts) if p["reference"] is not None]
+                metrics = ({n: score_all(opts.metrics, [gens.text(n, i) for i in scored],
+                                         [prompts[i]["reference"] for i in scored])
+                            for n in names} if scored and not cancel.is_set() else {})
+                final = {(a.system, a.prompt_index): a.text for a in gens.answers}
+                timing = {k: v.to_dict() for k, v in gens.timing.items()}
+                return final, metrics, timing, len(scored), None
+            except Exception as exc:
+                return None, None, None, 0, exc
+
+        def done(result) -> None:
+            final, metrics, timing, n_scored, exc = result
+            if exc is not None:
+                self._failed(exc)
+                return
+            self.answers.update(final)
+            self.metrics, self.timing = metrics, timing
+            self._redraw()
+            self._show_metrics(metrics, timing, n_scored)
+            speed = "  ".join(f"{n} {t['tokens_per_s']:.0f} tok/s" for n, t in timing.items())
+            self._end_busy(("cancelled" if cancel.is_set() else "done") + f"  {speed}")
+
+        self.app.run_in_thread(job, node=self, group="compare", on_done=done)
+
+    def _begin(self, prompts: list[str], suite: bool) -> None:
+        self.prompts, self._suite, self.answers = prompts, suite, {}
+        self.query_one("#compare-metrics").display = False
+        self._redraw()
+
+    def _add(self, deltas) -> None:
+        touched = set()
+        for d in deltas:
+            key = (d.system, d.prompt_index)
+            self.answers[key] = self.answers.get(key, "") + d.text
+            touched.add(d.system)
+        self._redraw(touched)
+
+    def _redraw(self, systems=SYSTEMS) -> None:
+        for name in systems:
+            if name in SYSTEMS:
+                self.query_one(f"#col-{name}", AnswerColumn).show(
+                    column_text(name, self.prompts, self.answers, getattr(self, "_suite", False)))
+
+    def _show_metrics(self, metrics: dict, timing: dict, n_scored: int) -> None:
+        table = self.query_one("#compare-metrics", DataTable)
+        table.clear(columns=True)
+        if not metrics:
+            table.display = False
+            return
+        names = list(next(iter(metrics.values())))
+        table.add_columns("system", *names, "tok/s")
+        for system, values in metrics.items():
+            table.add_row(system, *(f"{values[n]:.1f}" for n in names),
+                          f"{timing.get(system, {}).get('tokens_per_s', 0):.0f}")
+        table.display = True
+
+    def column_text(self, system: str) -> str:
+        return self.query_one(f"#col-{system}", AnswerColumn).text
+
+    # ---- report and cancel -----------------------------------------------------------------
+    def action_report(self) -> None:
+        if not self._guard():
+            return
+        try:
+            run_path = self._run_path()
+            shots = self._int("#compare-shots", "shots", 0)
+            max_new = self._int("#compare-max", "max tokens", 1)
+        except CompareError as exc:
+            self.app.notify_error(str(exc), "compare")
+            return
+        engine = self.engine if self.engine_run == run_path else None
+        cancel = self._cancel = threading.Event()
+        self._start_busy("report", f"evaluating {Path(run_path).name} for the report...")
+        app = self.app
+
+        def log(line: str) -> None:
+            app.call_from_thread(setattr, self, "_what", line.strip()[:60])
+
+        def job():
+            from workbench.evaluate.evaluation import evaluate_run
+            from workbench.train.rundir import RunDir
+
+            try:
+                run = engine[2] if engine else RunDir(Path(run_path))
+                evaluate_run(run, engine=engine[0] if engine else None,
+                             profile=engine[1] if engine else None, log=log, cancel=cancel,
+                             device=self.device, shots=shots, max_new_tokens=max_new)
+                return run.path / "report.md", None
+            except Exception as exc:
+                return None, exc
+
+        def done(result) -> None:
+            path, exc = result
+            if exc is not None:
+                self._failed(exc)
+                return
+            self._end_busy(f"wrote {path.parent.name}/report.md and report.json")
+            self.notify(f"report written: {path}", title="report")
+
+        self.app.run_in_thread(job, node=self, group="compare", on_done=done)
+
+    def action_cancel(self) -> None:
+        if not self.busy or self._cancel is None:
+            self.notify("nothing to cancel", severity="information")
+            return
+        self._cancel.set()
+        if self.busy == "load":  # loading cannot be interrupted; its result is dropped
+            self._end_busy("cancelled loading")
+        else:
+            self._what = "cancelling..."

@@ -1,0 +1,99 @@
+"""The Export screen: run `workbench export RUN --format merged,vllm --json` in a child
+process from the app, see the proof result and the vLLM command; a run without an adapter
+is a notification with the engine's message."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from app_helpers import install_fake_nvml, make_finished_run, screen_text
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORKBENCH_KEYMAP", "no-keymap.toml")
+    monkeypatch.setenv("WORKBENCH_PROFILE_DIR", str(tmp_path / "no-profiles"))
+    install_fake_nvml(monkeypatch, [])
+    (tmp_path / "runs").mkdir()
+
+
+async def settle(pilot, pause=0.3):
+    await pilot.pause(pause)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.1)
+
+
+def test_export_merged_and_vllm(tmp_path, needs_tiny_model):
+    from test_export_support import make_run
+
+    from screens.app import WorkbenchApp
+
+    run = make_run(tmp_path / "runs")
+    app = WorkbenchApp(runs_dir=Path("runs"))
+    copied = []
+    app.copy_to_clipboard = copied.append
+
+    async def go():
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot)
+            await pilot.press("6")
+            await settle(pilot)
+            screen = app.screen
+            assert screen.query_one("#export-run").value == str(run.path)
+            assert screen.selected_formats() == ["merged", "vllm"]
+            await pilot.press("e")
+            await settle(pilot)
+            assert screen.result and screen.result["ok"], screen.result
+            text = screen_text(app)
+            assert "proof passed" in text and "greedy tokens identical" in text
+            assert "vllm serve" in screen.query_one("#export-commands").text
+            assert "merging" in "\n".join(screen.query_one("#export-log").lines)
+            await pilot.press("v")
+            assert copied and copied[-1].startswith("vllm serve")
+            assert (run.path / "export" / "vllm").is_dir()
+    asyncio.run(go())
+
+
+def test_a_run_without_adapter_is_a_notification(tmp_path):
+    from screens.app import WorkbenchApp
+
+    make_finished_run(tmp_path / "runs", "demo")
+    app = WorkbenchApp(runs_dir=Path("runs"))
+
+    async def go():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            await pilot.press("6")
+            await settle(pilot)
+            await pilot.press("e")
+            await settle(pilot)
+            message = str(list(app._notifications)[-1].message)
+            assert "has no adapter yet" in message and "Traceback" not in message
+            assert "export failed" in screen_text(app)
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+def test_snapshot_export(snap_compare, tmp_path, size):
+    from screens.app import WorkbenchApp
+
+    make_finished_run(tmp_path / "runs", "demo")
+    app = WorkbenchApp(runs_dir=Path("runs"))
+
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("6")
+        await settle(pilot)
+        screen = app.screen
+        screen._line("merging (merge_and_unload) and saving safetensors", 3)
+        screen._done({"ok": True, "formats": {"merged": {"path": "x"}, "vllm": {
+            "path": "y", "commands": {"merged": "vllm serve runs/demo/export/merged "
+                                                "--served-model-name demo"}}},
+            "proof": {"ok": True, "prompts": 8, "tokens_compared": 145,
+                      "max_logit_diff": 1.29e-05, "atol": 0.001, "rtol": 0.0,
+                      "dtype": "float32"}})
+        await settle(pilot, 0.2)
+    assert snap_compare(app, terminal_size=size, run_before=before)
