@@ -103,6 +103,7 @@ def test_snapshot_compare(snap_compare, tmp_path, size):
         screen._begin(["Translate to French: the cat"], False)
         screen._add([_Delta("base", 0, "the cat"), _Delta("few-shot", 0, "le chat?"),
                      _Delta("fine-tuned", 0, "le chat")])
+        screen.query_one("#compare-run").focus()  # no blinking input cursor in the picture
         await settle(pilot, 0.2)
     assert snap_compare(app, terminal_size=size, run_before=before)
 
