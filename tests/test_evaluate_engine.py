@@ -165,3 +165,16 @@ def test_cli_eval_exit_2_without_adapter(tmp_path):
 def test_cli_module_imports_fast():
     code = "import sys, workbench.evaluate.cli; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_large_test_splits_are_sampled_and_the_report_says_so():
+    from workbench.evaluate.evaluation import _capped
+    from workbench.evaluate.testset import Splits
+
+    rows = [{"messages": [{"role": "user", "content": str(i)}], "source": {"row": i}} for i in range(50)]
+    splits = Splits(train=[], test=rows, source="validation split")
+    capped = _capped(splits, 10, seed=42)
+    assert len(capped.test) == 10 and capped.test == _capped(splits, 10, seed=42).test
+    assert [r["source"]["row"] for r in capped.test] == sorted(r["source"]["row"] for r in capped.test)
+    assert "10 of the 50 test rows" in capped.notes[-1]
+    assert _capped(splits, 0, seed=42) is splits and _capped(splits, 100, seed=42) is splits

@@ -417,6 +417,9 @@ class EvalSection:
     prompts: str = _f("", _string(), path=True)  # JSONL/TOML prompt suite; "" = none
     max_new_tokens: int = _f(128, _integer(1))
     shots: int = _f(3, _integer(0))
+    # Test rows scored (a seeded sample above this; 0 = all): keeps the evaluation that ends
+    # every run to minutes on a 7B model with a large test split.
+    max_test_rows: int = _f(200, _integer(0))
     metrics: list[str] = _f(["exact_match"], _list_of("exact_match", "token_f1", "rouge_l",
                                                        "chrf", "bleu"))
 

@@ -16,6 +16,8 @@ def add_evaluate_commands(subparsers: argparse._SubParsersAction) -> None:
                                            "test split; writes report.md and report.json")
     p.add_argument("run_ref", metavar="RUN", help="run folder or name")
     _common(p)
+    p.add_argument("--max-test-rows", type=int, metavar="N",
+                   help="score at most N test rows, a seeded sample (0 = all; default eval.max_test_rows)")
     p.add_argument("--checkpoints", action="store_true",
                    help="also score every checkpoint (answer perplexity by step)")
     p.add_argument("--runs-dir", type=Path)
@@ -58,7 +60,8 @@ def cmd_eval(args) -> int:
         _quiet()
         result = evaluate_run(run, log=lambda s: print(s, flush=True), shots=args.shots,
                               selection=args.select, max_new_tokens=args.max_new_tokens,
-                              checkpoints=args.checkpoints or None, device=args.device)
+                              checkpoints=args.checkpoints or None, device=args.device,
+                              max_test_rows=args.max_test_rows)
     except (EvaluateError, RunNotFound) as exc:
         return _fail(exc)
     from workbench.evaluate.report import verdict

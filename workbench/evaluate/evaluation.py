@@ -20,13 +20,14 @@ class EvalOptions:
     max_new_tokens: int = 128
     seed: int = 42
     batch_size: int = 48  # rows a generate call (each prompt is 3 rows)
+    max_test_rows: int = 200  # a seeded sample above this; 0 = every row
     checkpoints: bool = False
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> "EvalOptions":
         e = profile.eval
         opts = cls(shots=e.shots, metrics=tuple(e.metrics), max_new_tokens=e.max_new_tokens,
-                   seed=profile.train.seed)
+                   seed=profile.train.seed, max_test_rows=e.max_test_rows)
         for k, v in overrides.items():
             if v is not None:
                 setattr(opts, k, v)
@@ -40,6 +41,19 @@ def split_for_generation(record: dict) -> tuple[list[dict], str]:
     if last is None:
         return msgs, ""
     return msgs[:last], msgs[last]["content"]
+
+
+def _capped(splits, cap: int, seed: int):
+    """At most `cap` test rows, a seeded sample in file order, said in the report's notes."""
+    import random
+    from dataclasses import replace
+
+    if not cap or len(splits.test) <= cap:
+        return splits
+    keep = sorted(random.Random(seed).sample(range(len(splits.test)), cap))
+    note = (f"scored a seeded sample of {cap} of the {len(splits.test)} test rows "
+            "(eval.max_test_rows; 0 scores every row)")
+    return replace(splits, test=[splits.test[i] for i in keep], notes=[*splits.notes, note])
 
 
 def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | None,
@@ -66,6 +80,7 @@ def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | No
                              "excluded_overlapping_test": picker.excluded}}
 
     # ---- test split ------------------------------------------------------------------------
+    splits = _capped(splits, options.max_test_rows, options.seed)
     log(f"test split: {len(splits.test)} rows from {splits.source}")
     ppl = {}
     for s in systems:
