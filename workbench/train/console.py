@@ -83,7 +83,7 @@ class ProgressPrinter:
             msg = f"  {ev['message']}" if ev.get("message") else ""
             self._line(f"[{ev.get('state')}]{msg}")
         elif kind == "estimate":
-            self._line(f"estimated peak GPU memory {fmt_bytes(ev.get('peak_bytes'))} "
+            self._line(f"memory estimate: {fmt_bytes(ev.get('peak_bytes'))} peak on a GPU "
                        f"(torch reserved {fmt_bytes(ev.get('reserved_bytes'))}; "
                        "`workbench estimate` explains it)")
         elif kind == "memory":
