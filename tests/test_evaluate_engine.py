@@ -154,10 +154,9 @@ def test_cli_eval_exit_2_without_adapter(tmp_path):
     fake.mkdir()
     (fake / "status.json").write_text('{"state": "failed"}')
     (fake / "profile.toml").write_text((REPO / "profiles" / "demo.toml").read_text())
-    code = ("import argparse, sys; from workbench.evaluate.cli import cmd_eval; "
-            f"sys.exit(cmd_eval(argparse.Namespace(run_ref={str(fake)!r}, runs_dir=None, shots=None, "
-            "select=None, max_new_tokens=None, checkpoints=False, device='cpu')))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    # Through the real command line, as a user types it.
+    proc = subprocess.run([sys.executable, "-m", "workbench", "eval", str(fake), "--device", "cpu"],
+                          capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2, proc.stderr
     assert "no adapter yet" in proc.stderr and not (fake / "report.md").exists()
 
