@@ -18,8 +18,8 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Static
 
-from screens import run_actions
 from screens.app import RunsChanged
+from screens.widgets.run_picker import fill_run_select, finished_runs
 from screens.widgets.compare_columns import SYSTEMS, AnswerColumn, column_text
 from screens.widgets.nav import NavBar
 
@@ -28,11 +28,6 @@ FLUSH_S = 0.05
 
 class CompareError(Exception):
     """A setting on the screen is wrong; the message is for people."""
-
-
-def finished_runs(runs_dir: Path) -> list[tuple[str, str]]:
-    """(name, path) of every finished run, newest first."""
-    return [(r.name, r.path) for r in run_actions.scan_runs(runs_dir) if r.state == "finished"]
 
 
 def load_engine(run_path: str, device: str = "auto"):
@@ -128,18 +123,7 @@ class CompareScreen(Screen):
                                on_done=self._show_runs)
 
     def _show_runs(self, runs: list[tuple[str, str]]) -> None:
-        select = self.query_one("#compare-run", Select)
-        current = select.value if select.value != Select.NULL else None
-        paths = [p for _, p in runs]
-        want = current if current in paths else None
-        if want is None and self.app.monitored_run:
-            opened = str(Path(self.app.monitored_run).resolve())
-            want = next((p for p in paths if str(Path(p).resolve()) == opened), None)
-        select.set_options(runs)
-        if want is None and paths:
-            want = paths[0]
-        if want is not None:
-            select.value = want
+        fill_run_select(self.query_one("#compare-run", Select), runs, self.app.monitored_run)
 
     # ---- status ----------------------------------------------------------------------------
     def _show_status(self, text: str) -> None:

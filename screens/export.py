@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Header, Label, Log, Select, Static, TextArea
 
 from screens.app import RunsChanged
-from screens.compare import finished_runs
+from screens.widgets.run_picker import fill_run_select, finished_runs
 from screens.run_actions import ActionError
 from screens.widgets.export_result import commands_of, error_text, progress_line, proof_text
 from screens.widgets.nav import NavBar
@@ -98,17 +98,7 @@ class ExportScreen(Screen):
                                on_done=self._show_runs)
 
     def _show_runs(self, runs: list[tuple[str, str]]) -> None:
-        select = self.query_one("#export-run", Select)
-        current = select.value if select.value != Select.NULL else None
-        paths = [p for _, p in runs]
-        want = current if current in paths else None
-        if want is None and self.app.monitored_run:
-            opened = str(Path(self.app.monitored_run).resolve())
-            want = next((p for p in paths if str(Path(p).resolve()) == opened), None)
-        select.set_options(runs)
-        want = want or (paths[0] if paths else None)
-        if want is not None:
-            select.value = want
+        fill_run_select(self.query_one("#export-run", Select), runs, self.app.monitored_run)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "cancel":

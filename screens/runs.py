@@ -4,7 +4,6 @@ is showing, so an idle app stays idle."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding

@@ -134,7 +134,7 @@ def test_engine_errors_are_notifications_not_tracebacks():
     app = make_app()
 
     async def steps(pilot):
-        app.stop_run(str(tmp_runs := "runs/nope"))  # not a run: the engine refuses
+        app.stop_run("runs/nope")  # not a run: the engine refuses
         await pilot.pause(0.5)
         messages = [str(n.message) for n in app._notifications]
         assert messages and "Traceback" not in messages[-1]

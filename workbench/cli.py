@@ -167,12 +167,19 @@ def _print_outputs(run) -> None:
 
 # ---- commands ---------------------------------------------------------------------------
 
+# The one place the command line hands over to the app, at run time only: the engine never
+# imports the app (or Textual) at import time, so headless commands stay light.
+APP_ENTRY = "screens.app"
+
+
 def cmd_app() -> int:
+    import importlib
+
     try:
-        from screens.app import run_app
+        app = importlib.import_module(APP_ENTRY)
     except ImportError as exc:
         raise UserError(f"the app could not start: {exc}") from exc
-    return run_app()
+    return app.run_app()
 
 
 def cmd_run(profile_ref: str, overrides: list[str], detach: bool, runs_dir: Path | None) -> int:

@@ -4,7 +4,6 @@ otherwise (CI logs, `nohup`, a detached run's stdout.log). The foreground runner
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 from typing import IO

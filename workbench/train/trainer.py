@@ -9,7 +9,6 @@ import os
 import shutil
 import threading
 import time
-from pathlib import Path
 
 import torch
 from transformers import TrainerCallback

@@ -1,0 +1,29 @@
+"""Choosing a finished run (Compare and Export): which runs, and which one is selected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import Select
+
+from screens import run_actions
+
+
+def finished_runs(runs_dir: Path) -> list[tuple[str, str]]:
+    """(name, path) of every finished run, newest first. Blocking: call it from a worker."""
+    return [(r.name, r.path) for r in run_actions.scan_runs(runs_dir) if r.state == "finished"]
+
+
+def fill_run_select(select: Select, runs: list[tuple[str, str]], opened: str | None) -> None:
+    """Keep the current choice when it is still there, else the run the app opened last,
+    else the newest."""
+    current = select.value if select.value != Select.NULL else None
+    paths = [p for _, p in runs]
+    want = current if current in paths else None
+    if want is None and opened:
+        target = str(Path(opened).resolve())
+        want = next((p for p in paths if str(Path(p).resolve()) == target), None)
+    select.set_options(runs)
+    want = want or (paths[0] if paths else None)
+    if want is not None:
+        select.value = want
