@@ -223,13 +223,16 @@ class CompareScreen(Screen):
             prompt.disabled = False
             prompt.placeholder = "type a prompt, Enter to generate"
 
+    def _settings(self) -> tuple[str, int, int]:
+        """The chosen run, shots and max new tokens; CompareError names a bad field."""
+        return (self._run_path(), self._int("#compare-shots", "shots", 0),
+                self._int("#compare-max", "max tokens", 1))
+
     def action_generate(self) -> None:
         if not self._guard():
             return
         try:
-            run_path = self._run_path()
-            shots = self._int("#compare-shots", "shots", 0)
-            max_new = self._int("#compare-max", "max tokens", 1)
+            run_path, shots, max_new = self._settings()
             typed = None
             if self.source == "typed":
                 typed = self.query_one("#compare-prompt", Input).value.strip()
@@ -353,9 +356,7 @@ class CompareScreen(Screen):
         if not self._guard():
             return
         try:
-            run_path = self._run_path()
-            shots = self._int("#compare-shots", "shots", 0)
-            max_new = self._int("#compare-max", "max tokens", 1)
+            run_path, shots, max_new = self._settings()
         except CompareError as exc:
             self.app.notify_error(str(exc), "compare")
             return
