@@ -124,14 +124,18 @@ class TrainScreen(Screen):
     def _poll(self) -> None:
         if self.run_path is None:
             return
-        path = self.run_path
-        self.app.run_in_thread(run_actions.poll_run, path, self._offset, self._log_size,
+        path, start = self.run_path, self._offset
+        self.app.run_in_thread(run_actions.poll_run, path, start, self._log_size,
                                node=self, group="poll", exclusive=True,
-                               on_done=lambda poll: self._update(path, poll))
+                               on_done=lambda poll: self._update(path, start, poll))
 
-    def _update(self, path: str, poll: RunPoll) -> None:
+    def _update(self, path: str, start: int, poll: RunPoll) -> None:
         if path != self.run_path:
             return  # a late answer about the run we just left
+        if start != self._offset:
+            # Two polls from the same offset can both finish on a busy machine (a thread
+            # worker cannot be cancelled mid-read); only the first may add its events.
+            return
         self._offset, self._log_size = poll.offset, poll.log_size
         self.status, self.state = poll.status, poll.state
         self._plot_pending |= self.view.add(poll.events)

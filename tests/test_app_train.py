@@ -143,3 +143,23 @@ def test_snapshot_train(snap_compare, tmp_path, size):
     run = make_finished_run(tmp_path / "runs", "demo", gpus=gpu_dicts(H100))
     app = WorkbenchApp(runs_dir=Path("runs"), open_run=Path("runs") / run.name)
     assert snap_compare(app, terminal_size=size, run_before=lambda pilot: settle(pilot, 0.6))
+
+
+def test_overlapping_polls_never_count_events_twice(tmp_path, monkeypatch):
+    """On a busy machine two polls from the same offset can both finish; the monitor must
+    add each event once (it used to double the billed time and the plot's points)."""
+    monkeypatch.chdir(tmp_path)
+    run = make_finished_run(tmp_path / "runs", "demo", steps=40)
+
+    async def steps(app, pilot):
+        await pilot.press("4")
+        await settle(pilot, 0.6)
+        from screens import run_actions
+
+        screen, path = app.screen, str(run.path)
+        screen.view, screen._offset, screen._log_size = RunView(), 0, 0
+        poll = run_actions.poll_run(path, 0, 0)
+        screen._update(path, 0, poll)  # the first poll from offset 0 lands...
+        screen._update(path, 0, poll)  # ...and a second one from the same offset too
+        assert screen.view.steps == list(range(2, 41, 2))
+    drive(steps)
