@@ -121,3 +121,35 @@ def screen_text(app) -> str:
     console.print(app.screen._compositor.render_update(
         full=True, screen_stack=app._background_screens))
     return console.export_text()
+
+
+def isolate(monkeypatch, tmp_path, fake_gpus: bool = True) -> None:
+    """No user keymap or profiles, runs in ./runs, no GPU: the same screen everywhere."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORKBENCH_KEYMAP", "no-keymap.toml")  # relative: same text in every snapshot
+    monkeypatch.setenv("WORKBENCH_PROFILE_DIR", str(tmp_path / "no-profiles"))
+    if fake_gpus:
+        install_fake_nvml(monkeypatch, [])
+    (tmp_path / "runs").mkdir()
+
+
+async def settle(pilot, pause: float = 0.4) -> None:
+    """Let timers fire, then wait for every worker and the messages they posted."""
+    await pilot.pause(pause)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.1)
+
+
+def drive(steps, size=(100, 30), **app_kwargs) -> None:
+    """Run the app on ./runs headless and hand `steps(app, pilot)` the settled app."""
+    import asyncio
+
+    from screens.app import WorkbenchApp
+
+    app = WorkbenchApp(runs_dir=Path("runs"), **app_kwargs)
+
+    async def go():
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            await steps(app, pilot)
+    asyncio.run(go())

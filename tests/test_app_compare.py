@@ -7,22 +7,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from app_helpers import install_fake_nvml, make_finished_run, screen_text
+from app_helpers import isolate, make_finished_run, screen_text, settle
 
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WORKBENCH_KEYMAP", "no-keymap.toml")
-    monkeypatch.setenv("WORKBENCH_PROFILE_DIR", str(tmp_path / "no-profiles"))
-    install_fake_nvml(monkeypatch, [])
-    (tmp_path / "runs").mkdir()
-
-
-async def settle(pilot, pause=0.3):
-    await pilot.pause(pause)
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause(0.1)
+    isolate(monkeypatch, tmp_path)
 
 
 async def until_idle(pilot, screen, limit=120):

@@ -3,7 +3,6 @@ open / start / stop / resume / attach / delete driven by keys."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -11,18 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-from app_helpers import (A10G, H100, T0, gpu_dicts, install_fake_nvml, make_finished_run,
-                         screen_text)
+from app_helpers import (A10G, H100, T0, gpu_dicts, install_fake_nvml, isolate,
+                         make_finished_run, screen_text, settle)
+from app_helpers import drive as helpers_drive
 
 from workbench.train.rundir import RunDir
 
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WORKBENCH_KEYMAP", "no-keymap.toml")  # relative: same text in every snapshot
-    monkeypatch.setenv("WORKBENCH_PROFILE_DIR", str(tmp_path / "no-profiles"))
-    (tmp_path / "runs").mkdir()
+    isolate(monkeypatch, tmp_path, fake_gpus=False)
 
 
 @pytest.fixture
@@ -34,21 +31,8 @@ def two_runs(tmp_path):
 
 
 def drive(steps, size=(80, 24), **kwargs):
-    from screens.app import WorkbenchApp
+    helpers_drive(steps, size, **kwargs)
 
-    app = WorkbenchApp(runs_dir=Path("runs"), **kwargs)
-
-    async def go():
-        async with app.run_test(size=size) as pilot:
-            await settle(pilot)
-            await steps(app, pilot)
-    asyncio.run(go())
-
-
-async def settle(pilot, pause=0.3):
-    await pilot.pause(pause)
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause(0.05)
 
 
 def live_run(runs_dir: Path, pid: int) -> RunDir:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from app_helpers import install_fake_nvml, make_finished_run, screen_text
+from app_helpers import isolate, make_finished_run, screen_text
 from conftest import REPO
 
 import screens
@@ -17,12 +17,7 @@ from screens import ScreenSpec
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    """No user keymap or profiles, runs in ./runs, no GPU: the same screen everywhere."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WORKBENCH_KEYMAP", "no-keymap.toml")  # relative: same text in every snapshot
-    monkeypatch.setenv("WORKBENCH_PROFILE_DIR", str(tmp_path / "no-profiles"))
-    install_fake_nvml(monkeypatch, [])
-    (tmp_path / "runs").mkdir()
+    isolate(monkeypatch, tmp_path)
 
 
 def drive(app, steps, size=(80, 24)):

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from app_helpers import H100, T0, gpu_dicts, install_fake_nvml, make_finished_run, screen_text
+from app_helpers import H100, T0, drive, gpu_dicts, isolate, make_finished_run, screen_text, settle
 
 from screens.widgets.run_view import RunView
 from workbench.train.rundir import RunDir
@@ -16,29 +16,7 @@ from workbench.train.rundir import RunDir
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WORKBENCH_KEYMAP", "no-keymap.toml")  # relative: same text in every snapshot
-    monkeypatch.setenv("WORKBENCH_PROFILE_DIR", str(tmp_path / "no-profiles"))
-    install_fake_nvml(monkeypatch, [])
-    (tmp_path / "runs").mkdir()
-
-
-def drive(steps, size=(100, 30), **kwargs):
-    from screens.app import WorkbenchApp
-
-    app = WorkbenchApp(runs_dir=Path("runs"), **kwargs)
-
-    async def go():
-        async with app.run_test(size=size) as pilot:
-            await settle(pilot)
-            await steps(app, pilot)
-    asyncio.run(go())
-
-
-async def settle(pilot, pause=0.4):
-    await pilot.pause(pause)
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause(0.05)
+    isolate(monkeypatch, tmp_path)
 
 
 def test_run_view_bills_training_time_not_gaps():
