@@ -18,8 +18,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Static
 
-from screens.app import RunsChanged
-from screens.widgets.run_picker import fill_run_select, finished_runs
+from screens.widgets.run_picker import PicksFinishedRun
 from screens.widgets.compare_columns import SYSTEMS, AnswerColumn, column_text
 from screens.widgets.nav import NavBar
 
@@ -49,7 +48,8 @@ def load_engine(run_path: str, device: str = "auto"):
     return engine, profile, run, splits
 
 
-class CompareScreen(Screen):
+class CompareScreen(PicksFinishedRun, Screen):
+    RUN_SELECT = "#compare-run"
     DEFAULT_CSS = """
     #compare-top, #compare-ask { height: 1; padding: 0 1; }
     .compare-label { color: $text-muted; width: auto; }
@@ -111,19 +111,6 @@ class CompareScreen(Screen):
         self._show_status("pick a run; ^g generates (the model loads first), ^t suite/typed")
         self._refresh_runs()
         self.query_one("#compare-prompt", Input).focus()
-
-    def on_screen_resume(self) -> None:
-        self._refresh_runs()
-
-    def on_runs_changed(self, _: RunsChanged) -> None:
-        self._refresh_runs()
-
-    def _refresh_runs(self) -> None:
-        self.app.run_in_thread(finished_runs, self.app.runs_dir, node=self, group="runs",
-                               on_done=self._show_runs)
-
-    def _show_runs(self, runs: list[tuple[str, str]]) -> None:
-        fill_run_select(self.query_one("#compare-run", Select), runs, self.app.monitored_run)
 
     # ---- status ----------------------------------------------------------------------------
     def _show_status(self, text: str) -> None:

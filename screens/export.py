@@ -19,8 +19,7 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Header, Label, Log, Select, Static, TextArea
 
-from screens.app import RunsChanged
-from screens.widgets.run_picker import fill_run_select, finished_runs
+from screens.widgets.run_picker import PicksFinishedRun
 from screens.run_actions import ActionError
 from screens.widgets.export_result import commands_of, error_text, progress_line, proof_text
 from screens.widgets.nav import NavBar
@@ -35,7 +34,8 @@ def export_command(run_path: str, formats: list[str], force: bool) -> list[str]:
     return cmd + ["--force"] * force
 
 
-class ExportScreen(Screen):
+class ExportScreen(PicksFinishedRun, Screen):
+    RUN_SELECT = "#export-run"
     DEFAULT_CSS = """
     #export-top { height: 1; padding: 0 1; }
     #export-top Label { color: $text-muted; width: auto; }
@@ -86,19 +86,6 @@ class ExportScreen(Screen):
         self.query_one("#export-commands", TextArea).border_title = "commands"
         self._refresh_runs()
         self.query_one("#export-run", Select).focus()
-
-    def on_screen_resume(self) -> None:
-        self._refresh_runs()
-
-    def on_runs_changed(self, _: RunsChanged) -> None:
-        self._refresh_runs()
-
-    def _refresh_runs(self) -> None:
-        self.app.run_in_thread(finished_runs, self.app.runs_dir, node=self, group="runs",
-                               on_done=self._show_runs)
-
-    def _show_runs(self, runs: list[tuple[str, str]]) -> None:
-        fill_run_select(self.query_one("#export-run", Select), runs, self.app.monitored_run)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "cancel":

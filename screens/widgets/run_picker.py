@@ -27,3 +27,24 @@ def fill_run_select(select: Select, runs: list[tuple[str, str]], opened: str | N
     want = want or (paths[0] if paths else None)
     if want is not None:
         select.value = want
+
+
+class PicksFinishedRun:
+    """Mixin for a Screen with a Select of finished runs (`RUN_SELECT` is its selector):
+    the list is read in a worker when the screen mounts or shows again, and whenever runs
+    change (the RunsChanged message)."""
+
+    RUN_SELECT = ""
+
+    def on_screen_resume(self) -> None:
+        self._refresh_runs()
+
+    def on_runs_changed(self, _message) -> None:
+        self._refresh_runs()
+
+    def _refresh_runs(self) -> None:
+        self.app.run_in_thread(finished_runs, self.app.runs_dir, node=self, group="runs",
+                               on_done=self._show_runs)
+
+    def _show_runs(self, runs: list[tuple[str, str]]) -> None:
+        fill_run_select(self.query_one(self.RUN_SELECT, Select), runs, self.app.monitored_run)
