@@ -73,16 +73,13 @@ def _verified_merged(folder: Path) -> bool:
 
 
 def _quiet() -> None:
-    import logging
     import warnings
 
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|peft)\b")
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    import transformers
+    from workbench.train.runner import quiet_libraries
 
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+    quiet_libraries()
+    # Merging and reloading repeat peft / transformers UserWarnings that say nothing new here.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|peft)\b")
 
 
 def run_export(args, log) -> dict:
