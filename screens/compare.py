@@ -61,10 +61,10 @@ class CompareScreen(PicksFinishedRun, Screen):
     """
     BINDINGS = [
         Binding("ctrl+g", "generate", "Generate", id="compare.generate", priority=True),
-        Binding("ctrl+l", "load", "Load model", id="compare.load", priority=True),
-        Binding("ctrl+t", "toggle_source", "Suite/typed", id="compare.source", priority=True),
-        Binding("ctrl+r", "report", "Write report", id="compare.report", priority=True),
-        Binding("ctrl+b", "cancel", "Cancel", id="compare.cancel", priority=True),
+        Binding("ctrl+l", "load", "Load", id="compare.load", priority=True),
+        Binding("ctrl+t", "toggle_source", "Suite", id="compare.source", priority=True),
+        Binding("ctrl+r", "report", "Report", id="compare.report", priority=True),
+        Binding("ctrl+b", "cancel", "Stop", id="compare.cancel", priority=True),
     ]
 
     def __init__(self) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 GIB = 1024 ** 3
-T0 = 1795852800.0  # 2026-11-28 00:00:00 UTC: fixed times keep snapshots stable
+T0 = 1795852800.0  # 2026-11-28 08:00:00 UTC: fixed times keep snapshots stable
 
 H100 = {"name": "NVIDIA H100 80GB HBM3", "total": 80 * GIB, "used": 61 * GIB, "util": 97,
         "temp": 61, "mw": 512345}
@@ -41,8 +41,9 @@ def install_fake_nvml(monkeypatch, gpus=()):
     from workbench.estimate import gpu
 
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(gpus))
-    gpu._reset_for_tests()
-    monkeypatch.setattr(gpu, "_reset_for_tests", gpu._reset_for_tests)  # restored state below
+    # Through monkeypatch, so the cached NVML state is also put back when the test ends.
+    monkeypatch.setattr(gpu, "_initialized", None)
+    monkeypatch.setattr(gpu, "_reason", "")
     return gpu
 
 
@@ -138,6 +139,30 @@ async def settle(pilot, pause: float = 0.4) -> None:
     await pilot.pause(pause)
     await pilot.app.workers.wait_for_complete()
     await pilot.pause(0.1)
+
+
+async def settle_until(pilot, ready, timeout: float = 20.0) -> None:
+    """settle() until `ready(app)` holds: a loaded machine may need more than one round."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        await settle(pilot)
+        if ready(pilot.app):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the screen did not settle in {timeout:.0f} s:\n{screen_text(pilot.app)}")
+
+
+def svg_text(svg: str) -> list[str]:
+    """A Textual SVG screenshot as its lines of text (what a snapshot diff should show)."""
+    import html
+    import re
+
+    rows: dict[float, list[tuple[float, str]]] = {}
+    for m in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', svg):
+        rows.setdefault(float(m.group(2)), []).append((float(m.group(1)), html.unescape(m.group(3))))
+    return ["".join(t for _, t in sorted(cells)).replace("\xa0", " ") for _, cells in sorted(rows.items())]
 
 
 def drive(steps, size=(100, 30), **app_kwargs) -> None:

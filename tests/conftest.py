@@ -34,3 +34,33 @@ def workbench(*args: str, cwd: Path, timeout: float = 600, env: dict | None = No
 def needs_tiny_model():
     if not (TINY_MODEL / "config.json").exists():
         pytest.fail("assets/tiny-model is missing: run `python -m workbench.models.build_tiny`")
+
+
+@pytest.fixture
+def snap_compare(snap_compare, monkeypatch, request):
+    """The plugin's snap_compare, plus a text diff in the failure message: CI keeps only the
+    console output, not snapshot_report.html, and a mismatch must be diagnosable from it."""
+    import textual._doc as doc
+    from app_helpers import svg_text
+
+    taken: list[str] = []
+    real_take = doc.take_svg_screenshot
+
+    def take(*args, **kwargs):
+        taken.append(real_take(*args, **kwargs))
+        return taken[-1]
+    monkeypatch.setattr(doc, "take_svg_screenshot", take)
+
+    def compare(*args, **kwargs) -> bool:
+        if snap_compare(*args, **kwargs) or request.config.getoption("--snapshot-update"):
+            return True
+        import difflib
+
+        test_file = Path(request.node.path)
+        stored = test_file.parent / "__snapshots__" / test_file.stem / f"{request.node.name}.svg"
+        expected = svg_text(stored.read_text(encoding="utf-8")) if stored.exists() else []
+        diff = "\n".join(difflib.unified_diff(expected, svg_text(taken[-1]), "stored", "now",
+                                              lineterm="")) if taken else ""
+        pytest.fail(f"snapshot {stored.name} differs ({'text' if diff else 'styling only'}):\n"
+                    f"{diff}", pytrace=False)
+    return compare

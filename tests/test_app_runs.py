@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from app_helpers import (A10G, H100, T0, gpu_dicts, install_fake_nvml, isolate,
-                         make_finished_run, screen_text, settle)
+                         make_finished_run, screen_text, settle,
+                         settle_until)
 from app_helpers import drive as helpers_drive
 
 from workbench.train.rundir import RunDir
@@ -205,13 +206,31 @@ def test_start_a_real_run_and_watch_it_finish(monkeypatch, tmp_path, needs_tiny_
     assert len(runs) == 1 and (runs[0] / "adapter").is_dir()
 
 
+def _runs_shown(expected_runs: int, expected_gpus: int):
+    """The screen has read the runs, the profiles and NVML, and polls no more (snapshots must
+    not depend on whether a 2 s poll lands before the picture)."""
+    def ready(app) -> bool:
+        from screens.widgets.gpu_panel import GpuPanel
+
+        screen = app.screen
+        return (type(screen).__name__ == "RunsScreen" and len(screen.rows) == expected_runs
+                and bool(screen.profiles) and screen.query_one(GpuPanel).gpus is not None
+                and len(screen.query_one(GpuPanel).gpus) == expected_gpus)
+
+    async def before(pilot) -> None:
+        await settle_until(pilot, ready)
+        pilot.app.screen.on_screen_suspend()  # stop both poll timers
+        await settle(pilot, 0.1)
+    return before
+
+
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 def test_snapshot_runs(snap_compare, monkeypatch, two_runs, size):
     install_fake_nvml(monkeypatch, [H100, A10G])
     from screens.app import WorkbenchApp
 
     assert snap_compare(WorkbenchApp(runs_dir=Path("runs")), terminal_size=size,
-                        run_before=settle)
+                        run_before=_runs_shown(2, 2))
 
 
 def test_snapshot_runs_without_gpu_or_runs(snap_compare, monkeypatch):
@@ -219,4 +238,4 @@ def test_snapshot_runs_without_gpu_or_runs(snap_compare, monkeypatch):
     from screens.app import WorkbenchApp
 
     assert snap_compare(WorkbenchApp(runs_dir=Path("runs")), terminal_size=(80, 24),
-                        run_before=settle)
+                        run_before=_runs_shown(0, 0))
