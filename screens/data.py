@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -87,6 +88,7 @@ class DataScreen(Screen):
         self.loaded_path = ""
         self.kept: list[dict] | None = None
         self.clean_report: Any = None
+        self._cleaned_for: tuple | None = None  # the (steps, settings) `kept` was cleaned with
         self.saved_to: Path | None = None
         self._tokenizer: Any = None
         self._tokenizer_for = ""
@@ -111,7 +113,7 @@ class DataScreen(Screen):
             with ContentSwitcher(initial="stats", id="data-pane"):
                 yield StatsPanel(id="stats")
                 yield DetailPanel(id="detail")
-                yield CleanPanel(out_dir=self.initial_out, id="clean")
+                yield CleanPanel(out_dir=self.initial_out, max_tokens=self.max_seq_len, id="clean")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -185,6 +187,15 @@ class DataScreen(Screen):
             self.query_one("#split-out", Input).focus()
             self.notify("Type the output folder, then press s again.", severity="warning")
             return
+        request = self._clean_request()
+        if isinstance(request, str):
+            self.action_pane("clean")
+            self.notify(f"Fix the clean settings first: {request}", severity="error")
+            return
+        if request[0] and self._cleaned_for != request:
+            self.notify("Cleaning with these settings is still running; press s again when its "
+                        "counts show.", severity="warning")
+            return
         self._set_status(work="splitting and saving…")
         self._save_worker(list(self.kept if self.kept is not None else self.records),
                           panel.fractions, panel.out_dir)
@@ -210,10 +221,10 @@ class DataScreen(Screen):
         self.query_one("#data-pane", ContentSwitcher).current = "detail"
         self._show_detail(event.index)
 
-    def on_clean_panel_steps_changed(self, event: CleanPanel.StepsChanged) -> None:
+    def on_clean_panel_changed(self, _: CleanPanel.Changed) -> None:
         if self._clean_timer is not None:
             self._clean_timer.stop()
-        self._clean_timer = self.set_timer(CLEAN_DEBOUNCE_S, lambda: self._start_clean(event.steps))
+        self._clean_timer = self.set_timer(CLEAN_DEBOUNCE_S, self._start_clean)
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -224,6 +235,7 @@ class DataScreen(Screen):
         self._clean_cancel.set()
         self.loaded_path = path
         self.records, self.flags, self.report, self.kept, self.filter_index = [], (), None, None, 0
+        self._cleaned_for = None
         self.query_one(RowsView).set_records([])
         self._set_status(rows=f"loading {path}…", filter="", work="", saved="")
         panel = self.query_one(CleanPanel)
@@ -273,9 +285,8 @@ class DataScreen(Screen):
                          filter=f"filter: {FILTERS[0][0]}")
         if self.auto_inspect:
             self._start_inspect()
-        steps = self.query_one(CleanPanel).steps
-        if steps:
-            self._start_clean(steps)
+        if self.query_one(CleanPanel).steps:
+            self._start_clean()
 
     # -- tokenizer --------------------------------------------------------------------------
 
@@ -390,17 +401,33 @@ class DataScreen(Screen):
 
     # -- cleaning ---------------------------------------------------------------------------
 
-    def _start_clean(self, steps: list[str]) -> None:
+    def _clean_request(self) -> tuple[list[str], dict] | str:
+        """(steps, settings) as the panel shows them now, or what is wrong with a setting."""
+        panel = self.query_one(CleanPanel)
+        try:
+            return panel.steps, panel.settings()
+        except ValueError as exc:
+            return str(exc)
+
+    def _start_clean(self) -> None:
         self._clean_cancel.set()
         cancel = self._clean_cancel = threading.Event()
         records = self.records
         if not records:
             return
-        if not steps:
-            self.kept, self.clean_report = None, None
-            self.query_one(CleanPanel).show_result("No steps: every row is kept.")
-            self._set_status(work="")
+        request = self._clean_request()
+        panel = self.query_one(CleanPanel)
+        if isinstance(request, str) or not request[0]:
+            # A half-typed number is said where the person is looking; the status line keeps
+            # an inspection's summary and loses only a clean's.
+            panel.show_result(Text(request, style="bold red") if isinstance(request, str)
+                              else "No steps: every row is kept.")
+            if not isinstance(request, str):
+                self.kept, self.clean_report, self._cleaned_for = None, None, None
+            if self._status["work"].startswith("clean"):
+                self._set_status(work="")
             return
+        steps, settings = request
         self._set_status(work="cleaning…")
 
         def clean() -> None:
@@ -408,7 +435,7 @@ class DataScreen(Screen):
 
             try:
                 tokenizer = self.tokenizer() if "length_filter" in steps else None
-                kept, report = clean_records(records, CleanConfig(steps=steps, max_tokens=self.max_seq_len),
+                kept, report = clean_records(records, CleanConfig(steps=steps, **settings),
                                              tokenizer=tokenizer, cancel=cancel)
             except Exception as exc:  # noqa: BLE001
                 self._from_thread(self._error, "Cleaning failed", exc)
@@ -416,14 +443,14 @@ class DataScreen(Screen):
                 return
             if cancel.is_set() or report.cancelled:
                 return  # a newer toggle is already running; its result will be shown
-            self._from_thread(self._cleaned, records, steps, kept, report)
+            self._from_thread(self._cleaned, records, request, kept, report)
 
         self._work(clean, group="clean")
 
-    def _cleaned(self, records: list[dict], steps: list[str], kept: list[dict], report: Any) -> None:
-        if records is not self.records or steps != self.query_one(CleanPanel).steps:
-            return
-        self.kept, self.clean_report = kept, report
+    def _cleaned(self, records: list[dict], request: tuple, kept: list[dict], report: Any) -> None:
+        if records is not self.records or request != self._clean_request():
+            return  # the panel changed since: the newer clean's result will be shown
+        self.kept, self.clean_report, self._cleaned_for = kept, report, request
         reasons = {op.name: op.removed[0]["reason"] for op in report.operations if op.removed}
         self.query_one(CleanPanel).show_result(
             result_table(report.summary(), report.rows_in, report.rows_out, reasons))

@@ -149,6 +149,40 @@ async def test_clean_counts_update_as_steps_toggle(tmp_path):
 
 
 @sync
+async def test_clean_settings_are_editable_and_checked(tmp_path):
+    """The minimum answer length is a setting: raising it removes more; a bad value is named
+    in the panel and no clean runs with it."""
+    rows = [{"instruction": f"q{i}", "output": "x" * (i + 1)} for i in range(10)]  # 1..10 chars
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    app = DataApp(lambda: DataScreen(path, auto_inspect=False, max_seq_len=256))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: len(screen.records) == 10)
+        await pilot.press("c")
+        panel = screen.query_one(CleanPanel)
+        assert panel.settings() == {"min_answer_chars": 2, "near_dup_threshold": 0.85,
+                                    "max_tokens": 256}
+        panel.set_step("drop_short", True)
+        await wait_for(pilot, lambda: screen.clean_report is not None)
+        assert screen.clean_report.removed_total == 1  # the 1-character answer
+        panel.set_setting("min_answer_chars", 6)
+        await wait_for(pilot, lambda: screen.clean_report.removed_total == 5)
+        assert screen.clean_report.operations[0].params == {"min_answer_chars": 6}
+        assert len(screen.kept) == 5
+
+        report = screen.clean_report
+        panel.set_setting("near_dup_threshold", 1.5)
+        await wait_for(pilot, lambda: "near-dup: expected" in screen_text(app))
+        assert "got '1.5'" in screen_text(app)
+        assert screen.clean_report is report  # nothing ran with the bad value
+        screen.query_one("#split-out").value = str(tmp_path / "out")
+        await pilot.press("escape", "s")
+        await wait_for(pilot, lambda: any("Fix the clean settings" in str(n.message)
+                                          for n in app._notifications))
+        assert not (tmp_path / "out").exists()  # nor was anything saved with it
+
+
+@sync
 async def test_bad_file_is_a_notification_not_a_traceback(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("", encoding="utf-8")

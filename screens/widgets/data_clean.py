@@ -1,8 +1,10 @@
-"""Cleaning toggles and the split/save form; the screen runs the work and sends results back.
+"""Cleaning toggles, their settings, and the split/save form; the screen runs the work and
+sends results back.
 
 One checkbox per clean operation, in the engine's order (order matters: whitespace is normalized
-before deduplicating). Toggling posts `CleanPanel.StepsChanged`; the screen re-runs
-`clean_records` (debounced, previous run cancelled) and calls `show_result`.
+before deduplicating), then the settings those operations read (minimum answer length, near-
+duplicate threshold, token limit). A toggle or an edited setting posts `CleanPanel.Changed`; the
+screen re-runs `clean_records` (debounced, previous run cancelled) and calls `show_result`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Static
 
+from workbench.data.clean import CleanConfig
+
 # The engine's operation names (workbench.data.clean.STEPS) with a label that fits 30 columns.
 STEP_LABELS = (
     ("drop_empty", "drop empty messages"),
@@ -24,6 +28,16 @@ STEP_LABELS = (
     ("length_filter", "drop rows over the limit"),
     ("fill_placeholders", "flag {{placeholders}}"),
     ("drop_secrets", "drop rows with secrets"),
+)
+
+# The settings the steps read: (input id, label, CleanConfig field, type, rule, what is expected).
+SETTINGS = (
+    ("min-answer", "min answer", "min_answer_chars", int, lambda v: v >= 0,
+     "a whole number of characters, 0 or more"),
+    ("near-dup", "near-dup ≥", "near_dup_threshold", float, lambda v: 0 < v <= 1,
+     "a Jaccard similarity above 0 and at most 1, e.g. 0.85"),
+    ("max-tokens", "max tokens", "max_tokens", int, lambda v: v > 0,
+     "a whole number of tokens above 0 (the profile's max_seq_len)"),
 )
 
 
@@ -57,20 +71,30 @@ class CleanPanel(VerticalScroll):
     CleanPanel Horizontal { height: 1; }
     CleanPanel Horizontal > Label { width: 8; }
     CleanPanel Horizontal > Input { width: 1fr; }
+    CleanPanel Horizontal.setting > Label { width: 12; }
+    CleanPanel Horizontal.setting > Input { width: 10; }
     """
 
-    class StepsChanged(Message):
-        def __init__(self, steps: list[str]) -> None:
-            self.steps = steps
-            super().__init__()
+    class Changed(Message):
+        """A step was toggled or a setting edited."""
 
-    def __init__(self, out_dir: str = "", **kwargs) -> None:
+    def __init__(self, out_dir: str = "", max_tokens: int = 2048, **kwargs) -> None:
         super().__init__(**kwargs)
         self._out_dir = out_dir
+        self._defaults = {"min_answer_chars": CleanConfig.min_answer_chars,
+                          "near_dup_threshold": CleanConfig.near_dup_threshold,
+                          "max_tokens": max_tokens}
+        self._typed: dict[str, str] = {}  # input id -> last value seen (mounting posts one too)
 
     def compose(self) -> ComposeResult:
         for step, label in STEP_LABELS:
             yield Checkbox(label, id=f"step-{step}", compact=True)
+        for input_id, label, key, kind, _, _ in SETTINGS:
+            self._typed[f"clean-{input_id}"] = str(self._defaults[key])
+            with Horizontal(classes="setting"):
+                yield Label(label)
+                yield Input(self._typed[f"clean-{input_id}"], id=f"clean-{input_id}", compact=True,
+                            type="integer" if kind is int else "number")
         yield Static("Toggle a step to see what it removes.", id="clean-result")
         with Horizontal():
             yield Label("split")
@@ -86,9 +110,34 @@ class CleanPanel(VerticalScroll):
     def set_step(self, step: str, on: bool) -> None:
         self.query_one(f"#step-{step}", Checkbox).value = on
 
+    def settings(self) -> dict[str, int | float]:
+        """The CleanConfig fields typed in the panel; ValueError names the one that is wrong."""
+        values = {}
+        for input_id, label, key, kind, rule, expected in SETTINGS:
+            text = self.query_one(f"#clean-{input_id}", Input).value.strip()
+            try:
+                value = kind(text)
+            except ValueError:
+                value = None
+            if value is None or not rule(value):
+                raise ValueError(f"{label.rstrip(' ≥')}: expected {expected}; got {text!r}")
+            values[key] = value
+        return values
+
+    def set_setting(self, key: str, value: int | float) -> None:
+        input_id = next(i for i, _, k, *_ in SETTINGS if k == key)
+        self.query_one(f"#clean-{input_id}", Input).value = str(value)
+
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
         event.stop()
-        self.post_message(self.StepsChanged(self.steps))
+        self.post_message(self.Changed())
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id in self._typed:
+            event.stop()
+            if self._typed[event.input.id] != event.value:
+                self._typed[event.input.id] = event.value
+                self.post_message(self.Changed())
 
     def show_result(self, renderable) -> None:
         self.query_one("#clean-result", Static).update(renderable)
