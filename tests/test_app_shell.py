@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from app_helpers import isolate, make_finished_run, screen_text
+from app_helpers import isolate, make_finished_run, screen_text, settle
 from conftest import REPO
 
 import screens
@@ -147,7 +147,8 @@ def test_app_mounts_without_heavy_imports():
         "    app = WorkbenchApp(runs_dir='runs')\n"
         "    async with app.run_test(size=(80, 24)) as pilot:\n"
         "        await pilot.pause(0.5)\n"
-        "        await app.workers.wait_for_complete()\n"
+        "        await asyncio.gather(*[w.wait() for w in list(app.workers)],\n"
+        "                             return_exceptions=True)\n"
         "        print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'peft',\n"
         "                                 'textual_plotext') if m in sys.modules))\n"
         "asyncio.run(main())\n")
@@ -174,10 +175,5 @@ def test_engine_modules_never_import_textual():
 def test_snapshot_help_80x24(snap_compare, tmp_path):
     make_finished_run(tmp_path / "runs", "demo")
     assert snap_compare(make_app(runs_dir="runs"), press=["question_mark"],
-                        terminal_size=(80, 24), run_before=_settle)
+                        terminal_size=(80, 24), run_before=lambda pilot: settle(pilot, 0.3))
 
-
-async def _settle(pilot):
-    await pilot.pause(0.3)
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause(0.1)

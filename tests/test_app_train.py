@@ -74,8 +74,7 @@ def test_follows_a_live_run_and_redraws_at_most_twice_a_second(tmp_path, monkeyp
             with open(run.log_path, "a") as fh:
                 fh.write(f"line {step}\n")
             await pilot.pause(0.05)
-        await pilot.pause(0.7)
-        await app.workers.wait_for_complete()
+        await settle(pilot, 0.7)
         assert app.screen.view.steps[-1] == step  # every event arrived
         assert 1 <= len(draws) <= 6, draws        # ~0.5 s polls: at most 2 redraws a second
         text = screen_text(app)
