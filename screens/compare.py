@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Sta
 from screens.widgets.run_picker import PicksFinishedRun
 from screens.widgets.compare_columns import SYSTEMS, AnswerColumn, column_text
 from screens.widgets.nav import NavBar
+from screens.widgets.sized_table import repaint_after_sizing
 
 FLUSH_S = 0.05
 
@@ -334,6 +335,7 @@ class CompareScreen(PicksFinishedRun, Screen):
             table.add_row(system, *(f"{values[n]:.1f}" for n in names),
                           f"{timing.get(system, {}).get('tokens_per_s', 0):.0f}")
         table.display = True
+        repaint_after_sizing(table)
 
     def column_text(self, system: str) -> str:
         return self.query_one(f"#col-{system}", AnswerColumn).text

@@ -19,6 +19,7 @@ from screens.run_actions import RunRow
 from screens.widgets.format import duration, num, started
 from screens.widgets.gpu_panel import GpuPanel
 from screens.widgets.nav import NavBar
+from screens.widgets.sized_table import repaint_after_sizing
 
 POLL_S = 2.0
 COLUMNS = (("run", "run"), ("state", "state"), ("step", "step"), ("loss", "loss"),
@@ -127,6 +128,7 @@ class RunsScreen(Screen):
                 table.add_row(*_cells(row), key=row.path)
             if selected in {r.path for r in rows}:
                 table.move_cursor(row=table.get_row_index(selected))
+        repaint_after_sizing(table)
         self.rows = rows
 
     # ---- selection -------------------------------------------------------------------------

@@ -213,7 +213,11 @@ def _runs_shown(expected_runs: int, expected_gpus: int):
         from screens.widgets.gpu_panel import GpuPanel
 
         screen = app.screen
-        return (type(screen).__name__ == "RunsScreen" and len(screen.rows) == expected_runs
+        if type(screen).__name__ != "RunsScreen" or len(screen.rows) != expected_runs:
+            return False
+        # DataTable sizes its columns to their cells when idle: wait for that as well.
+        name_width = screen.query_one("#runs").columns["run"].content_width
+        return (all(len(r.name) <= name_width for r in screen.rows)
                 and bool(screen.profiles) and screen.query_one(GpuPanel).gpus is not None
                 and len(screen.query_one(GpuPanel).gpus) == expected_gpus)
 

@@ -9,6 +9,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
+from screens.widgets.sized_table import repaint_after_sizing
+
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [
@@ -33,6 +35,7 @@ class HelpScreen(ModalScreen[None]):
         table.add_columns("key", "action", "id")
         for row in self.rows:
             table.add_row(*row)
+        repaint_after_sizing(table)
         table.focus()
 
     def action_close(self) -> None:
