@@ -23,6 +23,7 @@ from screens.widgets.run_picker import PicksFinishedRun
 from screens.run_actions import ActionError
 from screens.widgets.export_result import commands_of, error_text, progress_line, proof_text
 from screens.widgets.nav import NavBar
+from screens.widgets.tick_box import TickBox
 
 FORMATS = ("merged", "ollama", "vllm", "bnb4", "gguf")
 DEFAULT_ON = ("merged", "vllm")
@@ -70,8 +71,8 @@ class ExportScreen(PicksFinishedRun, Screen):
                          type_to_search=False)
         with Horizontal(id="export-formats"):
             for fmt in FORMATS:
-                yield Checkbox(fmt, fmt in DEFAULT_ON, id=f"fmt-{fmt}", compact=True)
-            yield Checkbox("force", False, id="fmt-force", compact=True)
+                yield TickBox(fmt, fmt in DEFAULT_ON, id=f"fmt-{fmt}", compact=True)
+            yield TickBox("force", False, id="fmt-force", compact=True)
         yield Static("choose formats (space toggles), e exports", id="export-status",
                      classes="hint")
         yield Log(id="export-log", max_lines=1000, auto_scroll=True)

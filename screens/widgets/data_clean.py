@@ -16,6 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Static
 
+from screens.widgets.tick_box import TickBox
 from workbench.data.clean import CleanConfig
 
 # The engine's operation names (workbench.data.clean.STEPS) with a label that fits 30 columns.
@@ -88,7 +89,7 @@ class CleanPanel(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         for step, label in STEP_LABELS:
-            yield Checkbox(label, id=f"step-{step}", compact=True)
+            yield TickBox(label, id=f"step-{step}", compact=True)
         for input_id, label, key, kind, _, _ in SETTINGS:
             self._typed[f"clean-{input_id}"] = str(self._defaults[key])
             with Horizontal(classes="setting"):

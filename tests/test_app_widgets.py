@@ -1,5 +1,6 @@
-"""A DataTable frame drawn between add_row and the idle pass that measures the new cells must
-not leave the table truncated at its header widths (seen on a busy CI machine)."""
+"""Small widgets that work around Textual behaviour: a DataTable frame drawn between add_row
+and the idle pass that measures the new cells must not leave the table truncated at its header
+widths (seen on a busy CI machine); a checkbox must show its state without colour."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from textual.app import App
 from textual.widgets import DataTable
 
 from screens.widgets.sized_table import repaint_after_sizing
+from screens.widgets.tick_box import TickBox
 
 NAME = "qwen2.5-7b-qlora-1795856400"
 
@@ -52,3 +54,22 @@ def test_rows_drawn_before_measuring_are_redrawn(fix):
         assert NAME in row, row
     else:  # pins the Textual behaviour the helper exists for; drop it when Textual fixes it
         assert NAME not in row and "qwe" in row, row
+
+
+class BoxApp(App):
+    def compose(self):
+        yield TickBox("dedup", False, compact=True)
+
+
+def test_tick_box_glyph_shows_the_state():
+    async def go() -> tuple[str, str]:
+        app = BoxApp()
+        async with app.run_test(size=(20, 3)) as pilot:
+            box = app.query_one(TickBox)
+            off = box.render().plain
+            await pilot.click(TickBox)
+            await pilot.pause()
+            assert box.value
+            return off, box.render().plain
+    off, on = asyncio.run(go())
+    assert off.startswith("▐ ▌") and on.startswith("▐X▌"), (off, on)
