@@ -20,7 +20,7 @@ steady-state peak the estimate predicts.
 
     python bench/estimate_memory_gpu.py                # all points, time-boxed (~7 min on H200)
     python bench/estimate_memory_gpu.py --budget-s 300 --only qwen2.5-0.5b,tinyllama-1.1b
-    python bench/estimate_memory_gpu.py --dry-run      # 2 tiny points on CPU, no measurement
+    python bench/estimate_memory_gpu.py --dry-run      # 3 tiny points on CPU, no measurement
 
 Writes $OUT/estimate_memory_gpu.json and .md (OUT defaults to bench/out): every point with
 measured and estimated bytes and the error, then the accuracy summary (median absolute
@@ -106,7 +106,7 @@ def plan_points(models=MODELS) -> list[Point]:
 
 # ---- building models ---------------------------------------------------------------------
 
-def build_model(config: dict, method: str, device: str, tiny: bool = False):
+def build_model(config: dict, method: str, device: str):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -115,7 +115,7 @@ def build_model(config: dict, method: str, device: str, tiny: bool = False):
     dtype = torch.bfloat16
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa")
-    if method == "qlora" and not tiny:
+    if method == "qlora":  # bitsandbytes >= 0.48 quantizes on the CPU too (the dry run)
         quantize_in_place(model)
     return model
 
@@ -225,7 +225,7 @@ def measure_all(points: list[Point], budget_s: float, device: str, tiny: bool = 
             model = None
             try:
                 if base is None:
-                    base = build_model(config, method, device, tiny=tiny)
+                    base = build_model(config, method, device)
                 model = prepare(base, p, arch)
                 if device == "cuda":
                     gc.collect()
@@ -249,6 +249,7 @@ def measure_all(points: list[Point], budget_s: float, device: str, tiny: bool = 
                     # Take the adapters out so the next point starts from the same base.
                     try:
                         base = model.unload()
+                        base.disable_input_require_grads()  # a checkpointing point's hook
                     except Exception:
                         base = None
                     del model
@@ -332,7 +333,8 @@ def machine_info(device: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true",
-                        help="2 tiny points on CPU: checks the script, measures nothing")
+                        help="3 tiny points (LoRA, fused loss, QLoRA) on CPU: checks the "
+                             "script, measures nothing")
     parser.add_argument("--budget-s", type=float, default=420.0,
                         help="stop starting new points after this many seconds (default 420)")
     parser.add_argument("--only", help="comma-separated model names")
@@ -342,7 +344,8 @@ def main(argv=None) -> int:
 
     if args.dry_run:
         points = plan_points(("tinyllama-1.1b",))
-        points = [points[0], next(p for p in points if p.method == "lora" and p.loss_path == "trl_fused")]
+        points = [points[0], next(p for p in points if p.method == "lora" and p.loss_path == "trl_fused"),
+                  next(p for p in points if p.method == "qlora" and p.grad_ckpt)]
         for p in points:
             p.batch, p.seq = 1, 32
         measure_all(points, budget_s=120, device="cpu", tiny=True)

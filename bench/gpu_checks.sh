@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Every GPU check issues 4 and 5 still need, in one command for the device tool (one H200,
+# 15 minutes of device time per session). Prepare with `bash bench/fetch_gpu_wheels.sh`, then:
+#   run(command="bash bench/gpu_checks.sh", carry=[".whl"], timeout_s=590)
+# Results land in $OUT (at most 8 files come back): estimate_memory_gpu.{json,md},
+# compare_batched_7b.md, compare_batched_tiny.md, bnb4.json, gpu_checks.log.
+# Each step runs even when an earlier one failed; the log says which did.
+set -u
+OUT=${OUT:-bench/out}; mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu_checks.log") 2>&1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl || { echo "wheel install failed"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import torch, transformers, peft, trl, bitsandbytes; print('torch', torch.__version__, \
+'transformers', transformers.__version__, 'peft', peft.__version__, 'trl', trl.__version__, \
+'bitsandbytes', bitsandbytes.__version__)"
+step() { echo; echo "== $1 ($(date -u +%T))"; shift; "$@"; echo "== exit $?"; }
+
+# Issue 4: the memory estimate against max_memory_reserved, 72 planned points, small first.
+step "memory sweep" timeout 330 python3 bench/estimate_memory_gpu.py --budget-s 270
+# Issue 5: one batched call vs three, on a 7B-class model (random weights) and on the demo.
+step "compare 7B" timeout 120 python3 bench/compare_batched.py --device cuda \
+  --model-config qwen2.5-7b --prompts 32 --max-new-tokens 64 --repeat 2 \
+  --write "$OUT/compare_batched_7b.md"
+step "compare tiny" timeout 90 python3 bench/compare_batched.py --device cuda --prompts 16 \
+  --max-new-tokens 32 --repeat 3 --write "$OUT/compare_batched_tiny.md"
+# Issue 5: the bnb4 export (GPU only) of a short demo run, with its proof.
+step "bnb4 export" timeout 120 bash -c '
+  python3 -m workbench run profiles/demo.toml --set train.max_steps=20 --set eval.prompts= \
+    --set train.device=cuda --runs-dir /tmp/runs >/dev/null &&
+  python3 -m workbench export "$(ls -d /tmp/runs/*/ | head -1)" --format bnb4 --json > "$OUT/bnb4.json";
+  cat "$OUT/bnb4.json"'
