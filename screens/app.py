@@ -196,12 +196,16 @@ class WorkbenchApp(App):
         becomes a notification with its message, never a traceback."""
 
         def job():
+            from textual.worker import get_current_worker
+
             try:
                 result = fn(*args)
             except Exception as exc:
                 self._from_thread(self.notify_error, exc, error_title)
                 return
-            if on_done is not None:
+            # A thread cannot be stopped: when a newer exclusive worker has replaced this one,
+            # its (older) result is dropped rather than drawn over the newer one.
+            if on_done is not None and not get_current_worker().is_cancelled:
                 self._from_thread(on_done, result)
 
         return (node or self).run_worker(job, thread=True, group=group, exclusive=exclusive,

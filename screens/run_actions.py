@@ -48,6 +48,8 @@ def scan_runs(runs_dir: Path, now: float | None = None) -> list[RunRow]:
     rows = []
     for run in reversed(list_runs(runs_dir)):
         st = run.read_status()
+        if not st and not run.path.exists():
+            continue  # deleted since it was listed
         state = run.effective_state(st)
         start = parse_iso(st.get("started_at") or st.get("created_at"))
         end = parse_iso(st.get("ended_at") or st.get("updated_at"))
@@ -133,8 +135,12 @@ def delete(path: str) -> None:
     state = run.effective_state()
     if state in ("starting", "running"):
         raise ActionError(f"{run.name} is running; stop it first (x), then delete it")
+    # Renamed to a hidden name first: a scan running meanwhile sees the run whole or not at
+    # all, never half deleted (it listed such a run as "unknown").
+    doomed = run.path.with_name(f".deleting-{run.name}")
     try:
-        shutil.rmtree(run.path)
+        run.path.rename(doomed)
+        shutil.rmtree(doomed)
     except OSError as exc:
         raise ActionError(f"could not delete {run.path}: {exc}") from None
 

@@ -98,6 +98,26 @@ def test_delete_asks_first_and_refuses_a_running_run(monkeypatch, two_runs, tmp_
     drive(steps, size=(100, 30))
 
 
+def test_a_scan_while_deleting_never_lists_the_run(two_runs, tmp_path, monkeypatch):
+    """The Runs list is rescanned every 2 s; one landing mid-delete used to list the run as
+    "unknown" (its status.json gone) over the fresh list. The folder is renamed away first."""
+    import shutil
+
+    from screens import run_actions
+
+    demo, qwen = two_runs
+    seen = []
+
+    def rmtree(path, *args, **kwargs):
+        seen.append([row.name for row in run_actions.scan_runs(tmp_path / "runs")])
+        real_rmtree(path, *args, **kwargs)
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(run_actions.shutil, "rmtree", rmtree)
+    run_actions.delete(str(qwen.path))
+    assert seen == [[demo.name]]
+    assert not qwen.path.exists() and not list((tmp_path / "runs").glob(".deleting-*"))
+
+
 def test_stop_signals_the_run_process(monkeypatch, tmp_path):
     install_fake_nvml(monkeypatch, [])
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

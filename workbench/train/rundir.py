@@ -260,8 +260,8 @@ def list_runs(runs_dir: Path | None = None) -> list[RunDir]:
     runs_dir = runs_dir or default_runs_dir()
     if not runs_dir.is_dir():
         return []
-    runs = [RunDir(p.resolve()) for p in runs_dir.iterdir()
-            if p.is_dir() and (p / "status.json").exists()]
+    runs = [RunDir(p.resolve()) for p in runs_dir.iterdir()  # hidden: being deleted
+            if p.is_dir() and not p.name.startswith(".") and (p / "status.json").exists()]
     return sorted(runs, key=lambda r: (r.read_status().get("created_at") or "", r.name))
 
 
