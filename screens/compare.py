@@ -30,8 +30,9 @@ class CompareError(Exception):
     """A setting on the screen is wrong; the message is for people."""
 
 
-def load_engine(run_path: str, device: str = "auto"):
-    """(engine, profile, run, splits): the base model with the run's adapter, loaded once."""
+def load_engine(run_path: str, device: str = "auto", progress=None):
+    """(engine, profile, run, splits): the base model with the run's adapter, loaded once;
+    `progress(stage)` hears each loading stage as it starts."""
     from workbench.evaluate.compare import ComparisonEngine, run_adapters
     from workbench.evaluate.errors import EvaluateError
     from workbench.evaluate.testset import load_splits
@@ -44,8 +45,11 @@ def load_engine(run_path: str, device: str = "auto"):
     except ProfileError as exc:
         raise EvaluateError(f"could not read the run's profile: {exc}") from exc
     adapters = run_adapters(run)
+    if progress:
+        progress("reading the run's data splits (few-shot examples come from train)")
     splits = load_splits(profile)
-    engine = ComparisonEngine.from_run(run, profile, adapters=adapters, device=device)
+    engine = ComparisonEngine.from_run(run, profile, adapters=adapters, device=device,
+                                       progress=progress)
     return engine, profile, run, splits
 
 
@@ -171,9 +175,12 @@ class CompareScreen(PicksFinishedRun, Screen):
         cancel = self._cancel = threading.Event()
         self._start_busy("load", f"loading the model and adapter of {Path(run_path).name}...")
 
+        def stage(text: str) -> None:  # from the loading thread
+            self.app._from_thread(self._loading_stage, cancel, text)
+
         def job():
             try:
-                return load_engine(run_path, self.device), None
+                return load_engine(run_path, self.device, progress=stage), None
             except Exception as exc:  # shown by _loaded, on the UI thread
                 return None, exc
 
@@ -191,6 +198,11 @@ class CompareScreen(PicksFinishedRun, Screen):
                 then()
 
         self.app.run_in_thread(job, node=self, group="compare", on_done=loaded)
+
+    def _loading_stage(self, cancel: threading.Event, text: str) -> None:
+        if self.busy == "load" and not cancel.is_set():
+            self._what = f"{text}..."
+            self._show_busy()
 
     # ---- generating ------------------------------------------------------------------------
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -42,8 +42,13 @@ def test_stream_a_typed_prompt_into_three_columns(tmp_path, needs_tiny_model):
             assert screen.query_one("#compare-run").value == str(run.path)
             screen.query_one("#compare-prompt").value = prompt
             screen.query_one("#compare-max").value = "12"
+            shown = []  # every status line, to see the loading stages go by
+            show = screen._show_status
+            screen._show_status = lambda text: (shown.append(text), show(text))
             await pilot.press("ctrl+g")
             await until_idle(pilot, screen)
+            stages = [t for t in shown if t.startswith("loading the")]
+            assert any("loading the base model" in t and "of weights" in t for t in stages), shown
             texts = {s: screen.column_text(s) for s in ("base", "few-shot", "fine-tuned")}
             assert all(texts.values()), texts
             engine, profile, _, _ = screen.engine

@@ -33,6 +33,22 @@ def engine_and_splits(run_dir):
     return ComparisonEngine.from_run(run, profile), load_splits(profile), profile
 
 
+def test_loading_reports_each_stage(run_dir):
+    from workbench.evaluate.compare import ComparisonEngine
+    from workbench.profile import load_profile
+    from workbench.train.rundir import RunDir
+
+    run = RunDir(run_dir)
+    stages: list[str] = []
+    ComparisonEngine.from_run(run, load_profile(run.profile_path), progress=stages.append)
+    assert [s.split(" ")[2] for s in stages] == ["tokenizer", "base", "adapter"], stages
+    from workbench.fmt import fmt_bytes
+
+    weights = (REPO / "assets" / "tiny-model" / "model.safetensors").stat().st_size
+    assert f"tiny-model onto cpu ({fmt_bytes(weights)} of weights)" in stages[1]
+    assert stages[2].endswith("adapter tuned")
+
+
 def test_end_of_training_report_has_every_section(run_dir):
     from workbench.evaluate.report import SECTIONS
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from workbench.evaluate.errors import EvaluateError
+from workbench.fmt import fmt_bytes
 
 BASE = "__base__"  # PEFT's name for "this row uses no adapter"
 TUNED = "tuned"
@@ -209,6 +210,14 @@ def load_base_model(profile, device: str):
     return model
 
 
+def weights_size(name_or_path: str) -> int | None:
+    """Bytes of safetensors weights in a local model folder (None for a hub id)."""
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return None
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) or None
+
+
 def attach_adapters(base, adapters: dict[str, Path], profile=None):
     """Load each adapter by name onto the one base model."""
     from peft import PeftModel
@@ -287,18 +296,28 @@ class ComparisonEngine:
 
     @classmethod
     def from_run(cls, run, profile, *, checkpoints: bool = False, device: str = "auto",
-                 adapters: dict[str, Path] | None = None) -> "ComparisonEngine":
+                 adapters: dict[str, Path] | None = None,
+                 progress: Callable[[str], None] | None = None) -> "ComparisonEngine":
+        """`progress(stage)` is told each loading stage as it starts (the app shows it: loading
+        a 7-8B model takes long enough that "what is it doing" matters)."""
         from workbench.train.plan import RunError, load_tokenizer
 
+        say = progress or (lambda _stage: None)
         adapters = adapters or run_adapters(run, checkpoints=checkpoints)
         for path in adapters.values():  # before loading gigabytes of weights
             check_adapter(path, profile)
         device = resolve_device(device)
+        say("loading the tokenizer")
         try:
             tokenizer = load_tokenizer(profile)
         except RunError as exc:
             raise EvaluateError(exc.message, exc.hint) from exc
-        model = attach_adapters(load_base_model(profile, device), adapters)
+        size = weights_size(profile.model.name_or_path)
+        say(f"loading the base model {profile.model.name_or_path} onto {device}"
+            + (f" ({fmt_bytes(size)} of weights)" if size else ""))
+        base = load_base_model(profile, device)
+        say(f"attaching the adapter{'s' if len(adapters) > 1 else ''} {', '.join(adapters)}")
+        model = attach_adapters(base, adapters)
         return cls(model, tokenizer, device, profile.data.system_prompt)
 
     def using(self, adapter: str):
