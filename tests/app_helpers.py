@@ -146,17 +146,17 @@ async def settle(pilot, pause: float = 0.4) -> None:
     await pilot.pause(0.1)
 
 
-async def settle_until(pilot, ready, timeout: float = 20.0) -> None:
-    """settle() until `ready(app)` holds: a loaded machine may need more than one round."""
+async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
+    """Poll `condition()` until it holds (a loaded machine may need many rounds); a timeout
+    fails with what the screen shows."""
     import time
 
     deadline = time.monotonic() + timeout
-    while True:
-        await settle(pilot)
-        if ready(pilot.app):
-            return
+    while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"the screen did not settle in {timeout:.0f} s:\n{screen_text(pilot.app)}")
+            raise AssertionError(f"timed out waiting for the screen:\n{screen_text(pilot.app)}")
+        await pilot.pause(0.05)
+    await pilot.pause()
 
 
 def svg_text(svg: str) -> list[str]:

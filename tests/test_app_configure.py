@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import time
 from pathlib import Path
 
 import pytest
 from textual.app import App
 
-from app_helpers import screen_text
+from app_helpers import screen_text, wait_for
 from screens.configure import ConfigureScreen
 from screens.widgets.configure_form import ProfileForm
 
@@ -56,15 +55,6 @@ def make(profile: str = "demo", **kwargs) -> ConfigureApp:
     kwargs.setdefault("detected_gpu", A10G)
     kwargs.setdefault("count_tokens", False)
     return ConfigureApp(lambda: ConfigureScreen(profile, **kwargs))
-
-
-async def wait_for(pilot, condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the screen")
-        await pilot.pause(0.05)
-    await pilot.pause()
 
 
 async def retype(pilot, text: str) -> None:

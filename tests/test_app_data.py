@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from textual.app import App
 
-from app_helpers import screen_text
+from app_helpers import screen_text, wait_for
 from screens.data import DataScreen
 from screens.widgets.data_clean import CleanPanel
 from screens.widgets.data_detail import TRAINED_STYLE
@@ -56,15 +56,6 @@ def _in_repo(monkeypatch):
     # Paths on screen are shown as typed: relative to the repository keeps snapshots stable.
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the screen")
-        await pilot.pause(0.05)
-    await pilot.pause()
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 from app_helpers import (A10G, H100, T0, gpu_dicts, install_fake_nvml, isolate,
-                         make_finished_run, screen_text, settle,
-                         settle_until)
+                         make_finished_run, screen_text, settle, wait_for)
 from app_helpers import drive as helpers_drive
 
 from workbench.train.rundir import RunDir
@@ -242,7 +241,7 @@ def _runs_shown(expected_runs: int, expected_gpus: int):
                 and len(screen.query_one(GpuPanel).gpus) == expected_gpus)
 
     async def before(pilot) -> None:
-        await settle_until(pilot, ready)
+        await wait_for(pilot, lambda: ready(pilot.app))
         pilot.app.screen.on_screen_suspend()  # stop both poll timers
         await settle(pilot, 0.1)
     return before
