@@ -69,3 +69,17 @@ def build_chatml_tokenizer(directory: Path, chat_template: str | None = CHATML_T
         fast.chat_template = chat_template
     fast.save_pretrained(directory)
     return PreTrainedTokenizerFast.from_pretrained(directory)
+
+
+def trained_segments(tokenizer, row) -> list[str]:
+    """Decode each consecutive run of trained tokens."""
+    segments, current = [], []
+    for token, trained in zip(row.input_ids, row.assistant_masks):
+        if trained:
+            current.append(token)
+        elif current:
+            segments.append(tokenizer.decode(current, skip_special_tokens=False))
+            current = []
+    if current:
+        segments.append(tokenizer.decode(current, skip_special_tokens=False))
+    return segments

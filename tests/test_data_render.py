@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from _tokenizers import NO_END_TEMPLATE, NO_SYSTEM_TEMPLATE, build_chatml_tokenizer
+from _tokenizers import NO_END_TEMPLATE, NO_SYSTEM_TEMPLATE, build_chatml_tokenizer, trained_segments
 from workbench.data import (
     DataError,
     TemplateError,
@@ -16,6 +16,8 @@ from workbench.data import (
     render_conversation,
     render_dataset,
 )
+from workbench.data.chat_format import ChatFormat
+from workbench.data.render import render_rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -50,20 +52,6 @@ TWO_TURNS = conversation(
     ("user", "And three plus three?"),
     ("assistant", "Six, I think."),
 )
-
-
-def trained_segments(tokenizer, row) -> list[str]:
-    """Decode each consecutive run of trained tokens."""
-    segments, current = [], []
-    for token, trained in zip(row.input_ids, row.assistant_masks):
-        if trained:
-            current.append(token)
-        elif current:
-            segments.append(tokenizer.decode(current, skip_special_tokens=False))
-            current = []
-    if current:
-        segments.append(tokenizer.decode(current, skip_special_tokens=False))
-    return segments
 
 
 def test_text_is_the_real_chat_template(chatml):
@@ -145,12 +133,17 @@ def test_no_chat_template(no_template):
 
 
 def test_template_refusing_system_messages(no_system):
-    with pytest.raises(TemplateError, match="does not accept a system message") as err:
-        render_conversation(no_system, ONE_TURN)
-    assert "data.system_prompt" in str(err.value)
+    # data.system = "keep": refused, with the template's own words and the option that works.
+    with pytest.raises(TemplateError, match="System role not supported") as err:
+        render_conversation(no_system, ONE_TURN, fmt=ChatFormat(no_system, system="keep"))
+    assert 'data.system = "fold"' in err.value.hint
     assert render_conversation(no_system, TWO_TURNS).input_ids  # fine without a system message
-    problems = check_template(no_system)
-    assert len(problems) == 1 and "does not accept a system message" in problems[0]
+    # "auto" (the default) folds the system text into the first user turn and says so.
+    fmt = ChatFormat(no_system)
+    row = render_conversation(no_system, ONE_TURN, fmt=fmt)
+    assert "<|im_start|>user\nYou are a helpful assistant.\n\nWhat is two plus two?" in row.text
+    assert check_template(no_system, fmt) == []
+    assert any("folded into the first user turn" in note for note in fmt.notes)
 
 
 def test_check_template_clean_chatml(chatml):
@@ -178,8 +171,10 @@ def test_template_that_is_not_prefix_stable(tmp_path):
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
     tokenizer = build_chatml_tokenizer(tmp_path, template)
-    with pytest.raises(TemplateError, match="not prefix-stable"):
-        render_conversation(tokenizer, TWO_TURNS)
+    rows = render_rows(tokenizer, TWO_TURNS)  # one row per answer, each as inference renders it
+    assert [r.method for r in rows] == ["per-turn", "per-turn"]
+    assert [''.join(trained_segments(tokenizer, r)) for r in rows] == ["Four.<|im_end|>", "Six, I think.<|im_end|>"]
+    assert rows[1].text.startswith(rows[0].text.replace("Four.", "old"))
     assert all(render_conversation(tokenizer, TWO_TURNS, train_on="all").assistant_masks)
 
 
@@ -234,8 +229,8 @@ def test_render_dataset_cancel(chatml):
 
 
 def test_render_dataset_errors_name_the_source(no_system):
-    with pytest.raises(TemplateError, match=r"d.jsonl: row 7: this model's chat template does not accept"):
-        render_dataset(no_system, [record(ONE_TURN, 7)])
+    with pytest.raises(TemplateError, match=r"d.jsonl: row 7: the chat template of .* failed to render"):
+        render_dataset(no_system, [record(ONE_TURN, 7)], fmt=ChatFormat(no_system, system="keep"))
 
 
 def test_rows_feed_trl_style_columns(chatml):

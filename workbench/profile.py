@@ -349,6 +349,10 @@ class DataSection:
     on_bad_rows: str = _f("error", _choice("error", "skip"))  # skipped rows are counted, listed
     encoding: str = _f("", _string())  # "" = UTF-8 (a byte-order mark is handled); e.g. "latin-1"
     system_prompt: str = _f("", _string())
+    # System messages: keep, fold into the first user turn, drop; auto folds for templates
+    # without a system role (Gemma 2). Reasoning (reasoning_content / <think>): keep or drop.
+    system: str = _f("auto", _choice("auto", "keep", "fold", "drop"))
+    reasoning: str = _f("keep", _choice("keep", "drop"))
     train_on: str = _f("assistant", _choice("assistant", "all"))
     split: list[float] = _f([0.8, 0.1, 0.1], _fractions)  # for `workbench data clean / split`
 

@@ -7,6 +7,7 @@ from workbench.data.errors import DataError, TemplateError
 from workbench.data.load import LoadReport, dataset_hash, detect_format, iter_records, load_records
 from workbench.data.readers import DATA_EXTENSIONS, looks_like_hub_id
 from workbench.data.schemas import SUPPORTED_FORMATS, parse_tools
+from workbench.data.chat_format import ChatFormat, chat_format
 from workbench.data.render import (
     RenderedRow,
     RenderStats,
@@ -14,9 +15,11 @@ from workbench.data.render import (
     format_rendered,
     render_conversation,
     render_dataset,
+    render_rows,
 )
 
 __all__ = [
+    "ChatFormat",
     "DATA_EXTENSIONS",
     "SUPPORTED_FORMATS",
     "DataError",
@@ -24,6 +27,7 @@ __all__ = [
     "RenderStats",
     "RenderedRow",
     "TemplateError",
+    "chat_format",
     "check_template",
     "dataset_hash",
     "detect_format",
@@ -34,4 +38,5 @@ __all__ = [
     "parse_tools",
     "render_conversation",
     "render_dataset",
+    "render_rows",
 ]

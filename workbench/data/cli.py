@@ -43,6 +43,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--near-dup-threshold", type=float, default=0.85, metavar="X")
     _load_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _chat_args(p)
     p.set_defaults(data_func=cmd_inspect)
 
     p = actions.add_parser("clean", help="load, clean, split and save a dataset folder")
@@ -82,6 +83,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--model", required=True, metavar="M", help="whose tokenizer and chat template to use")
     p.add_argument("--train-on", choices=("assistant", "all"), default="assistant")
     p.add_argument("--max-seq-len", type=int, metavar="N")
+    _chat_args(p)
     _load_args(p)
     p.set_defaults(data_func=cmd_show)
     return data
@@ -113,9 +115,10 @@ def data_main(argv: list[str] | None = None) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from workbench.data.inspect import format_report, inspect_dataset
 
-    tokenizer = _load_tokenizer(args.model) if args.model else None
+    tokenizer = _load_tokenizer(args.model, args.chat_template) if args.model else None
     kwargs = _supported(inspect_dataset, {
         "tokenizer": tokenizer,
+        "chat": _chat_format(args, tokenizer) if tokenizer is not None else None,
         "max_seq_len": args.max_seq_len,
         "near_dup_threshold": args.near_dup_threshold,
         "format": args.format,
@@ -198,7 +201,7 @@ def _print_saved(args, out, load_report, result, clean_report) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from workbench.data.load import LoadReport, iter_records
-    from workbench.data.render import check_template, format_rendered, render_conversation
+    from workbench.data.render import check_template, format_rendered, render_rows
 
     report = LoadReport()
     record = None
@@ -212,19 +215,33 @@ def cmd_show(args: argparse.Namespace) -> int:
         why = " (it was skipped as a bad row)" if rows else ""
         raise DataError(f"no row {args.row}{why}", file=args.path,
                         hint="rows are numbered by line for JSON Lines (from 1) and by index for a JSON array (from 0)")
-    tokenizer = _load_tokenizer(args.model)
-    for problem in check_template(tokenizer):
+    tokenizer = _load_tokenizer(args.model, args.chat_template)
+    fmt = _chat_format(args, tokenizer)
+    for problem in check_template(tokenizer, fmt):
         print(f"warning: {problem}", file=sys.stderr)
     try:
-        rendered = render_conversation(tokenizer, record["messages"], args.train_on, args.max_seq_len)
+        rows = render_rows(tokenizer, record["messages"], args.train_on, args.max_seq_len,
+                           tools=record.get("tools"), fmt=fmt)
     except DataError as exc:
         raise type(exc)(f"row {args.row}: {exc.message}", file=args.path, hint=exc.hint) from None
-    trained = sum(rendered.assistant_masks)
-    print(f"{args.path} row {args.row}: {len(rendered.input_ids)} tokens, {trained} trained (marked «...»)")
-    if rendered.truncated:
-        print(f"truncated to max_seq_len={args.max_seq_len}: {rendered.answer_tokens_lost} answer tokens cut")
-    print()
-    print(format_rendered(tokenizer, rendered))
+    for note in fmt.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if len(rows) > 1:
+        print(f"{args.path} row {args.row}: {len(rows)} training rows, one per answer, each "
+              f"trained on its last answer only ({rows[0].why})")
+    for n, rendered in enumerate(rows, 1):
+        trained = sum(rendered.assistant_masks)
+        which = f" training row {n}/{len(rows)}:" if len(rows) > 1 else ""
+        print(f"{args.path} row {args.row}:{which} {len(rendered.input_ids)} tokens, {trained} "
+              "trained (marked «...»)")
+        if rendered.truncated:
+            print(f"truncated to max_seq_len={args.max_seq_len}: {rendered.answer_tokens_lost} "
+                  "answer tokens cut")
+        if rendered.reasoning_untrained:
+            print("the chat template leaves this answer's reasoning out: it is not trained")
+        print()
+        print(format_rendered(tokenizer, rendered))
+        print()
     return EXIT_OK
 
 
@@ -317,6 +334,24 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seq-len", type=int, metavar="N")
 
 
+def _chat_args(p: argparse.ArgumentParser) -> None:
+    from workbench.data.chat_format import REASONING_CHOICES, SYSTEM_CHOICES
+
+    p.add_argument("--chat-template", metavar="FILE", default="",
+                   help="a Jinja chat template file to use instead of the tokenizer's")
+    p.add_argument("--system", choices=SYSTEM_CHOICES, default="auto",
+                   help="system messages: keep, fold into the first user turn, drop (auto: fold "
+                        "when the template has no system role)")
+    p.add_argument("--reasoning", choices=REASONING_CHOICES, default="keep",
+                   help="reasoning (reasoning_content / <think>) in answers: keep or drop")
+
+
+def _chat_format(args: argparse.Namespace, tokenizer):
+    from workbench.data.chat_format import chat_format
+
+    return chat_format(tokenizer, getattr(args, "system", "auto"), getattr(args, "reasoning", "keep"))
+
+
 def _load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="auto", help="the data schema (default: detect it)")
     p.add_argument("--skip-bad-rows", action="store_true",
@@ -381,7 +416,12 @@ def _load_tokenizer(name_or_path: str, chat_template: str = ""):
         raise DataError(f"could not load the tokenizer of {name_or_path!r}: {first}",
                         hint="give a local model folder, or a hub id that is in the local cache (the Hub may be offline)") from None
     if chat_template:
-        tokenizer.chat_template = Path(chat_template).read_text(encoding="utf-8")
+        try:
+            tokenizer.chat_template = Path(chat_template).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DataError(f"cannot read the chat template {chat_template}: {exc.strerror}",
+                            hint="give the path of a Jinja template file") from None
+        tokenizer.workbench_template_source = f"in {chat_template}"
     return tokenizer
 
 

@@ -26,7 +26,13 @@ the last one closed).
     chars               {"row": stats + histogram, "answer": stats}   row = all message contents
     tokens              null | {"row": stats + histogram, "method": str, "over_limit": null |
                           {"max_seq_len", "rows", "answer_tokens_lost", "examples":
-                           [{source, tokens, answer_tokens_lost}]}}
+                           [{source, tokens, answer_tokens_lost}]},
+                          "template": null (no chat template) | {"name": str, "notes": [str],
+                           "rows_in": int, "rows_out": int, "per_answer_rows": int,
+                           "per_answer_conversations": int, "why": [str]}}
+                          rows_out = the training rows the conversations become: conversations
+                          with several answers become one row per answer when the template
+                          renders earlier turns differently (see render.py)
     empty_fields        {"rows", "counts": {field: rows}, "examples": {field: [source]}}
     short_answers       {"min_chars", "rows", "examples": [source]}
     exact_duplicates    {"groups", "rows_removable", "examples": [[source, ...]]}
@@ -46,7 +52,9 @@ Token lengths: message contents are tokenized in batches (the fast tokenizer's R
 the chat template's overhead for the row's sequence of roles, measured once per role sequence by
 rendering a probe conversation. Rows whose estimate is within `_NEAR_LIMIT` tokens of
 `max_seq_len` (or above) are rendered exactly with `render_conversation` to count the answer
-tokens truncation would cut. Rendering every row through Jinja would be ~10x slower.
+tokens truncation would cut. Rendering every row through Jinja would be ~10x slower. Whether a
+conversation becomes one training row per answer is decided the same way: once per shape (with or
+without a system message) on a sample conversation, then counted per row from its answers.
 """
 
 from __future__ import annotations
@@ -160,7 +168,9 @@ class _Examples:
 class _Tokens:
     """Token lengths: batched content tokenization + per-role-sequence template overhead."""
 
-    def __init__(self, tokenizer: Any, max_seq_len: int | None, max_examples: int):
+    def __init__(self, tokenizer: Any, max_seq_len: int | None, max_examples: int, chat: Any = None):
+        from workbench.data.chat_format import chat_format
+
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
         self.max_examples = max_examples
@@ -176,6 +186,47 @@ class _Tokens:
             and getattr(backend, "padding", 1) is None
         self._backend = backend if usable else None
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
+        self.fmt = (chat or chat_format(tokenizer)) if self.has_template else None
+        self.rows_in = self.rows_out = self.per_answer_rows = self.per_answer_conversations = 0
+        self.why: Counter = Counter()
+        self._splits: dict[bool, str] = {}
+
+    def _split_why(self, has_system: bool) -> str:
+        """Why a multi-answer conversation of this shape becomes one row per answer ("" = it
+        does not), from a sample conversation rendered once per shape."""
+        from workbench.data.render import _SAMPLE_CONVERSATION, render_rows
+
+        if has_system not in self._splits:
+            sample = [m for m in _SAMPLE_CONVERSATION if has_system or m["role"] != "system"]
+            try:
+                rows = render_rows(self.tokenizer, sample, fmt=self.fmt)
+                self._splits[has_system] = rows[0].why if len(rows) > 1 else ""
+            except Exception:  # a template that fails here fails in training with a message
+                self._splits[has_system] = ""
+        return self._splits[has_system]
+
+    def _count_rows(self, record: dict) -> None:
+        from workbench.data.chat_format import split_reasoning
+        from workbench.data.render import WHY_HISTORY_REASONING
+
+        messages = record.get("messages") or ()
+        self.rows_in += 1
+        answers = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+        why = ""
+        if len(answers) > 1 and not record.get("text_only"):
+            last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+            if self.fmt.reasoning_mode == "keep" and any(
+                    split_reasoning(messages[i])[0] for i in answers if i < last_user):
+                why = WHY_HISTORY_REASONING
+            else:
+                why = self._split_why(any(m.get("role") == "system" for m in messages))
+        if why:
+            self.why[why] += 1
+            self.per_answer_conversations += 1
+            self.per_answer_rows += len(answers)
+            self.rows_out += len(answers)
+        else:
+            self.rows_out += 1
 
     def _count(self, texts: list[str]) -> list[int]:
         if not texts:
@@ -208,6 +259,8 @@ class _Tokens:
         totals = np.zeros(len(records), dtype=np.int64)
         np.add.at(totals, np.asarray(owners, dtype=np.intp), np.asarray(self._count(flat), dtype=np.int64))
         for i, rec in enumerate(records):
+            if self.fmt is not None:
+                self._count_rows(rec)
             n = int(totals[i]) + self.overhead(tuple(m.get("role") for m in rec.get("messages") or ()))
             if self.max_seq_len is not None and n > self.max_seq_len - _NEAR_LIMIT:
                 n = self._exact(rec, sources[i], n)
@@ -241,8 +294,14 @@ class _Tokens:
             over = {"max_seq_len": self.max_seq_len, "rows": self.over_rows,
                     "answer_tokens_lost": self.lost, "examples": self.over_examples}
         method = "contents + template overhead" + (", exact near the limit" if over else "")
+        template = None
+        if self.fmt is not None:
+            template = {"name": self.fmt.name, "notes": list(self.fmt.notes), "rows_in": self.rows_in,
+                        "rows_out": self.rows_out, "per_answer_rows": self.per_answer_rows,
+                        "per_answer_conversations": self.per_answer_conversations,
+                        "why": [f"{why} ({n})" for why, n in self.why.most_common()]}
         return {"row": {**stats(lengths), "histogram": histogram(lengths)}, "method": method,
-                "over_limit": over}
+                "over_limit": over, "template": template}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,18 +319,22 @@ def inspect_dataset(
     cancel: CancelFlag | None = None,
     max_examples: int = 20,
     near_dups: bool = True,
+    chat: Any = None,
 ) -> InspectionReport:
     """Inspect records from a file, several files, or an iterable of records, in one pass.
 
     progress(rows_done, None) is called after each batch of rows; when `cancel.is_set()` the pass
     stops and the report covers the rows read so far (`cancelled: true`).
     near_dups=False skips MinHash (saves 512 bytes/row and ~20% of the time on big datasets).
+    chat: the ChatFormat (data.system / data.reasoning) training will use; the tokenizer's
+    default one when None.
     """
     started = time.perf_counter()
     report = InspectionReport()
     load = LoadReport()
     records, schemas = _records(path_or_records, format, load, report)
-    state = _State(tokenizer, max_seq_len, near_dup_threshold if near_dups else None, max_examples)
+    state = _State(tokenizer, max_seq_len, near_dup_threshold if near_dups else None, max_examples,
+                   chat)
 
     batch: list[dict] = []
     for record in records:
@@ -323,7 +386,7 @@ def _records(source: Any, format: str, load: LoadReport, report: InspectionRepor
 class _State:
     """Per-row numbers and bounded example lists, filled batch by batch."""
 
-    def __init__(self, tokenizer, max_seq_len, near_threshold, max_examples):
+    def __init__(self, tokenizer, max_seq_len, near_threshold, max_examples, chat=None):
         self.n = 0
         self.max_examples = max_examples
         self.files: dict[str | None, int] = {}
@@ -351,7 +414,7 @@ class _State:
         # Exact dups online: first row of each key; later rows point at it.
         self.first_of_key: dict[bytes, int] = {}
         self.dup_of: dict[int, list[int]] = {}
-        self.tokens = _Tokens(tokenizer, max_seq_len, max_examples) if tokenizer is not None else None
+        self.tokens = _Tokens(tokenizer, max_seq_len, max_examples, chat) if tokenizer is not None else None
         self.lsh = MinHashLSH(threshold=near_threshold) if near_threshold is not None else None
         self.lsh_rows = array("q")  # MinHash index -> row index (exact copies are not signed)
 
@@ -540,6 +603,15 @@ def format_report(report: InspectionReport | dict) -> str:
             line("answer tokens lost", over["answer_tokens_lost"])
             if over["examples"]:
                 out.append(f"    e.g. {refs([e['source'] for e in over['examples']])}")
+        template = r["tokens"].get("template")
+        if template:
+            line("training rows", template["rows_out"])
+            if template["per_answer_conversations"]:
+                out.append(f"    {template['per_answer_conversations']} conversations with several "
+                           f"answers become {template['per_answer_rows']} rows, one per answer: "
+                           + "; ".join(template["why"]))
+            for note in template["notes"]:
+                out.append(f"    note: {note}")
     section("Problems")
     ef = r["empty_fields"]
     line("rows with empty fields", ef["rows"])

@@ -1,36 +1,49 @@
-"""Render conversations through the tokenizer's own chat template into `input_ids` + a loss mask.
+"""Render conversations through the model's own chat template into `input_ids` + a loss mask.
 
 Why this way: the template is the model's truth about turn markers, so we never hand-write them.
-We render the whole conversation once, then find each assistant message's character span by
-rendering prefixes of the conversation:
+Each trained row is a piece of text plus the character spans of the answers in it; tokens are
+mapped back to characters with the fast tokenizer's offsets, and a token that overlaps an answer
+span is trained (a token straddling the boundary is rare and trained). A span covers the answer
+*and* the template's end-of-turn token (the model must learn to stop); trailing whitespace after
+it (the separator between turns) is left untrained. Three ways to find the spans, the first that
+holds wins:
 
-    start = len(render(messages[:i], add_generation_prompt=True))   # after "<|im_start|>assistant\n"
-    end   = len(render(messages[:i + 1]))                           # after "...<|im_end|>\n"
+1. **Generation blocks.** A template that marks assistant text with `{% generation %}` says
+   itself what is trained; transformers reports those character spans.
+2. **Prefix renders** (most templates: Llama 3, Qwen2.5, SmolLM3, Granite, Phi, ...). The whole
+   conversation is rendered once and each answer located by rendering prefixes of it:
 
-so the span covers the answer *and* the template's end-of-turn token (the model must learn to stop);
-trailing whitespace after the end token (the separator between turns) is left untrained. Tokens are
-mapped back to characters with the fast tokenizer's offsets; a token that overlaps an assistant span
-is trained (a token straddling the boundary is rare and trained). The output column is called
-`assistant_masks` because that is the column trl's SFTTrainer reads from a pre-tokenized dataset.
+       start = len(render(messages[:i], add_generation_prompt=True))   # after the assistant header
+       end   = len(render(messages[:i + 1]))                           # after its end-of-turn token
 
-The tokenizer is passed in, so this module imports neither torch nor transformers; jinja2 is
-imported only where template errors are caught.
+   This holds when both renders are the start of the full one (a template that closes the
+   conversation with `eos_token`, like Phi-3.5, is allowed that final token).
+3. **One row per answer.** Templates that render earlier turns differently from the last one
+   (Qwen3, DeepSeek-R1 distills and gpt-oss drop earlier turns' reasoning; gpt-oss ends only the
+   last answer with `<|return|>`; Mistral-Nemo puts the system text into the last user turn) are
+   not prefix-stable. A conversation with k answers becomes k rows, row i being the conversation
+   up to answer i rendered as inference renders it (`render(messages[:i], add_generation_prompt)`
+   is its exact start) and trained on answer i only. Earlier answers' reasoning is left out of a
+   row's history, as inference leaves it out. rows_in / rows_out and the reason are reported.
+
+The output column is called `assistant_masks` because that is the column trl's SFTTrainer reads
+from a pre-tokenized dataset. The tokenizer is passed in, so this module imports neither torch
+nor transformers.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from workbench.data.chat_format import (NO_TEMPLATE_HINT, ChatFormat, chat_format, special_tokens,
+                                        split_reasoning)
 from workbench.data.errors import DataError, TemplateError
 
 TRAIN_ON_CHOICES = ("assistant", "all")
 
-_NO_TEMPLATE_HINT = (
-    "set model.chat_template in the profile (for example to a ChatML template) or use a model "
-    "whose tokenizer ships one"
-)
 _SAMPLE_CONVERSATION = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is two plus two?"},
@@ -38,6 +51,9 @@ _SAMPLE_CONVERSATION = [
     {"role": "user", "content": "And three plus three?"},
     {"role": "assistant", "content": "Six."},
 ]
+# Why a conversation was rendered one row per answer (reported with counts).
+WHY_UNSTABLE = "the template renders earlier turns differently from the last one"
+WHY_HISTORY_REASONING = "earlier answers' reasoning is left out of the history, as at inference"
 
 
 class CancelFlag(Protocol):
@@ -46,46 +62,73 @@ class CancelFlag(Protocol):
 
 @dataclass
 class RenderedRow:
-    """One conversation as the trainer sees it. `text` is the full, untruncated rendering."""
+    """One training row as the trainer sees it. `text` is the full, untruncated rendering."""
 
     input_ids: list[int]
     assistant_masks: list[int]  # 1 = the token contributes to the loss
     text: str
     truncated: bool = False
     answer_tokens_lost: int = 0  # trained tokens cut off by max_seq_len
+    method: str = "prefix"  # generation | prefix | per-turn | all | text
+    why: str = ""  # for per-turn rows: why the conversation could not be one row
+    reasoning_untrained: int = 0  # answers whose reasoning the template left out
 
 
 @dataclass
 class RenderStats:
     """What render_dataset did. Token totals count kept rows (what will actually train)."""
 
-    rows_in: int = 0
-    rows_out: int = 0
+    rows_in: int = 0  # records (conversations)
+    rows_out: int = 0  # training rows kept
     truncated_rows: int = 0  # among all rendered rows, kept or dropped
     answer_tokens_lost: int = 0  # among all rendered rows, kept or dropped
     total_tokens: int = 0
     trained_tokens: int = 0
     dropped: list[tuple[str | None, int | None, str]] = field(default_factory=list)  # (file, row, why)
     cancelled: bool = False
+    per_turn: Counter = field(default_factory=Counter)  # why -> conversations expanded
+    per_turn_rows: int = 0  # rows those conversations became
+    reasoning_untrained: int = 0
+    notes: list[str] = field(default_factory=list)  # the ChatFormat's decisions
+
+    def describe_expansion(self) -> str:
+        """One sentence for logs and reports; "" when every conversation was one row."""
+        if not self.per_turn:
+            return ""
+        n = sum(self.per_turn.values())
+        why = "; ".join(f"{why} ({count})" for why, count in self.per_turn.most_common())
+        return (f"{n} conversation{'s' if n != 1 else ''} with several answers became "
+                f"{self.per_turn_rows} rows, one per answer, each trained on its last answer "
+                f"only: {why}")
+
+    def describe_reasoning(self) -> str:
+        if not self.reasoning_untrained:
+            return ""
+        return (f"{self.reasoning_untrained} answers carry reasoning that the chat template does "
+                "not render, so it is not trained (DeepSeek-R1-distill and QwQ templates keep only "
+                "the text after </think>); set data.reasoning = \"drop\" to say so is intended, "
+                "or model.chat_template to a template that renders reasoning")
 
 
 # ---------------------------------------------------------------------------------------------
 # Public API
 
 
-def render_conversation(
+def render_rows(
     tokenizer: Any,
     messages: list[dict],
     train_on: str = "assistant",
     max_seq_len: int | None = None,
     tools: list[dict] | None = None,
-) -> RenderedRow:
-    """Render `messages` with the tokenizer's chat template and mark the tokens to train on.
+    fmt: ChatFormat | None = None,
+) -> list[RenderedRow]:
+    """Render `messages` through the chat template into training rows with loss masks.
 
-    train_on: "assistant" (each assistant answer plus its end-of-turn token) or "all".
-    max_seq_len: keep the first max_seq_len tokens; trained tokens cut off are counted.
-    tools: tool schemas (a ShareGPT / OpenAI record's `tools`), handed to templates that
-    render them; templates without tool support ignore them.
+    Usually one row; several when the template needs one row per answer (see the module doc).
+    train_on: "assistant" (each answer plus its end-of-turn token) or "all".
+    max_seq_len: keep the first max_seq_len tokens of each row; trained tokens cut off are counted.
+    tools: tool schemas (a ShareGPT / OpenAI record's `tools`), handed to the template.
+    fmt: the ChatFormat (system / reasoning settings); the tokenizer's default one when None.
     """
     if train_on not in TRAIN_ON_CHOICES:
         raise DataError(
@@ -98,19 +141,27 @@ def render_conversation(
             hint="load the tokenizer with use_fast=True (AutoTokenizer does by default), or convert it "
             "to a tokenizer.json",
         )
-    text = _render(tokenizer, messages, tools=tools)
-    spans = (_assistant_spans(tokenizer, messages, text, tools) if train_on == "assistant"
-             else [(0, len(text))])
+    fmt = fmt or chat_format(tokenizer)
+    if train_on == "all":
+        text = fmt.render(fmt.prepare(messages), tools=tools)
+        pieces = [_Piece(text, [(0, len(text))], "all")]
+    else:
+        pieces = _answer_pieces(fmt, messages, tools)
+    return [_encode(tokenizer, piece, max_seq_len) for piece in pieces]
 
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    input_ids = list(encoding["input_ids"])
-    mask = _mask_from_spans(encoding["offset_mapping"], spans)
 
-    truncated, lost = False, 0
-    if max_seq_len is not None and len(input_ids) > max_seq_len:
-        truncated, lost = True, sum(mask[max_seq_len:])
-        input_ids, mask = input_ids[:max_seq_len], mask[:max_seq_len]
-    return RenderedRow(input_ids, mask, text, truncated, lost)
+def render_conversation(
+    tokenizer: Any,
+    messages: list[dict],
+    train_on: str = "assistant",
+    max_seq_len: int | None = None,
+    tools: list[dict] | None = None,
+    fmt: ChatFormat | None = None,
+) -> RenderedRow:
+    """The last row of `render_rows`: the whole conversation when the template renders it as one
+    row, else the row that ends with (and trains on) the last answer. For scoring a conversation's
+    final answer (evaluation); training uses every row of render_rows."""
+    return render_rows(tokenizer, messages, train_on, max_seq_len, tools, fmt)[-1]
 
 
 def render_dataset(
@@ -120,15 +171,17 @@ def render_dataset(
     max_seq_len: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     cancel: CancelFlag | None = None,
+    fmt: ChatFormat | None = None,
 ) -> tuple[list[dict], RenderStats]:
     """Render records (the one record format) into trainer rows `{input_ids, assistant_masks}`.
 
     Rows left with no trained token (usually: the answer fell beyond max_seq_len) are dropped and
     listed in `stats.dropped` with their source file and row. progress(done, total) is called every
-    100 rows and at the end; total is None when `records` has no len(). When `cancel.is_set()`
+    100 records and at the end; total is None when `records` has no len(). When `cancel.is_set()`
     the loop stops, `stats.cancelled` is True and the rows so far are returned.
     A record that cannot be rendered raises DataError naming its source.
     """
+    fmt = fmt or chat_format(tokenizer)
     total = len(records) if hasattr(records, "__len__") else None
     stats = RenderStats()
     rows: list[dict] = []
@@ -142,26 +195,32 @@ def render_dataset(
         file, row_no = source.get("file"), source.get("row")
         try:
             if record.get("text_only"):
-                rendered = render_plain_text(tokenizer, record["messages"][0]["content"], max_seq_len)
+                rendered = [render_plain_text(tokenizer, record["messages"][0]["content"], max_seq_len)]
             else:
-                rendered = render_conversation(tokenizer, record["messages"], train_on, max_seq_len,
-                                               tools=record.get("tools"))
+                rendered = render_rows(tokenizer, record["messages"], train_on, max_seq_len,
+                                       tools=record.get("tools"), fmt=fmt)
         except DataError as exc:
             where = f"row {row_no}: " if row_no is not None else ""
             raise type(exc)(where + exc.message, file=file, hint=exc.hint) from exc
         stats.rows_in += 1
-        stats.truncated_rows += rendered.truncated
-        stats.answer_tokens_lost += rendered.answer_tokens_lost
-        trained = sum(rendered.assistant_masks)
-        if trained == 0:
-            stats.dropped.append((file, row_no, _why_nothing_trained(rendered, max_seq_len)))
-        else:
-            rows.append({"input_ids": rendered.input_ids, "assistant_masks": rendered.assistant_masks})
+        if len(rendered) > 1:
+            stats.per_turn[rendered[0].why] += 1
+            stats.per_turn_rows += len(rendered)
+        for one in rendered:
+            stats.truncated_rows += one.truncated
+            stats.answer_tokens_lost += one.answer_tokens_lost
+            stats.reasoning_untrained += one.reasoning_untrained
+            trained = sum(one.assistant_masks)
+            if trained == 0:
+                stats.dropped.append((file, row_no, _why_nothing_trained(one, max_seq_len)))
+                continue
+            rows.append({"input_ids": one.input_ids, "assistant_masks": one.assistant_masks})
             stats.rows_out += 1
-            stats.total_tokens += len(rendered.input_ids)
+            stats.total_tokens += len(one.input_ids)
             stats.trained_tokens += trained
         if progress and stats.rows_in % 100 == 0:
             progress(stats.rows_in, total)
+    stats.notes = list(fmt.notes)
     if progress:
         progress(stats.rows_in, total)
     return rows, stats
@@ -176,7 +235,7 @@ def render_plain_text(tokenizer: Any, text: str, max_seq_len: int | None = None)
     truncated = max_seq_len is not None and len(ids) > max_seq_len
     lost = len(ids) - max_seq_len if truncated else 0
     ids = ids[:max_seq_len] if truncated else ids
-    return RenderedRow(ids, [1] * len(ids), text, truncated, lost)
+    return RenderedRow(ids, [1] * len(ids), text, truncated, lost, method="text")
 
 
 def format_rendered(tokenizer: Any, row: RenderedRow | dict, trained_marker: tuple[str, str] = ("«", "»")) -> str:
@@ -196,37 +255,32 @@ def format_rendered(tokenizer: Any, row: RenderedRow | dict, trained_marker: tup
     return "".join(pieces)
 
 
-def check_template(tokenizer: Any) -> list[str]:
+def check_template(tokenizer: Any, fmt: ChatFormat | None = None) -> list[str]:
     """Render a sample conversation and list problems a person should know about before training.
 
-    Returns an empty list when the template looks fine. Checks: a chat template exists; it accepts
-    a system message; it is prefix-stable (needed for the loss mask); it ends assistant turns with
-    the eos / an end-of-turn token; it does not emit the BOS token twice.
+    Returns an empty list when the template looks fine. Checks: a chat template exists; it renders
+    a two-turn conversation (with the system message as data.system handles it); it ends assistant
+    turns with the eos / an end-of-turn token; it does not emit the BOS token twice. Decisions the
+    ChatFormat took (folding system text, ...) are in `fmt.notes`, not here.
     """
-    if not getattr(tokenizer, "chat_template", None):
-        return [f"the tokenizer has no chat template; {_NO_TEMPLATE_HINT}"]
-    problems: list[str] = []
-    sample = list(_SAMPLE_CONVERSATION)
+    fmt = fmt or chat_format(tokenizer)
+    if not fmt.template:
+        return [f"the tokenizer has no chat template; {NO_TEMPLATE_HINT}"]
     try:
-        text = _render(tokenizer, sample)
+        sample = fmt.prepare(_SAMPLE_CONVERSATION)
+        text = fmt.render(sample)
     except TemplateError as exc:
-        problems.append(str(exc))
-        sample = [m for m in sample if m["role"] != "system"]
-        try:
-            text = _render(tokenizer, sample)
-        except TemplateError as exc2:
-            problems.append(str(exc2))
-            return problems
-
+        return [str(exc)]
+    problems: list[str] = []
     bos = getattr(tokenizer, "bos_token", None)
     if bos and text.startswith(bos + bos):
         problems.append(
             f"the rendered conversation starts with the BOS token {bos!r} twice; the template adds one and "
             "so does something else (a BOS inside the template plus one in the data?)"
         )
-    problems.extend(_end_token_problems(tokenizer, sample))
+    problems.extend(_end_token_problems(tokenizer, fmt, sample))
     try:
-        render_conversation(tokenizer, sample)
+        render_rows(tokenizer, _SAMPLE_CONVERSATION, fmt=fmt)
     except DataError as exc:
         problems.append(str(exc))
     return problems
@@ -236,68 +290,181 @@ def check_template(tokenizer: Any) -> list[str]:
 # Internals
 
 
-def _render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = False,
-            tools: list[dict] | None = None) -> str:
-    """apply_chat_template as text, with template failures turned into TemplateError for people."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise TemplateError("the tokenizer has no chat template", hint=_NO_TEMPLATE_HINT)
-    from jinja2.exceptions import TemplateError as JinjaTemplateError
+@dataclass
+class _Piece:
+    text: str
+    spans: list[tuple[int, int]]
+    method: str
+    why: str = ""
+    reasoning_untrained: int = 0
 
-    try:
-        return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-            **({"tools": tools} if tools else {}),
+
+def _answer_pieces(fmt: ChatFormat, messages: list[dict], tools: list[dict] | None) -> list[_Piece]:
+    first = next((i for i, m in enumerate(messages) if m["role"] != "system"), None)
+    if first is not None and messages[first]["role"] == "assistant":
+        raise DataError(
+            "the conversation starts with an assistant message, so it answers nothing",
+            hint="put a user message (or a system prompt) before the first assistant message",
         )
-    except JinjaTemplateError as exc:
-        if any(m["role"] == "system" for m in messages) and _renders_without_system(tokenizer, messages):
-            raise TemplateError(
-                f"this model's chat template does not accept a system message ({exc})",
-                hint="remove data.system_prompt from the profile, drop the system messages from the data, "
-                "or set model.chat_template to a template that supports one",
-            ) from None
-        raise TemplateError(f"the chat template failed to render a conversation: {exc}") from None
+    prepared = fmt.prepare(messages)
+    reasoning = _reasoning_by_turn(fmt, prepared)
+    if fmt.has_generation_blocks:
+        text, spans = fmt.generation_spans(prepared, tools)
+        if spans:
+            spans = [(s, _trim_end(text, s, e)) for s, e in spans]
+            return [_Piece(text, spans, "generation", "",
+                           _untrained(reasoning, [text[s:e] for s, e in spans]))]
+    turns = [i for i, m in enumerate(prepared) if m["role"] == "assistant"]
+    last_user = max((i for i, m in enumerate(prepared) if m["role"] == "user"), default=-1)
+    history_reasoning = fmt.reasoning_mode == "keep" and any(
+        reasoning.get(i) for i in turns if i < last_user)
+    if not history_reasoning:
+        text = fmt.render(prepared, tools=tools)
+        spans = _prefix_spans(fmt, prepared, turns, text, tools)
+        if spans is not None:
+            return [_Piece(text, spans, "prefix", "",
+                           _untrained(reasoning, [text[s:e] for s, e in spans]))]
+    why = WHY_HISTORY_REASONING if history_reasoning else WHY_UNSTABLE
+    pieces = []
+    for turn in turns:
+        history_user = max((i for i in range(turn) if prepared[i]["role"] == "user"), default=-1)
+        sub = [_without_reasoning(m) if m["role"] == "assistant" and i < history_user else m
+               for i, m in enumerate(prepared[: turn + 1])]
+        text, span = _final_turn(fmt, sub, tools)
+        pieces.append(_Piece(text, [span], "per-turn", why,
+                             _untrained({0: reasoning.get(turn)}, [text[span[0]:span[1]]])))
+    return pieces
 
 
-def _renders_without_system(tokenizer: Any, messages: list[dict]) -> bool:
-    from jinja2.exceptions import TemplateError as JinjaTemplateError
-
-    rest = [m for m in messages if m["role"] != "system"]
-    if not rest:
-        return False
-    try:
-        tokenizer.apply_chat_template(rest, tokenize=False)
-    except JinjaTemplateError:
-        return False
-    return True
-
-
-def _assistant_spans(tokenizer: Any, messages: list[dict], text: str,
-                     tools: list[dict] | None = None) -> list[tuple[int, int]]:
+def _prefix_spans(fmt: ChatFormat, prepared: list[dict], turns: list[int], text: str,
+                  tools: list[dict] | None) -> list[tuple[int, int]] | None:
+    """Answer spans from prefix renders; None when the template is not prefix-stable here."""
+    eos = getattr(fmt.tokenizer, "eos_token", None) or ""
     spans = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        if i == 0:
-            raise DataError(
-                "the conversation starts with an assistant message, so it answers nothing",
-                hint="put a user message (or a system prompt) before the first assistant message",
-            )
-        prefix = _render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
-        through = _render(tokenizer, messages[: i + 1], tools=tools)
-        for part in (prefix, through):
-            if not text.startswith(part):
-                raise TemplateError(
-                    f"the chat template is not prefix-stable: rendering the first {i} message(s) does not "
-                    "give the start of the full conversation, so assistant turns cannot be located",
-                    hint="templates that rewrite earlier turns (e.g. strip reasoning) need train_on=\"all\" "
-                    "or a different model.chat_template",
-                )
-        start, end = len(prefix), len(through)
-        # The separator after the end-of-turn token is never generated; leave it untrained.
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        spans.append((start, end))
+    for i in turns:
+        prefix = fmt.render(prepared[:i], add_generation_prompt=True, tools=tools)
+        through = fmt.render(prepared[: i + 1], tools=tools)
+        if not text.startswith(through) and fmt.closes_with_eos and through.endswith(eos):
+            through = through[: -len(eos)]  # the eos that closes the whole conversation
+        if not (text.startswith(prefix) and text.startswith(through)) or len(through) <= len(prefix):
+            return None
+        spans.append((len(prefix), _trim_end(text, len(prefix), len(through))))
     return spans
+
+
+def _final_turn(fmt: ChatFormat, sub: list[dict], tools: list[dict] | None) -> tuple[str, tuple[int, int]]:
+    """The text of a conversation ending with an answer, rendered as inference renders it,
+    and the span of that answer."""
+    prompt = fmt.render(sub[:-1], add_generation_prompt=True, tools=tools)
+    through = fmt.render(sub, tools=tools)
+    if through.startswith(prompt) and len(through) > len(prompt):
+        return through, (len(prompt), _trim_end(through, len(prompt), len(through)))
+    marker = _answer_marker(sub[-1])
+    # The history renders differently when an answer follows it (Hermes closes a tool result
+    # differently when it is last): the inference prompt, then the answer as rendered after
+    # the assistant header the generation prompt ends with.
+    closed = fmt.render(sub[:-1], tools=tools)
+    header = prompt[len(closed):] if prompt.startswith(closed) else ""
+    at = through.rfind(header, 0, through.rfind(marker)) if header and marker in through else -1
+    if at >= 0:
+        text = prompt + through[at + len(header):]
+        return text, (len(prompt), _trim_end(text, len(prompt), len(text)))
+    # The system text lives in the last user turn at inference (Mistral-Nemo) and is gone from
+    # a rendering that ends with the answer: take the answer from a rendering without it.
+    if any(m["role"] == "system" for m in sub):
+        rest = [m for m in sub if m["role"] != "system"]
+        bare_prompt = fmt.render(rest[:-1], add_generation_prompt=True, tools=tools)
+        bare = fmt.render(rest, tools=tools)
+        if bare.startswith(bare_prompt) and len(bare) > len(bare_prompt):
+            text = prompt + bare[len(bare_prompt):]
+            return text, (len(prompt), _trim_end(text, len(prompt), len(text)))
+    # The generation prompt opens something the rendered answer does not contain (DeepSeek-R1
+    # distills add "<think>\n"): train the answer as the template renders it.
+    common = _boundary(prompt, _common_prefix(prompt, through), fmt.tokenizer)
+    if common and marker and marker in through[common:]:
+        fmt._note(f"{fmt.name} adds {prompt[common:]!r} to its generation prompt, which its "
+                  "rendering of an answer does not contain; answers are trained as the template "
+                  "renders them, after the assistant header")
+        return through, (common, _trim_end(through, common, len(through)))
+    raise TemplateError(
+        f"{fmt.name} renders an answer in a way that does not continue its own generation "
+        "prompt, so the answer cannot be located for an answer-only loss",
+        hint="set model.chat_template to the model family's official template (a file path or the "
+        "template text); training on the whole text (data.train_on = \"all\") would also train "
+        "on the prompts",
+    )
+
+
+def _encode(tokenizer: Any, piece: _Piece, max_seq_len: int | None) -> RenderedRow:
+    encoding = tokenizer(piece.text, add_special_tokens=False, return_offsets_mapping=True)
+    input_ids = list(encoding["input_ids"])
+    mask = _mask_from_spans(encoding["offset_mapping"], piece.spans)
+    truncated, lost = False, 0
+    if max_seq_len is not None and len(input_ids) > max_seq_len:
+        truncated, lost = True, sum(mask[max_seq_len:])
+        input_ids, mask = input_ids[:max_seq_len], mask[:max_seq_len]
+    return RenderedRow(input_ids, mask, piece.text, truncated, lost, piece.method, piece.why,
+                       piece.reasoning_untrained)
+
+
+def _trim_end(text: str, start: int, end: int) -> int:
+    # The separator after the end-of-turn token is never generated; leave it untrained.
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return end
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _boundary(text: str, end: int, tokenizer: Any) -> int:
+    """`end` moved back to just after a newline or a special token in text[:end]: two strings
+    that agree on "<t" of "<think>" and "<tool_call>" do not agree on a token."""
+    head = text[:end]
+    cuts = [head.rfind("\n") + 1]
+    cuts += [head.rfind(s) + len(s) for s in special_tokens(tokenizer) if s in head]
+    return max(cuts)
+
+
+def _answer_marker(message: dict) -> str:
+    """Text that must appear in the rendering of an answer: its words, or its tool's name."""
+    _, answer = split_reasoning(message)
+    if answer.strip():
+        return answer.strip()[:40]
+    calls = message.get("tool_calls") or []
+    return calls[0]["function"]["name"] if calls else ""
+
+
+def _reasoning_by_turn(fmt: ChatFormat, prepared: list[dict]) -> dict[int, str]:
+    """{prepared index: reasoning text} for answers whose reasoning should be trained."""
+    if fmt.reasoning_mode == "drop":
+        return {}
+    out = {}
+    for i, message in enumerate(prepared):
+        if message["role"] == "assistant":
+            reasoning = message.get("reasoning_content") or split_reasoning(message)[0]
+            if reasoning:
+                out[i] = reasoning
+    return out
+
+
+def _untrained(reasoning: dict[int, str], trained_texts: list[str]) -> int:
+    """How many answers' reasoning does not appear in any trained text."""
+    joined = "\n".join(trained_texts)
+    return sum(1 for text in reasoning.values() if text and text.strip()[:40] not in joined)
+
+
+def _without_reasoning(message: dict) -> dict:
+    out = {k: v for k, v in message.items() if k not in ("reasoning_content", "thinking")}
+    if isinstance(out.get("content"), str):
+        out["content"] = split_reasoning({"content": out["content"]})[1]
+    return out
 
 
 def _mask_from_spans(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
@@ -311,16 +478,14 @@ def _mask_from_spans(offsets: list[tuple[int, int]], spans: list[tuple[int, int]
     return mask
 
 
-def _end_token_problems(tokenizer: Any, sample: list[dict]) -> list[str]:
+def _end_token_problems(tokenizer: Any, fmt: ChatFormat, sample: list[dict]) -> list[str]:
     """Does each assistant turn end with the eos or another special (end-of-turn) token?"""
     eos = getattr(tokenizer, "eos_token", None)
-    specials = set(getattr(tokenizer, "all_special_tokens", []) or [])
-    specials |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
-    specials.discard(getattr(tokenizer, "bos_token", None))
+    specials = special_tokens(tokenizer) - {getattr(tokenizer, "bos_token", None)}
     for i, message in enumerate(sample):
         if message["role"] != "assistant":
             continue
-        through = _render(tokenizer, sample[: i + 1])
+        through = fmt.render(sample[: i + 1])
         tail = through[through.rfind(message["content"]) + len(message["content"]):]
         if eos and eos in tail:
             continue

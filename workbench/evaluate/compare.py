@@ -284,9 +284,13 @@ class _RowStreamer:
 
 
 class ComparisonEngine:
-    def __init__(self, model, tokenizer, device: str, system_prompt: str = ""):
+    def __init__(self, model, tokenizer, device: str, system_prompt: str = "", fmt=None):
+        from workbench.data.chat_format import chat_format
+
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.system_prompt = system_prompt
+        # The run's ChatFormat: prompts are rendered exactly as training rendered them.
+        self.fmt = fmt or chat_format(tokenizer)
         self.tuned_adapter = TUNED  # the adapter the "fine-tuned" system uses
         self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
 
@@ -300,7 +304,7 @@ class ComparisonEngine:
                  progress: Callable[[str], None] | None = None) -> "ComparisonEngine":
         """`progress(stage)` is told each loading stage as it starts (the app shows it: loading
         a 7-8B model takes long enough that "what is it doing" matters)."""
-        from workbench.train.plan import RunError, load_tokenizer
+        from workbench.train.plan import RunError, load_tokenizer, profile_chat_format
 
         say = progress or (lambda _stage: None)
         adapters = adapters or run_adapters(run, checkpoints=checkpoints)
@@ -318,7 +322,8 @@ class ComparisonEngine:
         base = load_base_model(profile, device)
         say(f"attaching the adapter{'s' if len(adapters) > 1 else ''} {', '.join(adapters)}")
         model = attach_adapters(base, adapters)
-        return cls(model, tokenizer, device, profile.data.system_prompt)
+        return cls(model, tokenizer, device, profile.data.system_prompt,
+                   profile_chat_format(tokenizer, profile))
 
     def using(self, adapter: str):
         """A context in which the whole model runs as one system: adapter off for BASE,
@@ -334,7 +339,7 @@ class ComparisonEngine:
 
     # ---- prompts ------------------------------------------------------------------------
     def chat_text(self, messages: list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.fmt.prompt(messages)
 
     def rows(self, prompts: Sequence[str | list[dict]], systems: Sequence[System],
              picker=None) -> list[Row]:

@@ -165,13 +165,16 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
 def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambda s: None) -> dict:
     """The end of every training run: the in-memory PEFT model (adapter "default") is the
     fine-tuned system, the same weights with the adapter off are the base."""
+    from workbench.train.plan import profile_chat_format
+
     tokenizer = plan.tokenizer
     was_training = model.training
     use_cache = model.config.use_cache
     model.eval()
     model.config.use_cache = True
     try:
-        engine = ComparisonEngine(model, tokenizer, plan.device, plan.profile.data.system_prompt)
+        engine = ComparisonEngine(model, tokenizer, plan.device, plan.profile.data.system_prompt,
+                                  profile_chat_format(tokenizer, plan.profile))
         engine.tuned_adapter = "default" if "default" in engine.adapters else engine.adapters[0]
         return evaluate_run(run, engine=engine, profile=plan.profile, log=log)
     finally:

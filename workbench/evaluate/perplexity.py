@@ -29,14 +29,14 @@ class Perplexity:
 
 
 def _scored_rows(tokenizer, records: Sequence[dict], system: System, picker, system_prompt: str,
-                 max_len: int):
+                 max_len: int, fmt=None):
     """(input_ids, answer_mask, all_mask) per record, with few-shot examples in front."""
     from workbench.data.render import render_conversation
     from workbench.evaluate.fewshot import prompt_of, shot_messages
 
     out = []
     for rec in records:
-        own = render_conversation(tokenizer, rec["messages"], "assistant")
+        own = render_conversation(tokenizer, rec["messages"], "assistant", fmt=fmt)
         if system.shots and picker is not None:
             shots = picker.pick(prompt_of(rec))[: system.shots]
             prefix = shot_messages(shots, "")
@@ -44,7 +44,7 @@ def _scored_rows(tokenizer, records: Sequence[dict], system: System, picker, sys
             head = [m for m in rec["messages"] if m["role"] == "system"] or (
                 [{"role": "system", "content": system_prompt}] if system_prompt else [])
             body = [m for m in rec["messages"] if m["role"] != "system"]
-            full = render_conversation(tokenizer, head + prefix + body, "assistant")
+            full = render_conversation(tokenizer, head + prefix + body, "assistant", fmt=fmt)
         else:
             full = own
         ids = full.input_ids
@@ -74,7 +74,7 @@ def perplexity(engine, records: Sequence[dict], system: System, picker=None,
     import torch
 
     tok, model = engine.tokenizer, engine.model
-    rows = _scored_rows(tok, records, system, picker, engine.system_prompt, max_len)
+    rows = _scored_rows(tok, records, system, picker, engine.system_prompt, max_len, engine.fmt)
     nll_answer = nll_all = 0.0
     n_answer = n_all = 0
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0

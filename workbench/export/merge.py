@@ -146,7 +146,8 @@ def export_merged(run: RunDir, profile, target: Path, force: bool,
         f"{loaded.device})")
     model = load_adapter_model(profile, run.adapter_dir, loaded)
     log(f"answering {len(convs)} prompts with the adapter model ({source})")
-    refs = collect_reference(model, tokenizer, convs, eos_ids)
+    chat = (profile.data.system, profile.data.reasoning)
+    refs = collect_reference(model, tokenizer, convs, eos_ids, chat=chat)
 
     with staged_dir(target, force) as staging:
         log("merging (merge_and_unload) and saving safetensors")
@@ -164,7 +165,7 @@ def export_merged(run: RunDir, profile, target: Path, force: bool,
             str(staging), dtype=getattr(torch, loaded.dtype_name), use_safetensors=True,
             trust_remote_code=profile.model.trust_remote_code).to(loaded.device)
         saved_tokenizer = AutoTokenizer.from_pretrained(str(staging))
-        proof = check_against(reloaded, saved_tokenizer, refs, eos_ids, loaded.dtype_name)
+        proof = check_against(reloaded, saved_tokenizer, refs, eos_ids, loaded.dtype_name, chat=chat)
         del reloaded
         gc.collect()
         record = {**proof.to_dict(), "prompt_source": source, "base": profile.model.name_or_path,

@@ -66,6 +66,7 @@ def build_modelfile(tokenizer, profile, from_path: str, adapter_path: str | None
     from workbench.export.chat_template import (TemplateNotDerivable, derive_skeleton,
                                                 end_of_turn_tokens)
     from workbench.export.gotemplate import build_template, ollama_values, render
+    from workbench.train.plan import profile_chat_format
 
     try:
         skeleton = derive_skeleton(tokenizer)
@@ -74,13 +75,19 @@ def build_modelfile(tokenizer, profile, from_path: str, adapter_path: str | None
                           hint="write TEMPLATE by hand in the Modelfile (see "
                                "https://github.com/ollama/ollama/blob/main/docs/template.md)") from exc
     template = build_template(skeleton)
-    # Proof: the Go template gives the prompt the tokenizer gives, for real conversations.
+    # Proof: the Go template gives the prompt training gave (the run's ChatFormat: system
+    # text folded or dropped as data.system says), for real conversations.
+    fmt = profile_chat_format(tokenizer, profile)
     for conv in sample_conversations(profile.data.system_prompt):
-        want = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+        want = fmt.prompt(conv)
         got = render(template, ollama_values(conv))
         if got != want:
-            raise ExportError("the derived Ollama TEMPLATE does not reproduce the chat template:\n"
-                              f"  tokenizer: {want!r}\n  TEMPLATE:  {got!r}",
+            why = ""
+            if fmt.system != "keep" and any(m["role"] == "system" for m in conv):
+                why = (f" (training used data.system = \"{fmt.system}\", which an Ollama "
+                       "TEMPLATE derived from the chat template does not do)")
+            raise ExportError("the derived Ollama TEMPLATE does not reproduce the prompt "
+                              f"training used{why}:\n  training:  {want!r}\n  TEMPLATE:  {got!r}",
                               hint="write TEMPLATE by hand in the Modelfile")
     stops = end_of_turn_tokens(tokenizer, skeleton)
     lines = [f"FROM {from_path}"]

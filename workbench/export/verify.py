@@ -113,8 +113,11 @@ def proof_conversations(profile, limit: int = MAX_PROMPTS) -> tuple[list[list[di
     return convs, source
 
 
-def _encode(tokenizer, messages) -> list[int]:
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+def _encode(tokenizer, messages, chat: tuple[str, str]) -> list[int]:
+    """The prompt as training rendered it (`chat` = the profile's data.system, data.reasoning)."""
+    from workbench.data.chat_format import chat_format
+
+    text = chat_format(tokenizer, *chat).prompt(messages)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
@@ -140,11 +143,12 @@ def _decision_logits(model, input_ids, tokens):
 
 
 def collect_reference(model, tokenizer, conversations, eos_ids,
-                      max_new_tokens: int = MAX_NEW_TOKENS) -> list[Reference]:
+                      max_new_tokens: int = MAX_NEW_TOKENS,
+                      chat: tuple[str, str] = ("auto", "keep")) -> list[Reference]:
     model.eval()
     refs = []
     for messages in conversations:
-        input_ids = _encode(tokenizer, messages)
+        input_ids = _encode(tokenizer, messages, chat)
         tokens = _greedy(model, input_ids, eos_ids, tokenizer.pad_token_id, max_new_tokens)
         refs.append(Reference(messages, input_ids, tokens,
                               _decision_logits(model, input_ids, tokens)))
@@ -152,14 +156,15 @@ def collect_reference(model, tokenizer, conversations, eos_ids,
 
 
 def check_against(model, tokenizer, refs: list[Reference], eos_ids, dtype_name: str,
-                  max_new_tokens: int = MAX_NEW_TOKENS) -> ProofResult:
+                  max_new_tokens: int = MAX_NEW_TOKENS,
+                  chat: tuple[str, str] = ("auto", "keep")) -> ProofResult:
     """`tokenizer` is the one saved with the merged model: it must build the same prompt."""
     atol, rtol = TOLERANCES.get(dtype_name, TOLERANCES["bfloat16"])
     result = ProofResult(ok=True, dtype=dtype_name, atol=atol, rtol=rtol, prompts=len(refs))
     model.eval()
     for idx, ref in enumerate(refs):
         prompt = ref.messages[-1]["content"]
-        input_ids = _encode(tokenizer, ref.messages)
+        input_ids = _encode(tokenizer, ref.messages, chat)
         evidence = {"prompt_index": idx, "prompt": prompt,
                     "adapter_text": tokenizer.decode(ref.tokens, skip_special_tokens=True)}
         if input_ids != ref.input_ids:

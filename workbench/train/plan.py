@@ -89,6 +89,8 @@ def load_tokenizer(profile: Profile):
                  "Hugging Face cache (with HF_HUB_OFFLINE=1 nothing is downloaded)") from exc
     if m.chat_template:
         tokenizer.chat_template = Path(m.chat_template).read_text(encoding="utf-8")
+        # Named in every template message, so an error points at the file the user chose.
+        tokenizer.workbench_template_source = f"in {m.chat_template} (model.chat_template)"
     if tokenizer.pad_token is None:
         # Padding positions are masked out of attention and loss, so any token id will do;
         # eos is the conventional choice and needs no new embedding row.
@@ -198,15 +200,16 @@ def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> P
     device, precision, gc = resolve_hardware(profile)
     check_model_config(profile)
     tokenizer = load_tokenizer(profile)
-    notes = [f"chat template: {p}" for p in check_template(tokenizer)]
-
     d = profile.data
+    fmt = profile_chat_format(tokenizer, profile)
+    notes = [f"chat template: {p}" for p in check_template(tokenizer, fmt)]
     try:
         data = load_training_data(profile, log)
-        train_rows, train_stats = render_dataset(tokenizer, data.train, d.train_on, t.max_seq_len)
-        eval_rows, _ = render_dataset(tokenizer, data.validation, d.train_on, t.max_seq_len)
+        train_rows, train_stats = render_dataset(tokenizer, data.train, d.train_on, t.max_seq_len, fmt=fmt)
+        eval_rows, _ = render_dataset(tokenizer, data.validation, d.train_on, t.max_seq_len, fmt=fmt)
     except DataError as exc:
         raise RunError(str(exc), kind="data") from exc
+    notes += [f"chat template: {n}" for n in fmt.notes]
     notes += data.notes
     if not train_rows:
         raise RunError(f"no trainable rows in {d.train} after rendering",
@@ -217,9 +220,21 @@ def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> P
                 dataset_hash=data.dataset_hash, manifest_hash=data.manifest_hash, notes=notes)
 
 
+def profile_chat_format(tokenizer, profile: Profile):
+    """The one ChatFormat of a run: training, evaluation, comparison and export all use it."""
+    from workbench.data.chat_format import chat_format
+
+    return chat_format(tokenizer, profile.data.system, profile.data.reasoning)
+
+
 def _describe_render(stats, n_train: int, n_eval: int, max_len: int) -> str:
     parts = [f"data: {n_train} training rows, {n_eval} validation rows, "
              f"{stats.trained_tokens} of {stats.total_tokens} training tokens trained on"]
+    if stats.rows_in != stats.rows_out:
+        parts.append(f"{stats.rows_in} training conversations in, {stats.rows_out} rows out")
+    for sentence in (stats.describe_expansion(), stats.describe_reasoning()):
+        if sentence:
+            parts.append(sentence)
     if stats.truncated_rows:
         parts.append(f"{stats.truncated_rows} rows cut at max_seq_len {max_len} "
                      f"({stats.answer_tokens_lost} answer tokens lost)")
