@@ -377,17 +377,20 @@ class DataScreen(Screen):
         self.detail_text = None
 
         def render() -> None:
-            from workbench.data.render import render_conversation
+            from workbench.data.render import render_rows
 
             try:
                 tokenizer = self.tokenizer()
-                row = render_conversation(tokenizer, record["messages"], max_seq_len=self.max_seq_len,
-                                          tools=record.get("tools"))
+                rows = render_rows(tokenizer, record["messages"], max_seq_len=self.max_seq_len,
+                                   tools=record.get("tools"))
+                row = rows[-1]  # holds the whole conversation, with its last answer trained
                 body = rendered_text(tokenizer, row)
             except Exception as exc:  # noqa: BLE001
                 self._from_thread(self.query_one(DetailPanel).message, _describe(exc))
                 return
             extra = list(notes)
+            if len(rows) > 1:
+                extra.append(f"trains as {len(rows)} rows, one per answer ({row.why}); shown: the last")
             extra.append(f"{len(row.input_ids):,} tokens, {trained_count(row):,} trained (highlighted)")
             if row.truncated:
                 extra.append(f"truncated at {self.max_seq_len}: {row.answer_tokens_lost} answer tokens lost")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -247,3 +248,52 @@ def test_generation_blocks_mark_the_answers():
     rows = render_rows(tok, conversation(2, True))
     assert len(rows) == 1 and rows[0].method == "generation"
     assert trained_segments(tok, rows[0]) == ["Four.<|im_end|>", "Six, which is even.<|im_end|>"]
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.parametrize("name", ["qwen2.5", "qwen3", "llama-3.1", "hermes-3", "mistral-nemo", "gpt-oss"])
+def test_real_tool_call_dataset_renders_through_tool_templates(name):
+    """The 300 real ShareGPT tool-use conversations (glaive sample): every call is trained, as
+    the template writes calls, and no tool result is trained."""
+    path = SHARED_DATA / "glaive_toolcall_en_demo.json"
+    if not path.is_file():
+        pytest.skip(f"real sample {path} is not present")
+    from workbench.data import load_records
+
+    tok = family_tokenizer(name)
+    records = load_records(path)
+    rows, stats = render_dataset(tok, records)
+    assert stats.rows_in == 300 and not stats.dropped
+    calls = [m for r in records for m in r["messages"] if m.get("tool_call")]
+    trained = [tok.decode([t for t, bit in zip(r["input_ids"], r["assistant_masks"]) if bit],
+                          skip_special_tokens=False) for r in rows]
+    joined = "\n".join(trained)
+    names = {json.loads(c["content"])["name"] for c in calls}
+    assert all(n in joined for n in names)
+    results = [m["content"] for r in records for m in r["messages"] if m["role"] == "tool"]
+    assert not any(len(res) > 20 and res in joined for res in results)
+
+
+OLLAMA_REFUSED = {"gemma-2", "phi-3.5", "mistral-nemo", "gpt-oss"}
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_ollama_template_reproduces_the_training_prompt_or_says_why_not(name):
+    """The Modelfile's Go TEMPLATE is checked against the prompt training used (the run's
+    ChatFormat); templates it cannot express are refused with the reason, never a traceback."""
+    from types import SimpleNamespace
+
+    from workbench.export.common import ExportError
+    from workbench.export.ollama import build_modelfile
+
+    tok = family_tokenizer(name)
+    profile = SimpleNamespace(data=SimpleNamespace(system_prompt="Be brief.", system="auto", reasoning="keep"))
+    if name in OLLAMA_REFUSED:
+        with pytest.raises(ExportError) as err:
+            build_modelfile(tok, profile, "./model")
+        assert "cannot derive an Ollama TEMPLATE" in err.value.message and err.value.hint
+    else:
+        text, stops = build_modelfile(tok, profile, "./model")
+        assert "TEMPLATE" in text and stops

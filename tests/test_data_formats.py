@@ -318,6 +318,23 @@ def test_openai_tool_calls(tmp_path):
         load_records(write_jsonl(tmp_path / "b.jsonl", [bad]))
 
 
+def test_reasoning_fields_are_kept(tmp_path):
+    """reasoning_content (Qwen3 / DeepSeek APIs), reasoning and thinking (gpt-oss) all survive
+    loading as `reasoning_content`; a <think> block stays in the content for the renderer."""
+    rows = [{"messages": [{"role": "user", "content": "2+2?"},
+                          {"role": "assistant", "content": "4", key: "Add them."}]}
+            for key in ("reasoning_content", "reasoning", "thinking")]
+    rows.append({"messages": [{"role": "user", "content": "2+2?"},
+                              {"role": "assistant", "content": "<think>Add them.</think>4"}]})
+    records = load_records(write_jsonl(tmp_path / "r.jsonl", rows))
+    assert [r["messages"][1].get("reasoning_content") for r in records] == ["Add them."] * 3 + [None]
+    assert records[3]["messages"][1]["content"] == "<think>Add them.</think>4"
+    bad = {"messages": [{"role": "user", "content": "q"},
+                        {"role": "assistant", "content": "a", "reasoning_content": ["x"]}]}
+    with pytest.raises(DataError, match=r"messages\[1\].reasoning_content must be a string"):
+        load_records(write_jsonl(tmp_path / "b.jsonl", [bad]))
+
+
 def test_prompt_completion_strings_and_lists(tmp_path):
     rows = [
         {"prompt": "2+2?", "completion": "4"},

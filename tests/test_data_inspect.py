@@ -111,3 +111,25 @@ def test_alpaca_demo_inspects():
     r = inspect_dataset(SHARED / "alpaca_en_demo.json")
     assert r.rows > 0 and r.rows_skipped == 0
     assert "Problems" in format_report(r)
+
+
+def test_inspect_counts_training_rows_per_answer_and_template_notes():
+    """Conversations a template renders one row per answer are counted as the rows they become."""
+    pytest.importorskip("transformers")
+    from chat_template_corpus import family_tokenizer
+
+    def chat(turns, system=False):
+        head = [{"role": "system", "content": "Be brief."}] if system else []
+        return {"messages": head + [m for k in range(turns) for m in (
+            {"role": "user", "content": f"question {k}"}, {"role": "assistant", "content": f"answer {k}"})]}
+
+    records = [chat(1), chat(2), chat(3, system=True)]
+    qwen3 = inspect_dataset(records, tokenizer=family_tokenizer("qwen3")).to_json()["tokens"]["template"]
+    assert (qwen3["rows_in"], qwen3["rows_out"], qwen3["per_answer_conversations"]) == (3, 6, 2)
+    assert "renders earlier turns differently" in qwen3["why"][0]
+    llama = inspect_dataset(records, tokenizer=family_tokenizer("llama-3.1")).to_json()["tokens"]["template"]
+    assert (llama["rows_out"], llama["per_answer_conversations"]) == (3, 0)
+    report = inspect_dataset(records, tokenizer=family_tokenizer("gemma-2"))
+    gemma = report.to_json()["tokens"]["template"]
+    assert gemma["rows_out"] == 3 and any("folded into the first user turn" in n for n in gemma["notes"])
+    assert "folded into the first user turn" in format_report(report)

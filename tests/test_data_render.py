@@ -274,7 +274,9 @@ def test_mask_on_other_template_families(tmp_path, template, expected):
 
 
 def test_tools_reach_templates_that_render_them(tmp_path):
-    template = ("{% if tools %}{{ '<|im_start|>system\nTools: ' + (tools | map(attribute='name') | join(', ')) + '<|im_end|>\n' }}{% endif %}"
+    # Templates read tools in the OpenAI / transformers shape; bare function schemas (glaive,
+    # ShareGPT data) are wrapped as {"type": "function", "function": ...} on the way in.
+    template = ("{% if tools %}{{ '<|im_start|>system\nTools: ' + (tools | map(attribute='function') | map(attribute='name') | join(', ')) + '<|im_end|>\n' }}{% endif %}"
                 + "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}"
                 + "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
     tok = build_chatml_tokenizer(tmp_path, chat_template=template)

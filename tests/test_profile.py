@@ -263,6 +263,11 @@ BAD = {
     "bad enum": (MINIMAL + '[lora]\nmethod = "qlorra"\n',
                  'lora.method: expected one of "lora", "qlora", "dora", got "qlorra"; did you mean "qlora"?', 7),
     "enum case": (MINIMAL + '[train]\nprecision = "BF16"\n', 'did you mean "bf16"?', 7),
+    "system mode": (MINIMAL.replace('train.jsonl"', 'train.jsonl"\nsystem = "folded"'),
+                    'data.system: expected one of "auto", "keep", "fold", "drop", got "folded"; '
+                    'did you mean "fold"?', 6),
+    "reasoning mode": (MINIMAL.replace('train.jsonl"', 'train.jsonl"\nreasoning = "remove"'),
+                       'data.reasoning: expected one of "keep", "drop", got "remove"', 6),
     "missing name_or_path": ('# a comment\n[model]\nrevision = "main"\n[data]\ntrain = "t.jsonl"\n',
                              "model.name_or_path: required key is missing; add `name_or_path = \"...\"` under [model]", 2),
     "missing data section": ('\n[model]\nname_or_path = "a/b"\n',

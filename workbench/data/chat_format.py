@@ -114,7 +114,7 @@ class ChatFormat:
             except TemplateError:
                 return "keep"  # the template fails either way; the real render will say why
             self._note(f"system messages are folded into the first user turn: {self.name} "
-                       f"refuses a system role ({exc.message}); set data.system = \"drop\" to "
+                       f"refuses a system role ({getattr(exc, 'detail', exc.message)}); set data.system = \"drop\" to "
                        "leave them out instead")
             return "fold"
         if _PROBE_SYSTEM not in text:
@@ -278,9 +278,12 @@ class ChatFormat:
             raise self._failure(exc, messages) from None
 
     def _tools_arg(self, tools: list[dict] | None) -> list[dict] | None:
-        if tools is None and self._probes.get("needs_tools_list"):
-            return []
-        return tools
+        if tools is None:
+            return [] if self._probes.get("needs_tools_list") else None
+        # Bare function schemas (glaive / ShareGPT data: {name, description, parameters}) in the
+        # OpenAI shape templates read: {"type": "function", "function": {...}}.
+        return [{"type": "function", "function": t} if "name" in t and "function" not in t else t
+                for t in tools]
 
     def _failure(self, exc: Exception, messages: list[dict] | None = None) -> TemplateError:
         detail = str(exc).strip() or type(exc).__name__
@@ -291,7 +294,9 @@ class ChatFormat:
         else:
             hint = ("check the conversation against what this template expects (roles in order, "
                     "fields it reads), or set model.chat_template to another template")
-        return TemplateError(f"{self.name} failed to render this conversation: {detail}", hint=hint)
+        error = TemplateError(f"{self.name} failed to render this conversation: {detail}", hint=hint)
+        error.detail = detail  # the template's own words, for notes that name the template once
+        return error
 
     def _note(self, text: str) -> None:
         if text not in self.notes:

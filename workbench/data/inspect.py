@@ -211,6 +211,9 @@ class _Tokens:
 
         messages = record.get("messages") or ()
         self.rows_in += 1
+        has_system = any(m.get("role") == "system" for m in messages)
+        if has_system:
+            _ = self.fmt.system  # resolves data.system = "auto" (a note when it folds)
         answers = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
         why = ""
         if len(answers) > 1 and not record.get("text_only"):
@@ -219,7 +222,7 @@ class _Tokens:
                     split_reasoning(messages[i])[0] for i in answers if i < last_user):
                 why = WHY_HISTORY_REASONING
             else:
-                why = self._split_why(any(m.get("role") == "system" for m in messages))
+                why = self._split_why(has_system)
         if why:
             self.why[why] += 1
             self.per_answer_conversations += 1

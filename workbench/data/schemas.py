@@ -10,6 +10,7 @@ files. A problem confined to one row raises `RowProblem`, which the loader turns
 | alpaca            | instruction, output; optional input, system, history                   |
 | sharegpt          | conversations = [{from, value}, ...]; optional system, tools           |
 | messages          | messages = [{role, content}, ...] (OpenAI style, tool_calls allowed)   |
+|                   | an assistant's reasoning_content / reasoning / thinking is kept         |
 | prompt_completion | prompt, completion (each a string or a list of messages)               |
 | text              | text (plain text, trained on as a whole)                               |
 
@@ -247,14 +248,29 @@ def _convert_chat_list(raw_messages: list, where_prefix: str) -> list[dict]:
                 'set data.format = "sharegpt"' if "from" in message else None,
             )
         calls = message.get("tool_calls")
+        reasoning = _reasoning(message, where) if role == "assistant" else None
         if role == "assistant" and calls:
             # Keep any text the assistant said alongside its calls as its own message.
-            if message.get("content"):
-                messages.append({"role": "assistant", "content": content_text(message["content"], where)})
+            if message.get("content") or reasoning:
+                messages.append({"role": "assistant", "content": content_text(message.get("content") or "", where),
+                                 **({"reasoning_content": reasoning} if reasoning else {})})
             messages.append(_tool_call_message(_openai_calls_text(calls, where)))
             continue
-        messages.append({"role": role, "content": content_text(message.get("content"), where)})
+        messages.append({"role": role, "content": content_text(message.get("content"), where),
+                         **({"reasoning_content": reasoning} if reasoning else {})})
     return messages
+
+
+def _reasoning(message: dict, where: str) -> str | None:
+    """An assistant's reasoning under any of the names datasets and APIs give it."""
+    for key in ("reasoning_content", "reasoning", "thinking"):
+        value = message.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise RowProblem(f"{where}.{key} must be a string, found {json_type(value)}")
+        return value
+    return None
 
 
 def _tool_call_message(call_text: str) -> dict:

@@ -37,13 +37,17 @@ class Skeleton:
 
 
 def _render(tokenizer, messages: list[dict], generation: bool) -> str:
+    """The template as is (system kept), through the ChatFormat so that templates needing a
+    `tools` list get one, as in training."""
+    from workbench.data.chat_format import chat_format
+    from workbench.data.errors import TemplateError
+
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False,
-                                             add_generation_prompt=generation)
-    except Exception as exc:  # jinja raises its own types, and templates raise on purpose
+        return chat_format(tokenizer, system="keep").render(messages, generation)
+    except TemplateError as exc:  # jinja raises its own types, and templates raise on purpose
         roles = "/".join(m["role"] for m in messages)
         raise TemplateNotDerivable(f"the chat template fails on a {roles} conversation: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                                   f"{getattr(exc, 'detail', exc.message)}") from exc
 
 
 def _cut(text: str, sentinels: list[str]) -> list[str]:
