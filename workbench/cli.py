@@ -27,8 +27,10 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations at the top level: argparse matches every argument against these options
+    # first, so `estimate --r 16` would be read as an ambiguous `--run` / `--runs-dir`.
     parser = argparse.ArgumentParser(
-        prog="workbench",
+        prog="workbench", allow_abbrev=False,
         description="Fine-tune open language models on your own GPU. "
                     "Without a command, opens the app.")
     parser.add_argument("--version", action="version", version=f"workbench {__version__}")

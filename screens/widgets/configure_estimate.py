@@ -133,6 +133,8 @@ def render_view(view: EstimateView, width: int) -> Group:
     legend.add_column(no_wrap=True)
     legend.add_column(justify="right", no_wrap=True)
     for i, (name, value) in enumerate(est.breakdown.items()):
+        if value < GIB / 200:  # shows as 0.00 GiB: a line that says nothing (the bar has it)
+            continue
         legend.add_row(Text(f"■ {name}", TERM_COLOURS[i % len(TERM_COLOURS)]), _gib2(value))
     parts.append(legend)
     if view.verdict:

@@ -196,13 +196,15 @@ def build_report(args) -> dict:
     timed_gpu = gpu or next((g for g in GPUS if out["fits_on"][g.key]), None)
     out["time"] = (estimate_time(arch, settings, timed_gpu, usd_per_hour=price, **timing).to_dict()
                    if timed_gpu else None)
-    out["time_note"] = ("throughput from a FLOPs model and a placeholder utilization (MFU) "
-                        "per GPU until measured; treat times as +/- 50%")
+    out["time_note"] = TIME_NOTE
     out["_estimate"] = est
     return out
 
 
 SAMPLE_ROWS = 2000
+TIME_NOTE = ("times: compute at 53% of the bf16 peak plus a per-layer overhead, measured on an "
+             "H200 (error per point in bench/estimate_accuracy.md); other GPUs are derived from "
+             "their datasheet bf16 throughput and memory bandwidth, not measured")
 
 
 def count_dataset_tokens(profile) -> tuple[int | None, str]:
@@ -220,7 +222,10 @@ def count_dataset_tokens(profile) -> tuple[int | None, str]:
     except Exception as exc:  # noqa: BLE001 - time estimates fall back to batch x seq
         return None, f"not counted ({type(exc).__name__}: {str(exc).splitlines()[0]})"
     sample = records if len(records) <= SAMPLE_ROWS else random.Random(0).sample(records, SAMPLE_ROWS)
-    _, stats = render_dataset(tokenizer, sample, profile.data.train_on, profile.train.max_seq_len)
+    from workbench.train.plan import profile_chat_format
+
+    _, stats = render_dataset(tokenizer, sample, profile.data.train_on, profile.train.max_seq_len,
+                              fmt=profile_chat_format(tokenizer, profile))
     if not stats.rows_out:
         return None, "not counted (no trainable rows)"
     total = round(stats.total_tokens * len(records) / len(sample))
@@ -247,7 +252,7 @@ def _print_text(report: dict) -> None:
     if report["time"]:
         t = report["time"]
         print(f"\ntime on {t['gpu']}: {fmt_span(t['seconds'])} for {t['tokens_total']:,} tokens "
-              f"({t['tokens_per_second']:,.0f} tokens/s at MFU {t['mfu']:.2f}), "
+              f"({t['tokens_per_second']:,.0f} tokens/s, model FLOPs utilization {t['mfu']:.2f}), "
               f"${t['usd']:.2f} at ${t['usd_per_hour']:.2f}/h")
     print("\n  GPU          fits   time      cost")
     for key, c in report["cost"].items():

@@ -3,9 +3,8 @@
 Memory is what the card reports (NVML total, GiB as sold); dense bf16/fp16 tensor throughput
 is the vendor's datasheet figure WITHOUT sparsity; $/hour is a typical on-demand cloud price
 in late 2026 (one GPU, community/secure cloud median; prices move, the profile's
-budget.gpu_hourly_usd overrides it). `mfu` is the share of peak throughput a LoRA step
-reaches: a placeholder (0.35 on data-center cards, lower on cards where memory bandwidth or
-clocks limit small matmuls) until measured with bench/estimate_speed on that GPU.
+budget.gpu_hourly_usd overrides it). Memory bandwidth is the datasheet figure (TB/s). The time
+model (speed.py) was measured on the H200 only; other cards are derived from these figures.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ class GpuSpec:
     memory_gib: float  # as sold (80 GB cards report ~79.6 GiB usable through NVML)
     bf16_tflops: float  # dense tensor-core peak; T4 has no bf16, its fp16 figure is used
     usd_per_hour: float
-    mfu: float = 0.35
+    bandwidth_tbs: float  # datasheet memory bandwidth, TB/s
     bf16: bool = True  # False: bf16 unsupported, training runs in fp16
     aliases: tuple[str, ...] = ()
 
@@ -36,18 +35,18 @@ class GpuSpec:
 
 
 GPUS: tuple[GpuSpec, ...] = (
-    GpuSpec("t4", "Tesla T4 16GB", 16, 65, 0.35, mfu=0.25, bf16=False, aliases=("tesla t4",)),
-    GpuSpec("l4", "L4 24GB", 24, 121, 0.70, mfu=0.30),
-    GpuSpec("a10g", "A10G 24GB", 24, 70, 1.00, mfu=0.30, aliases=("a10",)),
-    GpuSpec("rtx3090", "RTX 3090 24GB", 24, 71, 0.25, mfu=0.30,
+    GpuSpec("t4", "Tesla T4 16GB", 16, 65, 0.35, 0.32, bf16=False, aliases=("tesla t4",)),
+    GpuSpec("l4", "L4 24GB", 24, 121, 0.70, 0.3),
+    GpuSpec("a10g", "A10G 24GB", 24, 70, 1.00, 0.6, aliases=("a10",)),
+    GpuSpec("rtx3090", "RTX 3090 24GB", 24, 71, 0.25, 0.936,
             aliases=("geforce rtx 3090", "3090")),
-    GpuSpec("rtx4090", "RTX 4090 24GB", 24, 165, 0.40, mfu=0.30,
+    GpuSpec("rtx4090", "RTX 4090 24GB", 24, 165, 0.40, 1.008,
             aliases=("geforce rtx 4090", "4090")),
-    GpuSpec("l40s", "L40S 48GB", 48, 362, 0.90, mfu=0.30),
-    GpuSpec("a100-40gb", "A100 40GB", 40, 312, 1.30, aliases=("a100-sxm4-40gb", "a100-pcie-40gb")),
-    GpuSpec("a100-80gb", "A100 80GB", 80, 312, 1.70, aliases=("a100-sxm4-80gb", "a100 80gb pcie", "a100")),
-    GpuSpec("h100", "H100 80GB", 80, 989, 2.50, aliases=("h100 80gb hbm3", "h100-sxm", "h100 pcie")),
-    GpuSpec("h200", "H200 141GB", 141, 989, 3.50, aliases=("h200 nvl",)),
+    GpuSpec("l40s", "L40S 48GB", 48, 362, 0.90, 0.864),
+    GpuSpec("a100-40gb", "A100 40GB", 40, 312, 1.30, 1.555, aliases=("a100-sxm4-40gb", "a100-pcie-40gb")),
+    GpuSpec("a100-80gb", "A100 80GB", 80, 312, 1.70, 2.039, aliases=("a100-sxm4-80gb", "a100 80gb pcie", "a100")),
+    GpuSpec("h100", "H100 80GB", 80, 989, 2.50, 3.35, aliases=("h100 80gb hbm3", "h100-sxm", "h100 pcie")),
+    GpuSpec("h200", "H200 141GB", 141, 989, 3.50, 4.8, aliases=("h200 nvl",)),
 )
 
 
