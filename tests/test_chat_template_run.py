@@ -62,7 +62,7 @@ gradient_checkpointing = false
 max_new_tokens = 8
 max_test_rows = 6
 """, encoding="utf-8")
-    workbench("--run", str(profile), "--runs-dir", "runs", cwd=tmp_path, timeout=300, check=True)
+    workbench("--run", str(profile), "--runs-dir", "runs", cwd=tmp_path, timeout=1200, check=True)
     run = next((tmp_path / "runs").iterdir())
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished", status

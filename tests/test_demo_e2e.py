@@ -1,13 +1,14 @@
 """The README's main command, as a user runs it: the demo profile, headless, end to end.
 
-Done when: it reaches `finished` within 5 minutes on 2 cores, the loss falls, and the
-fine-tuned model answers more held-out demo prompts correctly than the base model.
+Done when: it reaches `finished`, the loss falls, and the fine-tuned model answers more
+held-out demo prompts correctly than the base model. How long it takes is bench/demo_run.py's
+business: a time limit here turned a busy CI machine into a failure (issue 11); the timeout is
+only a guard against a hang.
 """
 
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -17,16 +18,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_profile_trains_and_beats_the_base_model(tmp_path, needs_tiny_model):
-    started = time.time()
-    proc = workbench("--run", "demo", "--runs-dir", "runs", cwd=tmp_path, timeout=300, check=True)
-    elapsed = time.time() - started
+    proc = workbench("--run", "demo", "--runs-dir", "runs", cwd=tmp_path, timeout=1800, check=True)
     runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     assert len(runs) == 1
     run = runs[0]
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished", status
     assert status["step"] == status["total_steps"]
-    assert elapsed < 300
 
     # the loss falls: the last logged losses are well below the first ones
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]

@@ -296,3 +296,15 @@ def test_training_accepts_a_saved_dataset_folder(tmp_path, fake_setup):
     resolved = load_profile(run / "profile.toml").resolved
     assert resolved["manifest_hash"] == manifest_hash(tmp_path / "cleaned")
     assert resolved["train_rows"] == 48 and resolved["eval_rows"] == 6  # the saved 80/10/10 split
+
+
+def test_cpu_threads_follow_usable_cores_and_other_load():
+    """Issue 11: under load from another process the demo ran 15x slower (threads spinning on
+    busy cores). A run uses the idle usable cores, at least one."""
+    from workbench.train.threads import choose_threads, usable_cores
+
+    assert choose_threads(2, 0.0) == 2
+    assert choose_threads(2, 1.0) == 1    # one core kept busy by another process
+    assert choose_threads(2, 5.0) == 1    # never zero
+    assert choose_threads(16, 3.4) == 13
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)

@@ -101,6 +101,10 @@ STEP_MODELED = {
                    "kept through the step (the H200 calibration step, bench/estimate_accuracy.md)",
 }
 
+# transformers 5 has no SDPA path for these model types (Gemma-2's attention softcapping): the
+# model runs eager attention, and asking for sdpa is an error (the runner falls back to eager).
+NO_SDPA_MODEL_TYPES = {"gemma2"}
+
 CUDA_CONTEXT_BYTES = 600 * MIB
 CUBLAS_WORKSPACE_BYTES = 32 * MIB
 CUBLAS_WORKSPACES = 2
@@ -355,9 +359,11 @@ def _loss_peak(arch: Architecture, s: EstimateSettings, tokens: int, rows: int) 
         # The model output's logits (autocast width) stay alive while the caller holds the
         # output: a loop that keeps `out = model(...)` until after the optimizer step.
         held = a * V * tokens
+        softcap = " and the softcapping's saved tanh" if arch.final_logit_softcapping else ""
         return (per_tok * tokens + held + lm_cast + grad_hidden, held + lm_cast + grad_hidden,
-                f"full logits: {tokens:,} tokens x {V:,} vocab x {12 + a} bytes (the output's "
-                f"bf16 logits, saved fp32 log-probs, their gradient, log_softmax's input gradient)")
+                f"full logits: {tokens:,} tokens x {V:,} vocab x {per_tok // V + a} bytes (the "
+                f"output's bf16 logits{softcap}, saved fp32 log-probs, their gradient, "
+                "log_softmax's input gradient)")
     scored = rows * (s.seq - 1)  # labels shifted by one: the last position of a row scores nothing
     rs = 4 if qlora else a
     tile = min(scored, TRL_TOKEN_CHUNK) * min(V, TRL_VOCAB_CHUNK) * a
@@ -374,11 +380,15 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings) -> Estimate:
     """The peak of one steady-state training step, term by term."""
     s = settings
     s.check()
+    notes: list[str] = []
+    if s.attn == "sdpa" and arch.model_type in NO_SDPA_MODEL_TYPES:
+        s = replace(s, attn="eager")
+        notes.append(f"{arch.model_type} has no SDPA attention in transformers: estimated with "
+                     "eager attention, as the runner will run it")
     rows = s.batch
     tokens = rows * s.seq
     qlora, full = s.method == "qlora", s.method == "full"
     a = _width(s.precision)
-    notes: list[str] = []
 
     frozen, constants, why_frozen, why_constants = _weights(arch, s)
     if full:

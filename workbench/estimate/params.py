@@ -125,10 +125,20 @@ def _text_config(config: dict) -> dict:
     return config
 
 
+# What transformers' config classes fill in when a config.json leaves a key out (the model then
+# runs with it): Gemma-2's softcapping and local window, Mistral's window.
+CONFIG_DEFAULTS: dict[str, dict] = {
+    "gemma2": {"final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0,
+               "sliding_window": 4096, "head_dim": 256},
+    "mistral": {"sliding_window": 4096},
+}
+
+
 def architecture_from_config(config: dict) -> Architecture:
     """Read the shapes that matter for memory and FLOPs from a config.json dict."""
     c = _text_config(config)
     model_type = str(c.get("model_type") or "llama")
+    c = {**CONFIG_DEFAULTS.get(model_type, {}), **c}
     hidden = int(_get(c, "hidden_size", "n_embd", "d_model"))
     layers = int(_get(c, "num_hidden_layers", "n_layer", "num_layers"))
     heads = int(_get(c, "num_attention_heads", "n_head"))

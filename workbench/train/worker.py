@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from workbench.train.rundir import RunDir
+    from workbench.train.threads import prefer_passive_waiting
+
+    prefer_passive_waiting()  # before torch is imported
 
     run = RunDir(Path(args.run_dir).resolve())
     run.write_status(state="starting", pid=os.getpid())
@@ -46,7 +49,10 @@ def run_in_this_process(run, resume: bool, printer=None, plan=None) -> int:
         printer.handle(run.append_event("status", state="failed", message=message))
         return 1
     from workbench.train.runner import execute
+    from workbench.train.threads import size_torch_threads
 
+    with open(run.log_path, "a", encoding="utf-8") as fh:
+        fh.write(size_torch_threads() + "\n")
     printer.total_steps = run.read_status().get("total_steps")
     original = printer.handle
 
