@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from pathlib import Path
@@ -53,3 +54,59 @@ def test_readme_command_parses(line):
         pytest.fail(f"README command does not parse: {line!r} -> {argv} (exit {exc.code})")
     if "--r" in argv:  # the estimate example: the rank reached the estimate command
         assert args.command == "estimate" and args.r == 16
+
+
+CHEAP = {  # README command lines cheap enough to run for real, and what their output must say
+    "workbench profile validate PROFILE...": "ok",
+    "workbench profile list": "demo",
+    "workbench estimate --model llama-3.1-8b --method qlora --r 16 --targets all-linear "
+    "--batch 4 --seq 2048 --grad-ckpt --optimizer paged_adamw_8bit --precision bf16 --json": '"peak_bytes"',
+    "workbench data inspect PATH [--model M] [--max-seq-len N] [--json]": '"rows"',
+}
+
+
+@pytest.mark.parametrize("line", list(CHEAP))
+def test_cheap_readme_commands_run(line, tmp_path, monkeypatch):
+    """The cheap README commands run for real, from the repository root (where the README's
+    relative paths and shipped profiles are), offline."""
+    import subprocess
+    import sys
+
+    assert " ".join(line.split()) in {" ".join(c.split()) for c in COMMANDS}, "not a README line"
+    argv = argv_of(line)
+    if argv[:1] == ["profile"] and argv[1] == "validate":
+        argv = ["profile", "validate", "demo"]
+    if argv[:2] == ["data", "inspect"]:
+        argv[2] = "assets/demo/translate_en_fr.jsonl"
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "workbench", *argv], cwd=README.parent, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert CHEAP[line] in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.parametrize("line", COMMANDS)
+def test_readme_command_help(line, capsys):
+    """`--help` of the command each README line uses prints its usage."""
+    words = argv_of(line)
+    path = [w for w in words[:2] if not w.startswith("-") and w in _subcommands()]
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*path, "--help"])
+    assert exc.value.code == 0
+    assert "usage: workbench" in capsys.readouterr().out
+
+
+@functools.lru_cache(maxsize=1)
+def _subcommands() -> frozenset[str]:
+    """Names of subcommands (top level and nested) the parser knows."""
+    import argparse
+
+    names: set[str] = set()
+    stack = [build_parser()]
+    while stack:
+        parser = stack.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                names |= set(action.choices)
+                stack += list(action.choices.values())
+    return frozenset(names)
