@@ -22,12 +22,30 @@ from screens.widgets.run_picker import PicksFinishedRun
 from screens.widgets.compare_columns import SYSTEMS, AnswerColumn, column_text
 from screens.widgets.nav import NavBar
 from screens.widgets.sized_table import repaint_after_sizing
+from workbench.fmt import fmt_duration
 
 FLUSH_S = 0.05
 
 
 class CompareError(Exception):
     """A setting on the screen is wrong; the message is for people."""
+
+
+class PromptsAnswered:
+    """Counts prompts whose every system has stopped: the engine reports rows (a prompt
+    once per system), a person thinks in prompts."""
+
+    def __init__(self, total: int, systems: int):
+        self.total, self.done = total, 0
+        self._left = [systems] * total
+
+    def row_done(self, prompt_index: int) -> bool:
+        """True when this row was its prompt's last one."""
+        self._left[prompt_index] -= 1
+        if self._left[prompt_index]:
+            return False
+        self.done += 1
+        return True
 
 
 def load_engine(run_path: str, device: str = "auto", progress=None):
@@ -79,6 +97,7 @@ class CompareScreen(PicksFinishedRun, Screen):
         self.engine = None     # (engine, profile, run, splits) of self.engine_run
         self.engine_run: str | None = None
         self.busy = ""         # "", "load", "generate", "report"
+        self._counted: tuple[int, int] | None = None  # prompts answered, of (suite)
         self._cancel: threading.Event | None = None
         self._since = 0.0
         self._what = ""
@@ -123,12 +142,20 @@ class CompareScreen(PicksFinishedRun, Screen):
 
     def _start_busy(self, what: str, text: str) -> None:
         self.busy, self._what, self._since = what, text, time.monotonic()
+        self._counted = None
         self._show_busy()
         self._tick.resume()
 
     def _show_busy(self) -> None:
-        if self.busy:
-            self._show_status(f"{self._what} {time.monotonic() - self._since:.0f}s  (^b cancel)")
+        if not self.busy:
+            return
+        elapsed = time.monotonic() - self._since
+        eta = ""
+        if self._counted is not None:  # (prompts done, prompts): the ETA moves with the clock
+            done, total = self._counted
+            if 0 < done < total:
+                eta = f", ETA {fmt_duration(elapsed / done * (total - done))}"
+        self._show_status(f"{self._what} {elapsed:.0f}s{eta}  (^b cancel)")
 
     def _end_busy(self, text: str = "") -> None:
         self.busy = ""
@@ -236,16 +263,25 @@ class CompareScreen(PicksFinishedRun, Screen):
             typed = None
             if self.source == "typed":
                 typed = self.query_one("#compare-prompt", Input).value.strip()
-                if not typed:
-                    raise CompareError("type a prompt first (or ^t for the prompt suite)")
         except CompareError as exc:
             self.app.notify_error(str(exc), "compare")
+            return
+        if typed == "":
+            self._ask_for_prompt()
             return
         go = lambda: self._generate(typed, shots, max_new)  # noqa: E731
         if self.engine is None or self.engine_run != run_path:
             self._load(run_path, then=go)
         else:
             go()
+
+    def _ask_for_prompt(self) -> None:
+        """Nothing to generate: say what to type where the eye is (the line under the prompt,
+        not only a toast in a corner), and put the cursor in the prompt."""
+        text = "type a prompt above, then Enter or ^g (^t: the run's prompt suite instead)"
+        self._show_status(text)
+        self.query_one("#compare-prompt", Input).focus()
+        self.notify(text, title="compare", severity="warning")
 
     def _generate(self, typed: str | None, shots: int, max_new: int) -> None:
         engine, profile, run, splits = self.engine
@@ -254,7 +290,7 @@ class CompareScreen(PicksFinishedRun, Screen):
         app = self.app
 
         def job():
-            from workbench.evaluate.compare import Delta, default_systems
+            from workbench.evaluate.compare import Delta, RowDone, default_systems
             from workbench.evaluate.evaluation import EvalOptions
             from workbench.evaluate.fewshot import FewShotPicker
             from workbench.evaluate.metrics import score_all
@@ -280,6 +316,7 @@ class CompareScreen(PicksFinishedRun, Screen):
                 pending: list = []
                 last = time.monotonic()
                 gens = None
+                answered = PromptsAnswered(len(prompts), len(systems))
                 for ev in engine.stream(rows, cancel=cancel, max_new_tokens=opts.max_new_tokens,
                                         seed=opts.seed, batch_size=opts.batch_size):
                     if isinstance(ev, Delta):
@@ -287,6 +324,10 @@ class CompareScreen(PicksFinishedRun, Screen):
                         if time.monotonic() - last >= FLUSH_S:
                             app.call_from_thread(self._add, pending)
                             pending, last = [], time.monotonic()
+                    elif isinstance(ev, RowDone):
+                        if answered.row_done(ev.prompt_index):
+                            app.call_from_thread(self._answered, cancel, answered.done,
+                                                 answered.total)
                     else:
                         gens = ev
                 if pending:
@@ -319,7 +360,18 @@ class CompareScreen(PicksFinishedRun, Screen):
     def _begin(self, prompts: list[str], suite: bool) -> None:
         self.prompts, self._suite, self.answers = prompts, suite, {}
         self.query_one("#compare-metrics").display = False
+        if len(prompts) > 1 and self.busy == "generate":
+            self._count_prompts(0, len(prompts))
         self._redraw()
+
+    def _answered(self, cancel: threading.Event, done: int, total: int) -> None:
+        """A prompt has all its answers: a suite takes minutes on a CPU, so count them."""
+        if self.busy == "generate" and not cancel.is_set() and total > 1:
+            self._count_prompts(done, total)
+
+    def _count_prompts(self, done: int, total: int) -> None:
+        self._what, self._counted = f"generating: {done} / {total} prompts", (done, total)
+        self._show_busy()
 
     def _add(self, deltas) -> None:
         touched = set()
@@ -369,6 +421,12 @@ class CompareScreen(PicksFinishedRun, Screen):
         def log(line: str) -> None:
             app.call_from_thread(setattr, self, "_what", line.strip()[:60])
 
+        def progress(fields: dict) -> None:  # rows done / total and an ETA, each stage
+            from workbench.evaluate.progress import progress_text
+
+            if not cancel.is_set():  # "cancelling..." stays until the evaluation stops
+                app.call_from_thread(setattr, self, "_what", progress_text(fields))
+
         def job():
             from workbench.evaluate.evaluation import evaluate_run
             from workbench.train.rundir import RunDir
@@ -377,7 +435,8 @@ class CompareScreen(PicksFinishedRun, Screen):
                 run = engine[2] if engine else RunDir(Path(run_path))
                 evaluate_run(run, engine=engine[0] if engine else None,
                              profile=engine[1] if engine else None, log=log, cancel=cancel,
-                             device=self.device, shots=shots, max_new_tokens=max_new)
+                             device=self.device, shots=shots, max_new_tokens=max_new,
+                             progress=progress)
                 return run.path / "report.md", None
             except Exception as exc:
                 return None, exc

@@ -30,8 +30,9 @@ DEFAULT_ON = ("merged", "vllm")
 
 
 def export_command(run_path: str, formats: list[str], force: bool) -> list[str]:
+    # --hints-for app: a refusal's hint names the "force" tick box, not --force.
     cmd = [sys.executable, "-m", "workbench", "export", run_path, "--format", ",".join(formats),
-           "--json"]
+           "--json", "--hints-for", "app"]
     return cmd + ["--force"] * force
 
 

@@ -4,6 +4,7 @@ columns, and the fine-tuned column equals the engine's own (separate) answer."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,66 @@ def test_stream_a_typed_prompt_into_three_columns(tmp_path, needs_tiny_model):
             await pilot.press("ctrl+g")
             await settle(pilot)
             assert "shots must be at least 0" in str(list(app._notifications)[-1].message)
+    asyncio.run(go())
+
+
+def test_generate_with_an_empty_prompt_says_what_to_type(tmp_path):
+    from screens.app import WorkbenchApp
+
+    make_finished_run(tmp_path / "runs", "demo")
+    app = WorkbenchApp(runs_dir=Path("runs"))
+
+    async def go():
+        # run_test shows no toasts: what is asserted here is on the screen itself
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("5")
+            await settle(pilot)
+            screen = app.screen
+            screen.query_one("#compare-run").focus()
+            await pilot.press("ctrl+g")
+            await settle(pilot)
+            assert "type a prompt above, then Enter or ^g" in screen_text(app)
+            assert app.focused is screen.query_one("#compare-prompt")
+            assert not screen.busy and screen.engine is None  # nothing was loaded for it
+    asyncio.run(go())
+
+
+def test_suite_generation_counts_prompts_as_they_finish(tmp_path, needs_tiny_model):
+    from test_export_support import make_run
+
+    from screens.app import WorkbenchApp
+
+    make_run(tmp_path / "runs")
+    app = WorkbenchApp(runs_dir=Path("runs"))
+
+    async def go():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await settle(pilot)
+            await pilot.press("5")
+            await settle(pilot)
+            screen = app.screen
+            screen.query_one("#compare-max").value = "3"
+            await pilot.press("ctrl+t")  # the run's prompt suite: 40 demo prompts
+            shown = []
+            show = screen._show_status
+            screen._show_status = lambda text: (shown.append(text), show(text))
+            whats = []
+            answered = screen._answered
+            screen._answered = lambda *a: (answered(*a), whats.append(screen._what))
+            await pilot.press("ctrl+g")
+            await until_idle(pilot, screen)
+            counts = [int(w.split(" / ")[0].split()[-1]) for w in whats]
+            assert counts == list(range(1, 41)), whats
+            assert whats[-1] == "generating: 40 / 40 prompts"
+            gen = [t for t in shown if t.startswith("generating")]  # after the loading
+            assert gen[0].startswith("generating... 0s"), shown  # before the rows exist
+            assert gen[1].startswith("generating: 0 / 40 prompts ") and "ETA" not in gen[1], gen
+            # "generating: 1 / 40 prompts 0s, ETA 2s  (^b cancel)": an ETA once one is done
+            one = next(t for t in gen if t.startswith("generating: 1 / 40"))
+            assert re.fullmatch(r"generating: 1 / 40 prompts \d+s, ETA \w+  \(\^b cancel\)",
+                                one), one
+            assert "done" in screen_text(app)
     asyncio.run(go())
 
 

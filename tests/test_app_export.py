@@ -66,6 +66,37 @@ def test_a_run_without_adapter_is_a_notification(tmp_path):
     asyncio.run(go())
 
 
+def test_an_existing_export_hint_names_the_force_box(tmp_path):
+    import json
+
+    from screens.app import WorkbenchApp
+    from workbench.profile import load_profile
+
+    run = make_finished_run(tmp_path / "runs", "demo")
+    # An adapter folder as far as the checks before any model loading go, and an old export.
+    run.adapter_dir.mkdir()
+    model = load_profile(run.profile_path).model.name_or_path
+    (run.adapter_dir / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": model, "r": 16}))
+    (run.adapter_dir / "adapter_model.safetensors").write_bytes(b"")
+    (run.path / "export" / "merged").mkdir(parents=True)
+    app = WorkbenchApp(runs_dir=Path("runs"))
+
+    async def go():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            await pilot.press("6")
+            await settle(pilot)
+            await pilot.press("e")
+            await settle(pilot)
+            message = str(list(app._notifications)[-1].message)
+            assert "export folder already exists" in message, message
+            # the app has a tick box where the command line has a flag
+            assert 'hint: tick "force" to replace it' in message and "--force" not in message
+            assert "export failed" in screen_text(app)
+    asyncio.run(go())
+
+
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
 def test_snapshot_export(snap_compare, tmp_path, size):
     from screens.app import WorkbenchApp

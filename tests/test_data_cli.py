@@ -178,3 +178,31 @@ def test_identity_placeholders_filled(tmp_path, capsys):
     assert len(rows) == report["clean"]["rows_out"] == 91
     text = json.dumps(rows, ensure_ascii=False)
     assert "{{" not in text and "Workbench" in text
+
+
+def test_malformed_json_is_placed_at_file_line_column_by_inspect_and_clean(tmp_path, capsys):
+    """Line 3 lacks its closing brace, so the problem is at column 119, the end of the line.
+    Both commands name file:3:119, and the hint names the flag a person types."""
+    from workbench.cli import main
+
+    rows = [chat(f"Translate to French: {english}", french) for english, french in PHRASES[:6]]
+    lines = [json.dumps(r) for r in rows]
+    pad = 118 - len(json.dumps({"instruction": "", "output": "ok"})[:-1])
+    lines.insert(2, json.dumps({"instruction": "x" * pad, "output": "ok"})[:-1])
+    assert len(lines[2]) == 118
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    assert main(["data", "inspect", str(path)]) == 0  # inspect reports bad rows, it does not stop
+    assert "broken.jsonl:3:119: invalid JSON: Expecting ',' delimiter" in capsys.readouterr().out
+    assert main(["data", "inspect", str(path), "--json"]) == 0
+    (skipped,) = json.loads(capsys.readouterr().out)["skipped_examples"]
+    assert (skipped["row"], skipped["column"]) == (3, 119)
+
+    assert main(["data", "clean", str(path), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}:3:119: invalid JSON: Expecting ',' delimiter")
+    assert "--skip-bad-rows" in err and 'data.on_bad_rows = "skip"' in err
+    assert "on_bad_line" not in err and "Traceback" not in err
+    assert main(["data", "clean", str(path), "-o", str(tmp_path / "out"), "--skip-bad-rows"]) == 0
+    assert f"skipped {path}:3:119: invalid JSON" in capsys.readouterr().out

@@ -80,7 +80,7 @@ def test_csv_ragged_rows_are_row_errors(tmp_path):
         load_records(path)
     text = str(err.value)
     assert text.startswith(f"{path}:3: expected 2 fields (as in the header on line 1), got 3")
-    assert "double quotes" in text and 'on_bad_line="skip"' in text
+    assert "double quotes" in text and "--skip-bad-rows" in text
     report = LoadReport()
     records = load_records(path, on_bad_line="skip", report=report)
     assert [r["source"]["row"] for r in records] == [2, 5]
@@ -96,7 +96,7 @@ def test_csv_invalid_utf8_row_names_line_and_byte(tmp_path):
     path.write_bytes(b"instruction,output\nok,fine\ncaf\xe9,y\nlast,z\n")
     with pytest.raises(DataError, match=r"latin.csv:3:4: not valid UTF-8: byte 0xe9") as err:
         load_records(path)
-    assert 'encoding="latin-1"' in str(err.value)
+    assert 'data.encoding = "latin-1"' in str(err.value)
     report = LoadReport()
     assert [r["source"]["row"] for r in load_records(path, on_bad_line="skip", report=report)] == [2, 4]
     assert report.skipped[0][1] == 3
@@ -447,7 +447,7 @@ def test_skip_mode_lists_every_malformed_line(tmp_path):
     path = tmp_path / "m.jsonl"
     lines = [json.dumps(ALPACA), "{bad", json.dumps(ALPACA), '{"a": }', "[1,", json.dumps(ALPACA)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"m.jsonl:2:2: invalid JSON.*\n.*on_bad_line=\"skip\""):
+    with pytest.raises(DataError, match=r"m.jsonl:2:2: invalid JSON.*\n.*--skip-bad-rows"):
         load_records(path)
     report = LoadReport()
     assert len(load_records(path, on_bad_line="skip", report=report)) == 3

@@ -159,8 +159,26 @@ def test_malformed_line_names_file_line_column_and_suggests_skip(tmp_path):
         load_records(path)
     text = str(err.value)
     assert text.startswith(f"{path}:2:21: invalid JSON: Expecting ',' delimiter")
-    assert 'on_bad_line="skip"' in text
+    # The hint names what a person types, not the loader's argument.
+    assert '--skip-bad-rows' in text and 'data.on_bad_rows = "skip"' in text
+    assert "on_bad_line" not in text
     assert (err.value.file, err.value.line, err.value.column) == (str(path), 2, 21)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_error_at_the_end_of_a_line_keeps_its_line_and_column(tmp_path, newline):
+    """A missing closing brace is found at the end of the line; the line ending must not turn
+    that into "line + 1, column 1"."""
+    unclosed = json.dumps(ALPACA)[:-1]
+    path = tmp_path / "data.jsonl"
+    path.write_bytes((json.dumps(ALPACA) + newline + unclosed + newline).encode())
+    with pytest.raises(DataError) as err:
+        load_records(path)
+    assert (err.value.line, err.value.column) == (2, len(unclosed) + 1)
+    report = LoadReport()
+    assert len(load_records(path, on_bad_line="skip", report=report)) == 1
+    assert report.location(str(path), 2) == f"{path}:2:{len(unclosed) + 1}"
+    assert report.location(str(path), 1) == f"{path}:1"  # no problem, no column
 
 
 def test_skip_mode_counts_every_skipped_row(tmp_path):

@@ -55,6 +55,14 @@ def test_end_of_training_report_has_every_section(run_dir):
     md = (run_dir / "report.md").read_text()
     for section in SECTIONS:
         assert f"## {section}" in md, section
+    # written just before the run is marked finished, it says finished all the same
+    assert "; state finished, step 40/40" in md.splitlines()[2]
+    # the evaluation after training showed its progress, in events the display prints
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    progress = [e for e in events if e["type"] == "eval_progress"]
+    ends = {e["stage"] for e in progress if e["done"] == e["total"]}
+    assert {"perplexity base", "test answers", "prompt suite answers"} <= ends, progress
+    assert events[-1]["type"] == "status" and events[-1]["state"] == "finished"
     data = json.loads((run_dir / "report.json").read_text())
     assert data["verdict"] and "few-shot" in data["verdict"]
     suite = json.loads((run_dir / "prompt_suite.json").read_text())
@@ -91,7 +99,7 @@ def test_fewshot_never_contains_test_rows(engine_and_splits):
 
 
 def test_batched_equals_separate_and_streaming(engine_and_splits):
-    from workbench.evaluate.compare import Delta, default_systems
+    from workbench.evaluate.compare import Delta, Generations, RowDone, default_systems
     from workbench.evaluate.fewshot import FewShotPicker, prompt_of
 
     engine, splits, _ = engine_and_splits
@@ -105,14 +113,67 @@ def test_batched_equals_separate_and_streaming(engine_and_splits):
     assert set(batched.timing) == {"base", "few-shot", "fine-tuned"}
     texts: dict = {}
     final = None
+    stopped = []
     for ev in engine.stream(rows, max_new_tokens=24):
         if isinstance(ev, Delta):
             texts[(ev.system, ev.prompt_index)] = texts.get((ev.system, ev.prompt_index), "") + ev.text
+        elif isinstance(ev, RowDone):
+            stopped.append(ev)
         else:
             final = ev
-    assert final is not None
+    assert isinstance(final, Generations)
     for a in batched.answers:
         assert texts.get(key(a), "").strip() == a.text
+    assert [ev.done for ev in stopped] == list(range(1, len(rows) + 1))
+
+
+def test_each_row_is_reported_as_it_stops(engine_and_splits):
+    from workbench.evaluate.compare import default_systems
+    from workbench.evaluate.fewshot import prompt_of
+
+    engine, splits, _ = engine_and_splits
+    prompts = [prompt_of(r) for r in splits.test[:7]]
+    rows = engine.rows(prompts, default_systems(0))
+    heard = []
+    # batch_size 8: three generate calls, and the count runs on across them
+    result = engine.generate(rows, max_new_tokens=16, batch_size=8, on_row_done=heard.append)
+    assert [ev.done for ev in heard] == list(range(1, len(rows) + 1))
+    assert {ev.total for ev in heard} == {len(rows)} == {21}
+    assert sorted((ev.system, ev.prompt_index) for ev in heard) == sorted(
+        (a.system, a.prompt_index) for a in result.answers)
+
+
+def test_evaluate_run_records_progress_in_the_events(run_dir, engine_and_splits, tmp_path):
+    from workbench.evaluate.evaluation import evaluate_run
+    from workbench.train.rundir import EVENT_FIELDS, RunDir
+
+    engine, _, profile = engine_and_splits
+    run = RunDir(tmp_path / run_dir.name)  # a copy: the module's run keeps its own report
+    shutil.copytree(run_dir, run.path, ignore=shutil.ignore_patterns("checkpoints"))
+    before = len(run.read_events()[0])
+    prompts = tmp_path / "three.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Translate to French: {w}", "reference": r}) + "\n"
+                               for w, r in (("the cat", "le chat"), ("the dog", "le chien"),
+                                            ("the house", "la maison"))))
+    updates, handed = [], []
+    evaluate_run(run, engine=engine, profile=profile, prompts_file=str(prompts), max_test_rows=4,
+                 max_new_tokens=4, shots=1, progress=updates.append, on_event=handed.append)
+    events = run.read_events()[0][before:]
+    assert events == handed and {e["type"] for e in events} == {"eval_progress"}
+    assert all(set(e) - {"type", "time"} == set(EVENT_FIELDS["eval_progress"]) for e in events)
+    stages = ["perplexity base", "perplexity few-shot", "perplexity fine-tuned", "test answers",
+              "prompt suite answers"]
+    assert list(dict.fromkeys(e["stage"] for e in events)) == stages
+    totals = {"test answers": 12, "prompt suite answers": 9}
+    for stage in stages:
+        done = [u["done"] for u in updates if u["stage"] == stage]
+        total = totals.get(stage, 4)
+        # every report, increasing from 0 up to the total
+        assert done[0] == 0 and done[-1] == total and done == sorted(done), (stage, done)
+        if stage in totals:
+            assert done == list(range(total + 1)), (stage, done)  # one a row
+        ends = [e for e in events if e["stage"] == stage]
+        assert ends[0]["done"] == 0 and ends[-1]["done"] == ends[-1]["total"] == total
 
 
 def test_metrics():
@@ -174,6 +235,22 @@ def test_cli_eval_exit_2_without_adapter(tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2, proc.stderr
     assert "no adapter yet" in proc.stderr and not (fake / "report.md").exists()
+
+
+def test_cli_compare_shows_progress_and_answers_in_columns(run_dir, tmp_path):
+    prompts = tmp_path / "two.jsonl"
+    prompts.write_text('{"prompt": "Translate to French: the cat", "reference": "le chat"}\n'
+                       '{"prompt": "Translate to French:\\nthe dog"}\n')
+    proc = workbench("compare", str(run_dir), "--prompts", str(prompts), "--max-new-tokens", "6",
+                     "--shots", "1", cwd=tmp_path, env={"COLUMNS": "60"}, check=True)
+    # not a terminal: plain progress lines on stderr, the first and the last at least
+    assert "comparing: answers 0/6 (0%)" in proc.stderr
+    assert "comparing: answers 6/6 (100%)" in proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "[2] Translate to French:" in lines and "    the dog" in lines
+    assert "    reference   le chat" in lines
+    answers = lines[:lines.index("speed (one batched call for all systems):")]
+    assert all(len(line) <= 60 for line in answers), answers
 
 
 def test_cli_module_imports_fast():

@@ -66,8 +66,14 @@ def test_merged_export_is_proven_equal_to_the_adapter_model(merged_run):
 
 def test_existing_export_needs_force(merged_run, capsys):
     code, out, err = _export(capsys, merged_run.path, "--format", "merged")
-    assert code == 2 and "already exists" in err and "--force" in err
+    assert code == 2 and "already exists" in err and "hint: pass --force to replace it" in err
     assert "Traceback" not in err
+    # The app runs the same command; its hint names the tick box the app has instead.
+    code, out, err = _export(capsys, merged_run.path, "--format", "merged", "--json",
+                             "--hints-for", "app")
+    hint = json.loads(out)["hint"]
+    assert code == 2 and hint == 'tick "force" to replace it, or move it away first'
+    assert 'hint: tick "force"' in err and "--force" not in err
 
 
 def test_a_wrong_merge_fails_the_proof_with_evidence_and_leaves_nothing(runs_dir, capsys,

@@ -243,6 +243,21 @@ def test_check_paths_accepts_hub_id(tmp_path):
     assert check_paths(load_profile(write(tmp_path, MINIMAL))) == []
 
 
+def test_check_hub_ids_warns_about_what_a_run_would_fetch(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    text = '[model]\nname_or_path = "org/model"\n\n[data]\ntrain = "someone/data"\n'
+    found = {i.key: i for i in P.check_hub_ids(load_profile(write(tmp_path, text)))}
+    model = found["model.name_or_path"]
+    assert model.line == 2 and "'org/model' is not in the Hugging Face cache" in model.message
+    assert str(tmp_path / "empty-cache") in model.message
+    assert found["data.train"].line == 5 and "read as a Hugging Face Hub dataset id" in found["data.train"].message
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "train.jsonl").write_text("")
+    local = '[model]\nname_or_path = "./model"\n\n[data]\ntrain = "train.jsonl"\n'
+    assert P.check_hub_ids(load_profile(write(tmp_path, local))) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # Malformed profiles: (text, expected fragment, expected line)
 

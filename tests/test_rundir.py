@@ -48,6 +48,15 @@ def test_events_follow_the_documented_schema(run):
     assert offset == run.events_path.stat().st_size
 
 
+def test_eval_progress_is_a_documented_event(run):
+    # The evaluation after training (and `workbench eval`) reports rows done / total.
+    run.append_event("eval_progress", stage="test answers", done=60, total=180, eta_s=40.0)
+    with pytest.raises(ValueError, match="no fields"):
+        run.append_event("eval_progress", stage="test answers", rows=60)
+    events, _ = run.read_events()
+    assert events[-1]["type"] == "eval_progress" and events[-1]["done"] == 60
+
+
 def test_nan_is_refused_in_events(run):
     # JSON has no NaN; a reader in another language would choke on it.
     with pytest.raises(ValueError):

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path)
 
     p = sub.add_parser("attach", help="follow a run's progress live from its folder")
-    p.add_argument("run_ref", metavar="RUN", help="run folder or name")
+    p.add_argument("run_ref", metavar="RUN", nargs="?",
+                   help="run folder or name (default: the newest running run)")
     p.add_argument("--runs-dir", type=Path)
 
     p = sub.add_parser("stop", help="checkpoint and stop a running run")
@@ -79,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="validate, show or compare profiles")
     psub = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
-    q = psub.add_parser("validate", help="check profiles; prints every problem with its line")
+    q = psub.add_parser("validate", help="check profiles and the files they name; prints every "
+                                          "problem with its line")
     q.add_argument("profiles", nargs="+")
     _profile_args(q)
     q = psub.add_parser("show", help="print the fully resolved profile")
@@ -261,7 +263,7 @@ def cmd_attach(args) -> int:
     from workbench.train.console import ProgressPrinter
     from workbench.train.control import follow
 
-    run = _find_run(args.run_ref, args.runs_dir)
+    run = _find_run(args.run_ref, args.runs_dir) if args.run_ref else _running_run(args.runs_dir)
     printer = ProgressPrinter(sys.stdout)
     printer.total_steps = run.read_status().get("total_steps")
     print(f"attached to {run.name} (Ctrl-C detaches; the run goes on)", flush=True)
@@ -280,6 +282,29 @@ def cmd_attach(args) -> int:
     printer.close()
     _print_outputs(run)
     return EXIT_OK if state in ("finished", "stopped") else EXIT_FAILED
+
+
+def _running_run(runs_dir: Path | None):
+    """`attach` without a RUN: the newest running run; with none running, the recent runs to
+    choose from, as an error (there is nothing to follow)."""
+    from workbench.train.rundir import default_runs_dir, list_runs
+
+    runs = list_runs(runs_dir)
+    where = f"{runs_dir or default_runs_dir()}/"
+    if not runs:
+        raise UserError(f"no runs under {where} to attach to; start one with "
+                        "`workbench run PROFILE --detach`, or pass --runs-dir DIR")
+    states = [(run, run.effective_state()) for run in runs]
+    running = [run for run, state in states if state in ("starting", "running")]
+    if running:
+        chosen = running[-1]  # list_runs is oldest first
+        others = ", ".join(r.name for r in running[:-1])
+        print(f"attaching to the newest running run, {chosen.name}"
+              + (f" (also running: {others})" if others else ""), flush=True)
+        return chosen
+    recent = "\n".join(f"  {run.name:<34} {state}" for run, state in states[-10:][::-1])
+    raise UserError(f"no run is running under {where}; name the one to follow, "
+                    f"e.g. `workbench attach {runs[-1].name}`. Recent runs:\n{recent}")
 
 
 def cmd_stop(args) -> int:
@@ -322,14 +347,26 @@ def cmd_profile(args) -> int:
 
     action = args.profile_command
     if action == "validate":
+        from workbench.profile import check_hub_ids, check_paths
+
         bad = 0
         for ref in args.profiles:
             try:
                 profile = load_profile(ref, args.overrides)
-                print(f"ok       {ref} ({profile.name})")
+                # The files it names, resolved as `run` resolves them: a missing model folder
+                # or data file is found now, not when a run starts.
+                missing = check_paths(profile)
+                if missing:
+                    raise ProfileError(missing)
             except ProfileError as exc:
                 bad += 1
                 print(f"invalid  {ref}\n{exc}")
+                continue
+            # Not errors: a hub model that is not cached only needs a network to run.
+            warnings = check_hub_ids(profile)
+            print(f"{'warning' if warnings else 'ok':<8} {ref} ({profile.name})")
+            for issue in warnings:
+                print(issue)
         return EXIT_USAGE if bad else EXIT_OK
     if action == "show":
         print(format_profile(_load_profile(args.profile, args.overrides)), end="")

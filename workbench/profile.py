@@ -39,6 +39,7 @@ __all__ = [
     "ProfileError",
     "ProfileIssue",
     "TrainSection",
+    "check_hub_ids",
     "check_paths",
     "default_search_dirs",
     "diff_profiles",
@@ -985,6 +986,38 @@ def check_paths(profile: Profile) -> list[ProfileIssue]:
             what = "folder, expected a file" if Path(value).is_dir() else "file not found"
             report(dotted, f"{what}: {value} (relative paths are relative to the profile's "
                            "folder)")
+    return issues
+
+
+def check_hub_ids(profile: Profile) -> list[ProfileIssue]:
+    """Warnings, not errors: what the profile would fetch from the Hugging Face Hub. A model
+    id that is not (fully) in the local cache is downloaded by `workbench run`, which needs a
+    network; a data value that names no file is read as a hub dataset id, and may be a mistyped
+    path. Empty list = nothing to fetch."""
+    from workbench import hub  # lazy: huggingface_hub is imported only for the cache look-up
+
+    issues: list[ProfileIssue] = []
+
+    def report(dotted: str, message: str) -> None:
+        file, line = profile.locations.get(dotted, (profile.source, None))
+        issues.append(ProfileIssue(file, line, dotted, message))
+
+    model = profile.model.name_or_path
+    if model and not _looks_local(model, None):
+        missing = hub.missing_parts(model, profile.model.revision)
+        if missing:
+            where = ("is not in the Hugging Face cache" if len(missing) == len(hub.MODEL_PARTS)
+                     else f"is only partly in the Hugging Face cache (no {', '.join(missing)})")
+            then = ("with HF_HUB_OFFLINE=1 set, `workbench run` stops until it is downloaded"
+                    if hub.is_offline() else "`workbench run` downloads it, which needs a network")
+            report("model.name_or_path", f"{model!r} {where} ({hub.cache_dir()}); {then} "
+                                         f"(or fetch it now: `hf download {model}`)")
+    for dotted in ("data.train", "data.validation"):
+        value = profile.get(dotted)
+        if value and not Path(value).exists() and _looks_like_hub_id(value):
+            report(dotted, f"no file {value!r} (relative paths are relative to the profile's "
+                           "folder), so it is read as a Hugging Face Hub dataset id and streamed "
+                           "from the hub, which needs a network; if it is a local file, fix the path")
     return issues
 
 

@@ -405,6 +405,12 @@ def _load(path, format: str = "auto", on_bad_line: str = "error", system_prompt:
 
 
 def _load_tokenizer(name_or_path: str, chat_template: str = ""):
+    from workbench.hub import TOKENIZER, HubUnavailable, resolve_offline
+
+    try:  # one short probe instead of a minute of retries when the hub is unreachable
+        resolve_offline(name_or_path, needs=TOKENIZER, label=f"--model {name_or_path}")
+    except HubUnavailable as exc:
+        raise DataError(exc.message, hint=exc.hint) from None
     try:
         from transformers import AutoTokenizer
     except ImportError as exc:  # pragma: no cover - transformers is a dependency
@@ -447,14 +453,15 @@ def _save(args, result, path, load_report, settings, clean_report, tokenizer_ref
 
 def _load_dict(report) -> dict[str, Any]:
     return {"rows_read": report.rows_read, "rows_loaded": report.rows_loaded, "formats": dict(report.formats),
-            "skipped": [{"file": f, "row": r, "reason": why} for f, r, why in report.skipped]}
+            "skipped": [{"file": f, "row": r, "column": report.columns.get((f, r)), "reason": why}
+                        for f, r, why in report.skipped]}
 
 
 def _format_load(report, max_rows: int = 5) -> str:
     formats = ", ".join(sorted(set(report.formats.values()))) or "?"
     lines = [f"load: {report.rows_loaded} rows ({formats}), {len(report.skipped)} bad rows skipped"]
     for file, row, why in report.skipped[:max_rows]:
-        lines.append(f"      skipped {file}:{row}: {why}")
+        lines.append(f"      skipped {report.location(file, row)}: {why}")
     if len(report.skipped) > max_rows:
         lines.append(f"      ... and {len(report.skipped) - max_rows} more (see --json)")
     return "\n".join(lines)

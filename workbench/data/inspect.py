@@ -18,7 +18,7 @@ the last one closed).
     rows_read           int                    rows the loader saw (bad rows included)
     rows                int                    rows inspected (loaded)
     rows_skipped        int                    bad rows skipped by the loader
-    skipped_examples    [{file, row, reason}]
+    skipped_examples    [{file, row, column, reason}]  column: of the problem, or null
     rows_by_schema      {schema: int}          "alpaca", "messages", ... ("records" for dicts)
     rows_by_file        {file: int}
     messages_per_row    stats + {"counts": {"2": int, ...}}
@@ -358,7 +358,7 @@ def inspect_dataset(
     state.finish(report, min_answer_chars)
     report.rows_read = load.rows_read if load.rows_read else state.n
     report.rows_skipped = len(load.skipped)
-    report.skipped_examples = [{"file": f, "row": r, "reason": why}
+    report.skipped_examples = [{"file": f, "row": r, "column": load.columns.get((f, r)), "reason": why}
                                for f, r, why in load.skipped[:max_examples]]
     by_schema: Counter = Counter()
     for file, n in report.rows_by_file.items():
@@ -582,7 +582,8 @@ def format_report(report: InspectionReport | dict) -> str:
     line("rows inspected", r["rows"])
     line("rows skipped (bad)", r["rows_skipped"])
     for e in r["skipped_examples"][:5]:
-        out.append(f"    {Path(e['file']).name}:{e['row']}: {e['reason']}")
+        column = f":{e['column']}" if e.get("column") else ""
+        out.append(f"    {Path(e['file']).name}:{e['row']}{column}: {e['reason']}")
     for schema, n in r["rows_by_schema"].items():
         line(f"schema {schema}", n)
     if len(r["rows_by_file"]) > 1:

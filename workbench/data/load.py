@@ -71,9 +71,10 @@ __all__ = [
 FORMAT_CHOICES = ("auto",) + SUPPORTED_FORMATS
 BAD_LINE_CHOICES = ("error", "skip")
 
+# Said the way a person asks for it: the command-line flag, or the profile key.
 _SKIP_HINT = (
-    'fix the row, or load with on_bad_line="skip" to skip bad rows '
-    "(each one is counted and listed in the load report)"
+    'fix the row, or skip bad rows: --skip-bad-rows on the command line, data.on_bad_rows = "skip" '
+    "in a profile (each skipped row is counted and listed)"
 )
 
 
@@ -87,8 +88,16 @@ class LoadReport:
     rows_read: int = 0
     rows_loaded: int = 0
     skipped: list[tuple[str, int, str]] = field(default_factory=list)
+    # (file, row) -> column of the problem, where one is known (JSON syntax, bad UTF-8); kept
+    # beside `skipped`, whose 3-tuples callers unpack, so a skipped row reads file:line:column.
+    columns: dict[tuple[str, int], int] = field(default_factory=dict)
     formats: dict[str, str] = field(default_factory=dict)  # file -> detected/forced schema
     kinds: dict[str, str] = field(default_factory=dict)  # file -> reader: json, jsonl, csv, tsv, parquet, saved_dataset, hub
+
+    def location(self, file: str, row: int) -> str:
+        """`file:row`, or `file:row:column` when the column of the problem is known."""
+        column = self.columns.get((file, row))
+        return f"{file}:{row}:{column}" if column else f"{file}:{row}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,6 +167,8 @@ def iter_records(
         except RowProblem as problem:
             if on_bad_line == "skip":
                 report.skipped.append((source.name, raw.row, problem.message))
+                if problem.column and source.numbering == "line":
+                    report.columns[(source.name, raw.row)] = problem.column
                 continue
             raise _row_error(source, raw.row, problem) from None
         record["source"] = {"file": source.name, "row": raw.row}

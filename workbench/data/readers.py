@@ -17,7 +17,7 @@ Parquet for datasets that do not fit comfortably in memory. Lines have no length
 
 Encodings: by default UTF-8, with or without a byte-order mark; a UTF-16 / UTF-32 BOM is detected
 and decoded, and so is UTF-16 without a BOM when the file starts with ASCII (NUL every other byte). `encoding=` forces another (e.g. "latin-1"). Invalid UTF-8 is a row problem naming
-the line and byte, so `on_bad_line="skip"` can step over it.
+the line and byte, so skipping bad rows (`--skip-bad-rows`, `data.on_bad_rows = "skip"`) steps over it.
 
 Heavy libraries (pyarrow, datasets) are imported inside the readers that need them.
 """
@@ -168,6 +168,9 @@ def _read_jsonl(path: Path, encoding: str) -> Iterator[RawRow]:
             continue
         if not text.strip():
             continue  # blank lines are layout, not records
+        # Without its line ending: an error at the end of the line (a missing closing brace)
+        # would otherwise be placed on "line 2, column 1" of the one-line text.
+        text = text.rstrip("\r\n")
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -384,6 +387,15 @@ def _read_hub(dataset_id: str, split: str, revision: str | None) -> Iterator[Raw
 
 def _hub_load(dataset_id: str, split: str, revision: str | None) -> Iterable[dict]:
     """The one call that touches the network (tests replace it)."""
+    from workbench.hub import HubUnavailable, require_hub
+
+    try:
+        # A streamed dataset needs the hub; without a network, datasets would retry for a minute.
+        require_hub(dataset_id, f"the dataset {dataset_id!r}", why="is streamed from it")
+    except HubUnavailable as exc:
+        raise DataError(exc.message, file=dataset_id,
+                        hint=f"{_hub_hint(dataset_id)}; set HF_HUB_OFFLINE=1 to skip the hub "
+                             "check") from None
     import datasets
 
     return datasets.load_dataset(dataset_id, split=split, streaming=True, revision=revision)
@@ -457,7 +469,7 @@ def _utf8_problem(line: bytes, exc: UnicodeDecodeError, offset: int = 0) -> RowP
         f"not valid UTF-8: byte 0x{bad} at byte {position + 1} of the line ({exc.reason})",
         column=position + 1,
         hint="re-save the file as UTF-8 (for example: iconv -f latin1 -t utf-8 in.jsonl > out.jsonl), "
-        'or pass its encoding, e.g. encoding="latin-1"',
+        'or name its encoding in the profile, e.g. data.encoding = "latin-1"',
     )
 
 
@@ -466,7 +478,8 @@ def _decode_error(path: Path, encoding: str, exc: Exception, after_line: int | N
     return DataError(
         f"cannot decode the file as {encoding}{where}: {_first_line(exc)}",
         file=path,
-        hint="pass the encoding the file was saved with (encoding=...), or re-save it as UTF-8",
+        hint="name the encoding the file was saved with in the profile (data.encoding = "
+        '"latin-1", for example), or re-save it as UTF-8',
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 from pathlib import Path
 
 from workbench.estimate.params import ConfigError
@@ -48,18 +47,12 @@ def _read(path: Path) -> dict:
     return data
 
 
-def _hf_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface")
-    return Path(home) / "hub"
-
-
 def from_hf_cache(repo_id: str, revision: str = "main") -> Path | None:
     """config.json of a hub id already in the local cache (huggingface_hub's layout:
     models--org--name/refs/<revision> -> snapshots/<commit>/config.json)."""
-    repo = _hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    from workbench.hub import cache_dir
+
+    repo = cache_dir() / ("models--" + repo_id.replace("/", "--"))
     if not repo.is_dir():
         return None
     ref = repo / "refs" / revision
@@ -93,18 +86,24 @@ def load_model_config(ref: str, revision: str = "main") -> tuple[dict, str]:
         known = SHIPPED_HUB_IDS.get(ref.lower())
         if known and (SHIPPED_CONFIGS / known / "config.json").is_file():
             return _read(SHIPPED_CONFIGS / known / "config.json"), f"{ref} (shipped copy: {known})"
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
-            try:
-                from huggingface_hub import hf_hub_download  # config.json only, never weights
+        from workbench.hub import CONFIG, HubUnavailable, resolve_offline
 
-                fetched = hf_hub_download(ref, "config.json", revision=revision)
-                return _read(Path(fetched)), f"hub:{ref}"
-            except Exception as exc:  # offline, gated, missing: say so plainly
-                raise ConfigError(f"could not fetch config.json of {ref!r} from the hub "
-                                  f"({type(exc).__name__}); download it, or pass a folder "
-                                  f"with its config.json") from exc
-        raise ConfigError(f"{ref!r} is not in the Hugging Face cache and the hub is offline "
-                          f"(HF_HUB_OFFLINE=1); pass a folder with its config.json")
+        try:
+            # Offline, or no network: fail now, not after huggingface_hub's five retries.
+            resolve_offline(ref, revision, CONFIG)
+        except HubUnavailable as exc:
+            raise ConfigError(f"{exc.message}\n  hint: {exc.hint}; or pass --model with a "
+                              f"folder holding its config.json, or a shipped name "
+                              f"({', '.join(shipped_config_names())})") from None
+        try:
+            from huggingface_hub import hf_hub_download  # config.json only, never weights
+
+            fetched = hf_hub_download(ref, "config.json", revision=revision)
+            return _read(Path(fetched)), f"hub:{ref}"
+        except Exception as exc:  # gated, missing, network gone: say so plainly
+            raise ConfigError(f"could not fetch config.json of {ref!r} from the hub "
+                              f"({type(exc).__name__}); download it, or pass a folder "
+                              f"with its config.json") from exc
     close = difflib.get_close_matches(ref.lower(), shipped_config_names(), n=1, cutoff=0.5)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ConfigError(f"no model {ref!r}: not a folder, not a hub id (org/name), not a "

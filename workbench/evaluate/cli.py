@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -53,17 +54,23 @@ def _fail(exc) -> int:
 def cmd_eval(args) -> int:
     from workbench.evaluate.errors import EvaluateError
     from workbench.evaluate.evaluation import evaluate_run
+    from workbench.evaluate.progress import TerminalProgress
     from workbench.train.rundir import RunNotFound, find_run
 
+    # Rows done / total with an ETA: on a CPU the answers alone take minutes.
+    shown = TerminalProgress()
     try:
         run = find_run(args.run_ref, args.runs_dir)
         _quiet()
-        result = evaluate_run(run, log=lambda s: print(s, flush=True), shots=args.shots,
+        result = evaluate_run(run, log=shown.log, progress=shown.update,
+                              on_event=shown.periodic, shots=args.shots,
                               selection=args.select, max_new_tokens=args.max_new_tokens,
                               checkpoints=args.checkpoints or None, device=args.device,
                               max_test_rows=args.max_test_rows)
     except (EvaluateError, RunNotFound) as exc:
         return _fail(exc)
+    finally:
+        shown.close()
     from workbench.evaluate.report import verdict
 
     print(verdict(result["test"]["metrics"], list(result["options"]["metrics"])))
@@ -83,10 +90,12 @@ def cmd_compare(args) -> int:
 
 
 def _compare(run, args) -> int:
-    from workbench.evaluate.compare import ComparisonEngine, Delta, default_systems, run_adapters
+    from workbench.evaluate.compare import (ComparisonEngine, Generations, RowDone,
+                                            default_systems, run_adapters)
     from workbench.evaluate.evaluation import EvalOptions
     from workbench.evaluate.fewshot import FewShotPicker
     from workbench.evaluate.metrics import score_all
+    from workbench.evaluate.progress import EvalProgress, TerminalProgress
     from workbench.evaluate.suite import load_prompts
     from workbench.evaluate.testset import load_splits
     from workbench.evaluate.errors import EvaluateError
@@ -111,10 +120,19 @@ def _compare(run, args) -> int:
                            exclude_prompts=[p["prompt"] for p in prompts])
     rows = engine.rows([p["prompt"] for p in prompts], systems, picker)
     gens = None
-    for ev in engine.stream(rows, max_new_tokens=opts.max_new_tokens, seed=opts.seed,
-                            batch_size=opts.batch_size):
-        if not isinstance(ev, Delta):
-            gens = ev
+    shown = TerminalProgress(doing="comparing")  # on stderr: stdout keeps the answers (or JSON)
+    tracker = EvalProgress(on_update=shown.update, on_periodic=shown.periodic)
+    stage = "answers"  # rows: every prompt once per system
+    tracker(stage, 0, len(rows))
+    try:
+        for ev in engine.stream(rows, max_new_tokens=opts.max_new_tokens, seed=opts.seed,
+                                batch_size=opts.batch_size):
+            if isinstance(ev, RowDone):
+                tracker(stage, ev.done, ev.total)
+            elif isinstance(ev, Generations):
+                gens = ev
+    finally:
+        shown.close()
     names = [s.name for s in systems]
     answers = [{"prompt": p["prompt"], "reference": p["reference"],
                 "answers": {n: gens.text(n, i) for n in names}} for i, p in enumerate(prompts)]
@@ -126,19 +144,8 @@ def _compare(run, args) -> int:
         print(json.dumps({"run": run.name, "prompts": answers, "metrics": metrics, "timing": timing,
                           "shots": picker.k}, indent=2, ensure_ascii=False))
         return EXIT_OK
-    for i, a in enumerate(answers, 1):
-        print(f"\n[{i}] {a['prompt']}")
-        if a["reference"] is not None:
-            print(f"    reference   {a['reference']}")
-        for n in names:
-            print(f"    {n:<11} {a['answers'][n]}")
-    if metrics:
-        print(f"\nmetrics over {len(scored)} prompts with a reference (0-100):")
-        for n in names:
-            print(f"  {n:<11} " + "  ".join(f"{k} {v:.1f}" for k, v in metrics[n].items()))
-    print("\nspeed (one batched call for all systems):")
-    for n in names:
-        t = timing.get(n, {})
-        print(f"  {n:<11} {t.get('tokens', 0)} tokens, {t.get('latency_s', 0):.2f} s, "
-              f"{t.get('tokens_per_s', 0):.1f} tok/s")
+    from workbench.evaluate.sidebyside import format_compare
+
+    width = shutil.get_terminal_size((100, 24)).columns
+    print(format_compare(answers, names, metrics, len(scored), timing, width))
     return EXIT_OK

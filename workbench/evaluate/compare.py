@@ -10,6 +10,9 @@ Rows are left-padded so that every row continues from the right edge.
 Per-system latency is the time from the start of the call until the last row of that system
 stopped (its end-of-turn token, or max_new_tokens); tokens/s is that system's generated
 tokens over its latency. In a shared batch these overlap by design.
+
+Each row that stops is reported as it stops (`RowDone`, with rows done / total so far): a
+suite of 60 prompts x 3 systems takes minutes on a CPU, and a person should see it move.
 """
 
 from __future__ import annotations
@@ -93,6 +96,16 @@ class Delta:
     system: str
     prompt_index: int
     text: str
+
+
+@dataclass(frozen=True)
+class RowDone:
+    """One row stopped (its end-of-turn token, max_new_tokens, or a cancel): `done` of the
+    call's `total` rows have stopped so far."""
+    system: str
+    prompt_index: int
+    done: int
+    total: int
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,9 +201,11 @@ def load_base_model(profile, device: str):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
         dtype = torch.float32
+    from workbench.train.plan import attention_implementation
+
     kwargs: dict[str, Any] = dict(revision=m.revision, trust_remote_code=m.trust_remote_code,
-                                  attn_implementation=m.attn_implementation, use_safetensors=True,
-                                  dtype=dtype)
+                                  attn_implementation=attention_implementation(profile)[0],
+                                  use_safetensors=True, dtype=dtype)
     if profile.lora.method == "qlora" and device == "cuda":
         from transformers import BitsAndBytesConfig
 
@@ -248,11 +263,13 @@ class _RowStreamer:
     """A transformers streamer for a whole batch. `put` receives the batch's prompt first,
     then one new token per row each step; each row is decoded incrementally until its stop
     token, and the new text goes to `on_delta(row, text)`. It also stamps when each row
-    stopped, which is where per-system latency comes from."""
+    stopped, which is where per-system latency comes from, and tells `on_stop(row)`."""
 
     def __init__(self, tokenizer, n_rows: int, stop_ids: set[int],
-                 on_delta: Callable[[int, str], None] | None, start: float):
+                 on_delta: Callable[[int, str], None] | None, start: float,
+                 on_stop: Callable[[int], None] | None = None):
         self.tokenizer, self.stop_ids, self.on_delta, self.start = tokenizer, stop_ids, on_delta, start
+        self.on_stop = on_stop
         self.tokens: list[list[int]] = [[] for _ in range(n_rows)]
         self.text = [""] * n_rows
         self.done_at: list[float | None] = [None] * n_rows
@@ -268,7 +285,7 @@ class _RowStreamer:
             if self.done_at[row] is not None:
                 continue
             if tok in self.stop_ids:
-                self.done_at[row] = now
+                self._stopped(row, now)
                 continue
             self.tokens[row].append(tok)
             if self.on_delta is not None:
@@ -279,8 +296,16 @@ class _RowStreamer:
                     self.text[row] = text
 
     def end(self) -> None:
+        """generate returned: rows still open ran to max_new_tokens (or were cancelled)."""
         now = time.perf_counter() - self.start
-        self.done_at = [t if t is not None else now for t in self.done_at]
+        for row, at in enumerate(self.done_at):
+            if at is None:
+                self._stopped(row, now)
+
+    def _stopped(self, row: int, now: float) -> None:
+        self.done_at[row] = now
+        if self.on_stop is not None:
+            self.on_stop(row)
 
 
 class ComparisonEngine:
@@ -362,14 +387,25 @@ class ComparisonEngine:
     # ---- generation ---------------------------------------------------------------------
     def generate(self, rows: Sequence[Row], *, max_new_tokens: int = 128, seed: int = 42,
                  do_sample: bool = False, temperature: float = 1.0, batch_size: int = 48,
-                 on_delta: Callable[[Delta], None] | None = None, cancel=None) -> Generations:
-        """All rows, every system mixed in each batched call (batch_size rows a call)."""
+                 on_delta: Callable[[Delta], None] | None = None,
+                 on_row_done: Callable[[RowDone], None] | None = None,
+                 cancel=None) -> Generations:
+        """All rows, every system mixed in each batched call (batch_size rows a call).
+        `on_row_done` hears each row as it stops, with the count over all calls."""
         result = Generations([])
         started = time.perf_counter()
+        stopped = 0
+
+        def row_done(row: Row) -> None:
+            nonlocal stopped
+            stopped += 1
+            on_row_done(RowDone(row.system.name, row.prompt_index, stopped, len(rows)))
+
         for lo in range(0, len(rows), batch_size):
             chunk = list(rows[lo:lo + batch_size])
             self._generate_chunk(chunk, result, max_new_tokens=max_new_tokens, seed=seed,
                                  do_sample=do_sample, temperature=temperature, on_delta=on_delta,
+                                 on_row_done=row_done if on_row_done else None,
                                  cancel=cancel, adapter_names=[r.system.adapter for r in chunk])
             if cancel is not None and cancel.is_set():
                 break
@@ -393,15 +429,17 @@ class ComparisonEngine:
         result.wall_s = time.perf_counter() - started
         return result
 
-    def stream(self, rows: Sequence[Row], cancel=None, **kwargs) -> Iterator[Delta | Generations]:
-        """Yield Delta events while generation runs in a thread, then the Generations.
-        For the app: three columns drawn live from one batched call."""
+    def stream(self, rows: Sequence[Row], cancel=None,
+               **kwargs) -> Iterator[Delta | RowDone | Generations]:
+        """Yield Delta and RowDone events while generation runs in a thread, then the
+        Generations. For the app: three columns drawn live from one batched call."""
         events: queue.Queue = queue.Queue()
         done = object()
 
         def work():
             try:
-                events.put(self.generate(rows, on_delta=events.put, cancel=cancel, **kwargs))
+                events.put(self.generate(rows, on_delta=events.put, on_row_done=events.put,
+                                         cancel=cancel, **kwargs))
             except BaseException as exc:  # handed to the consumer, raised there
                 events.put(exc)
             finally:
@@ -420,7 +458,8 @@ class ComparisonEngine:
 
     def _generate_chunk(self, chunk: list[Row], result: Generations, *, adapter_names,
                         max_new_tokens: int, seed: int = 42, do_sample: bool = False,
-                        temperature: float = 1.0, on_delta=None, cancel=None) -> None:
+                        temperature: float = 1.0, on_delta=None, on_row_done=None,
+                        cancel=None) -> None:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -438,7 +477,8 @@ class ComparisonEngine:
         def delta(row: int, text: str) -> None:
             on_delta(Delta(chunk[row].system.name, chunk[row].prompt_index, text))
 
-        streamer = _RowStreamer(tok, len(chunk), self.stop_ids, delta if on_delta else None, start)
+        streamer = _RowStreamer(tok, len(chunk), self.stop_ids, delta if on_delta else None, start,
+                                on_stop=(lambda row: on_row_done(chunk[row])) if on_row_done else None)
         criteria = StoppingCriteriaList()
         if cancel is not None:
             class Cancelled(StoppingCriteria):

@@ -8,7 +8,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from workbench.evaluate.compare import BASE, ComparisonEngine, System, default_systems
+from workbench.evaluate.compare import (BASE, ComparisonEngine, Generations, System,
+                                       default_systems)
 from workbench.evaluate.errors import EvaluateError
 
 
@@ -58,7 +59,9 @@ def _capped(splits, cap: int, seed: int):
 
 def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | None,
              options: EvalOptions, log: Callable[[str], None] = lambda s: None,
-             cancel=None) -> dict:
+             cancel=None, progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """`progress(stage, done, total)` hears each stage start (done 0) and every row scored
+    or answered in it (see progress.py)."""
     from workbench.evaluate.fewshot import FewShotPicker, prompt_of
     from workbench.evaluate.metrics import score_all
     from workbench.evaluate.perplexity import perplexity
@@ -79,18 +82,29 @@ def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | No
                  "fewshot": {"selection": options.selection, "k": picker.k, "pool": len(picker.pool),
                              "excluded_overlapping_test": picker.excluded}}
 
-    # ---- test split ------------------------------------------------------------------------
     splits = _capped(splits, options.max_test_rows, options.seed)
+    say = progress or (lambda stage, done, total: None)
+
+    def ppl_of(stage: str, system: System) -> dict:
+        say(stage, 0, len(splits.test))
+        return perplexity(engine, splits.test, system, picker,
+                          on_batch=lambda done, total: say(stage, done, total)).to_dict()
+
+    def answers(stage: str, rows) -> Generations:
+        say(stage, 0, len(rows))
+        return engine.generate(rows, on_row_done=lambda ev: say(stage, ev.done, ev.total), **gen)
+
+    # ---- test split ------------------------------------------------------------------------
     log(f"test split: {len(splits.test)} rows from {splits.source}")
     ppl = {}
     for s in systems:
         started = time.perf_counter()
-        ppl[s.name] = perplexity(engine, splits.test, s, picker).to_dict()
+        ppl[s.name] = ppl_of(f"perplexity {s.name}", s)
         log(f"  perplexity {s.name}: answer {ppl[s.name]['answer_ppl']:.3f}, all "
             f"{ppl[s.name]['all_ppl']:.3f} ({time.perf_counter() - started:.1f}s)")
     convos, refs = zip(*(split_for_generation(r) for r in splits.test))
     log(f"  generating {len(convos)} x {len(systems)} answers in batched calls")
-    gens = engine.generate(engine.rows(list(convos), systems, picker), **gen)
+    gens = answers("test answers", engine.rows(list(convos), systems, picker))
     metrics = {s.name: score_all(options.metrics, [gens.text(s.name, i) for i in range(len(refs))],
                                  list(refs)) for s in systems}
     for name, m in metrics.items():
@@ -107,7 +121,8 @@ def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | No
     # ---- prompt suite ----------------------------------------------------------------------
     if prompts:
         log(f"prompt suite: {len(prompts)} prompts")
-        sg = engine.generate(engine.rows([p["prompt"] for p in prompts], systems, picker), **gen)
+        sg = answers("prompt suite answers",
+                     engine.rows([p["prompt"] for p in prompts], systems, picker))
         rows = [{"prompt": p["prompt"], "reference": p["reference"],
                  "answers": {s.name: sg.text(s.name, i) for s in systems}}
                 for i, p in enumerate(prompts)]
@@ -119,7 +134,7 @@ def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | No
     if steps:
         out["checkpoints"] = []
         for name in sorted(steps, key=lambda a: int(a.split("-")[1])):
-            p = perplexity(engine, splits.test, System(name, name), picker).to_dict()
+            p = ppl_of(f"perplexity {name}", System(name, name))
             out["checkpoints"].append({"step": int(name.split("-")[1]), **p})
             log(f"  {name}: answer perplexity {p['answer_ppl']:.3f}")
     if cancel is not None and cancel.is_set():
@@ -129,12 +144,21 @@ def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | No
 
 def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngine | None = None,
                  profile=None, log: Callable[[str], None] = lambda s: None, cancel=None,
-                 write: bool = True, device: str = "auto", **overrides) -> dict:
+                 write: bool = True, device: str = "auto",
+                 progress: Callable[[dict], None] | None = None,
+                 on_event: Callable[[dict], None] | None = None, final_state: str | None = None,
+                 **overrides) -> dict:
     """The whole `workbench eval`: load (or reuse) the engine, evaluate, write report.md,
     report.json and prompt_suite.json into the run folder. Everything that can fail on bad
-    input (adapter, prompts, test split) is checked before the model is loaded."""
+    input (adapter, prompts, test split) is checked before the model is loaded.
+
+    Progress: `progress(fields)` hears every report (stage, done, total, eta_s); with `write`,
+    a few a stage are also appended to the run's events.jsonl as `eval_progress` events and
+    handed to `on_event`. `final_state` is the state the report states when the caller is
+    about to end the run in it (the runner evaluates just before it marks the run finished)."""
     from workbench.evaluate import report
     from workbench.evaluate.compare import run_adapters
+    from workbench.evaluate.progress import EvalProgress
     from workbench.evaluate.suite import load_prompts
     from workbench.evaluate.testset import load_splits
     from workbench.profile import ProfileError, load_profile
@@ -153,18 +177,29 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
     if engine is None:
         log(f"loading {profile.model.name_or_path} with adapter(s) {', '.join(adapters)}")
         engine = ComparisonEngine.from_run(run, profile, adapters=adapters, device=device)
-    result = evaluate(engine, profile, splits, prompts, options, log=log, cancel=cancel)
+
+    def record(fields: dict) -> None:
+        event = run.append_event("eval_progress", **fields)
+        if on_event is not None:
+            on_event(event)
+
+    tracker = EvalProgress(on_update=progress, on_periodic=record if write else None)
+    result = evaluate(engine, profile, splits, prompts, options, log=log, cancel=cancel,
+                      progress=tracker)
     if write:
         if "suite" in result:
             write_json_atomic(run.path / "prompt_suite.json", {**result["suite"]["summary"],
                                                                 "rows": result["suite"]["rows"]})
-        report.write(run, profile, result)
+        report.write(run, profile, result, state=final_state)
     return result
 
 
-def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambda s: None) -> dict:
+def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambda s: None,
+                            on_event: Callable[[dict], None] | None = None,
+                            final_state: str = "finished") -> dict:
     """The end of every training run: the in-memory PEFT model (adapter "default") is the
-    fine-tuned system, the same weights with the adapter off are the base."""
+    fine-tuned system, the same weights with the adapter off are the base. The run is still
+    `running` while this runs; the report states `final_state`, what the runner marks it next."""
     from workbench.train.plan import profile_chat_format
 
     tokenizer = plan.tokenizer
@@ -176,7 +211,8 @@ def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambd
         engine = ComparisonEngine(model, tokenizer, plan.device, plan.profile.data.system_prompt,
                                   profile_chat_format(tokenizer, plan.profile))
         engine.tuned_adapter = "default" if "default" in engine.adapters else engine.adapters[0]
-        return evaluate_run(run, engine=engine, profile=plan.profile, log=log)
+        return evaluate_run(run, engine=engine, profile=plan.profile, log=log, on_event=on_event,
+                            final_state=final_state)
     finally:
         model.config.use_cache = use_cache
         model.train(was_training)

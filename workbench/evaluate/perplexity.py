@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from workbench.evaluate.compare import BASE, System
 
@@ -70,7 +70,9 @@ def _scored_rows(tokenizer, records: Sequence[dict], system: System, picker, sys
 
 
 def perplexity(engine, records: Sequence[dict], system: System, picker=None,
-               batch_size: int = 8, max_len: int = 4096) -> Perplexity:
+               batch_size: int = 8, max_len: int = 4096,
+               on_batch: Callable[[int, int], None] | None = None) -> Perplexity:
+    """`on_batch(rows scored, rows)` after each batch: a big model takes a while per system."""
     import torch
 
     tok, model = engine.tokenizer, engine.model
@@ -103,6 +105,8 @@ def perplexity(engine, records: Sequence[dict], system: System, picker=None,
         n_answer += int(a.sum())
         nll_all += float(nll[e].sum())
         n_all += int(e.sum())
+        if on_batch is not None:
+            on_batch(lo + len(chunk), len(rows))
     return Perplexity(math.exp(nll_answer / n_answer) if n_answer else float("nan"),
                       math.exp(nll_all / n_all) if n_all else float("nan"), n_answer, n_all)
 

@@ -60,7 +60,9 @@ def ascii_chart(points: list[tuple[int, float]], width: int = 60, height: int = 
     return lines
 
 
-def training_facts(run: RunDir, profile) -> dict:
+def training_facts(run: RunDir, profile, state: str | None = None) -> dict:
+    """`state` overrides status.json's: the runner writes the report just before it marks
+    the run finished, and a report that says "running" forever would be wrong."""
     status = run.read_status()
     events, _ = run.read_events()
     losses = [(e["step"], e["loss"]) for e in events if e.get("type") == "log" and e.get("loss") is not None]
@@ -76,7 +78,8 @@ def training_facts(run: RunDir, profile) -> dict:
     if estimated is None and not on_cpu:
         estimated = _estimate(profile)
     return {
-        "state": status.get("state"), "steps": status.get("step"), "total_steps": status.get("total_steps"),
+        "state": state or run.effective_state(status),
+        "steps": status.get("step"), "total_steps": status.get("total_steps"),
         "train_seconds": secs, "gpu_hourly_usd": rate,
         "cost_usd": round(secs / 3600 * rate, 4) if secs is not None else None,
         "device": status.get("device"),
@@ -109,8 +112,8 @@ def _estimate(profile) -> int | None:
         return None
 
 
-def build(run: RunDir, profile, result: dict) -> tuple[str, dict]:
-    facts = training_facts(run, profile)
+def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple[str, dict]:
+    facts = training_facts(run, profile, state)
     metric_names = list(result.get("options", {}).get("metrics") or profile.eval.metrics)
     test = result.get("test", {})
     metrics = test.get("metrics", {})
@@ -219,10 +222,10 @@ def _delta(a, b) -> str:
     return f"{a - b:+.1f}"
 
 
-def write(run: RunDir, profile, result: dict) -> tuple[Path, Path]:
+def write(run: RunDir, profile, result: dict, state: str | None = None) -> tuple[Path, Path]:
     """Build both reports first, then write them: an error while building leaves the old
-    ones as they were."""
-    md, data = build(run, profile, result)
+    ones as they were. `state`: the run's final state when status.json does not say it yet."""
+    md, data = build(run, profile, result, state)
     write_json_atomic(run.path / "report.json", data)
     write_text_atomic(run.path / "report.md", md)
     return run.path / "report.md", run.path / "report.json"

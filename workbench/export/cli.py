@@ -25,9 +25,9 @@ import json
 import sys
 from pathlib import Path
 
-from workbench.export.common import (FORMATS, ExportError, ProofFailed, check_adapter_ready,
-                                     check_base_model, check_targets_free, export_dir,
-                                     model_name, run_profile)
+from workbench.export.common import (FACES, FORMATS, ExportError, ProofFailed,
+                                     check_adapter_ready, check_base_model, check_targets_free,
+                                     export_dir, model_name, run_profile)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NEEDS_MERGED = ("bnb4", "gguf")
@@ -49,6 +49,8 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--push-to-hub", metavar="REPO", help="upload to this Hub repo (token from HF_TOKEN)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--runs-dir", type=Path)
+    # The app runs this command: its hints name the app's tick boxes, not the flags.
+    p.add_argument("--hints-for", choices=FACES, default="cli", help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_export)
     return p
 
@@ -222,9 +224,10 @@ def cmd_export(args) -> int:
     try:
         out = run_export(args, log)
     except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        hint = exc.hint_for(getattr(args, "hints_for", "cli"))
+        print(f"error: {exc.message}" + (f"\n  hint: {hint}" if hint else ""), file=sys.stderr)
         if as_json:
-            print(json.dumps({"ok": False, "error": exc.message, "hint": exc.hint}, indent=2))
+            print(json.dumps({"ok": False, "error": exc.message, "hint": hint}, indent=2))
         return EXIT_FAILED if exc.message.startswith("push to the Hub") else EXIT_USAGE
     except ProofFailed as exc:
         print(f"error: the merged model does not answer like the adapter model; nothing was "

@@ -20,12 +20,29 @@ from workbench.train.rundir import RunDir
 FORMATS = ("merged", "bnb4", "gguf", "ollama", "vllm")  # also the order they are built in
 
 
+# How each face words a switch: the command line has --force where the app has a "force"
+# tick box. A hint names a switch as {force}; `ExportError.hint_for(face)` fills it in.
+FACES = ("cli", "app")
+SWITCHES = {"cli": {"force": "pass --force"}, "app": {"force": 'tick "force"'}}
+
+
 class ExportError(Exception):
-    """A problem a person can fix (exit 2); `hint` says how."""
+    """A problem a person can fix (exit 2); `hint` says how (worded for the command line,
+    `hint_for("app")` for the app)."""
 
     def __init__(self, message: str, hint: str = ""):
         super().__init__(message)
-        self.message, self.hint = message, hint
+        self.message, self._hint = message, hint
+
+    @property
+    def hint(self) -> str:
+        return self.hint_for("cli")
+
+    def hint_for(self, face: str) -> str:
+        text = self._hint
+        for switch, words in SWITCHES[face].items():
+            text = text.replace("{" + switch + "}", words)
+        return text
 
     def __str__(self) -> str:
         return self.message + (f"\n  hint: {self.hint}" if self.hint else "")
@@ -126,7 +143,7 @@ def check_targets_free(targets: list[Path], force: bool) -> None:
     if taken and not force:
         listed = ", ".join(str(t) for t in taken)
         raise ExportError(f"export folder already exists: {listed}",
-                          hint="pass --force to replace it, or move it away first")
+                          hint="{force} to replace it, or move it away first")
 
 
 @contextmanager
@@ -143,7 +160,7 @@ def staged_dir(target: Path, force: bool = False) -> Iterator[Path]:
         if target.exists():
             if not force:
                 raise ExportError(f"export folder already exists: {target}",
-                                  hint="pass --force to replace it")
+                                  hint="{force} to replace it")
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
             os.replace(staging, target)

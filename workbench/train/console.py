@@ -8,6 +8,7 @@ import shutil
 import sys
 from typing import IO
 
+from workbench.evaluate.progress import progress_text
 from workbench.fmt import fmt_bytes, fmt_duration  # noqa: F401 - re-exported for the CLI
 
 
@@ -90,6 +91,13 @@ class ProgressPrinter:
             self._line(f"measured peak GPU memory {fmt_bytes(ev.get('measured_peak_reserved_bytes'))}"
                        f" reserved vs {fmt_bytes(ev.get('estimated_reserved_bytes'))} estimated"
                        + (f" ({err:+.1f}%)" if isinstance(err, (int, float)) else ""))
+        elif kind == "eval_progress":  # the evaluation after training: a few a stage
+            if self.live:  # in place of the step bar, which has nothing more to say
+                self.stream.write("\r\033[K" + progress_text(ev))
+                self.stream.flush()
+                self._bar_shown = True
+            else:
+                self._line(progress_text(ev))
         elif kind == "error":
             hint = f"\n  hint: {ev['hint']}" if ev.get("hint") else ""
             self._line(f"error ({ev.get('kind')}): {ev.get('message')}{hint}")

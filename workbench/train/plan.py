@@ -74,7 +74,24 @@ def resolve_hardware(profile: Profile) -> tuple[str, str, bool]:
     return device, precision, gradient_checkpointing
 
 
+def _resolve_hub(profile: Profile, needs: tuple[str, ...]) -> None:
+    """Before transformers touches the hub: without a network it would retry for about a
+    minute; this decides offline in one short probe and fails at once if nothing is cached."""
+    from workbench.hub import HubUnavailable, resolve_offline
+
+    m = profile.model
+    try:
+        resolve_offline(m.name_or_path, m.revision, needs,
+                        label=f"model.name_or_path = {m.name_or_path!r}")
+    except HubUnavailable as exc:
+        raise RunError(exc.message, hint=f"{exc.hint}; or point model.name_or_path at a local "
+                                         "model folder") from None
+
+
 def load_tokenizer(profile: Profile):
+    from workbench.hub import TOKENIZER
+
+    _resolve_hub(profile, TOKENIZER)
     from transformers import AutoTokenizer
 
     m = profile.model
@@ -101,6 +118,9 @@ def load_tokenizer(profile: Profile):
 def check_model_config(profile: Profile) -> None:
     """Read config.json only (no weights): a wrong path or an architecture this
     transformers does not know fails here, before anything is written."""
+    from workbench.hub import CONFIG
+
+    _resolve_hub(profile, CONFIG)
     from transformers import AutoConfig
 
     m = profile.model
@@ -114,6 +134,26 @@ def check_model_config(profile: Profile) -> None:
                     "model.trust_remote_code = true in the profile if you trust it")
         raise RunError(f"could not read the model config of {m.name_or_path!r}: "
                        f"{str(exc).splitlines()[0]}", hint=hint) from exc
+
+
+def attention_implementation(profile: Profile) -> tuple[str, str]:
+    """(the attention to load the model with, a note when it is not the profile's). Asking
+    transformers 5 for "sdpa" on a model without an SDPA path (Gemma-2) is an error, and
+    eager attention is what that model runs; the estimate counts the same."""
+    from workbench.estimate.memory import NO_SDPA_MODEL_TYPES
+
+    requested = profile.model.attn_implementation
+    if requested != "sdpa":
+        return requested, ""
+    from transformers import AutoConfig
+
+    m = profile.model
+    model_type = AutoConfig.from_pretrained(m.name_or_path, revision=m.revision,
+                                            trust_remote_code=m.trust_remote_code).model_type
+    if model_type in NO_SDPA_MODEL_TYPES:
+        return "eager", (f"attention: {model_type} has no SDPA path in transformers, so the model "
+                         "runs eager attention (model.attn_implementation = \"sdpa\" is not possible)")
+    return requested, ""
 
 
 REPORTER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",),
@@ -210,6 +250,9 @@ def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> P
     except DataError as exc:
         raise RunError(str(exc), kind="data") from exc
     notes += [f"chat template: {n}" for n in fmt.notes]
+    attn_note = attention_implementation(profile)[1]
+    if attn_note:
+        notes.append(attn_note)
     notes += data.notes
     if not train_rows:
         raise RunError(f"no trainable rows in {d.train} after rendering",

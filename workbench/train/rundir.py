@@ -45,6 +45,9 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "estimate": ("peak_bytes", "reserved_bytes", "breakdown", "trainable_params"),
     "memory": ("measured_peak_reserved_bytes", "measured_peak_allocated_bytes",
                "estimated_reserved_bytes", "error_pct"),
+    # The evaluation at the end of a run (and `workbench eval`) takes minutes on a CPU: rows
+    # scored or answered so far in a stage, a few times a stage (workbench/evaluate/progress.py).
+    "eval_progress": ("stage", "done", "total", "eta_s"),
 }
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")

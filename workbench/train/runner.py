@@ -43,11 +43,13 @@ def load_model(plan: Plan):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from workbench.train.plan import attention_implementation
+
     p = plan.profile
     kwargs = dict(
         revision=p.model.revision,
         trust_remote_code=p.model.trust_remote_code,
-        attn_implementation=p.model.attn_implementation,
+        attn_implementation=attention_implementation(p)[0],
         use_safetensors=True,  # never unpickle .bin weights from who knows where
         dtype=getattr(torch, DTYPES[plan.precision]),
     )
@@ -316,13 +318,16 @@ def _record_measured_peak(run: RunDir, reserved: int, allocated: int, on_event) 
 def _run_prompt_suite(model, plan: Plan, run: RunDir, on_event) -> None:
     """Every run ends with evidence of what training changed: base, few-shot and fine-tuned
     on the test split and the prompt suite, in report.md / report.json. A failure here never
-    fails the run (`workbench eval RUN` retries it)."""
+    fails the run (`workbench eval RUN` retries it). It takes minutes on a CPU, so its
+    eval_progress events go to the display like the training's own; the run is marked
+    finished right after, and the report says so already."""
     try:
         from workbench.evaluate.evaluation import evaluate_after_training
         from workbench.evaluate.report import verdict
         from workbench.evaluate.suite import summary_line
 
-        result = evaluate_after_training(model, plan, run)
+        result = evaluate_after_training(model, plan, run, on_event=on_event,
+                                         final_state="finished")
     except Exception as exc:
         on_event(run.append_event("status", state="running",
                                   message=f"evaluation skipped: {type(exc).__name__}: {exc}"))
