@@ -78,11 +78,20 @@ class RunsChanged(Message):
 class WorkbenchApp(App):
     TITLE = "workbench"
     CSS_PATH = "workbench.tcss"
+    # Screen keys are plain (not priority) bindings: a focused text field takes printable
+    # keys first, so 1-6 typed into a field are text, never a screen switch.
     BINDINGS = [
         *_screen_bindings(),
         Binding("question_mark,f1", "help", "Help", id="app.help"),
         Binding("b", "back", "Back", id="app.back"),
         Binding("q", "quit", "Quit", id="app.quit"),
+        # Textual's own app keys, declared again with ids so help names them and the keymap
+        # can remap them (Textual adds its palette binding only when none is declared).
+        Binding("ctrl+q", "quit", "Quit, also from a field", show=False, priority=True,
+                id="app.quit_anywhere"),
+        Binding(App.COMMAND_PALETTE_BINDING, "command_palette", "palette", show=False,
+                priority=True, key_display=App.COMMAND_PALETTE_DISPLAY,
+                id="app.command_palette"),
     ]
     # Screens live in modes, so each keeps its state (cursor, attached run) while away.
     MODES = {name: partial(make_screen, name) for name in SCREENS}
@@ -119,15 +128,22 @@ class WorkbenchApp(App):
 
     # ---- navigation ------------------------------------------------------------------------
     def action_show(self, name: str) -> None:
+        """Switch screens. The history is the way back to home without loops: showing a
+        screen already in it goes back to it (so Runs -> Train -> Runs leaves nothing to go
+        back to, and `b` never flips between two screens)."""
         if name not in SCREENS or name == self.current_mode:
             return
-        self._history.append(self.current_mode)
-        del self._history[:-20]
+        if name in self._history:
+            del self._history[self._history.index(name):]
+        else:
+            self._history.append(self.current_mode)
+            del self._history[:-20]
         self.switch_mode(name)
         self.refresh_bindings()
 
     def action_back(self) -> None:
-        """Close a dialog, else go to the previous screen, else home."""
+        """Close a dialog, else go to the previous screen, else home. (Dialogs bind the
+        back key themselves: an open modal screen hides the app's bindings.)"""
         if len(self.screen_stack) > 1:
             self.pop_screen()
         elif self._history:
@@ -161,9 +177,9 @@ class WorkbenchApp(App):
             if not b.description or (b.id, key) in seen:
                 continue
             seen.add((b.id, key))
-            rows.append((self.get_key_display(b), b.description, b.id or ""))
-        rows.append((self.get_key_display(Binding(self.COMMAND_PALETTE_BINDING, "")),
-                     "Command palette", "command_palette"))
+            # The palette's description is its footer label ("palette"); help says more.
+            description = "Command palette" if b.action == "command_palette" else b.description
+            rows.append((self.get_key_display(b), description, b.id or ""))
         return rows
 
     def action_help(self) -> None:
@@ -184,7 +200,9 @@ class WorkbenchApp(App):
         for key, active in screen.active_bindings.items():
             b = active.binding
             if b.description and not (b.id or "").startswith("app.") and active.enabled:
-                yield SystemCommand(b.description, f"key {self.get_key_display(b)} · {b.id}",
+                # Textual's own bindings (copy, an Input's editing keys) carry no id.
+                help_text = f"key {self.get_key_display(b)}" + (f" · {b.id}" if b.id else "")
+                yield SystemCommand(b.description, help_text,
                                     partial(self.run_action, b.action, active.node))
 
     # ---- work in threads, errors as notifications ------------------------------------------

@@ -5,6 +5,10 @@ when valid, re-runs the memory estimate synchronously: it is pure Python and far
 millisecond, so there is nothing to debounce. What is slow runs in thread workers, once: the
 model's config (a file read, maybe the hub), GPU telemetry (NVML) and counting the dataset's
 tokens for the time estimate (transformers).
+
+Keys: while a field has focus, every printable key (digits included) is typed into it; Esc
+leaves the field, and then 1-6 switch screens as everywhere else. A field whose value differs
+from the loaded (or last saved) profile is marked "*", and the status line counts them.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Input, Select, Static
 
 from screens.widgets.configure_estimate import EstimatePanel, compute_view
 from screens.widgets.configure_form import FIELDS, ProfileForm
 from screens.widgets.data_path import PathSuggester
+from screens.widgets.keys import KeyedInput, with_ids
 
 # Remedy settings -> the form keys that express them.
 REMEDY_KEYS = {
@@ -45,6 +50,9 @@ def _set(d: dict, dotted: str, value: Any) -> None:
 class ConfigureScreen(Screen):
     TITLE = "workbench"
     SUB_TITLE = "configure"
+    # Coming back to this screen with nothing focused must not land in a text field, where
+    # the next screen key would be typed: the form itself takes focus (arrows scroll it).
+    AUTO_FOCUS = "#cfg-form"
     DEFAULT_CSS = """
     ConfigureScreen #cfg-top { height: 1; }
     ConfigureScreen #cfg-top > Input { width: 1fr; }
@@ -56,12 +64,18 @@ class ConfigureScreen(Screen):
     ConfigureScreen #cfg-save-as { height: 1; display: none; }
     ConfigureScreen #cfg-save-as.-shown { display: block; }
     """
+    # The footer must fit 80 columns with the app's "? Help  b Back  q Quit" and, while a
+    # field has focus, "esc Leave field": Open and the remedies are left to help and the
+    # palette (the estimate panel shows each remedy's key next to it).
     BINDINGS = [
-        Binding("ctrl+o", "open", "Open", id="configure.open"),
+        *with_ids(Screen, "screen"),
+        Binding("ctrl+o", "open", "Open", show=False, id="configure.open"),
         Binding("ctrl+s", "save", "Save", id="configure.save"),
         Binding("f2", "save_as", "Save as", id="configure.save_as"),
-        Binding("ctrl+r", "start", "Start run", id="configure.start"),
-        Binding("alt+1", "remedy(1)", "Remedy 1-6", key_display="alt+1…6", id="configure.remedy.1"),
+        Binding("ctrl+r", "start", "Start", id="configure.start"),
+        Binding("escape", "leave_field", "Leave field", id="configure.leave_field"),
+        Binding("alt+1", "remedy(1)", "Remedy 1-6", show=False, key_display="alt+1…6",
+                id="configure.remedy.1"),
         *[Binding(f"alt+{n}", f"remedy({n})", f"Remedy {n}", show=False, id=f"configure.remedy.{n}")
           for n in range(2, 7)],
     ]
@@ -89,17 +103,18 @@ class ConfigureScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="cfg-top"):
-            yield Input(self.profile_ref, placeholder="profile name or .toml path, Enter loads",
-                        suggester=PathSuggester(), id="cfg-profile", compact=True)
+            yield KeyedInput(self.profile_ref,
+                             placeholder="profile name or .toml path, Enter loads",
+                             suggester=PathSuggester(), id="cfg-profile", compact=True)
         yield Static("", id="cfg-status")
         with Horizontal(id="cfg-main"):
             with Vertical():
                 yield ProfileForm(id="cfg-form")
                 yield Static("", id="cfg-issues")
             yield EstimatePanel(id="cfg-estimate")
-        yield Input(placeholder="save as: path to a .toml file, Enter saves", id="cfg-save-as",
-                    suggester=PathSuggester(), compact=True)
-        yield Footer()
+        yield KeyedInput(placeholder="save as: path to a .toml file, Enter saves",
+                         id="cfg-save-as", suggester=PathSuggester(), compact=True)
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         ref = self.profile_ref or getattr(self.app, "configure_profile", None) or "demo"
@@ -226,7 +241,10 @@ class ConfigureScreen(Screen):
         self.query_one("#cfg-issues", Static).update("")
         first = self.profile is None or self.dataset_tokens is None and self.count_tokens
         self.profile = profile
-        self._status(f"{profile.name}  ·  {self.source}")
+        changed = len(form.modified())
+        # The count before the path: a long path is what gets cut at 80 columns.
+        self._status(f"{profile.name}  ·  " + (f"{changed} changed (*)  ·  " if changed else "")
+                     + self.source)
         model = profile.model.name_or_path
         if model != self.arch_for:
             self.arch_for = model
@@ -260,6 +278,22 @@ class ConfigureScreen(Screen):
 
     def action_open(self) -> None:
         self.query_one("#cfg-profile", Input).focus()
+
+    def _field_focused(self) -> bool:
+        return isinstance(self.focused, (Input, Select))
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "leave_field":  # shown (and Esc taken) only while a field has focus
+            return self._field_focused()
+        return True
+
+    def action_leave_field(self) -> None:
+        """Esc: out of the field, onto the form, where 1-6 switch screens again. Leaving
+        the save-as box cancels it."""
+        box = self.query_one("#cfg-save-as", Input)
+        if self.focused is box:
+            box.remove_class("-shown")
+        self.query_one(ProfileForm).focus()
 
     def action_remedy(self, n: int) -> None:
         if self.view is None or not (1 <= n <= len(self.view.remedies)):
@@ -318,6 +352,7 @@ class ConfigureScreen(Screen):
             return None
         self.source = str(path)
         self.base = profile.to_dict()
+        self.query_one(ProfileForm).mark_saved()
         self._status(f"{profile.name}  ·  saved to {path}")
         self.notify(str(path), title="Profile saved")
         return path

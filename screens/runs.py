@@ -5,6 +5,7 @@ is showing, so an idle app stays idle."""
 from __future__ import annotations
 
 
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -18,22 +19,50 @@ from screens.app import RunsChanged
 from screens.run_actions import RunRow
 from screens.widgets.format import duration, num, started
 from screens.widgets.gpu_panel import GpuPanel
+from screens.widgets.keys import KeyedDataTable, KeyedOptionList, with_ids
 from screens.widgets.nav import NavBar
 from screens.widgets.sized_table import repaint_after_sizing
 
 POLL_S = 2.0
+# Short headers: every column must fit 80 columns beside a run name (the hint line says the
+# times are UTC).
 COLUMNS = (("run", "run"), ("state", "state"), ("step", "step"), ("loss", "loss"),
-           ("started", "started (UTC)"), ("duration", "duration"), ("device", "device"))
+           ("started", "started"), ("duration", "time"), ("device", "device"))
+NAME_MIN = 12  # below this a name says too little; the table scrolls sideways instead
 
 
-def _cells(row: RunRow) -> tuple[str, ...]:
-    return (row.name, row.state, f"{row.step}/{row.total_steps or '?'}",
+def fit_name(name: str, width: int | None) -> str:
+    """A run name cut in the middle to `width` cells: the profile it starts with and the
+    end of its time stamp (what tells two runs of one profile apart) are kept."""
+    if width is None or len(name) <= width:
+        return name
+    width = max(width, NAME_MIN)
+    tail = min(7, (width - 1) // 3)  # "-080000": the stamp's time of day
+    return name[:width - 1 - tail] + "…" + name[len(name) - tail:]
+
+
+def _cells(row: RunRow, name_width: int | None = None) -> tuple[str, ...]:
+    return (fit_name(row.name, name_width), row.state, f"{row.step}/{row.total_steps or '?'}",
             num(row.loss, ".4f"), started(row.created_at), duration(row.duration_s),
             row.device or "-")
 
 
+def name_width(table: DataTable, rows: list[RunRow]) -> int | None:
+    """Cells left for the run name once every other column has its full width (None: the
+    table has no size yet)."""
+    if not table.size.width:
+        return None
+    padding = 2 * table.cell_padding
+    cells = [_cells(row) for row in rows]
+    others = sum(max([cell_len(label)] + [cell_len(c[i]) for c in cells]) + padding
+                 for i, (_, label) in enumerate(COLUMNS) if i)
+    # The vertical scrollbar is counted always: it appears once the rows outgrow the table.
+    return table.size.width - table.styles.scrollbar_size_vertical - others - padding
+
+
 class RunsScreen(Screen):
     BINDINGS = [
+        *with_ids(Screen, "screen"),
         Binding("o,enter", "open", "Open", id="runs.open"),
         Binding("s", "start", "Start", id="runs.start"),
         Binding("x", "stop", "Stop", id="runs.stop"),
@@ -48,16 +77,17 @@ class RunsScreen(Screen):
         super().__init__()
         self.rows: list[RunRow] = []
         self.profiles: dict[str, str] = {}
+        self._name_width: int | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield NavBar("runs")
         yield Static(id="runs-hint", classes="hint")
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield KeyedDataTable(id="runs", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="runs-bottom"):
             with Vertical(id="profiles-box", classes="box"):
                 yield Static("Profiles  [b]s[/b] start", classes="box-title")
-                yield OptionList(id="profiles")
+                yield KeyedOptionList(id="profiles")
             with Vertical(id="gpu-box", classes="box"):
                 yield Static("GPUs", classes="box-title")
                 yield GpuPanel(id="gpus")
@@ -89,6 +119,16 @@ class RunsScreen(Screen):
     def on_runs_changed(self, _: RunsChanged) -> None:
         self.action_refresh()
 
+    def on_resize(self) -> None:
+        # Names are cut to the table's width: a new width may cut them differently.
+        self.call_after_refresh(self._refit)
+
+    def _refit(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        if self.rows and name_width(table, self.rows) != self._name_width:
+            rows, self.rows = self.rows, []
+            self._show_runs(rows)
+
     # ---- reading (workers) -----------------------------------------------------------------
     def action_refresh(self) -> None:
         self.app.run_in_thread(run_actions.scan_runs, self.app.runs_dir, node=self,
@@ -111,25 +151,27 @@ class RunsScreen(Screen):
         table = self.query_one("#runs", DataTable)
         hint = self.query_one("#runs-hint", Static)
         live = sum(r.live for r in rows)
-        hint.update(f"{len(rows)} run(s), {live} running, in {self.app.runs_dir}/" if rows else
+        hint.update(f"{len(rows)} run(s), {live} running, in {self.app.runs_dir}/ (times UTC)"
+                    if rows else
                     f"No runs in {self.app.runs_dir}/ yet: pick a profile below and press s.")
-        if rows == self.rows:
+        width = name_width(table, rows)
+        if rows == self.rows and width == self._name_width:
             return
         old = {r.path: r for r in self.rows}
-        if [r.path for r in rows] == [r.path for r in self.rows]:
+        if [r.path for r in rows] == [r.path for r in self.rows] and width == self._name_width:
             for row in rows:  # same runs: change only the cells that changed
                 if old[row.path] != row:
-                    for (key, _), value in zip(COLUMNS, _cells(row)):
+                    for (key, _), value in zip(COLUMNS, _cells(row, width)):
                         table.update_cell(row.path, key, value, update_width=True)
         else:
             selected = self.selected_path()
             table.clear()
             for row in rows:
-                table.add_row(*_cells(row), key=row.path)
+                table.add_row(*_cells(row, width), key=row.path)
             if selected in {r.path for r in rows}:
                 table.move_cursor(row=table.get_row_index(selected))
         repaint_after_sizing(table)
-        self.rows = rows
+        self.rows, self._name_width = rows, width
 
     # ---- selection -------------------------------------------------------------------------
     def selected_path(self) -> str | None:

@@ -7,6 +7,7 @@ the app or losing the connection does nothing to the run."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -15,13 +16,15 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Log, Static
+from textual.widgets import Footer, Header, Static
 
 from screens import run_actions
 from screens.app import RunsChanged
 from screens.run_actions import RunPoll
 from screens.widgets.format import NA, duration, gib, num
 from screens.widgets.gpu_panel import GpuPanel
+from screens.widgets.keys import with_ids
+from screens.widgets.log_pane import LogPane
 from screens.widgets.loss_plot import LossPlot
 from screens.widgets.nav import NavBar
 from screens.widgets.run_view import RunView
@@ -36,8 +39,29 @@ STATE_STYLE = {"running": "$success", "starting": "$warning", "finished": "$prim
                "failed": "$error", "interrupted": "$warning", "stopped": "$warning"}
 
 
+def short_message(message: str, run_path: str) -> str:
+    """A status message for the header, which has two lines at most: paths inside the run
+    folder are written from it ("adapter saved to ./adapter"), since the header names the
+    run already."""
+    for folder in {str(Path(run_path).resolve()), str(run_path)}:
+        message = message.replace(folder + os.sep, "./")
+    return message
+
+
+def cost_lines(hourly: float | None, seconds: float | None) -> list[str]:
+    """The cost rows of the stats column (36 cells wide)."""
+    if hourly is None:
+        return [f"cost       {NA}"]
+    if not hourly:  # 0 is a price (a CPU you own), not a missing setting
+        return ["cost       $0.00 (free)", "  budget.gpu_hourly_usd = 0"]
+    if seconds is None:
+        return ["cost       -"]
+    return [f"cost       ${seconds / 3600 * hourly:.2f} at ${hourly:g}/h"]
+
+
 class TrainScreen(Screen):
     BINDINGS = [
+        *with_ids(Screen, "screen"),
         Binding("x", "stop", "Stop run", id="train.stop"),
         Binding("r", "resume", "Resume run", id="train.resume"),
         Binding("l", "focus_log", "Log", id="train.log"),
@@ -70,7 +94,7 @@ class TrainScreen(Screen):
             with Vertical(id="train-side"):
                 yield Static(id="train-stats")
                 yield GpuPanel(id="train-gpus")
-        yield Log(id="train-log", max_lines=500, auto_scroll=False)
+        yield LogPane(id="train-log")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -111,7 +135,7 @@ class TrainScreen(Screen):
         self._offset = self._log_size = 0
         self._loaded = False
         self._plot_pending, self._plot_drawn = False, 0.0
-        self.query_one(Log).clear()
+        self.query_one(LogPane).reset()
         self.query_one(LossPlot).show([], [], [], [])
         self.app.run_in_thread(run_actions.run_budget, path, node=self, on_done=self._set_budget)
         self._poll()
@@ -150,13 +174,15 @@ class TrainScreen(Screen):
                     hint = f"\n{ev['hint']}" if ev.get("hint") else ""
                     self.app.notify_error(f"{ev.get('message')}{hint}", f"run {Path(path).name}")
         self._loaded = True
+        log = self.query_one(LogPane)
         if poll.log_text:
-            log = self.query_one(Log)
             at_end = log.is_vertical_scroll_end
             if poll.log_reset:
-                log.clear()
+                log.reset()
             # Follow the log only when the reader is at its end (as Elia does with tokens).
-            log.write(poll.log_text, scroll_end=at_end or poll.log_reset)
+            log.add(poll.log_text, follow=at_end or poll.log_reset)
+        if self.state not in LIVE_STATES:
+            log.flush(follow=log.is_vertical_scroll_end)
         if self.view.gpus:
             self.query_one("#train-gpus", GpuPanel).show_gpus(self.view.gpus)
         else:
@@ -182,8 +208,8 @@ class TrainScreen(Screen):
         step = st.get("step") or log.get("step") or 0
         title = (f"[b]{escape(Path(self.run_path).name)}[/b]  [{style}]{self.state}[/]  "
                  f"step {step}/{st.get('total_steps') or '?'}")
-        if v.message:
-            title += f"  [$text-muted]{escape(v.message)}[/]"
+        if v.message:  # last: what is cut when the header runs out of room
+            title += f"  [$text-muted]{escape(short_message(v.message, self.run_path))}[/]"
         if title != self._title_text:
             self._title_text = title
             self.query_one("#run-title", Static).update(title)
@@ -192,23 +218,19 @@ class TrainScreen(Screen):
         eta = log.get("eta_s") if live else None
         if isinstance(eta, (int, float)) and isinstance(log.get("time"), (int, float)):
             eta = max(eta - (time.time() - log["time"]), 0)  # the log line is a while old
-        if self.hourly_usd is None:
-            cost = NA
-        elif not self.hourly_usd:
-            cost = "$0 (budget.gpu_hourly_usd unset)"
-        else:
-            cost = (f"${seconds / 3600 * self.hourly_usd:.2f} at ${self.hourly_usd:g}/h"
-                    if seconds is not None else "-")
         eval_loss = v.eval_losses[-1] if v.eval_losses else None
+        eta_text = duration(eta) if live else ("done" if self.state == "finished" else "-")
+        # Two values a row: the column is 36 cells, and at 80x24 it must leave room under
+        # it for the GPU panel.
+        pairs = [
+            ("loss", num(log.get("loss"), ".4f"), "eval", num(eval_loss, ".4f")),
+            ("lr", num(log.get("learning_rate"), ".2e"), "gnorm", num(log.get("grad_norm"), ".3f")),
+            ("tokens/s", num(log.get("tokens_per_s"), ",.0f"), "epoch", num(log.get("epoch"), ".2f")),
+            ("ETA", eta_text, "trained", duration(seconds)),
+        ]
         lines = [
-            f"loss       {num(log.get('loss'), '.4f')}   eval {num(eval_loss, '.4f')}",
-            f"lr         {num(log.get('learning_rate'), '.2e')}",
-            f"grad norm  {num(log.get('grad_norm'), '.3f')}",
-            f"tokens/s   {num(log.get('tokens_per_s'), ',.0f')}",
-            f"epoch      {num(log.get('epoch'), '.2f')}",
-            f"ETA        {duration(eta) if live else ('done' if self.state == 'finished' else '-')}",
-            f"trained    {duration(seconds)}",
-            f"cost       {cost}",
+            *(f"{a:<11}{x:<9}{b:<8}{y}" for a, x, b, y in pairs),
+            *cost_lines(self.hourly_usd, seconds),
             *self._memory_lines(),
         ]
         if v.error:
@@ -245,7 +267,7 @@ class TrainScreen(Screen):
             self.app.resume_run(path)
 
     def action_focus_log(self) -> None:
-        self.query_one(Log).focus()
+        self.query_one(LogPane).focus()
 
     def action_focus_plot(self) -> None:
         self.query_one(LossPlot).focus()

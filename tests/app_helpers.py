@@ -124,11 +124,36 @@ def screen_text(app) -> str:
     return console.export_text()
 
 
+# The presets the app tests see, whatever else a user keeps in profiles/.
+SHIPPED_PRESETS = ("demo", "llama3.1-8b-qlora", "mistral-7b-lora", "qwen2.5-0.5b-lora",
+                   "qwen2.5-7b-qlora", "smollm2-360m-lora")
+
+
+def fixed_presets(monkeypatch, tmp_path: Path) -> Path:
+    """Copies of the shipped presets in tmp_path/repo/profiles, looked up instead of the real
+    profiles/ folder (where a user may add their own). repo/assets links to the real assets,
+    so the presets' relative paths ("../assets/tiny-model") still resolve."""
+    import shutil
+
+    from workbench import profile
+
+    shipped = profile.shipped_profiles_dir()
+    repo = tmp_path / "repo"
+    (repo / "profiles").mkdir(parents=True)
+    (repo / "assets").symlink_to(shipped.parent / "assets", target_is_directory=True)
+    for name in SHIPPED_PRESETS:
+        shutil.copy2(shipped / f"{name}.toml", repo / "profiles" / f"{name}.toml")
+    monkeypatch.setattr(profile, "shipped_profiles_dir", lambda: repo / "profiles")
+    return repo / "profiles"
+
+
 def isolate(monkeypatch, tmp_path, fake_gpus: bool = True) -> None:
-    """No user keymap or profiles, runs in ./runs, no GPU: the same screen everywhere."""
+    """No user keymap or profiles, only the shipped presets, runs in ./runs, no GPU: the
+    same screen everywhere."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WORKBENCH_KEYMAP", "no-keymap.toml")  # relative: same text in every snapshot
     monkeypatch.setenv("WORKBENCH_PROFILE_DIR", str(tmp_path / "no-profiles"))
+    fixed_presets(monkeypatch, tmp_path)
     if fake_gpus:
         install_fake_nvml(monkeypatch, [])
     (tmp_path / "runs").mkdir()

@@ -177,3 +177,114 @@ async def test_readme_screenshot():
         await _does_not_fit(pilot)
         (REPO / "assets" / "screenshots").mkdir(parents=True, exist_ok=True)
         app.save_screenshot("configure.svg", path=str(REPO / "assets" / "screenshots"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys in the whole app (issue 11): a screen key never edits a field, Esc leaves one, and a
+# value a key press changed is marked.
+
+
+def _in_app(monkeypatch, tmp_path):
+    """The real app on a fixed profile folder, without counting the dataset's tokens (it
+    loads a tokenizer; nothing here needs the time estimate)."""
+    from app_helpers import isolate
+
+    isolate(monkeypatch, tmp_path)
+    monkeypatch.setattr("workbench.estimate.cli.count_dataset_tokens", lambda p: (None, "test"))
+
+
+async def _on_configure(app, pilot):
+    await pilot.press("3")
+    await wait_for(pilot, lambda: getattr(app.screen, "view", None) is not None)
+    return app.screen.query_one(ProfileForm)
+
+
+def test_screen_keys_in_a_field_are_text_and_esc_leaves_it(monkeypatch, tmp_path):
+    from textual.widgets import Input, Select
+
+    from app_helpers import drive
+
+    _in_app(monkeypatch, tmp_path)
+
+    async def steps(app, pilot):
+        form = await _on_configure(app, pilot)
+        r = form.widget("lora.r")
+        assert r.has_focus and r.value == "16"
+        await pilot.press("5")  # typed into LoRA r, not a switch to Compare...
+        await pilot.pause()
+        assert app.current_mode == "configure" and r.value == "165"
+        text = screen_text(app)  # ...and shown as a change, with the way out
+        assert "LoRA r*" in text and "1 changed" in text and "esc Leave field" in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.focused, (Input, Select))
+        assert "b Back" in screen_text(app) and "esc Leave field" not in screen_text(app)
+        await pilot.press("4")
+        await pilot.pause(0.2)
+        assert app.current_mode == "train" and r.value == "165"
+        await pilot.press("3")  # back on Configure: not in a field, so 1 switches again
+        await pilot.pause(0.2)
+        assert app.current_mode == "configure"
+        assert not isinstance(app.focused, (Input, Select))
+        await pilot.press("1")
+        await pilot.pause(0.2)
+        assert app.current_mode == "runs" and r.value == "165"
+    drive(steps, size=(80, 24))
+
+
+@sync
+async def test_a_changed_field_is_marked_until_it_is_saved(tmp_path):
+    app = make("demo")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.view is not None)
+        form = screen.query_one(ProfileForm)
+        row = form.query_one("#f-lora-r-row")
+        assert "LoRA r*" not in screen_text(app) and not row.has_class("-modified")
+        await retype(pilot, "32")
+        await pilot.pause()
+        assert form.modified() == ["lora.r"] and row.has_class("-modified")
+        assert "LoRA r*" in screen_text(app) and "1 changed" in screen_text(app)
+        await retype(pilot, "16")  # the profile's value again: no longer a change
+        await pilot.pause()
+        assert form.modified() == [] and "LoRA r*" not in screen_text(app)
+        await retype(pilot, "32")
+        await pilot.press("f2")
+        await retype(pilot, str(tmp_path / "mine.toml"))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert (tmp_path / "mine.toml").is_file()
+        assert form.modified() == [] and "LoRA r*" not in screen_text(app)
+
+
+def test_help_names_every_key_with_its_id_and_the_ids_remap(monkeypatch, tmp_path):
+    """Text-editing keys too: help shows "input.home" and a keymap line moves the key."""
+    from app_helpers import drive
+
+    _in_app(monkeypatch, tmp_path)
+    keymap = tmp_path / "keymap.toml"
+    keymap.write_text('"input.home" = "ctrl+b"\n')
+
+    async def steps(app, pilot):
+        form = await _on_configure(app, pilot)
+        assert form.widget("lora.r").has_focus
+        rows = app.binding_rows(app.screen)
+        assert rows and all(binding_id for _, _, binding_id in rows), \
+            [row for row in rows if not row[2]]
+        ids = {binding_id for _, _, binding_id in rows}
+        assert {"input.home", "input.delete_left", "input.cursor_left_select",
+                "screen.focus_next", "app.quit_anywhere"} <= ids
+        await pilot.press("f1")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("end")  # the field's own keys come last
+        await pilot.pause(0.2)
+        assert "input." in screen_text(app)
+        await pilot.press("escape")
+        await pilot.press("ctrl+b", "9")  # ctrl+b is "Go to start" now
+        await pilot.pause()
+        assert form.widget("lora.r").value == "916"
+        form.widget("lora.method").focus()  # a choice list: its keys have ids as well
+        await pilot.pause()
+        assert all(binding_id for _, _, binding_id in app.binding_rows(app.screen))
+    drive(steps, size=(100, 40), keymap_file=keymap)

@@ -262,3 +262,64 @@ def test_snapshot_runs_without_gpu_or_runs(snap_compare, monkeypatch):
 
     assert snap_compare(WorkbenchApp(runs_dir=Path("runs")), terminal_size=(80, 24),
                         run_before=_runs_shown(0, 0))
+
+
+def test_every_column_and_quit_fit_in_80_columns(monkeypatch, tmp_path):
+    """A real run name (profile + time stamp) is longer than the table leaves it at 80
+    columns: its middle is cut, and the device column and the footer's Quit stay on screen."""
+    install_fake_nvml(monkeypatch, [])
+    long = make_finished_run(tmp_path / "runs", "qwen2.5-0.5b-lora-20261128-080000",
+                             gpus=gpu_dicts(H100))
+
+    async def steps(app, pilot):
+        await wait_for(pilot, lambda: app.screen.rows)
+        await pilot.press("4", "1")  # back from Train: the footer is the same as at start
+        await settle(pilot)
+        lines = screen_text(app).splitlines()
+        header = next(line for line in lines if line.lstrip().startswith("run "))
+        row = next(line for line in lines if "finished" in line)
+        assert header.rstrip().endswith("device") and row.rstrip().endswith("cuda")
+        assert "qwen2.5-0.5b" in row and "…" in row and long.name not in row
+        assert long.name[-7:] in row  # the end of the stamp tells runs apart
+        assert lines[-1].split("▏")[0].rstrip().endswith("q Quit")
+        await pilot.resize_terminal(160, 30)  # room enough: the whole name again
+        await settle(pilot)
+        assert long.name in screen_text(app)
+    drive(steps, size=(80, 24))
+
+
+def test_profiles_listed_do_not_depend_on_what_a_user_keeps(monkeypatch, tmp_path):
+    """The app tests look profiles up in a copy of the shipped presets (app_helpers.isolate),
+    so a profile a user adds to profiles/ or ~/.config/workbench/profiles changes no screen.
+    Stand-ins for those two folders, once bare and once with a profile added: the same screen."""
+    from app_helpers import SHIPPED_PRESETS
+
+    from workbench import profile
+
+    real_shipped = profile.shipped_profiles_dir()
+    shown = []
+    for added in (False, True):
+        home = tmp_path / f"user-{added}"
+        checkout = home / "checkout" / "profiles"  # the repository's profiles/ as a user has it
+        checkout.mkdir(parents=True)
+        (home / "checkout" / "assets").symlink_to(real_shipped.parent / "assets")
+        for name in SHIPPED_PRESETS:
+            (checkout / f"{name}.toml").write_text((real_shipped / f"{name}.toml").read_text())
+        config = home / ".config" / "workbench" / "profiles"
+        config.mkdir(parents=True)
+        if added:
+            (checkout / "aaa-mine.toml").write_text((checkout / "demo.toml").read_text())
+            (config / "bbb-mine.toml").write_text((checkout / "demo.toml").read_text())
+        with monkeypatch.context() as m:
+            m.setattr(profile, "shipped_profiles_dir", lambda: checkout)
+            m.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+            m.delenv("WORKBENCH_PROFILE_DIR", raising=False)
+            (home / "tests").mkdir()
+            isolate(m, home / "tests", fake_gpus=True)
+
+            async def steps(app, pilot):
+                await wait_for(pilot, lambda: app.screen.profiles)
+                shown.append((list(app.screen.profiles), screen_text(app)))
+            drive(steps)
+    assert shown[0] == shown[1]
+    assert shown[1][0] == list(SHIPPED_PRESETS)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from app_helpers import isolate, make_finished_run, screen_text, settle
+from app_helpers import isolate, make_finished_run, screen_text, settle, wait_for
 from conftest import REPO
 
 import screens
@@ -45,11 +45,63 @@ def test_number_keys_switch_screens_and_back_returns():
         assert "4 Train" in screen_text(app)
         await pilot.press("1")
         await pilot.press("4")
+        await pilot.pause(0.1)
+        assert "b Back" in screen_text(app)  # history left: back is offered
         await pilot.press("b")  # back: a visible key, not only Esc
         await pilot.pause(0.1)
         assert app.current_mode == "runs"
-        assert "b Back" in screen_text(app)  # history left: back is offered
     drive(app, steps)
+
+
+def test_back_goes_back_in_history_and_never_flips(monkeypatch):
+    """4-1-4 then b b: Runs and stays there; it used to flip Train, Runs, Train..."""
+    monkeypatch.setattr("workbench.estimate.cli.count_dataset_tokens", lambda p: (None, "test"))
+    app = make_app()
+
+    async def steps(pilot):
+        for key in ("4", "1", "4"):
+            await pilot.press(key)
+        await pilot.pause(0.2)
+        await pilot.press("b")
+        await pilot.pause(0.1)
+        assert app.current_mode == "runs"
+        text = screen_text(app)
+        assert "b Back" not in text and "q Quit" in text  # home: nowhere further back
+        await pilot.press("b")
+        await pilot.pause(0.1)
+        assert app.current_mode == "runs"
+        await pilot.press("4", "3")  # Runs -> Train -> Configure: back is Train, then Runs
+        await wait_for(pilot, lambda: getattr(app.screen, "view", None) is not None)
+        await pilot.press("escape", "b")  # Esc first: Configure opens in its LoRA r field
+        await pilot.pause(0.1)
+        assert app.current_mode == "train"
+        await pilot.press("b")
+        await pilot.pause(0.1)
+        assert app.current_mode == "runs"
+    drive(app, steps)
+
+
+def test_back_closes_help_and_the_delete_question(tmp_path):
+    run = make_finished_run(tmp_path / "runs", "demo")
+    app = make_app(runs_dir="runs")
+
+    async def steps(pilot):
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("b")
+        await pilot.pause(0.1)
+        assert len(app.screen_stack) == 1 and app.current_mode == "runs"
+        await pilot.press("d")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "ConfirmScreen"
+        assert "/ b no" in screen_text(app)
+        await pilot.press("b")  # back: no, nothing deleted
+        await settle(pilot)
+        assert len(app.screen_stack) == 1 and run.path.exists()
+        assert app.current_mode == "runs"
+    drive(app, steps, size=(100, 30))
 
 
 def test_missing_screen_module_shows_coming_soon(monkeypatch):
@@ -82,10 +134,17 @@ def test_command_palette_lists_every_screen_action():
     app = make_app()
 
     async def steps(pilot):
-        titles = {c.title for c in app.get_system_commands(app.screen)}
+        commands = list(app.get_system_commands(app.screen))
+        titles = {c.title for c in commands}
         for expected in ("Go to Train", "Go to Data", "Start", "Stop", "Resume", "Delete",
                          "Open", "Attach", "Refresh"):
             assert expected in titles
+        assert not [c.help for c in commands if "None" in (c.help or "")]  # was "key ^c · None"
+        await pilot.press("5")  # Compare: its prompt Input brings Textual's own bindings
+        await pilot.pause(0.3)
+        assert not [c.help for c in app.get_system_commands(app.screen) if "None" in (c.help or "")]
+        await pilot.press("1")
+        await pilot.pause(0.2)
         await pilot.press("ctrl+p")
         await pilot.pause(0.2)
         await pilot.press(*"go to train", "enter")

@@ -140,3 +140,77 @@ def test_overlapping_polls_never_count_events_twice(tmp_path, monkeypatch):
         screen._update(path, 0, poll)  # ...and a second one from the same offset too
         assert screen.view.steps == list(range(2, 41, 2))
     drive(steps)
+
+
+def test_a_free_run_says_free_not_unset(tmp_path):
+    """The demo profile prices its CPU at budget.gpu_hourly_usd = 0.0: a price, not a gap."""
+    run = make_finished_run(tmp_path / "runs", "demo", hourly=0.0)
+
+    async def steps(app, pilot):
+        app.open_run(run.path)
+        await settle(pilot)
+        text = screen_text(app)
+        assert "$0.00 (free)" in text and "budget.gpu_hourly_usd = 0" in text
+        assert "unset" not in text
+    drive(steps, size=(80, 24))
+
+
+def test_a_progress_note_clears_once_training_moves_on(tmp_path):
+    """"resuming from checkpoint-24" is news until the next logged step, not at step 165."""
+    run = RunDir.create(tmp_path / "runs", "live")
+    run.write_status(state="running", pid=os.getpid(), step=24, total_steps=300)
+    run.append_event("status", state="running", message="resuming from checkpoint-24")
+
+    async def steps(app, pilot):
+        app.open_run(run.path)
+        await settle(pilot)
+        assert "resuming from checkpoint-24" in screen_text(app)
+        run.append_event("log", step=165, epoch=1.1, loss=0.9, learning_rate=1e-4,
+                         grad_norm=0.4, tokens_per_s=900.0, eta_s=60.0)
+        run.write_status(step=165)
+        await settle(pilot, 0.8)
+        text = screen_text(app)
+        assert "step 165/300" in text and "resuming" not in text
+        run.append_event("status", state="finished", message="adapter saved")
+        run.write_status(state="finished", pid=None)
+        await settle(pilot, 2.5)
+        assert "adapter saved" in screen_text(app)  # an end state's message stays
+    drive(steps, size=(80, 24))
+
+
+LONG_LINE = ("step 40/40  epoch 2.00  loss 0.6000  eval 0.7385  lr 2.00e-04  gnorm 0.33  "
+             "1235 tok/s  peak 21.0 GiB  ETA 0s")
+
+
+def _long_run(tmp_path):
+    run = make_finished_run(tmp_path / "runs", "qwen2.5-0.5b-lora-20261128-080000",
+                            gpus=gpu_dicts(H100))
+    from app_helpers import write_event
+
+    write_event(run, "status", T0 + 200, state="finished", message=f"adapter saved to "
+                f"{run.path.resolve()}/adapter (early stopping: eval loss stopped improving)")
+    with open(run.log_path, "a") as fh:
+        fh.write(LONG_LINE + "\n")
+    return run
+
+
+def test_header_log_and_numbers_fit_80_columns(tmp_path):
+    run = _long_run(tmp_path)
+
+    async def steps(app, pilot):
+        app.open_run(run.path)
+        await settle(pilot, 0.6)
+        text = screen_text(app)
+        assert all(len(line.rstrip()) <= 80 for line in text.splitlines())
+        # The header names the run, and its message (wrapped) keeps the adapter's place.
+        words = " ".join(text.split())  # the header wraps to a second line
+        assert run.name in text
+        assert "adapter saved to ./adapter (early stopping: eval loss stopped improving)" in words
+        # The long log line wraps: its end is on screen, and more than 3 lines fit.
+        assert "ETA 0s" in text and "1235" in text
+        assert "step 34/40 loss" in text
+        # Every number beside the plot, and the GPU panel under them.
+        for part in ("0.6000", "0.7385", "0.333", "1,234", "2m15s", "$0.09 at $2.5/h",
+                     "est 22.0 GiB", "21.0 GiB", "util 97%"):
+            assert part in text, part
+    drive(steps, size=(80, 24))

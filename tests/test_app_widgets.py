@@ -73,3 +73,39 @@ def test_tick_box_glyph_shows_the_state():
             return off, box.render().plain
     off, on = asyncio.run(go())
     assert off.startswith("▐ ▌") and on.startswith("▐X▌"), (off, on)
+
+
+class LogApp(App):
+    def compose(self):
+        from screens.widgets.log_pane import LogPane
+
+        yield LogPane()
+
+
+def test_log_pane_wraps_lines_and_joins_chunks():
+    """At 80 columns a training line is longer than the terminal: it wraps instead of being
+    cut, a line that arrives in two chunks is one line, and a wider pane wraps them again."""
+    from screens.widgets.log_pane import LogPane
+
+    long = "step 40/40  epoch 2.00  loss 0.6000  lr 2.00e-04  ETA 0s"
+
+    def shown(log) -> list[str]:
+        return [strip.text.rstrip() for strip in log.lines]
+
+    async def go():
+        app = LogApp()
+        async with app.run_test(size=(31, 8)) as pilot:  # 30 cells + the scrollbar
+            await pilot.pause()
+            log = app.query_one(LogPane)
+            log.add(long + "\nstep 41 lo", follow=True)
+            await pilot.pause()
+            narrow = shown(log)
+            assert all(len(line) <= 30 for line in narrow) and len(narrow) == 2, narrow
+            assert " ".join(narrow) == long
+            log.add("ss 0.5\n", follow=True)
+            await pilot.pause()
+            assert shown(log)[-1] == "step 41 loss 0.5"
+            await pilot.resize_terminal(81, 8)
+            await pilot.pause(0.2)
+            assert shown(log) == [long, "step 41 loss 0.5"]
+    asyncio.run(go())

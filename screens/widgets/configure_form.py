@@ -16,6 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
+from screens.widgets.keys import KeyedInput, KeyedSelect, with_ids
 from workbench.estimate.gpus import GPUS
 from workbench.profile import iter_schema
 
@@ -98,29 +99,41 @@ def _dom_id(key: str) -> str:
 
 
 class ProfileForm(VerticalScroll):
+    """Each field remembers the value it was filled with (the profile as loaded or saved);
+    a field that differs is marked "*" so a stray key press can never change the estimate
+    unseen."""
+
     DEFAULT_CSS = """
     ProfileForm { height: 1fr; }
     ProfileForm > .form-row { height: auto; }
-    ProfileForm .form-row > Label { width: 11; color: $text-muted; }
+    ProfileForm .form-row > Label { width: 12; color: $text-muted; }
+    ProfileForm .form-row.-modified > Label { color: $warning; text-style: bold; }
     ProfileForm .form-row > Input, ProfileForm .form-row > Select { width: 1fr; }
-    ProfileForm .form-error { color: $error; height: auto; padding-left: 11; display: none; }
+    ProfileForm .form-error { color: $error; height: auto; padding-left: 12; display: none; }
     ProfileForm .form-error.-shown { display: block; }
     """
+    BINDINGS = with_ids(VerticalScroll, "form")
+    MARK = "*"
 
     class Changed(Message):
         def __init__(self, key: str) -> None:
             self.key = key
             super().__init__()
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._baseline: dict[str, Any] = {}  # parsed values as filled; {} before the first fill
+
     def compose(self) -> ComposeResult:
         for field in FIELDS:
-            with Horizontal(classes="form-row"):
+            with Horizontal(classes="form-row", id=_dom_id(field.key) + "-row"):
                 yield Label(field.label)
                 if field.kind == "choice":
                     options = [(DETECTED if c == "" else c, c) for c in choices_for(field.key)]
-                    yield Select(options, allow_blank=False, id=_dom_id(field.key), compact=True)
+                    yield KeyedSelect(options, allow_blank=False, id=_dom_id(field.key),
+                                      compact=True)
                 else:
-                    yield Input(id=_dom_id(field.key), compact=True, select_on_focus=False)
+                    yield KeyedInput(id=_dom_id(field.key), compact=True, select_on_focus=False)
             yield Static("", id=_dom_id(field.key) + "-error", classes="form-error")
 
     def widget(self, key: str) -> Input | Select:
@@ -136,8 +149,31 @@ class ProfileForm(VerticalScroll):
             widget.value = text
 
     def fill(self, profile: Any) -> None:
+        """Show a profile; its values become the ones edits are compared with."""
         for field in FIELDS:
             self.set_value(field.key, profile.get(field.key))
+        self.mark_saved()
+
+    def mark_saved(self) -> None:
+        """The values shown now are the profile's (just loaded or saved): nothing is modified."""
+        self._baseline = self.values()
+        self._show_modified()
+
+    def modified(self) -> list[str]:
+        """Keys whose value differs from the profile's (compared as parsed values, so "2e-4"
+        and "0.0002" are the same)."""
+        if not self._baseline:
+            return []
+        now = self.values()
+        return [f.key for f in FIELDS if now[f.key] != self._baseline.get(f.key)]
+
+    def _show_modified(self) -> None:
+        changed = set(self.modified())
+        for field in FIELDS:
+            row = self.query_one("#" + _dom_id(field.key) + "-row", Horizontal)
+            row.set_class(field.key in changed, "-modified")
+            mark = self.MARK if field.key in changed else ""
+            row.query_one(Label).update(field.label + mark)
 
     def values(self) -> dict[str, Any]:
         out = {}
@@ -156,8 +192,10 @@ class ProfileForm(VerticalScroll):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
+        self._show_modified()
         self.post_message(self.Changed(event.input.id or ""))
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
+        self._show_modified()
         self.post_message(self.Changed(event.select.id or ""))

@@ -15,6 +15,9 @@ from screens.widgets.sized_table import repaint_after_sizing
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape,q,question_mark,f1", "close", "Close", id="help.close"),
+        # A modal screen hides the app's bindings, so the app's back key is bound here too
+        # (same id: a keymap that moves "app.back" moves this one with it).
+        Binding("b", "close", "Back", show=False, id="app.back"),
     ]
 
     def __init__(self, title: str, rows: list[tuple[str, str, str]], keymap_note: str):

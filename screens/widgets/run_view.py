@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 FINAL = ("finished", "failed", "stopped")
+# A status message in these states is a progress note ("loading model", "resuming from
+# checkpoint-24"): true until training logs a step, stale after that.
+NOTE_STATES = ("starting", "running")
 
 
 @dataclass
@@ -18,7 +21,8 @@ class RunView:
     gpus: list[dict] = field(default_factory=list)
     estimate: dict | None = None   # the memory model's answer at start
     memory: dict | None = None     # measured peak at the end (GPU runs)
-    message: str = ""              # the latest status message
+    message: str = ""              # the latest status message, while it is still news
+    message_state: str = ""        # the state it came with
     error: dict | None = None      # the latest error event
     last_checkpoint_step: int | None = None
     first_time: float | None = None
@@ -36,6 +40,8 @@ class RunView:
                 self.last_time = t
             if kind == "log":
                 self.last_log = ev
+                if self.message_state in NOTE_STATES:
+                    self.message = ""  # training has moved on since the note
                 if isinstance(ev.get("loss"), (int, float)) and isinstance(ev.get("step"), int):
                     self.steps.append(ev["step"])
                     self.losses.append(ev["loss"])
@@ -56,6 +62,7 @@ class RunView:
                 self.error = ev
             elif kind == "status":
                 self.message = ev.get("message") or ev.get("state") or ""
+                self.message_state = ev.get("state") or ""
                 self._segment(ev.get("state"), t)
         return plot_changed
 

@@ -8,7 +8,7 @@ on (`os.sched_getaffinity`, which honours taskset / cgroup cpusets) minus those 
 keep busy (sampled from /proc/stat for a fifth of a second, this process's own CPU time taken
 out; the load average elsewhere), and asks OpenMP
 to wait passively (`OMP_WAIT_POLICY`, read when the OpenMP runtime starts: set before torch is
-imported, and only when the user has not set it).
+imported, and only when the user has not set it). `WORKBENCH_CPU_THREADS=N` sets the count.
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ def size_torch_threads() -> str:
     import torch
 
     cores = usable_cores()
+    chosen = os.environ.get("WORKBENCH_CPU_THREADS", "").strip()
+    if chosen.isdigit() and int(chosen) > 0:  # the person's choice wins
+        torch.set_num_threads(int(chosen))
+        return f"cpu: torch uses {chosen} threads (WORKBENCH_CPU_THREADS)"
     load = busy_elsewhere()
     threads = choose_threads(cores, load)
     torch.set_num_threads(threads)
