@@ -1,6 +1,6 @@
 """The demo run on a machine another process keeps busy: with the thread sizing of
-workbench/train/threads.py, and as before it (torch's default of one thread per core, OpenMP's
-default waiting).
+workbench/train/threads.py, as before it (torch's default of one thread per core), and with
+OpenMP's passive waiting (an alternative that was measured and left out).
 
     python bench/demo_under_load.py [--steps 40] [--hogs 1] [--write bench/demo_under_load.md]
 
@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
     variants = {
-        "sized threads, passive waiting (now)": {},
-        f"one thread per core ({cores}), default waiting (before)": {
-            "WORKBENCH_CPU_THREADS": str(cores), "OMP_WAIT_POLICY": ""},
+        "sized to the idle cores (now)": {},
+        f"one per core, {cores} (before)": {"WORKBENCH_CPU_THREADS": str(cores)},
+        "sized, with OMP_WAIT_POLICY=PASSIVE (tried, left out)": {"OMP_WAIT_POLICY": "PASSIVE"},
     }
     rows = []
     for name, env in variants.items():

@@ -1,50 +1,46 @@
-"""Screenshots of the Runs and Train screens for the README (assets/screenshots/*.svg).
+"""Screenshots of the Runs and Train screens for the README (assets/screenshots/*.svg), from a
+real run: the demo profile trained on this machine, shown with this machine's real GPU state
+(NVML, or "no GPU"). Nothing in these pictures is a fixture; what they show was measured here.
 
-Drawn from hand-written run folders and a fake two-GPU NVML (the same fixtures as the
-snapshot tests), so the pictures are reproducible on any machine:
     python bench/screenshots.py [--size 120x36]
+
+Takes about a minute on 2 CPU cores (the demo run, then the app).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO)]
 
 
-async def shoot(out: Path, size: tuple[int, int]) -> None:
-    from app_helpers import A10G, H100, T0, fake_nvml, gpu_dicts, make_finished_run
+def train_demo(runs: Path) -> Path:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "workbench", "run", "demo", "--runs-dir", str(runs)],
+                   env=env, check=True, capture_output=True, text=True)
+    return next(p for p in runs.iterdir() if p.is_dir())
 
-    sys.modules["pynvml"] = fake_nvml([H100, A10G])
+
+async def shoot(out: Path, size: tuple[int, int], runs: Path) -> None:
     from screens.app import WorkbenchApp
 
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)
-        os.environ["WORKBENCH_KEYMAP"] = str(Path(tmp) / "none.toml")
-        os.environ["WORKBENCH_PROFILE_DIR"] = str(Path(tmp) / "none")
-        runs = Path("runs")
-        run = make_finished_run(runs, "qwen2.5-7b-qlora", steps=120, gpus=gpu_dicts(H100),
-                                hourly=2.49)
-        make_finished_run(runs, "demo", start=T0 - 7200)
-        make_finished_run(runs, "llama3.1-8b-qlora", start=T0 + 3600, state="stopped",
-                          gpus=gpu_dicts(H100))
-        app = WorkbenchApp(runs_dir=runs)
-        async with app.run_test(size=size) as pilot:
-            await pilot.pause(0.5)
-            await app.workers.wait_for_complete()
-            await pilot.pause(0.2)
-            app.save_screenshot(str(out / "runs.svg"))
-            await pilot.press("down", "o")
-            await pilot.pause(0.8)
-            await app.workers.wait_for_complete()
-            await pilot.pause(0.2)
-            app.save_screenshot(str(out / "train.svg"))
-    print(f"wrote {out / 'runs.svg'} and {out / 'train.svg'} ({run.name})")
+    app = WorkbenchApp(runs_dir=runs)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause(0.5)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.3)
+        app.save_screenshot(str(out / "runs.svg"))
+        await pilot.press("o")  # the demo run is the only one, under the cursor
+        await pilot.pause(0.8)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.3)
+        app.save_screenshot(str(out / "train.svg"))
 
 
 def main() -> None:
@@ -54,7 +50,13 @@ def main() -> None:
         size = (int(w), int(h))
     out = REPO / "assets" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
-    asyncio.run(shoot(out, size))
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        os.environ["WORKBENCH_KEYMAP"] = str(Path(tmp) / "none.toml")
+        os.environ["WORKBENCH_PROFILE_DIR"] = str(Path(tmp) / "none")
+        run = train_demo(Path(tmp) / "runs")
+        asyncio.run(shoot(out, size, Path(tmp) / "runs"))
+    print(f"wrote {out / 'runs.svg'} and {out / 'train.svg'} from the real run {run.name}")
 
 
 if __name__ == "__main__":

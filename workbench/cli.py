@@ -95,9 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workbench.train.threads import prefer_passive_waiting
-
-    prefer_passive_waiting()  # before any command imports torch (see threads.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.run and args.command:

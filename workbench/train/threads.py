@@ -6,9 +6,12 @@ threads steal time from the working ones: issue 11 measured the demo at 13.5 min
 29 s under load from one other process (15x the CPU time). So a run uses the cores it may run
 on (`os.sched_getaffinity`, which honours taskset / cgroup cpusets) minus those other processes
 keep busy (sampled from /proc/stat for a fifth of a second, this process's own CPU time taken
-out; the load average elsewhere), and asks OpenMP
-to wait passively (`OMP_WAIT_POLICY`, read when the OpenMP runtime starts: set before torch is
-imported, and only when the user has not set it). `WORKBENCH_CPU_THREADS=N` sets the count.
+out; the load average elsewhere). `WORKBENCH_CPU_THREADS=N` sets the count.
+
+Measured (`bench/demo_under_load.md`, 2 cores, demo with 40 steps, one busy process): 20.1 s
+with one thread per core as before, 11.4 s sized; quiet: 10.8 s and 11.4 s. OpenMP's passive
+waiting (`OMP_WAIT_POLICY=PASSIVE`) was measured too and left out: it slowed the quiet demo
+(14.2 s) and did not help under load once the threads fit the idle cores.
 """
 
 from __future__ import annotations
@@ -56,12 +59,6 @@ def busy_elsewhere(sample_s: float = 0.2) -> float:
     return max(0.0, ((busy1 - busy0) / ticks - (own1 - own0)) / (t1 - t0))
 
 
-def prefer_passive_waiting() -> None:
-    """Ask OpenMP threads to sleep rather than spin while they wait; effective only before
-    the OpenMP runtime starts (before torch is imported)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def size_torch_threads() -> str:
     """Set torch's intra-op threads from the cores and the load now; returns a line for the
     run log."""
@@ -76,5 +73,4 @@ def size_torch_threads() -> str:
     threads = choose_threads(cores, load)
     torch.set_num_threads(threads)
     return (f"cpu: torch uses {threads} thread{'s' if threads != 1 else ''} "
-            f"({cores} usable cores, load {load:.1f} from other processes, "
-            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})")
+            f"({cores} usable cores, load {load:.1f} from other processes)")

@@ -20,9 +20,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from workbench.train.rundir import RunDir
-    from workbench.train.threads import prefer_passive_waiting
-
-    prefer_passive_waiting()  # before torch is imported
 
     run = RunDir(Path(args.run_dir).resolve())
     run.write_status(state="starting", pid=os.getpid())
