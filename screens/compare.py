@@ -334,7 +334,8 @@ class CompareScreen(PicksFinishedRun, Screen):
                     app.call_from_thread(self._add, pending)
                 names = [s.name for s in systems]
                 scored = [i for i, p in enumerate(prompts) if p["reference"] is not None]
-                metrics = ({n: score_all(opts.metrics, [gens.text(n, i) for i in scored],
+                chosen = opts.metric_names([prompts[i]["reference"] for i in scored])[0]
+                metrics = ({n: score_all(chosen, [gens.text(n, i) for i in scored],
                                          [prompts[i]["reference"] for i in scored])
                             for n in names} if scored and not cancel.is_set() else {})
                 final = {(a.system, a.prompt_index): a.text for a in gens.answers}

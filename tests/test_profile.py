@@ -78,7 +78,7 @@ def test_minimal_profile_gets_defaults(tmp_path):
     assert p.train.learning_rate == 2e-4 and p.train.max_steps == -1
     assert p.train.gradient_checkpointing == "auto" and p.train.report_to == []
     assert p.train.runs_dir == "runs"  # kept relative: resolved when a run starts
-    assert p.eval.metrics == ["exact_match"] and p.export.formats == ["merged"]
+    assert p.eval.metric == "auto" and p.eval.metrics == [] and p.export.formats == ["merged"]
     assert p.budget.gpu_hourly_usd == 0.0
 
 

@@ -425,8 +425,13 @@ class EvalSection:
     # Test rows scored (a seeded sample above this; 0 = all): keeps the evaluation that ends
     # every run to minutes on a 7B model with a large test split.
     max_test_rows: int = _f(200, _integer(0))
-    metrics: list[str] = _f(["exact_match"], _list_of("exact_match", "token_f1", "rouge_l",
-                                                       "chrf", "bleu"))
+    after_training: bool = _f(True, _boolean)  # evaluate when a run ends (`workbench eval` later)
+    time_budget_s: float = _f(0.0, _number(0))  # cap the evaluation: rows sampled to fit; 0 = none
+    # The primary metric decides the verdict; "auto" chooses it from the references (closed
+    # answers: exact match; short: token F1; long-form: ROUGE-L). `metrics` are reported
+    # beside it ([] = the primary's companions).
+    metric: str = _f("auto", _choice("auto", "exact_match", "token_f1", "rouge_l", "chrf", "bleu"))
+    metrics: list[str] = _f([], _list_of("exact_match", "token_f1", "rouge_l", "chrf", "bleu"))
 
 
 @dataclass

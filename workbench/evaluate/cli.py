@@ -73,7 +73,7 @@ def cmd_eval(args) -> int:
         shown.close()
     from workbench.evaluate.report import verdict
 
-    print(verdict(result["test"]["metrics"], list(result["options"]["metrics"])))
+    print(verdict(result))
     print(f"report:   {run.path / 'report.md'}\njson:     {run.path / 'report.json'}")
     return EXIT_OK
 
@@ -137,7 +137,8 @@ def _compare(run, args) -> int:
     answers = [{"prompt": p["prompt"], "reference": p["reference"],
                 "answers": {n: gens.text(n, i) for n in names}} for i, p in enumerate(prompts)]
     scored = [a for a in answers if a["reference"] is not None]
-    metrics = ({n: score_all(opts.metrics, [a["answers"][n] for a in scored],
+    chosen = opts.metric_names([a["reference"] for a in scored])[0]
+    metrics = ({n: score_all(chosen, [a["answers"][n] for a in scored],
                              [a["reference"] for a in scored]) for n in names} if scored else {})
     timing = {k: v.to_dict() for k, v in gens.timing.items()}
     if args.json:

@@ -17,22 +17,32 @@ from workbench.evaluate.errors import EvaluateError
 class EvalOptions:
     shots: int = 3
     selection: str = "fixed"  # or "bm25"
-    metrics: tuple[str, ...] = ("exact_match",)
+    metrics: tuple[str, ...] = ()  # reported beside the primary; () = its companions
+    metric: str = "auto"  # the primary metric; "auto" chooses it from the references
     max_new_tokens: int = 128
     seed: int = 42
     batch_size: int = 48  # rows a generate call (each prompt is 3 rows)
     max_test_rows: int = 200  # a seeded sample above this; 0 = every row
     checkpoints: bool = False
+    time_budget_s: float = 0.0  # 0 = no cap; else rows sampled to fit, from a measured pilot
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> "EvalOptions":
         e = profile.eval
-        opts = cls(shots=e.shots, metrics=tuple(e.metrics), max_new_tokens=e.max_new_tokens,
-                   seed=profile.train.seed, max_test_rows=e.max_test_rows)
+        opts = cls(shots=e.shots, metrics=tuple(e.metrics), metric=e.metric,
+                   max_new_tokens=e.max_new_tokens, seed=profile.train.seed,
+                   max_test_rows=e.max_test_rows, time_budget_s=e.time_budget_s)
         for k, v in overrides.items():
             if v is not None:
                 setattr(opts, k, v)
         return opts
+
+    def metric_names(self, references) -> tuple[list[str], str]:
+        """(the metrics to report, the primary first; why the primary) for these references."""
+        from workbench.evaluate.verdict import choose_metric, companions
+
+        primary, why = choose_metric(references, self.metric)
+        return list(dict.fromkeys([primary, *(self.metrics or companions(primary))])), why
 
 
 def split_for_generation(record: dict) -> tuple[list[dict], str]:
@@ -57,6 +67,34 @@ def _capped(splits, cap: int, seed: int):
     return replace(splits, test=[splits.test[i] for i in keep], notes=[*splits.notes, note])
 
 
+PILOT_ROWS = 8
+
+
+def _within_budget(engine, splits, systems, picker, options, gen, log):
+    """eval.time_budget_s: time a pilot of a few test rows (perplexity and answers of every
+    system), then keep the seeded sample of rows that fits the budget; said in the notes."""
+    from dataclasses import replace
+
+    from workbench.evaluate.perplexity import perplexity
+
+    pilot = splits.test[:PILOT_ROWS]
+    started = time.perf_counter()
+    for s in systems:
+        perplexity(engine, pilot, s, picker)
+    convos = [split_for_generation(r)[0] for r in pilot]
+    engine.generate(engine.rows(convos, systems, picker), **gen)
+    per_row = (time.perf_counter() - started) / max(len(pilot), 1)
+    fit = max(len(pilot), int((options.time_budget_s - per_row * len(pilot)) / per_row))
+    log(f"  time budget {options.time_budget_s:g} s: {per_row:.2f} s a row measured on "
+        f"{len(pilot)} rows, so {min(fit, len(splits.test))} of {len(splits.test)} rows fit")
+    if fit >= len(splits.test):
+        return splits
+    capped = _capped(splits, fit, options.seed)
+    note = (f"eval.time_budget_s = {options.time_budget_s:g}: scored a seeded sample of {fit} of "
+            f"the {len(splits.test)} test rows ({per_row:.2f} s a row, measured on {len(pilot)})")
+    return replace(capped, notes=[*splits.notes, note])
+
+
 def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | None,
              options: EvalOptions, log: Callable[[str], None] = lambda s: None,
              cancel=None, progress: Callable[[str, int, int], None] | None = None) -> dict:
@@ -64,6 +102,7 @@ def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | No
     or answered in it (see progress.py)."""
     from workbench.evaluate.fewshot import FewShotPicker, prompt_of
     from workbench.evaluate.metrics import score_all
+    from workbench.evaluate.verdict import judge, row_scores
     from workbench.evaluate.perplexity import perplexity
     from workbench.evaluate.suite import suite_summary
 
@@ -84,6 +123,8 @@ def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | No
 
     splits = _capped(splits, options.max_test_rows, options.seed)
     say = progress or (lambda stage, done, total: None)
+    if options.time_budget_s:
+        splits = _within_budget(engine, splits, systems, picker, options, gen, log)
 
     def ppl_of(stage: str, system: System) -> dict:
         say(stage, 0, len(splits.test))
@@ -105,13 +146,20 @@ def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | No
     convos, refs = zip(*(split_for_generation(r) for r in splits.test))
     log(f"  generating {len(convos)} x {len(systems)} answers in batched calls")
     gens = answers("test answers", engine.rows(list(convos), systems, picker))
-    metrics = {s.name: score_all(options.metrics, [gens.text(s.name, i) for i in range(len(refs))],
-                                 list(refs)) for s in systems}
+    names, why = options.metric_names(refs)
+    primary = names[0]
+    predictions = {s.name: [gens.text(s.name, i) for i in range(len(refs))] for s in systems}
+    metrics = {s.name: score_all(names, predictions[s.name], list(refs)) for s in systems}
+    log(f"  primary metric: {primary} ({why}; eval.metric chooses another)")
     for name, m in metrics.items():
         log(f"  {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in m.items()))
+    judged = judge({s.name: row_scores(primary, predictions[s.name], refs) for s in systems},
+                   primary, seed=options.seed)
+    log(f"  verdict: {judged['text']}")
     out["test"] = {
         "source": splits.source, "rows": len(splits.test), "notes": splits.notes,
-        "perplexity": ppl, "metrics": metrics,
+        "perplexity": ppl, "metrics": metrics, "primary": {"metric": primary, "why": why},
+        "verdict": judged,
         "timing": {k: v.to_dict() for k, v in gens.timing.items()}, "wall_s": round(gens.wall_s, 2),
         "examples": [{"prompt": prompt_of({"messages": list(c)}), "reference": r,
                       "answers": {s.name: gens.text(s.name, i) for s in systems}}

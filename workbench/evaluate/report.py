@@ -11,21 +11,13 @@ from workbench.train.rundir import RunDir, write_json_atomic, write_text_atomic
 
 SECTIONS = ("Verdict", "Metrics", "Perplexity", "Speed", "Side by side", "Loss curve",
             "Training time and cost", "Memory", "Settings")
-# Deltas smaller than this (points on a 0-100 metric) are noise on a small test split.
-TIE_POINTS = 0.5
 
 
-def verdict(metrics: dict[str, dict[str, float]], order: list[str]) -> str:
-    if "fine-tuned" not in metrics or not order:
-        return "no verdict: nothing to compare"
-    m = order[0]
-    tuned = metrics["fine-tuned"][m]
-    other = "few-shot" if "few-shot" in metrics else "base"
-    ref = metrics[other][m]
-    if tuned - ref > TIE_POINTS:
-        return f"fine-tuned beats {other} by {tuned - ref:.1f} points on {m} ({tuned:.1f} vs {ref:.1f})"
-    return (f"{other} is as good: fine-tuning did not pay off here ({m}: fine-tuned {tuned:.1f}, "
-            f"{other} {ref:.1f})")
+def verdict(result: dict) -> str:
+    """The verdict line of an evaluation result (evaluation.py computes it with its
+    confidence interval; see verdict.py)."""
+    judged = (result.get("test") or {}).get("verdict")
+    return judged["text"] if judged else "no verdict: nothing to compare"
 
 
 def _cell(text) -> str:
@@ -114,16 +106,24 @@ def _estimate(profile) -> int | None:
 
 def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple[str, dict]:
     facts = training_facts(run, profile, state)
-    metric_names = list(result.get("options", {}).get("metrics") or profile.eval.metrics)
     test = result.get("test", {})
     metrics = test.get("metrics", {})
-    data = {"run": run.name, "profile": profile.name, "verdict": verdict(metrics, metric_names),
+    metric_names = list(next(iter(metrics.values()), {}))
+    data = {"run": run.name, "profile": profile.name, "verdict": verdict(result),
             "evaluation": result, "training": facts}
     L = [f"# Run report: {run.name}", "",
          f"profile `{profile.name}`, model `{profile.model.name_or_path}`, "
          f"{profile.lora.method} r={profile.lora.r}; state {facts['state']}, "
          f"step {facts['steps']}/{facts['total_steps']}", ""]
     L += ["## Verdict", "", f"**{data['verdict']}**", ""]
+    judged, primary = test.get("verdict") or {}, test.get("primary") or {}
+    if primary:
+        L.append(f"- decided on {primary['metric']}: {primary['why']} (`eval.metric` chooses "
+                 "another); answer-token perplexity is below")
+    L += [f"- {line}" for line in judged.get("lines", [])[1:]]
+    if primary:
+        L += ["- paired bootstrap over the test rows (2,000 resamples): a system beats another "
+              "only when the 95% interval excludes zero", ""]
 
     L += ["## Metrics", ""]
     if metrics:

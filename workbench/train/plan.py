@@ -212,7 +212,8 @@ def load_training_data(profile: Profile, log: Callable[[str], None] = lambda s: 
         if d.validation:
             validation = load_records(d.validation, **kw)
             hashed.append(d.validation)
-        elif t.eval_steps > 0 and d.validation_split > 0 and len(train) > 1:
+        elif d.validation_split > 0 and len(train) > 1:
+            # Held out whatever train.eval_steps is: the evaluation after training scores them.
             result = split_records(train, fractions=(1 - d.validation_split, d.validation_split, 0.0),
                                    seed=t.seed)
             train, validation = result.train, result.validation
@@ -258,6 +259,7 @@ def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> P
         raise RunError(f"no trainable rows in {d.train} after rendering",
                        hint="run `workbench data inspect` on it", kind="data")
     notes.append(_describe_render(train_stats, len(train_rows), len(eval_rows), t.max_seq_len))
+    notes.append(_describe_evaluation(profile, len(data.validation)))
     return Plan(profile=profile, device=device, precision=precision, gradient_checkpointing=gc,
                 tokenizer=tokenizer, train_rows=train_rows, eval_rows=eval_rows,
                 dataset_hash=data.dataset_hash, manifest_hash=data.manifest_hash, notes=notes)
@@ -268,6 +270,29 @@ def profile_chat_format(tokenizer, profile: Profile):
     from workbench.data.chat_format import chat_format
 
     return chat_format(tokenizer, profile.data.system, profile.data.reasoning)
+
+
+def _describe_evaluation(profile: Profile, n_validation: int) -> str:
+    """What the evaluation after training will do, said before training starts."""
+    from workbench.data.save import is_saved_dataset
+
+    e, d = profile.eval, profile.data
+    if not e.after_training:
+        return "evaluation after training: skipped (eval.after_training = false)"
+    saved_test = is_saved_dataset(d.train) and (Path(d.train) / "test.jsonl").is_file()
+    rows = "the saved test split" if saved_test else f"{n_validation} held-out rows"
+    if not saved_test and e.max_test_rows and n_validation > e.max_test_rows:
+        rows = f"{e.max_test_rows} of {n_validation} held-out rows"
+    systems = 3 if e.shots else 2
+    parts = [f"evaluation after training: {rows} x {systems} systems (base, "
+             f"{'few-shot, ' if e.shots else ''}fine-tuned), up to {e.max_new_tokens} new tokens "
+             "each, plus perplexity"]
+    if e.prompts:
+        parts.append(f"and the prompt suite {e.prompts}")
+    parts.append(f"capped at {e.time_budget_s:g} s (eval.time_budget_s)" if e.time_budget_s
+                 else "progress and ETA show while it runs; eval.time_budget_s caps it, "
+                      "eval.after_training = false skips it")
+    return "; ".join(parts)
 
 
 def _describe_render(stats, n_train: int, n_eval: int, max_len: int) -> str:

@@ -321,6 +321,11 @@ def _run_prompt_suite(model, plan: Plan, run: RunDir, on_event) -> None:
     fails the run (`workbench eval RUN` retries it). It takes minutes on a CPU, so its
     eval_progress events go to the display like the training's own; the run is marked
     finished right after, and the report says so already."""
+    if not plan.profile.eval.after_training:
+        on_event(run.append_event("status", state="running", message=(
+            "evaluation after training skipped (eval.after_training = false); "
+            f"`workbench eval {run.name}` runs it")))
+        return
     try:
         from workbench.evaluate.evaluation import evaluate_after_training
         from workbench.evaluate.report import verdict
@@ -335,5 +340,4 @@ def _run_prompt_suite(model, plan: Plan, run: RunDir, on_event) -> None:
     if "suite" in result:
         on_event(run.append_event("status", state="running",
                                   message=summary_line(result["suite"]["summary"])))
-    on_event(run.append_event("status", state="running", message=verdict(
-        result["test"]["metrics"], list(result["options"]["metrics"]))))
+    on_event(run.append_event("status", state="running", message=verdict(result)))
