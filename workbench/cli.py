@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args.run, args.overrides, args.detach, args.runs_dir)
         if args.command is None:
             return cmd_app()
+        if args.command in TORCH_COMMANDS:
+            from workbench.train.threads import size_torch_threads
+
+            size_torch_threads()  # the idle cores only, as training does (threads.py)
         handler = COMMANDS[args.command]
         return handler(args)
     except UserError as exc:
@@ -406,6 +410,9 @@ def _lazy(module: str, name: str, args) -> int:
 
     return getattr(importlib.import_module(module), name)(args)
 
+
+# Commands that run a model in this process (training runs size their threads in the worker).
+TORCH_COMMANDS = {"eval", "compare", "export"}
 
 COMMANDS = {"runs": cmd_runs, "attach": cmd_attach, "stop": cmd_stop, "resume": cmd_resume,
             "profile": cmd_profile, "data": lambda a: _lazy("workbench.data.cli", "cmd_data", a),
