@@ -1,8 +1,15 @@
-"""One batched 3-system generate call (per-row adapter selection) vs three separate calls.
+"""How the comparison engine batches its three systems, timed three ways on the same rows:
+
+- now: `ComparisonEngine.generate` (issue 12): rows sorted by prompt length, few-shot rows in
+  calls of their own, base and fine-tuned rows sharing calls with per-row adapter selection;
+- one adapter a call: the same sorting, but each system's rows on their own with the adapter
+  switched for the whole call (the alternative issue 12 measured against "now");
+- before: the issue 5 scheme, every call mixing all three systems in prompt order, each row
+  padded to the longest (few-shot) prompt in its call.
 
 Default: trains a small demo adapter with the real runner (or reuses --run), then answers the
-demo prompt suite with base, few-shot and fine-tuned: once in mixed batches, once system by
-system. Same prompts, greedy, same max_new_tokens; the answers are checked to be identical.
+demo prompt suite with base, few-shot and fine-tuned. Same prompts, greedy, same
+max_new_tokens, same batch size; the answers are checked to be identical.
 
 With --model-config NAME the model is instead a random-init one built from a shipped
 architecture (assets/configs/NAME.json, e.g. qwen2.5-7b or llama-3.1-8b) with a random LoRA
@@ -16,6 +23,10 @@ identical tokens rather than requiring all.
     HF_HUB_OFFLINE=1 python bench/compare_batched.py --write bench/compare_batched.md
     python bench/compare_batched.py --device cuda --run RUN_DIR           # on the GPU machine
     python bench/compare_batched.py --device cuda --model-config qwen2.5-7b --prompts 32
+
+On a GPU the question this answers is whether sharing a call between base and fine-tuned
+rows (one read of the weights a step for both) beats one adapter a call by more than on the
+CPU (bench/eval_speed.md: 3-9% there).
 """
 
 from __future__ import annotations
@@ -109,6 +120,23 @@ def same_share(a, b) -> float:
     return agree / total if total else 1.0
 
 
+def one_adapter_a_call(rows, lengths, batch_size: int) -> list[list[int]]:
+    """Each system's rows on their own, longest prompt first, batch_size a call."""
+    by_system: dict = {}
+    for i, r in enumerate(rows):
+        by_system.setdefault(r.system, []).append(i)
+    calls = []
+    for idx in by_system.values():
+        idx.sort(key=lambda i: -lengths[i])
+        calls += [idx[lo:lo + batch_size] for lo in range(0, len(idx), batch_size)]
+    return calls
+
+
+def in_prompt_order(n: int, batch_size: int) -> list[list[int]]:
+    """The issue 5 scheme: rows as `engine.rows` lists them (each prompt's systems together)."""
+    return [list(range(lo, min(lo + batch_size, n))) for lo in range(0, n, batch_size)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", help="an existing run folder (default: train a demo run)")
@@ -117,6 +145,7 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=48, help="rows a call (the evaluation's default)")
     ap.add_argument("--write", type=Path)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -136,22 +165,29 @@ def main() -> int:
     prompts = (prompts * (1 + args.prompts // len(prompts)))[: args.prompts]
     picker = FewShotPicker(load_splits(profile).train, 3, exclude_prompts=prompts)
     rows = engine.rows(prompts, default_systems(3), picker)
-    kw = dict(max_new_tokens=args.max_new_tokens, batch_size=len(rows))
+    lengths = engine.prompt_lengths(rows)
+    kw = dict(max_new_tokens=args.max_new_tokens)
+    schemes = {"now": lambda: engine.generate(rows, **kw, batch_size=args.batch_size),
+               "one adapter a call": lambda: engine.generate_in(
+                   rows, one_adapter_a_call(rows, lengths, args.batch_size), **kw),
+               "before": lambda: engine.generate_in(rows, in_prompt_order(len(rows), args.batch_size), **kw)}
     engine.generate(rows[:3], max_new_tokens=4)  # warm-up
     results = []
-    for _ in range(args.repeat):
-        t = time.perf_counter(); b = engine.generate(rows, **kw); tb = time.perf_counter() - t
-        t = time.perf_counter(); s = engine.generate_separately(rows, **kw); ts = time.perf_counter() - t
-        results.append((tb, ts, same_share(b, s)))
+    for rep in range(args.repeat):
+        names = list(schemes)[rep % 3:] + list(schemes)[:rep % 3]  # rotate who goes first
+        seconds, gens = {}, {}
+        for name in names:
+            t = time.perf_counter(); gens[name] = schemes[name](); seconds[name] = time.perf_counter() - t
+        results.append((seconds, min(same_share(gens["now"], gens[n]) for n in schemes)))
     mem = peak_memory(args.device)
     import peft
     import torch
     import transformers
 
     command = (f"python bench/compare_batched.py --device {args.device} --prompts {args.prompts} "
-               f"--max-new-tokens {args.max_new_tokens} --repeat {args.repeat}"
+               f"--max-new-tokens {args.max_new_tokens} --repeat {args.repeat} --batch-size {args.batch_size}"
                + (f" --model-config {args.model_config}" if args.model_config else ""))
-    lines = ["# Batched 3-system compare vs three separate generate calls", "",
+    lines = ["# How the comparison engine batches three systems: now, one adapter a call, before", "",
              f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
              f"- machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
              f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""),
@@ -159,17 +195,23 @@ def main() -> int:
              f"{transformers.__version__}, peft {peft.__version__}",
              f"- command: `{command}`",
              f"- workload: {len(prompts)} demo prompts x 3 systems (base, few-shot k=3, fine-tuned), "
-             f"greedy, max_new_tokens {args.max_new_tokens}, {what}",
+             f"greedy, max_new_tokens {args.max_new_tokens}, batch size {args.batch_size}, {what}",
+             "- now: sorted by prompt length, few-shot rows apart, base and fine-tuned sharing calls "
+             "(per-row adapters); one adapter a call: sorted, each system on its own; before: "
+             "every call mixing all three systems in prompt order (issue 5)",
              f"- peak memory of the whole process (one base model + adapter): {mem}", "",
-             "| repeat | batched s | separate s | speed-up | same tokens |", "|---|---|---|---|---|"]
-    for i, (tb, ts, same) in enumerate(results, 1):
-        lines.append(f"| {i} | {tb:.2f} | {ts:.2f} | {ts / tb:.2f}x | {same:.1%} |")
+             "| repeat | now s | one adapter a call s | before s | one adapter a call / now "
+             "| before / now | same tokens as now |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for i, (sec, same) in enumerate(results, 1):
+        one, now, old = sec["one adapter a call"], sec["now"], sec["before"]
+        lines.append(f"| {i} | {now:.2f} | {one:.2f} | {old:.2f} | {one / now:.2f}x | {old / now:.2f}x "
+                     f"| {same:.1%} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
         args.write.write_text(text)
     # A trained adapter must answer identically either way; a random model may flip near-ties.
-    return 0 if args.model_config or all(r[2] == 1.0 for r in results) else 1
+    return 0 if args.model_config or all(same == 1.0 for _, same in results) else 1
 
 
 if __name__ == "__main__":

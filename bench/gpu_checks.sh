@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check issues 4 and 5 still need, in one command for the device tool (one H200,
+# Every GPU check issues 4, 5 and 12 still need, in one command for the device tool (one H200,
 # 15 minutes of device time per session). Prepare with `bash bench/fetch_gpu_wheels.sh`, then:
 #   run(command="bash bench/gpu_checks.sh", carry=[".whl"], timeout_s=590)
 # Results land in $OUT (at most 8 files come back): estimate_memory_gpu.{json,md},
@@ -19,12 +19,15 @@ step() { echo; echo "== $1 ($(date -u +%T))"; shift; "$@"; echo "== exit $?"; }
 
 # Issue 4: the memory estimate against max_memory_reserved, 72 planned points, small first.
 step "memory sweep" timeout 330 python3 bench/estimate_memory_gpu.py --budget-s 270
-# Issue 5: one batched call vs three, on a 7B-class model (random weights) and on the demo.
-step "compare 7B" timeout 120 python3 bench/compare_batched.py --device cuda \
-  --model-config qwen2.5-7b --prompts 32 --max-new-tokens 64 --repeat 2 \
+# Issues 5 and 12: how the engine batches its three systems, timed three ways (now: sorted,
+# few-shot apart, base + fine-tuned sharing calls; one adapter a call; before: all mixed in
+# prompt order), in calls of 48 rows as the evaluation makes them, on a 7B-class model (random
+# weights) and on the demo. "one adapter a call / now" above 1 means sharing calls pays here.
+step "compare 7B" timeout 150 python3 bench/compare_batched.py --device cuda \
+  --model-config qwen2.5-7b --prompts 32 --max-new-tokens 64 --repeat 2 --batch-size 48 \
   --write "$OUT/compare_batched_7b.md"
 step "compare tiny" timeout 90 python3 bench/compare_batched.py --device cuda --prompts 16 \
-  --max-new-tokens 32 --repeat 3 --write "$OUT/compare_batched_tiny.md"
+  --max-new-tokens 32 --repeat 3 --batch-size 48 --write "$OUT/compare_batched_tiny.md"
 # Issue 5: the bnb4 export (GPU only) of a short demo run, with its proof.
 step "bnb4 export" timeout 120 bash -c '
   python3 -m workbench run profiles/demo.toml --set train.max_steps=20 --set eval.prompts= \

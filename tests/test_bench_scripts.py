@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+from conftest import REPO, SHARED_DATA
 
 
 def test_compare_benchmark_on_a_random_model_of_a_shipped_architecture(tmp_path):
@@ -19,4 +20,38 @@ def test_compare_benchmark_on_a_random_model_of_a_shipped_architecture(tmp_path)
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = out.read_text()
-    assert "random-init smollm2-360m" in table and "| 1 |" in table
+    assert "random-init smollm2-360m" in table and "batch size 48" in table
+    # one row a repeat: the three schemes timed, and the ratios to the current one
+    row = next(line for line in table.splitlines() if line.startswith("| 1 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 7 and all(float(c) > 0 for c in cells[1:4]), row
+    assert cells[4].endswith("x") and cells[5].endswith("x") and cells[6].endswith("%"), row
+
+
+def test_eval_speed_says_so_when_the_alpaca_file_is_absent(tmp_path):
+    proc = subprocess.run([sys.executable, "bench/eval_speed.py", "--data", str(tmp_path / "none.json")],
+                          cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "none.json is missing" in proc.stderr and "Nothing was measured" in proc.stderr
+
+
+@pytest.mark.real
+def test_eval_speed_runs_on_two_rows(tmp_path):
+    """The real benchmark end to end, on 2 of its 100 rows (the timings are the benchmark's
+    business: here it must run, and write its table)."""
+    from workbench.models.smollm2 import model_dir
+
+    if not (model_dir() / "model.safetensors").is_file() and os.environ.get("WORKBENCH_REAL") != "1":
+        pytest.skip("SmolLM2-135M-Instruct is not converted: `python -m workbench.models.smollm2`")
+    if not (SHARED_DATA / "alpaca_en_demo.json").is_file():
+        pytest.skip("../shared/data/alpaca_en_demo.json is absent: the benchmark needs it")
+    out = tmp_path / "speed.md"
+    proc = subprocess.run([sys.executable, "bench/eval_speed.py", "--rows", "2", "--max-new-tokens", "3",
+                           "--repeat", "1", "--before-prompts", "1", "--threads", "1",
+                           "--write", str(out)], cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # 1: target missed
+    table = out.read_text()
+    assert "2 Alpaca rows x 3 systems (base, few-shot k=3 fixed, fine-tuned) = 6 rows" in table
+    assert "| 1 | plain first |" in table and "The previous scheme on the first 1 prompts" in table

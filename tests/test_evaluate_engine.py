@@ -143,6 +143,105 @@ def test_each_row_is_reported_as_it_stops(engine_and_splits):
         (a.system, a.prompt_index) for a in result.answers)
 
 
+def test_calls_keep_few_shot_rows_apart_and_sorted_by_length():
+    from workbench.evaluate.compare import Row, System, default_systems, plan_batches
+
+    base, few, tuned = default_systems(3)
+    other = System("step-10", "step-10")
+    rows, lengths = [], []
+    for i, n in enumerate([40, 90, 35, 60, 41, 70, 38]):  # question lengths; examples add 600
+        for s in (base, few, tuned, other):
+            rows.append(Row(s, i, []))
+            lengths.append(n + (600 + i if s is few else 0))
+    calls = plan_batches(rows, lengths, batch_size=5)
+    assert sorted(i for call in calls for i in call) == list(range(len(rows)))  # each row once
+    assert all(0 < len(call) <= 5 for call in calls)
+    for call in calls:
+        assert len({rows[i].system.shots for i in call}) == 1  # few-shot rows never pad short ones
+        assert [lengths[i] for i in call] == sorted((lengths[i] for i in call), reverse=True)
+    firsts = [lengths[call[0]] for call in calls]
+    assert firsts == sorted(firsts, reverse=True)  # longest call first
+    # the rows without examples are cut by length across systems: neighbours are close
+    short = [call for call in calls if rows[call[0]].system.shots == 0]
+    assert [[lengths[i] for i in call] for call in short][:2] == [[90, 90, 90, 70, 70], [70, 60, 60, 60, 41]]
+    with pytest.raises(ValueError, match="batch_size"):
+        plan_batches(rows, lengths, 0)
+
+
+def test_batched_answers_equal_each_row_alone_and_stop_at_end_of_turn(engine_and_splits):
+    import torch
+
+    from workbench.evaluate.compare import Delta, default_systems, plan_batches
+    from workbench.evaluate.fewshot import FewShotPicker, prompt_of
+
+    engine, splits, _ = engine_and_splits
+    prompts = [prompt_of(r) for r in splits.test[:6]]
+    picker = FewShotPicker(splits.train, 3, exclude_prompts=prompts)
+    rows = engine.rows(prompts, default_systems(3), picker)
+    calls = plan_batches(rows, engine.prompt_lengths(rows), 4)
+    # the plan under test has calls mixing base and fine-tuned rows and few-shot calls apart
+    assert any({rows[i].system.name for i in call} == {"base", "fine-tuned"} for call in calls)
+    assert any({rows[i].system.name for i in call} == {"few-shot"} for call in calls)
+    deltas: dict = {}
+    heard = []
+
+    def delta(ev: Delta) -> None:
+        deltas[(ev.system, ev.prompt_index)] = deltas.get((ev.system, ev.prompt_index), "") + ev.text
+
+    result = engine.generate(rows, max_new_tokens=24, batch_size=4, on_delta=delta,
+                             on_row_done=heard.append)
+    # every answer in its row's slot, in the order of the rows
+    assert [(a.system, a.prompt_index) for a in result.answers] == [
+        (r.system.name, r.prompt_index) for r in rows]
+    assert [ev.done for ev in heard] == list(range(1, len(rows) + 1))
+    assert {ev.total for ev in heard} == {len(rows)}
+    assert sorted((ev.system, ev.prompt_index) for ev in heard) == sorted(
+        (r.system.name, r.prompt_index) for r in rows)
+    for row, answer in zip(rows, result.answers):
+        alone = engine.generate([row], max_new_tokens=24).answers[0]
+        assert answer.token_ids == alone.token_ids, (row.system.name, row.prompt_index)
+        assert deltas.get((answer.system, answer.prompt_index), "").strip() == answer.text
+    assert len({a.text for a in result.answers if a.system == "fine-tuned"} -
+               {a.text for a in result.answers if a.system == "base"}) > 0  # the adapter was on
+    # Each row stopped at its own end-of-turn: a shorter answer is one the model ends right
+    # there (its greedy next token is a stop token), and no answer runs past one.
+    early = 0
+    for row, answer in zip(rows, result.answers):
+        assert not set(answer.token_ids) & engine.stop_ids
+        if len(answer.token_ids) == 24:
+            continue
+        early += 1
+        prompt = engine.tokenizer(engine.chat_text(row.messages), add_special_tokens=False)["input_ids"]
+        with engine.using(row.system.adapter), torch.inference_mode():
+            logits = engine.model(input_ids=torch.tensor([prompt + answer.token_ids])).logits
+        assert int(logits[0, -1].argmax()) in engine.stop_ids, (row.system.name, row.prompt_index)
+    assert early >= len(rows) // 2 and len({len(a.token_ids) for a in result.answers}) > 1
+
+
+def test_cancel_stops_before_the_next_call(engine_and_splits):
+    import threading
+
+    from workbench.evaluate.compare import default_systems
+    from workbench.evaluate.fewshot import prompt_of
+
+    engine, splits, _ = engine_and_splits
+    prompts = [prompt_of(r) for r in splits.test[:6]]
+    rows = engine.rows(prompts, default_systems(0))
+    cancel = threading.Event()
+    heard = []
+
+    def done(ev) -> None:
+        heard.append(ev)
+        cancel.set()  # as the app's ^b does, from the first row that stops
+
+    result = engine.generate(rows, max_new_tokens=16, batch_size=4, on_row_done=done, cancel=cancel)
+    assert 0 < len(result.answers) <= 4 < len(rows)  # the first call's rows, no later call
+    assert len(heard) == len(result.answers)
+    slots = [(r.system.name, r.prompt_index) for r in rows]
+    keys = [(a.system, a.prompt_index) for a in result.answers]
+    assert keys == sorted(keys, key=slots.index)
+
+
 def test_evaluate_run_records_progress_in_the_events(run_dir, engine_and_splits, tmp_path):
     from workbench.evaluate.evaluation import evaluate_run
     from workbench.train.rundir import EVENT_FIELDS, RunDir
@@ -249,7 +348,7 @@ def test_cli_compare_shows_progress_and_answers_in_columns(run_dir, tmp_path):
     lines = proc.stdout.splitlines()
     assert "[2] Translate to French:" in lines and "    the dog" in lines
     assert "    reference   le chat" in lines
-    answers = lines[:lines.index("speed (one batched call for all systems):")]
+    answers = lines[:lines.index("speed (length-sorted batched calls; base and fine-tuned share theirs):")]
     assert all(len(line) <= 60 for line in answers), answers
 
 
@@ -269,3 +368,31 @@ def test_large_test_splits_are_sampled_and_the_report_says_so():
     assert [r["source"]["row"] for r in capped.test] == sorted(r["source"]["row"] for r in capped.test)
     assert "10 of the 50 test rows" in capped.notes[-1]
     assert _capped(splits, 0, seed=42) is splits and _capped(splits, 100, seed=42) is splits
+
+
+def test_evaluation_cost_prices_every_call_from_one_probe(engine_and_splits):
+    from workbench.evaluate.compare import BASE, default_systems
+    from workbench.evaluate.cost import estimate, price, probe
+    from workbench.evaluate.fewshot import FewShotPicker, prompt_of
+
+    # a call pays rows x its longest prompt, and max_new_tokens steps of its rows
+    gen, ppl = price([[0, 1], [2]], [10, 30, 5], [4, 4, 1], tokens_per_s=10.0,
+                     step_s_per_row=0.5, max_new_tokens=8)
+    assert gen == pytest.approx(2 * 30 / 10 + 8 * 0.5 * 2 + 5 / 10 + 8 * 0.5)
+    assert ppl == pytest.approx((14 + 34 + 6) / 10)
+
+    engine, splits, _ = engine_and_splits
+    rows = engine.rows([prompt_of(r) for r in splits.test[:4]], default_systems(0))
+    prefill_s, step_s = probe(engine, rows, BASE, steps=3)
+    assert prefill_s > 0 and step_s > 0
+
+    test = splits.test[:6]
+    picker = FewShotPicker(splits.train, 3, exclude_prompts=[prompt_of(r) for r in test])
+    cost = estimate(engine, test, default_systems(3), picker, max_new_tokens=16, batch_size=4)
+    assert (cost.rows, cost.systems, cost.probe_rows) == (6, 3, 4)
+    assert cost.generation_s > 0 and cost.perplexity_s > 0
+    # priced at max_new_tokens: twice the tokens, more seconds
+    longer = estimate(engine, test, default_systems(3), picker, max_new_tokens=64, batch_size=4)
+    assert longer.generation_s > cost.generation_s
+    text = cost.describe("cpu")
+    assert text.startswith("6 rows x 3 systems, about ") and "on this CPU" in text

@@ -199,7 +199,7 @@ def test_compare_prints_every_systems_answers(finished_run, workdir):
     out = proc.stdout
     for n, p in enumerate(PROMPTS, 1):
         assert f"[{n}] {p['prompt']}" in out, out
-    speed = out[out.index("speed (one batched call"):]
+    speed = out[out.index("speed (length-sorted batched calls"):]
     for system in SYSTEMS:
         line = next(line for line in speed.splitlines() if line.strip().startswith(system + " "))
         assert int(line.split()[1]) > 0, line  # "base  12 tokens, ..."

@@ -24,7 +24,7 @@ def add_evaluate_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", type=Path)
 
     p = subparsers.add_parser("compare", help="answer prompts with base, few-shot and fine-tuned "
-                                              "side by side (one batched call)")
+                                              "side by side (length-sorted batched calls)")
     p.add_argument("run_ref", metavar="RUN", help="run folder or name")
     p.add_argument("--prompts", metavar="FILE", help="TOML or JSONL prompts (default: eval.prompts)")
     _common(p)
@@ -61,6 +61,9 @@ def cmd_eval(args) -> int:
     shown = TerminalProgress()
     try:
         run = find_run(args.run_ref, args.runs_dir)
+        from workbench.train.checkpoints import adapter_problem  # files vs their manifest
+        if problem := adapter_problem(run):
+            raise EvaluateError(*problem)
         _quiet()
         result = evaluate_run(run, log=shown.log, progress=shown.update,
                               on_event=shown.periodic, shots=args.shots,

@@ -4,6 +4,7 @@ report.py turns into report.md / report.json."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -251,16 +252,24 @@ def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambd
     from workbench.train.plan import profile_chat_format
 
     tokenizer = plan.tokenizer
-    was_training = model.training
-    use_cache = model.config.use_cache
-    model.eval()
-    model.config.use_cache = True
-    try:
+    with inference_ready(model):
         engine = ComparisonEngine(model, tokenizer, plan.device, plan.profile.data.system_prompt,
                                   profile_chat_format(tokenizer, plan.profile))
         engine.tuned_adapter = "default" if "default" in engine.adapters else engine.adapters[0]
         return evaluate_run(run, engine=engine, profile=plan.profile, log=log, on_event=on_event,
                             final_state=final_state)
+
+
+@contextlib.contextmanager
+def inference_ready(model):
+    """The training model made ready to generate (eval mode: no dropout; the KV cache on, which
+    training turns off for gradient checkpointing), and put back as it was afterwards."""
+    was_training = model.training
+    use_cache = model.config.use_cache
+    model.eval()
+    model.config.use_cache = True
+    try:
+        yield model
     finally:
         model.config.use_cache = use_cache
         model.train(was_training)

@@ -156,8 +156,9 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
             L += [f"| {c['step']} | {c['answer_ppl']:.3f} | {c['all_ppl']:.3f} |" for c in result["checkpoints"]]
     L.append("")
 
-    L += ["## Speed", "", "one batched generate call for all systems (per-row adapter selection); a "
-          "system's latency runs until its last row stopped", "",
+    L += ["## Speed", "", "rows sorted by prompt length into batched generate calls, few-shot rows in calls of "
+          "their own, base and fine-tuned rows sharing calls (per-row adapter selection); a "
+          "system's latency is summed over its calls, each until its last row in it stopped", "",
           "| system | tokens | latency s | tokens/s |", "|---|---|---|---|"]
     for s, t in test.get("timing", {}).items():
         L.append(f"| {s} | {t['tokens']} | {t['latency_s']:.2f} | {t['tokens_per_s']:.1f} |")

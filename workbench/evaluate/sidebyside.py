@@ -55,7 +55,7 @@ def format_compare(answers: list[dict], names: list[str], metrics: dict, n_score
         out += ["", f"metrics over {n_scored} prompts with a reference (0-100):"]
         out += [f"  {n:<{label_w}}" + "  ".join(f"{k} {v:.1f}" for k, v in metrics[n].items())
                 for n in names]
-    out += ["", "speed (one batched call for all systems):"]
+    out += ["", "speed (length-sorted batched calls; base and fine-tuned share theirs):"]
     for n in names:
         t = timing.get(n, {})
         out.append(f"  {n:<{label_w}}{t.get('tokens', 0)} tokens, {t.get('latency_s', 0):.2f} s, "
