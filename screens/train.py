@@ -233,6 +233,9 @@ class TrainScreen(Screen):
             *cost_lines(self.hourly_usd, seconds),
             *self._memory_lines(),
         ]
+        eval_s = st.get("eval_estimate_s")
+        if live and isinstance(eval_s, (int, float)):  # said before training (evaluate/cost.py)
+            lines.append(f"{'eval after':<11}~{duration(eval_s)}")
         if v.error:
             lines.append(f"[$error]error: {escape(str(v.error.get('message')))}[/]")
         text = "\n".join(lines)

@@ -214,3 +214,20 @@ def test_header_log_and_numbers_fit_80_columns(tmp_path):
                      "est 22.0 GiB", "21.0 GiB", "util 97%"):
             assert part in text, part
     drive(steps, size=(80, 24))
+
+
+def test_a_live_run_shows_what_its_evaluation_will_cost(tmp_path):
+    """Said before training (workbench/evaluate/cost.py, status.json's eval_estimate_s); gone
+    once the run has ended, when the report says what it took."""
+    run = RunDir.create(tmp_path / "runs", "live")
+    run.write_status(state="running", pid=os.getpid(), step=3, total_steps=300,
+                     eval_estimate_s=103.0)
+
+    async def steps(app, pilot):
+        app.open_run(run.path)
+        await settle(pilot)
+        assert "eval after ~1m43s" in screen_text(app)
+        run.write_status(state="finished", pid=None)
+        await settle(pilot, 2.5)
+        assert "eval after" not in screen_text(app)
+    drive(steps, size=(80, 24))
