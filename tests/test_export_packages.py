@@ -80,8 +80,9 @@ def test_vllm_commands_fit_the_run(run):
 
     folder = run.path / "export" / "vllm"
     config = json.loads((run.adapter_dir / "adapter_config.json").read_text())
-    merged = shlex.split((folder / "serve_merged.sh").read_text().splitlines()[-1])[1:]  # exec
-    adapter = shlex.split((folder / "serve_adapter.sh").read_text().splitlines()[-1])[1:]
+    # The last line is `exec vllm serve ... "$@"`: the command, then the caller's arguments.
+    merged = shlex.split((folder / "serve_merged.sh").read_text().splitlines()[-1])[1:-1]
+    adapter = shlex.split((folder / "serve_adapter.sh").read_text().splitlines()[-1])[1:-1]
     assert merged[:3] == ["vllm", "serve", str(run.path / "export" / "merged")]
     assert merged[merged.index("--served-model-name") + 1] == "tiny-fr"
     assert adapter[:3] == ["vllm", "serve", str(TINY_MODEL.resolve())]
@@ -103,13 +104,15 @@ def test_bnb4_on_cpu_says_a_gpu_is_needed(run, capsys):
 
 
 def test_gguf_without_converter_says_how_to_get_it(run, capsys, monkeypatch, tmp_path):
-    from workbench.export import gguf
+    from workbench.export import llamacpp
 
     monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path))
-    monkeypatch.setattr(gguf, "COMMON_PLACES", ())
-    monkeypatch.setattr(gguf.shutil, "which", lambda name: None)
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))  # no unpacked llama-cpp-python either
+    monkeypatch.setattr(llamacpp, "COMMON_PLACES", ())
+    monkeypatch.setattr(llamacpp.shutil, "which", lambda name: None)
     code, out, err = _export(capsys, run.path, "--format", "gguf")
     assert code == 2 and "no GGUF converter" in err and "git clone" in err and "LLAMA_CPP_DIR" in err
+    assert "python -m workbench.export.llamacpp" in err
     assert not (run.path / "export" / "gguf").exists()
 
 

@@ -1,6 +1,8 @@
 """`workbench export RUN --format merged|bnb4|gguf|ollama|vllm [--format ...]`
 
     --name NAME          model name for Ollama and vLLM (default: the run's name)
+    --quant Q            with gguf: also write a quantized GGUF (q4_K_M, q5_K_M, q8_0;
+                         repeatable or comma-separated), through llama.cpp's quantizer
     --adapter-only       no merge: Ollama gets FROM base + ADAPTER, vLLM only the LoRA command
     --force              replace existing export folders
     --push-to-hub REPO   upload the merged model (the adapter with --adapter-only); the token
@@ -43,6 +45,8 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
                    help=f"one of {', '.join(FORMATS)} (repeatable, or comma-separated; "
                         "default: the profile's export.formats)")
     p.add_argument("--name", help="model name for Ollama / vLLM (default: the run's name)")
+    p.add_argument("--quant", dest="quants", action="append", metavar="Q",
+                   help="with --format gguf: also quantize (q4_K_M, q5_K_M, q8_0; repeatable)")
     p.add_argument("--adapter-only", action="store_true",
                    help="do not merge: Ollama uses FROM base + ADAPTER, vLLM serves the LoRA")
     p.add_argument("--force", action="store_true", help="replace existing export folders")
@@ -72,6 +76,14 @@ def _verified_merged(folder: Path) -> bool:
         return json.loads((folder / "verify.json").read_text(encoding="utf-8")).get("ok") is True
     except (OSError, ValueError):
         return False
+
+
+def _ollama_gguf(gguf: dict) -> tuple[str, bool]:
+    """The GGUF Ollama imports (FROM): the first --quant asked for, else the full-precision
+    file; and whether it is already quantized (then `ollama create` gets no --quantize)."""
+    quantized = [k for k in gguf["files"] if k != gguf["outtype"]]
+    kind = quantized[0] if quantized else gguf["outtype"]
+    return gguf["files"][kind]["path"], bool(quantized)
 
 
 def _quiet() -> None:
@@ -121,10 +133,16 @@ def run_export(args, log) -> dict:
         from workbench.export.bnb4 import require_gpu
 
         require_gpu()
+    quants = [q.strip() for item in (getattr(args, "quants", None) or []) for q in item.split(",")
+              if q.strip()]
+    if quants and "gguf" not in planned:
+        raise ExportError("--quant quantizes the GGUF file, but gguf is not among the formats",
+                          hint="add --format gguf")
     if "gguf" in planned:
-        from workbench.export.gguf import require_converter
+        from workbench.export.gguf import check_quants, require_converter
 
         require_converter()
+        quants = check_quants(quants)
     if args.push_to_hub:
         import os
 
@@ -161,7 +179,8 @@ def run_export(args, log) -> dict:
         from workbench.export.gguf import export_gguf
 
         out["formats"]["gguf"] = export_gguf(merged_dir, export_dir(run, "gguf"), name=name,
-                                             dtype_name=dtype_name, force=args.force, log=log)
+                                             dtype_name=dtype_name, force=args.force,
+                                             quants=quants, profile=profile, log=log)
     if "ollama" in formats:
         from workbench.export.ollama import export_ollama
 
@@ -176,8 +195,10 @@ def run_export(args, log) -> dict:
                 tokenizer = load_tokenizer(profile)
             except RunError as exc:
                 raise ExportError(exc.message, exc.hint) from exc
+        gguf = out["formats"].get("gguf")
         result = export_ollama(run, profile, tokenizer, export_dir(run, "ollama"), name=name,
-                               merged=merged, force=args.force)
+                               merged=merged, force=args.force,
+                               gguf=_ollama_gguf(gguf) if gguf else None)
         out["formats"]["ollama"] = result
         out["commands"].append(result["command"])
     if "vllm" in formats:
@@ -207,6 +228,14 @@ def _print_human(out: dict) -> None:
               f"{proof['max_logit_diff']:.2e} (tolerance {proof['atol']:g}"
               + (f" + {proof['rtol']:g} x max|logit|" if proof["rtol"] else "")
               + f", {proof['dtype']})")
+    gguf_proof = (out["formats"].get("gguf") or {}).get("proof")
+    if gguf_proof:
+        n, scored = gguf_proof["prompts"], gguf_proof["scored"]
+        print(f"gguf proof (llama.cpp, {n} prompts of {gguf_proof['prompt_source']}):")
+        for kind, r in gguf_proof["files"].items():
+            em = (f", exact match {r['exact_match']}/{scored} (trained model "
+                  f"{gguf_proof['trained_exact_match']}/{scored})" if scored else "")
+            print(f"  {kind:<7} {r['identical']}/{n} answers identical to the trained model{em}")
     if out["commands"]:
         print("commands:")
         for command in out["commands"]:
@@ -230,8 +259,10 @@ def cmd_export(args) -> int:
             print(json.dumps({"ok": False, "error": exc.message, "hint": hint}, indent=2))
         return EXIT_FAILED if exc.message.startswith("push to the Hub") else EXIT_USAGE
     except ProofFailed as exc:
-        print(f"error: the merged model does not answer like the adapter model; nothing was "
-              f"exported\n{exc}", file=sys.stderr)
+        what = ("the GGUF file does not answer like the trained model"
+                if exc.evidence.get("files") else
+                "the merged model does not answer like the adapter model")
+        print(f"error: {what}; nothing was exported\n{exc}", file=sys.stderr)
         if as_json:
             print(json.dumps({"ok": False, "error": "proof failed", "evidence": exc.evidence},
                              indent=2))

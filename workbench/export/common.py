@@ -95,6 +95,9 @@ def check_adapter_ready(run: RunDir) -> None:
     """The run has a complete final adapter; otherwise say what to do about it."""
     ad = run.adapter_dir
     if (ad / "adapter_config.json").is_file() and any(ad.glob("adapter_model*.safetensors")):
+        from workbench.train.checkpoints import adapter_problem  # files vs their manifest
+        if problem := adapter_problem(run):
+            raise ExportError(*problem)
         return
     status = run.read_status()
     state = run.effective_state(status)

@@ -22,14 +22,16 @@ then chat with it:
 
     ollama run {name}
 
-`FROM` is {from_what}. `--quantize {quantize}` makes Ollama quantize the weights while
-importing (only from a full-precision FROM model; set export.ollama_quantize in the profile
-to change it).
+`FROM` is {from_what}. {quantize_note}
 
-Ollama imports safetensors only for the architectures it knows (Llama, Mistral, Gemma, Phi-3,
-Qwen2 and a few more, depending on the Ollama version; an adapter only for Llama, Mistral
-and Gemma bases). For anything else convert to GGUF first (`workbench export RUN --format
-gguf` with llama.cpp installed) and point FROM at the .gguf file.
+Ollama imports a GGUF file directly, whatever the architecture llama.cpp converted; it imports
+safetensors only for the architectures it knows (Llama, Mistral, Gemma, Phi-3, Qwen2 and a few
+more, depending on the Ollama version; an adapter only for Llama, Mistral and Gemma bases).
+Export with `--format gguf,ollama` (add `--quant q4_K_M` for a 4-bit file) and FROM is the
+GGUF, proven by llama.cpp to answer like the trained model (../gguf/verify.json).
+
+Ollama listens on 127.0.0.1:11434 unless OLLAMA_HOST says otherwise; keep it so on a shared
+machine (Ollama has no API key).
 
 ## How TEMPLATE was made
 
@@ -118,22 +120,33 @@ def parse_modelfile(text: str) -> dict:
 
 
 def export_ollama(run, profile, tokenizer, target: Path, *, name: str, merged: Path | None,
-                  force: bool) -> dict:
-    if merged is not None:
+                  force: bool, gguf: tuple[str, bool] | None = None) -> dict:
+    """`gguf`: (path, already quantized) of the GGUF exported with it, which FROM then names."""
+    quantize = profile.export.ollama_quantize
+    if gguf is not None:
+        from_path, adapter = gguf[0], None
+        from_what = f"the GGUF file {gguf[0]}"
+        if gguf[1]:
+            quantize = ""  # already quantized by llama.cpp: Ollama cannot requantize it
+    elif merged is not None:
         from_path, adapter, from_what = str(merged), None, f"the merged model ({merged})"
     else:
         from_path, adapter = profile.model.name_or_path, str(run.adapter_dir)
         from_what = f"the base model ({from_path}) with ADAPTER {adapter}"
     text, stops = build_modelfile(tokenizer, profile, from_path, adapter)
-    quantize = profile.export.ollama_quantize
+    quantize_note = (f"`--quantize {quantize}` makes Ollama quantize the weights while "
+                     "importing (only from a full-precision FROM model; set "
+                     "export.ollama_quantize in the profile to change it)." if quantize else
+                     "It is already quantized, so `ollama create` imports it as is.")
     with staged_dir(target, force) as staging:
         modelfile = staging / "Modelfile"
         write_text(modelfile, text)
         final_modelfile = target / "Modelfile"
-        argv = ["ollama", "create", name, "-f", str(final_modelfile), "--quantize", quantize]
+        argv = ["ollama", "create", name, "-f", str(final_modelfile)]
+        argv += ["--quantize", quantize] if quantize else []
         command = shlex.join(argv)
         write_text(staging / "README.md", README.format(
-            name=name, command=command, from_what=from_what, quantize=quantize,
+            name=name, command=command, from_what=from_what, quantize_note=quantize_note,
             checked="system + multi-turn, multi-turn, single turn"))
         write_text(staging / "create.sh", "#!/bin/sh\nset -e\n" + command + "\n", executable=True)
     return {"path": str(target), "modelfile": str(final_modelfile), "command": command,

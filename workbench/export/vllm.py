@@ -10,11 +10,16 @@ from workbench.export.common import ExportError, staged_dir, write_text
 
 # vLLM accepts only these values for --max-lora-rank; the adapter's r is rounded up to one.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+LOCAL_HOST = "127.0.0.1"
 
 CLIENT = '''"""Ask the model served by `vllm serve` (OpenAI-compatible API; pip install openai)."""
+import os
+
 from openai import OpenAI
 
-client = OpenAI(base_url="http://localhost:8000/v1", api_key="EMPTY")  # vLLM needs no key
+# The serve scripts bind 127.0.0.1:8000; with VLLM_API_KEY set, the server requires that key.
+client = OpenAI(base_url=os.environ.get("VLLM_URL", "http://127.0.0.1:8000/v1"),
+                api_key=os.environ.get("VLLM_API_KEY", "EMPTY"))
 response = client.chat.completions.create(
     model={model!r},  # the merged model's name, or the LoRA module's name
     messages={messages!r},
@@ -23,6 +28,33 @@ response = client.chat.completions.create(
 )
 print(response.choices[0].message.content)
 '''
+
+# A serve script: the exact command, made safe by default on a shared machine. vLLM's own
+# default binds every interface with no key; this binds 127.0.0.1 unless --host is given,
+# passes every extra argument to `vllm serve` ("$@": --port, --gpu-memory-utilization, ...),
+# and leaves the key in VLLM_API_KEY, which vLLM reads itself (never on the command line,
+# where `ps` would show it to every user of the machine).
+SERVE_SCRIPT = """#!/bin/sh
+# {what}
+# Usage: ./{script} [any vllm serve argument ...]
+#   listens on 127.0.0.1:8000 unless you pass --host (e.g. --host 0.0.0.0 to open it up)
+#   on a GPU shared with other jobs: ./{script} --gpu-memory-utilization 0.5
+#   export VLLM_API_KEY=... first to require that key from every client
+set -e
+host=127.0.0.1
+for arg in "$@"; do
+    case "$arg" in
+        --host|--host=*) host= ;;
+    esac
+done
+if [ -n "$host" ]; then
+    set -- --host "$host" "$@"
+fi
+if [ -z "${{VLLM_API_KEY:-}}" ]; then
+    echo "{script}: no VLLM_API_KEY set: any local user can query the server" >&2
+fi
+exec {command} "$@"
+"""
 
 
 def lora_rank_flag(r: int) -> int:
@@ -98,16 +130,28 @@ def export_vllm(run, profile, adapter_config: dict, target: Path, *, name: str,
         lines = ["# vLLM for " + name, ""]
         for which, argv in commands.items():
             script = f"serve_{which}.sh"
-            write_text(staging / script, "#!/bin/sh\nset -e\nexec " + shlex.join(argv) + "\n",
-                       executable=True)
             what = ("the merged model" if which == "merged"
                     else "the base model, with the adapter as a LoRA module")
-            lines += [f"Serve {what} ({script}):", "", "    " + shlex.join(argv), ""]
-        lines += ["Then ask it (client.py, OpenAI-compatible API on port 8000):", "",
+            write_text(staging / script, SERVE_SCRIPT.format(
+                what=f"Serve {what} with vLLM.", script=script, command=shlex.join(argv)),
+                executable=True)
+            lines += [f"Serve {what} ({script}):", "",
+                      f"    ./{script}            # = {shlex.join(argv)} --host {LOCAL_HOST}", ""]
+        lines += ["The scripts listen on 127.0.0.1 only (vLLM's own default is every "
+                  "interface) unless you pass `--host`; any other argument goes to `vllm "
+                  "serve` as is. On a GPU shared with other jobs, cap vLLM's memory (it takes "
+                  "90% of the GPU by default):", "",
+                  "    ./serve_merged.sh --gpu-memory-utilization 0.5 --max-model-len 4096", "",
+                  "To require a key, `export VLLM_API_KEY=...` before starting (vLLM reads it; "
+                  "the key never appears on the command line) and give clients the same "
+                  "variable.", "",
+                  "Then ask it (client.py, OpenAI-compatible API on 127.0.0.1:8000):", "",
                   "    python client.py", "",
                   "--max-lora-rank is the adapter's r rounded up to a value vLLM accepts "
                   f"({', '.join(map(str, VLLM_LORA_RANKS))}).", ""]
         write_text(staging / "README.md", "\n".join(lines))
         write_text(staging / "client.py", CLIENT.format(
             model=name, messages=messages, max_tokens=profile.eval.max_new_tokens))
-    return {"path": str(target), "commands": {k: shlex.join(v) for k, v in commands.items()}}
+    # What is printed and copied is what the scripts run: bound to 127.0.0.1.
+    return {"path": str(target), "scripts": {k: str(target / f"serve_{k}.sh") for k in commands},
+            "commands": {k: shlex.join([*v, "--host", LOCAL_HOST]) for k, v in commands.items()}}

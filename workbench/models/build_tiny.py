@@ -13,7 +13,10 @@ What it does (deterministic, CPU only, a few minutes on 2 cores):
    sentence and no "Translate to French" instruction appears in pre-training, so
    the base model answers the demo prompts wrongly and LoRA has something to unlock.
 3. Trains a byte-level BPE tokenizer with the ``tokenizers`` library and saves it as
-   a ``PreTrainedTokenizerFast`` with a ChatML chat template.
+   a ``PreTrainedTokenizerFast`` with a ChatML chat template; or, with
+   ``--tokenizer sentencepiece``, a SentencePiece BPE model (``tokenizer.model``, byte
+   fallback, no normalization) that llama.cpp's converter reads as its ``llama`` vocabulary,
+   so the model converts to GGUF (a byte-level BPE is identified by a hash table there).
 4. Pre-trains a small ``LlamaForCausalLM`` with a plain AdamW loop and saves it with
    safetensors and a greedy ``generation_config.json`` that stops at ``<|im_end|>``.
 """
@@ -183,6 +186,52 @@ def _patch_tokenizer_config(out: Path) -> None:
     path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def train_tokenizer_sentencepiece(texts: list[str], vocab_size: int, out: Path):
+    """A SentencePiece BPE model that round-trips every text exactly (identity normalization,
+    no dummy prefix, byte fallback) with the ChatML markers as single pieces; transformers
+    converts it to the fast tokenizer the workbench uses, and llama.cpp's converter reads
+    tokenizer.model itself. Writes out/tokenizer.model."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, model_type="bpe",
+        vocab_size=vocab_size, normalization_rule_name="identity", remove_extra_whitespaces=False,
+        add_dummy_prefix=False, byte_fallback=True, split_digits=True,
+        allow_whitespace_only_pieces=True, user_defined_symbols=SPECIAL_TOKENS,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, max_sentence_length=100000,
+        character_coverage=1.0, num_threads=2, minloglevel=2)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tokenizer.model").write_bytes(model.getvalue())
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "legacy": False, "add_prefix_space": False,
+        "add_bos_token": False, "add_eos_token": False,
+        "clean_up_tokenization_spaces": False}), encoding="utf-8")
+    tok = AutoTokenizer.from_pretrained(str(out), eos_token=IM_END, pad_token=EOT, bos_token=None,
+                                        model_max_length=DEFAULT_CONFIG["max_position_embeddings"],
+                                        padding_side="right")
+    # Special, not merely user-defined: the converter then types them CONTROL, which llama.cpp
+    # parses as one token in a prompt (a user-defined <|im_start|> is spelled out in bytes).
+    tok.add_special_tokens({"additional_special_tokens": [IM_START, IM_END, EOT]})
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def _list_added_tokens(out: Path) -> None:
+    """llama.cpp's converter learns which pieces are special from tokenizer_config.json's
+    added_tokens_decoder (transformers 5 keeps them only in tokenizer.json): without it the
+    ChatML markers become plain pieces, which llama.cpp spells out byte by byte in a prompt."""
+    added = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
+    path = out / "tokenizer_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    cfg["added_tokens_decoder"] = {str(t["id"]): {k: t[k] for k in (
+        "content", "lstrip", "normalized", "rstrip", "single_word", "special")} for t in added}
+    path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 # --------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------
@@ -283,7 +332,7 @@ def plain_translate(model, tokenizer, en: str, max_new_tokens: int = 24) -> str:
 MODEL_README = """# tiny-model: bundled toy Llama for demos and tests
 
 A deliberately tiny `LlamaForCausalLM` ({params:,} parameters, {size_mb:.1f} MB of safetensors,
-float32) with a byte-level BPE tokenizer ({vocab} tokens) and a ChatML chat template.
+float32) with a {tokenizer_kind} tokenizer ({vocab} tokens) and a ChatML chat template.
 It is a **toy**: it only knows the small English/French grammar in
 `workbench/models/tiny_corpus.py`. It exists so that the workbench can be demoed and tested
 offline on a laptop CPU.
@@ -293,7 +342,7 @@ offline on a laptop CPU.
 Everything here is produced by the project's own script, from text the project ships:
 
 ```
-HF_HUB_OFFLINE=1 python -m workbench.models.build_tiny --out assets/tiny-model --steps {steps}
+HF_HUB_OFFLINE=1 python -m workbench.models.build_tiny --out assets/tiny-model --steps {steps}{tokenizer_flag}
 ```
 
 (seeded and deterministic on the same torch build; took about {minutes:.1f} minutes on 2 CPU cores).
@@ -346,6 +395,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tokenizer", choices=("bpe", "sentencepiece"), default="bpe",
+                    help="bpe: byte-level BPE (tokenizers); sentencepiece: tokenizer.model, "
+                         "which llama.cpp converts to GGUF")
     ap.add_argument("--hidden-size", type=int, default=DEFAULT_CONFIG["hidden_size"])
     ap.add_argument("--intermediate-size", type=int, default=DEFAULT_CONFIG["intermediate_size"])
     ap.add_argument("--layers", type=int, default=DEFAULT_CONFIG["num_hidden_layers"])
@@ -374,7 +426,10 @@ def main(argv: list[str] | None = None) -> None:
     tok_texts += [f"{tc.TRANSLATE_PREFIX}{p.en}\n{p.fr}" for p in tok_sampler.vocab]
     cfg = dict(DEFAULT_CONFIG, hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
                num_hidden_layers=args.layers)
-    tokenizer = train_tokenizer(tok_texts, cfg["vocab_size"])
+    if args.tokenizer == "sentencepiece":
+        tokenizer = train_tokenizer_sentencepiece(tok_texts, cfg["vocab_size"], out)
+    else:
+        tokenizer = train_tokenizer(tok_texts, cfg["vocab_size"])
     print(f"tokenizer: {len(tokenizer)} tokens")
 
     # 3. model + pre-training
@@ -398,6 +453,9 @@ def main(argv: list[str] | None = None) -> None:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     _patch_tokenizer_config(out)
+    if args.tokenizer == "sentencepiece":  # tokenizer.model (written above) is what llama.cpp reads
+        assert (out / "tokenizer.model").is_file()
+        _list_added_tokens(out)
 
     # 5. sanity check
     chat_ok = plain_ok = 0
@@ -416,6 +474,9 @@ def main(argv: list[str] | None = None) -> None:
     size_mb = sum(f.stat().st_size for f in out.glob("*.safetensors")) / 1e6
     (out / "README.md").write_text(MODEL_README.format(
         params=n_params, size_mb=size_mb, vocab=len(tokenizer), steps=args.steps, minutes=minutes,
+        tokenizer_kind=("SentencePiece BPE (tokenizer.model; llama.cpp converts it to GGUF)"
+                        if args.tokenizer == "sentencepiece" else "byte-level BPE"),
+        tokenizer_flag=" --tokenizer sentencepiece" if args.tokenizer == "sentencepiece" else "",
         hidden=cfg["hidden_size"], layers=cfg["num_hidden_layers"], heads=cfg["num_attention_heads"],
         kv=cfg["num_key_value_heads"], inter=cfg["intermediate_size"], maxpos=cfg["max_position_embeddings"],
         batch=args.batch_size, lr=args.lr, final_loss=final_loss, n_prompts=len(prompts),
