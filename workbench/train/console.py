@@ -4,6 +4,7 @@ otherwise (CI logs, `nohup`, a detached run's stdout.log). The foreground runner
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from typing import IO
@@ -107,3 +108,124 @@ class ProgressPrinter:
             self.stream.write("\n")
             self.stream.flush()
             self._bar_shown = False
+
+
+class SafeStream:
+    """A stream that survives its own end: a write that fails (the disk is full, the terminal
+    is gone: EIO / EPIPE) turns it off instead of raising out of the training loop. The run's
+    events and status are the record; this is only a view of them."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+        self.broken: OSError | None = None
+
+    def write(self, text: str) -> None:
+        if self.broken is None:
+            try:
+                self.stream.write(text)
+            except (OSError, ValueError) as exc:  # ValueError: write to a closed file
+                self.broken = exc if isinstance(exc, OSError) else OSError(str(exc))
+
+    def flush(self) -> None:
+        if self.broken is None:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError) as exc:
+                self.broken = exc if isinstance(exc, OSError) else OSError(str(exc))
+
+    def isatty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        except (OSError, ValueError):
+            pass
+
+
+class TeePrinter:
+    """A foreground run's output: live on the terminal and plain lines in the run's
+    stdout.log. When the terminal goes away (SIGHUP: SSH dropped, the window closed), the
+    screen half is switched off and the process's stdout / stderr are pointed at stdout.log,
+    so the run goes on writing only there (`workbench attach RUN` follows it)."""
+
+    total_steps = None
+
+    def __init__(self, run, live: bool | None = None, screen: IO[str] | None = None):
+        self.run = run
+        self.screen_stream = SafeStream(screen or sys.stdout)
+        self.screen = ProgressPrinter(self.screen_stream, live=live)
+        self.log = ProgressPrinter(SafeStream(open(run.log_path, "a", encoding="utf-8",
+                                                   buffering=1)), live=False)
+        self.hung_up = False
+
+    def handle(self, ev: dict) -> None:
+        self.screen.total_steps = self.log.total_steps = self.total_steps
+        if not self.hung_up:
+            self.screen.handle(ev)
+        self.log.handle(ev)
+
+    def notice(self, text: str) -> None:
+        """A line for the person at the terminal only (not an event of the run)."""
+        if not self.hung_up:
+            self.screen_stream.write(text + "\n")
+            self.screen_stream.flush()
+
+    def hang_up(self) -> None:
+        """The terminal is gone: from now on everything this process prints lands in
+        stdout.log (library warnings included), and nothing tries the dead terminal again."""
+        if self.hung_up:
+            return
+        self.hung_up = True
+        try:
+            fd = os.open(self.run.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError:
+            fd = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for target in (sys.stdout, sys.stderr):
+                try:
+                    target.flush()
+                except (OSError, ValueError):
+                    pass
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if not self.hung_up:
+            self.screen.close()
+        self.log.stream.close()
+
+
+class Hangup:
+    """SIGHUP for a run in this process. Installed as early as possible (the terminal may go
+    away while the model loads); `policy` decides once training can act on it: "continue"
+    keeps training, "stop" checkpoints and stops as `workbench stop` would."""
+
+    def __init__(self, printer=None):
+        import signal
+
+        self.printer = printer
+        self.count = 0
+        self.listener = None  # set by the runner: called on each hangup
+        self._previous = signal.signal(signal.SIGHUP, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.count += 1
+        if self.printer is not None and hasattr(self.printer, "hang_up"):
+            self.printer.hang_up()
+        if self.listener is not None:
+            self.listener()
+
+    @property
+    def happened(self) -> bool:
+        return self.count > 0
+
+    def restore(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGHUP, self._previous)

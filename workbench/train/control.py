@@ -71,12 +71,14 @@ def run_profile(run: RunDir) -> Profile:
     return load_profile(run.profile_path)
 
 
-def spawn_detached(run: RunDir, resume: bool = False) -> int:
+def spawn_detached(run: RunDir, resume: bool = False, from_checkpoint: str | None = None) -> int:
     """Start the runner in its own session (setsid): closing the terminal or losing the SSH
     connection sends SIGHUP to the terminal's session, which this process is not in."""
     cmd = [sys.executable, "-m", "workbench.train.worker", str(run.path)]
     if resume:
         cmd.append("--resume")
+        if from_checkpoint:
+            cmd += ["--from", from_checkpoint]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     log = open(run.log_path, "ab")
     try:

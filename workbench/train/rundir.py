@@ -6,7 +6,9 @@ Layout (see ARCHITECTURE.md and the README's "Run directory" section)::
         profile.toml     fully resolved profile + [resolved] versions, dataset hash, seed
         status.json      current state; always replaced atomically, never edited in place
         events.jsonl     append-only, one JSON object a line
-        checkpoints/     checkpoint-<step>/, each renamed into place only when complete
+        checkpoints/     checkpoint-<step>/, each renamed into place only when complete, with
+                         workbench-manifest.json (sizes, sha256) checked before resume loads it
+                         (checkpoints.py); damaged-checkpoint-<step>/: found damaged, kept aside
         adapter/         the final adapter, also renamed into place when complete
         stdout.log       human-readable log (and a detached run's stdout / stderr)
 
