@@ -68,3 +68,20 @@ def remedies(arch: Architecture, s: EstimateSettings, available_bytes: int) -> l
         out.append(Remedy(change, settings, est, est.peak_bytes <= available_bytes, cost))
     # Keep the order of cost, but those that fit on their own come first.
     return sorted(out, key=lambda r: not r.fits)
+
+
+def strategy_verdict(per_gpu: dict, available_bytes: int, chosen: str) -> str:
+    """One sentence over the per-GPU estimates of every strategy ({"ddp": PerGpuEstimate,
+    "fsdp": ..., "deepspeed-2": ..., "deepspeed-3": ...}): whether the chosen strategy fits,
+    and when a full replica does not fit but a sharded one does, that it fits only sharded."""
+    fits = {k: verdict(e.peak_bytes, available_bytes) != "does not fit" for k, e in per_gpu.items()}
+    chosen_verdict = verdict(per_gpu[chosen].peak_bytes, available_bytes)
+    sharded_ok = [k for k in ("fsdp", "deepspeed-3", "deepspeed-2") if fits.get(k)]
+    if fits.get("ddp"):
+        return f"{chosen}: {chosen_verdict}" + ("" if chosen == "ddp" else
+                                               "; a full replica (ddp) fits too and is faster")
+    if sharded_ok:
+        tail = "" if fits.get(chosen) else f"; {chosen} does not fit, use {sharded_ok[0]}"
+        return (f"{chosen}: {chosen_verdict}; fits only sharded ({', '.join(sharded_ok)}), "
+                "not as a full replica (ddp)" + tail)
+    return f"{chosen}: does not fit with any strategy on these GPUs"

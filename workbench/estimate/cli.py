@@ -87,6 +87,13 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--usd-per-hour", type=float)
     p.add_argument("--gpu", help="a GPU from the table (h100, a100-40gb, rtx4090, ...) "
                    "or an NVML name; default: the GPU found here")
+    p.add_argument("--gpus", type=int, help="GPUs of one run (torchrun): adds per-GPU memory "
+                   "for DDP, FSDP2 and DeepSpeed ZeRO-2/3, time and cost for that many GPUs")
+    p.add_argument("--strategy", choices=("auto", "ddp", "fsdp", "deepspeed"),
+                   help="the strategy the verdict is for (default: the profile's, else auto)")
+    p.add_argument("--zero-stage", type=int, choices=(2, 3))
+    p.add_argument("--cpu-offload", action="store_true", default=None)
+    p.add_argument("--nnodes", type=int, help="machines the GPUs are spread over (time only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_estimate)
     return p
@@ -197,7 +204,67 @@ def build_report(args) -> dict:
     out["time"] = (estimate_time(arch, settings, timed_gpu, usd_per_hour=price, **timing).to_dict()
                    if timed_gpu else None)
     out["time_note"] = TIME_NOTE
+    out["distributed"] = distributed_report(args, profile, arch, est, settings, gpu, available,
+                                            out["time"], timing)
     out["_estimate"] = est
+    return out
+
+
+def _world_size(args, profile) -> int:
+    if args.gpus is not None:
+        if args.gpus < 1:
+            raise _InputError(f"--gpus must be at least 1, got {args.gpus}")
+        return args.gpus
+    spec = profile.distributed.gpus if profile is not None else 1
+    if isinstance(spec, int):
+        return spec
+    if spec != "auto":
+        return len(spec.split(","))
+    from workbench.estimate.gpu import telemetry
+
+    state = telemetry()
+    return len(state.gpus) if state.available and state.gpus else 1
+
+
+def distributed_report(args, profile, arch, est, settings, gpu, available, one_gpu_time,
+                       timing) -> dict | None:
+    """Per-GPU memory of every strategy, the verdict for the chosen one, and time / cost on
+    N GPUs; None for a one-GPU run."""
+    from workbench.estimate.advice import strategy_verdict
+    from workbench.estimate.pergpu import (choose_strategy, estimate_time_multi,
+                                           per_gpu_memory, strategy_key)
+    from workbench.estimate.speed import estimate_time
+
+    world = _world_size(args, profile)
+    if world <= 1:
+        return None
+    d = profile.distributed if profile is not None else None
+    strategy = args.strategy or (d.strategy if d else "auto")
+    zero = args.zero_stage or (d.zero_stage if d else 3)
+    offload = args.cpu_offload if args.cpu_offload is not None else (d.cpu_offload if d else False)
+    nnodes = args.nnodes or (d.nnodes if d else 1)
+    per_gpu = {strategy_key(s, z): per_gpu_memory(est, arch, s, world, z, offload)
+               for s, z in (("ddp", 3), ("fsdp", 3), ("deepspeed", 2), ("deepspeed", 3))}
+    why = f"strategy = {strategy!r} as asked"
+    if strategy == "auto":
+        strategy, why = choose_strategy(per_gpu["ddp"].peak_bytes, available)
+    chosen = strategy_key(strategy, zero)
+    out = {"gpus": world, "nnodes": nnodes, "strategy": chosen, "why": why,
+           "cpu_offload": offload, "per_gpu": {k: e.to_dict() for k, e in per_gpu.items()},
+           "verdict": strategy_verdict(per_gpu, available, chosen) if available else None,
+           "time": None, "cost": {}}
+    timed = gpu or (next((g for g in GPUS if per_gpu[chosen].peak_bytes <= g.memory_bytes), None))
+    if timed is not None:
+        one = estimate_time(arch, settings, timed, usd_per_hour=(one_gpu_time or {}).get(
+            "usd_per_hour") if gpu else None, **timing)
+        out["time"] = estimate_time_multi(one, world, strategy, zero, nnodes, **timing).to_dict()
+    for g in GPUS:
+        t = estimate_time_multi(estimate_time(arch, settings, g, **timing), world, strategy, zero,
+                                nnodes, **timing)
+        out["cost"][g.key] = {"seconds": round(t.seconds, 1), "usd": round(t.usd, 4),
+                              "usd_per_hour": t.usd_per_hour,
+                              "fits": per_gpu[chosen].peak_bytes <= g.memory_bytes}
+    out["_per_gpu"] = per_gpu
     return out
 
 
@@ -259,6 +326,33 @@ def _print_text(report: dict) -> None:
         print(f"  {key:<11}  {'yes' if c['fits'] else 'no ':<5}  {fmt_span(c['seconds']):<8}  "
               f"${c['usd']:.2f}")
     print(f"({report['time_note']})")
+    if report.get("distributed"):
+        _print_distributed(report["distributed"])
+
+
+def _print_distributed(d: dict) -> None:
+    from workbench.estimate.pergpu import INTER_NODE_SCALING, SCALING
+
+    print(f"\n{d['gpus']} GPUs" + (f" on {d['nnodes']} machines" if d["nnodes"] > 1 else "")
+          + f": strategy {d['strategy']} ({d['why']})")
+    print("  per GPU:  " + "   ".join(f"{k} {fmt_gib(e.peak_bytes)}"
+                                      for k, e in d["_per_gpu"].items()))
+    print(d["_per_gpu"][d["strategy"]].explain())
+    if d["verdict"]:
+        print(f"verdict: {d['verdict']}")
+    if d["time"]:
+        t = d["time"]
+        print(f"time on {d['gpus']} x {t['gpu']}: {fmt_span(t['seconds'])} for "
+              f"{t['tokens_total']:,} tokens ({t['tokens_per_second']:,.0f} tokens/s over all "
+              f"GPUs, scaling factor {t['scaling']:.2f}), ${t['usd']:.2f} at "
+              f"${t['usd_per_hour']:.2f}/h for the {d['gpus']} GPUs")
+    print(f"  {d['gpus']} x GPU    fits   time      cost")
+    for key, c in d["cost"].items():
+        print(f"  {key:<11}  {'yes' if c['fits'] else 'no ':<5}  {fmt_span(c['seconds']):<8}  "
+              f"${c['usd']:.2f}")
+    print("(scaling factors are assumptions, not measured by workbench: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in SCALING.items())
+          + f", x{INTER_NODE_SCALING:.2f} across machines)")
 
 
 def cmd_estimate(args) -> int:
@@ -269,6 +363,8 @@ def cmd_estimate(args) -> int:
         return EXIT_USAGE
     if args.json:
         report.pop("_estimate")
+        if report.get("distributed"):
+            report["distributed"].pop("_per_gpu")
         print(json.dumps(report, indent=2))
     else:
         _print_text(report)
