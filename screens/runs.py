@@ -69,6 +69,10 @@ class RunsScreen(Screen):
         Binding("r", "resume", "Resume", id="runs.resume"),
         Binding("a", "attach", "Attach", id="runs.attach"),
         Binding("d,delete", "delete", "Delete", id="runs.delete"),
+        # Mark runs, then compare them side by side (screens/runs_compare.py).
+        Binding("space", "mark", "Mark", id="runs.mark", show=False),
+        Binding("c", "compare", "Compare marked", id="runs.compare", show=False),
+        Binding("w", "sweeps", "Sweeps", id="runs.sweeps", show=False),
         # The list refreshes itself every 2 s; the key is for the impatient (help, palette).
         Binding("f5,ctrl+r", "refresh", "Refresh", id="runs.refresh", show=False),
     ]
@@ -78,6 +82,7 @@ class RunsScreen(Screen):
         self.rows: list[RunRow] = []
         self.profiles: dict[str, str] = {}
         self._name_width: int | None = None
+        self.marked: set[str] = set()  # run paths marked for comparison
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -161,17 +166,23 @@ class RunsScreen(Screen):
         if [r.path for r in rows] == [r.path for r in self.rows] and width == self._name_width:
             for row in rows:  # same runs: change only the cells that changed
                 if old[row.path] != row:
-                    for (key, _), value in zip(COLUMNS, _cells(row, width)):
+                    for (key, _), value in zip(COLUMNS, self._row_cells(row, width)):
                         table.update_cell(row.path, key, value, update_width=True)
         else:
             selected = self.selected_path()
             table.clear()
             for row in rows:
-                table.add_row(*_cells(row, width), key=row.path)
+                table.add_row(*self._row_cells(row, width), key=row.path)
             if selected in {r.path for r in rows}:
                 table.move_cursor(row=table.get_row_index(selected))
         repaint_after_sizing(table)
         self.rows, self._name_width = rows, width
+
+    def _row_cells(self, row: RunRow, width: int | None) -> tuple[str, ...]:
+        if row.path not in self.marked:
+            return _cells(row, width)
+        cells = _cells(row, None if width is None else width - 2)
+        return ("● " + cells[0], *cells[1:])
 
     # ---- selection -------------------------------------------------------------------------
     def selected_path(self) -> str | None:
@@ -228,6 +239,33 @@ class RunsScreen(Screen):
         run = self.selected_run()
         if run:
             self.app.resume_run(run.path)
+
+    def action_mark(self) -> None:
+        run = self.selected_run()
+        if run is None:
+            return
+        self.marked ^= {run.path}
+        self.query_one("#runs", DataTable).update_cell(
+            run.path, "run", self._row_cells(run, self._name_width)[0], update_width=True)
+
+    def action_compare(self) -> None:
+        """The marked runs (space marks), else the selected one alone."""
+        from screens.runs_compare import RunsCompareScreen
+
+        present = {r.path for r in self.rows}
+        paths = [r.path for r in self.rows if r.path in self.marked & present]
+        if not paths:
+            run = self.selected_run()
+            if run is None:
+                return
+            paths = [run.path]
+            self.notify("mark runs with space, then press c to compare them", timeout=4)
+        self.app.push_screen(RunsCompareScreen(paths))
+
+    def action_sweeps(self) -> None:
+        from screens.sweeps import SweepsScreen
+
+        self.app.push_screen(SweepsScreen())
 
     def action_delete(self) -> None:
         run = self.selected_run()
