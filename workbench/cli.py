@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"workbench {__version__}")
     parser.add_argument("--run", metavar="PROFILE", help="same as `workbench run PROFILE`")
     parser.add_argument("--detach", action="store_true", help="with --run: run in the background")
+    parser.add_argument("--force", action="store_true",
+                        help="with --run: start even when the disk-space check says it will not fit")
     parser.add_argument("--runs-dir", type=Path, help="where runs live (default: ./runs, "
                         "or the profile's train.runs_dir, or $WORKBENCH_RUNS_DIR)")
     _profile_args(parser)
@@ -46,9 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detach", action="store_true",
                    help="start in its own session and return; the run survives the terminal")
     p.add_argument("--runs-dir", type=Path)
+    p.add_argument("--force", action="store_true",
+                   help="start even when the disk-space check says the run will not fit")
     _profile_args(p)
+    from workbench.train.distributed import add_resume_flags, add_world_flags
 
-    p = sub.add_parser("runs", help="list runs")
+    add_world_flags(p)  # --gpus N, --procs N, --node-rank R (torchrun: train/distributed.py)
+
+    p = sub.add_parser("runs", help="list runs; `runs compare RUN RUN...` ranks them")
+    p.add_argument("action", nargs="?", choices=["compare"],
+                   help="compare: what differs, metrics, cost, quality per GPU-hour, curves")
+    p.add_argument("run_refs", nargs="*", metavar="RUN", help="with compare: runs to compare")
+    p.add_argument("--output", metavar="DIR", help="with compare: also write compare.md + loss.svg")
     p.add_argument("--json", action="store_true")
     p.add_argument("--runs-dir", type=Path)
 
@@ -66,7 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="continue a stopped, failed or killed run from its last checkpoint")
     p.add_argument("run_ref", metavar="RUN", help="run folder or name")
     p.add_argument("--detach", action="store_true")
+    p.add_argument("--from", dest="from_checkpoint", metavar="CHECKPOINT",
+                   help="resume from this checkpoint (checkpoint-N) instead of the newest intact one")
     p.add_argument("--runs-dir", type=Path)
+    add_resume_flags(p)  # --procs N / --gpus N: resume on another world size
+
+    p = sub.add_parser("launch-script", help="write a cluster job script for a profile "
+                       "(several machines: srun + torchrun)")
+    p.add_argument("profile")
+    p.add_argument("--scheduler", choices=["slurm"], default="slurm")
+    p.add_argument("--nodes", type=int, help="machines (default: distributed.nnodes)")
+    p.add_argument("--gpus-per-node", type=int, help="default: distributed.gpus when a number, "
+                   "else 8")
+    p.add_argument("--time", default="24:00:00", help="the job's time limit (default 24:00:00)")
+    p.add_argument("--partition", default="", help="the Slurm partition (default: the cluster's)")
+    p.add_argument("--output", "-o", type=Path, help="write the script here (default: stdout)")
+    _profile_args(p)
 
     from workbench.data.cli import add_data_commands
     from workbench.estimate.cli import add_estimate_command
@@ -77,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_estimate_command(sub)
     add_evaluate_commands(sub)
     add_export_command(sub)
+    from workbench.sweep.cli import add_sweep_commands
+
+    add_sweep_commands(sub)
 
     p = sub.add_parser("profile", help="validate, show or compare profiles")
     psub = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
@@ -101,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("use either --run PROFILE or a command, not both")
     try:
         if args.run:
-            return cmd_run(args.run, args.overrides, args.detach, args.runs_dir)
+            return cmd_run(args.run, args.overrides, args.detach, args.runs_dir,
+                           getattr(args, "force", False))
         if args.command is None:
             return cmd_app()
         if args.command in TORCH_COMMANDS:
@@ -116,6 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk outside a run (its folder, a profile): no traceback
+        import errno
+
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: disk full: {exc.strerror}" + (f" writing {exc.filename}" if exc.filename
+                                                     else "") + "; free space, then try again",
+              file=sys.stderr)
+        return EXIT_FAILED
 
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -139,25 +178,11 @@ def _find_run(ref: str, runs_dir: Path | None):
 
 
 def _printers(run, live: bool | None = None):
-    """Live output for the terminal, plain lines into the run's stdout.log."""
-    from workbench.train.console import ProgressPrinter
+    """Live output for the terminal, plain lines into the run's stdout.log (only there once
+    the terminal goes away: console.TeePrinter)."""
+    from workbench.train.console import TeePrinter
 
-    screen = ProgressPrinter(sys.stdout, live=live)
-    log = ProgressPrinter(open(run.log_path, "a", encoding="utf-8", buffering=1), live=False)
-
-    class Both:
-        total_steps = None
-
-        def handle(self, ev):
-            screen.total_steps = log.total_steps = self.total_steps
-            screen.handle(ev)
-            log.handle(ev)
-
-        def close(self):
-            screen.close()
-            log.stream.close()
-
-    return Both()
+    return TeePrinter(run, live=live)
 
 
 def _print_outputs(run) -> None:
@@ -190,7 +215,8 @@ def cmd_app() -> int:
     return app.run_app()
 
 
-def cmd_run(profile_ref: str, overrides: list[str], detach: bool, runs_dir: Path | None) -> int:
+def cmd_run(profile_ref: str, overrides: list[str], detach: bool, runs_dir: Path | None,
+            force: bool = False) -> int:
     from workbench.train.control import create_run, spawn_detached
     from workbench.train.plan import RunError, plan_run
 
@@ -204,7 +230,18 @@ def cmd_run(profile_ref: str, overrides: list[str], detach: bool, runs_dir: Path
         print(note)
     print(f"device {plan.device}, precision {plan.precision}, gradient checkpointing "
           f"{'on' if plan.gradient_checkpointing else 'off'}")
+    _check_disk_space(plan, runs_dir, force)
+    launch = _launch_for(plan)  # several processes (torchrun) or None; before the run folder
+    if launch is not None and launch.node_rank > 0:  # another machine joins node 0's run
+        from workbench.train.distributed import join
+
+        return _distributed_exit(None, lambda printer: join(
+            profile, Path(runs_dir or profile.train.runs_dir), launch), detach=True)
     run = create_run(plan, runs_dir)
+    if launch is not None:
+        from workbench.train.distributed import start
+
+        return _distributed_exit(run, lambda printer: start(run, launch, detach, printer), detach)
     if detach:
         pid = spawn_detached(run)
         print(f"started {run.name} in the background (pid {pid})")
@@ -215,13 +252,55 @@ def cmd_run(profile_ref: str, overrides: list[str], detach: bool, runs_dir: Path
     return _foreground(run, resume=False, plan=plan)
 
 
-def _foreground(run, resume: bool, plan=None) -> int:
+def _launch_for(plan):
+    from workbench.train.distributed import DistributedError, launch_for_plan
+
+    try:
+        return launch_for_plan(plan)
+    except DistributedError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def _distributed_exit(run, go, detach: bool) -> int:
+    from workbench.train.distributed import DistributedError
+
+    printer = None if detach else _printers(run)
+    try:
+        code = go(printer)
+    except DistributedError as exc:
+        raise UserError(str(exc)) from exc
+    finally:
+        if printer is not None:
+            printer.close()
+    if not detach:
+        _print_outputs(run)
+    return code
+
+
+def _check_disk_space(plan, runs_dir: Path | None, force: bool) -> None:
+    from workbench.train.diskspace import plan_needs, preflight
+
+    try:
+        check = preflight(plan_needs(plan, Path(runs_dir or plan.profile.train.runs_dir)))
+    except Exception as exc:  # noqa: BLE001 - advice: a model it cannot size never stops a run
+        print(f"disk space not checked ({type(exc).__name__}: {exc})")
+        return
+    if check.level == "refuse" and not force:
+        raise UserError(f"{check.text()}\nfree space there, lower train.save_total_limit, or "
+                        "start anyway with --force")
+    for line in check.lines:
+        print(f"warning: {line}" + (" (--force: starting anyway)" if check.level == "refuse"
+                                     else ""))
+
+
+def _foreground(run, resume: bool, plan=None, from_checkpoint: str | None = None) -> int:
     from workbench.train.worker import run_in_this_process
 
     print(f"run folder: {run.path}", flush=True)
     printer = _printers(run)
     try:
-        code = run_in_this_process(run, resume=resume, printer=printer, plan=plan)
+        code = run_in_this_process(run, resume=resume, printer=printer, plan=plan,
+                                   from_checkpoint=from_checkpoint)
     finally:
         printer.close()
     _print_outputs(run)
@@ -229,6 +308,11 @@ def _foreground(run, resume: bool, plan=None) -> int:
 
 
 def cmd_runs(args) -> int:
+    if args.action == "compare":
+        return _lazy("workbench.sweep.cli", "cmd_runs_compare", args)
+    if args.run_refs:
+        raise UserError(f"`workbench runs` takes no RUN; to compare runs: "
+                        f"workbench runs compare {' '.join(args.run_refs)}")
     from workbench.train.console import fmt_duration
     from workbench.train.rundir import list_runs
 
@@ -240,7 +324,8 @@ def cmd_runs(args) -> int:
                      "step": st.get("step"), "total_steps": st.get("total_steps"),
                      "loss": st.get("loss"), "eval_loss": st.get("eval_loss"),
                      "created_at": st.get("created_at"), "ended_at": st.get("ended_at"),
-                     "device": st.get("device"), "pid": st.get("pid")})
+                     "device": st.get("device"), "pid": st.get("pid"),
+                     "damaged_checkpoints": _damaged(run)})
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -260,7 +345,16 @@ def cmd_runs(args) -> int:
             secs = (datetime.fromisoformat(r["ended_at"]) - datetime.fromisoformat(r["created_at"])).total_seconds()
             when += f"  {fmt_duration(secs)}"
         print(f"{r['name']:<34} {r['state']:<12} {step:>11} {loss:>8} {ev:>8} {r['device'] or '-':<6} {when}")
+        for name, what in r["damaged_checkpoints"]:
+            print(f"  ! damaged {name}: {what}")
     return EXIT_OK
+
+
+def _damaged(run) -> list[list[str]]:
+    """Checkpoints whose files no longer match their manifest (sizes: a quick check)."""
+    from workbench.train.checkpoints import damaged_checkpoints
+
+    return [list(d) for d in damaged_checkpoints(run, quick=True)]
 
 
 def cmd_attach(args) -> int:
@@ -337,13 +431,30 @@ def cmd_resume(args) -> int:
         check_resumable(run)
     except ControlError as exc:
         raise UserError(str(exc)) from exc
-    last = run.last_checkpoint()
-    print(f"resuming {run.name} from {last.name if last else 'the start (no checkpoint yet)'}")
+    from workbench.train.checkpoints import CheckpointError, describe_resume
+
+    try:  # a mistyped or damaged --from is refused here, before the run is touched
+        print(f"resuming {run.name} {describe_resume(run, args.from_checkpoint)}")
+    except CheckpointError as exc:
+        raise UserError(f"{exc.message}\n{exc.hint}") from exc
+    from workbench.train.diskspace import resume_check
+
+    for line in resume_check(run).lines:  # a warning: the run itself says it if the disk fills
+        print(f"warning: {line}")
+    from workbench.train.distributed import DistributedError, resume_launch, start
+
+    try:  # a distributed run resumes through torchrun, on its own or another world size
+        launch = resume_launch(run, args.procs, args.gpus)
+    except DistributedError as exc:
+        raise UserError(str(exc)) from exc
+    if launch is not None:
+        return _distributed_exit(run, lambda printer: start(run, launch, args.detach, printer,
+                                                            resume=True), args.detach)
     if args.detach:
-        pid = spawn_detached(run, resume=True)
+        pid = spawn_detached(run, resume=True, from_checkpoint=args.from_checkpoint)
         print(f"running in the background (pid {pid}); follow with `workbench attach {run.name}`")
         return EXIT_OK
-    return _foreground(run, resume=True)
+    return _foreground(run, resume=True, from_checkpoint=args.from_checkpoint)
 
 
 def cmd_profile(args) -> int:
@@ -417,10 +528,13 @@ TORCH_COMMANDS = {"eval", "compare", "export"}
 COMMANDS = {"runs": cmd_runs, "attach": cmd_attach, "stop": cmd_stop, "resume": cmd_resume,
             "profile": cmd_profile, "data": lambda a: _lazy("workbench.data.cli", "cmd_data", a),
             "estimate": lambda a: _lazy("workbench.estimate.cli", "cmd_estimate", a),
+            "launch-script": lambda a: _lazy("workbench.train.launch_script", "cmd_launch_script", a),
             "export": lambda a: _lazy("workbench.export.cli", "cmd_export", a),
             "eval": lambda a: _lazy("workbench.evaluate.cli", "cmd_eval", a),
-            "compare": lambda a: _lazy("workbench.evaluate.cli", "cmd_compare", a), "run": lambda a: cmd_run(a.profile, a.overrides, a.detach,
-                                                            a.runs_dir)}
+            "compare": lambda a: _lazy("workbench.evaluate.cli", "cmd_compare", a),
+            "sweep": lambda a: _lazy("workbench.sweep.cli", "cmd_sweep", a),
+            "sweeps": lambda a: _lazy("workbench.sweep.cli", "cmd_sweeps", a), "run": lambda a: cmd_run(a.profile, a.overrides, a.detach,
+                                                            a.runs_dir, a.force)}
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ __all__ = [
     "BudgetSection",
     "CleanSection",
     "DataSection",
+    "DistributedSection",
     "EvalSection",
     "ExportSection",
     "LoraSection",
@@ -400,6 +401,9 @@ class TrainSection:
     device: str = _f("auto", _choice("auto", "cpu", "cuda"))
     # Kept as written: relative to the current directory when the run starts, not the profile.
     runs_dir: str = _f("runs", _string(True, "a folder path"))
+    # When a foreground run's terminal goes away (SSH dropped): keep training, output going to
+    # stdout.log only ("continue"), or checkpoint and stop ("stop").
+    on_hangup: str = _f("continue", _choice("continue", "stop"))
 
 
 CLEAN_STEPS = ("drop_empty", "drop_short", "normalize_whitespace", "dedup_exact", "dedup_near",
@@ -446,12 +450,63 @@ class BudgetSection:
     gpu: str = _f("", _string())  # name of a GPU to price against; "" = the one found
 
 
+def _gpus(v):
+    # "auto" = every visible GPU; N = the first N; "0,3,5" = exactly those (CUDA indices).
+    expected = '"auto", a number of GPUs (>= 1) or a list of GPU indices like "0,3,5"'
+    if type(v) is int:
+        if v < 1:
+            raise _Invalid(expected, v)
+        return v
+    if not isinstance(v, str):
+        raise _Invalid(expected, v, wrong_type=True)
+    if v == "auto":
+        return v
+    parts = [p.strip() for p in v.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise _Invalid(expected, v, hint=_suggest(v, ["auto"]))
+    if len(set(parts)) != len(parts):
+        raise _Invalid(expected, v, hint="a GPU is listed twice")
+    return ",".join(str(int(p)) for p in parts)
+
+
+def _zero_stage(v):
+    if type(v) is not int or v not in (2, 3):
+        raise _Invalid("2 or 3 (DeepSpeed ZeRO stage)", v, wrong_type=type(v) is not int)
+    return v
+
+
+def _port(v):
+    if type(v) is not int:
+        raise _Invalid("a TCP port in [1, 65535]", v, wrong_type=True)
+    if not 1 <= v <= 65535:
+        raise _Invalid("a TCP port in [1, 65535]", v)
+    return v
+
+
+@dataclass
+class DistributedSection:
+    # Several processes for one run, launched by torchrun (workbench/train/distributed.py).
+    gpus: int | str = _f("auto", _gpus)
+    # "auto": DDP when a full replica fits each GPU (the estimator says), FSDP2 otherwise.
+    strategy: str = _f("auto", _choice("auto", "ddp", "fsdp", "deepspeed"))
+    zero_stage: int = _f(3, _zero_stage)  # DeepSpeed only
+    cpu_offload: bool = _f(False, _boolean)  # FSDP / DeepSpeed: optimizer states (and params) in RAM
+    processes: int = _f(1, _integer(1))  # CPU processes (gloo) on a machine without GPUs
+    nnodes: int = _f(1, _integer(1))
+    node_rank: int = _f(0, _integer(0))
+    master_addr: str = _f("127.0.0.1", _string(True, "a host name or IP address of node 0"))
+    master_port: int = _f(29500, _port)
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelSection, "data": DataSection, "clean": CleanSection, "lora": LoraSection,
     "train": TrainSection, "eval": EvalSection, "export": ExportSection, "budget": BudgetSection,
+    "distributed": DistributedSection,
 }
 TOP_LEVEL_KEYS = ("name", "description")
 RESOLVED = "resolved"  # free-form record a run adds to its profile.toml; never validated
+SWEEP = "sweep"  # axes for `workbench sweep`; checked by _check_sweep, kept out of SECTIONS
+SWEEP_OPTIONS = ("grid", "ranges", "trials", "parallel", "prune")
 
 
 def _section_fields(section: str) -> dict[str, dataclasses.Field]:
@@ -490,8 +545,11 @@ class Profile:
     eval: EvalSection = field(default_factory=EvalSection)
     export: ExportSection = field(default_factory=ExportSection)
     budget: BudgetSection = field(default_factory=BudgetSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
     # Library versions, dataset hash, seed... as recorded by a run. Free-form.
     resolved: dict[str, Any] = field(default_factory=dict)
+    # The [sweep] section (axes of `workbench sweep`), validated; empty for most profiles.
+    sweep: dict[str, Any] = field(default_factory=dict)
     # Where the profile came from and where each key was written, for later messages
     # (check_paths). Not part of the profile's identity.
     source: str = field(default="<dict>", compare=False, repr=False)
@@ -504,6 +562,8 @@ class Profile:
             out[section] = dataclasses.asdict(getattr(self, section))
         if self.resolved:
             out[RESOLVED] = dict(self.resolved)
+        if self.sweep:
+            out[SWEEP] = dict(self.sweep)
         return out
 
     def to_toml(self) -> str:
@@ -698,6 +758,7 @@ def _build(raw: dict, *, label: str, base_dir: Path | None, locator: _Locator | 
             return False, None
 
     raw = dict(raw)
+    sweep = _check_sweep(raw.pop(SWEEP, {}), report)
     resolved = raw.pop(RESOLVED, {})
     if not isinstance(resolved, dict):
         report(RESOLVED, f"expected a table [resolved], got {_show(resolved)}")
@@ -776,7 +837,56 @@ def _build(raw: dict, *, label: str, base_dir: Path | None, locator: _Locator | 
         order = {id(i): n for n, i in enumerate(issues)}
         issues.sort(key=lambda i: (i.file == OVERRIDE, i.line or 0, order[id(i)]))
         raise ProfileError(issues)
-    return Profile(**top, **sections, resolved=resolved, source=label, locations=locations)
+    return Profile(**top, **sections, resolved=resolved, sweep=sweep, source=label,
+                   locations=locations)
+
+
+def _check_sweep(value: Any, report: Callable[[str, str], None]) -> dict[str, Any]:
+    """[sweep]: grid = { "lora.r" = [8, 16], "lora.r+lora.alpha" = [[8, 16], [16, 32]] },
+    ranges = { "train.learning_rate" = "log:1e-5..1e-3" }, trials, parallel, prune.
+    Axis keys must be profile keys (with a did-you-mean); the values themselves are checked
+    against the schema when the sweep starts (workbench/sweep/definition.py)."""
+    if not isinstance(value, dict):
+        report(SWEEP, f"expected a table [sweep], got {_show(value)} ({_type_name(value)})")
+        return {}
+    known = [k for k, *_ in iter_schema()]
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        dotted = f"{SWEEP}.{key}"
+        if key not in SWEEP_OPTIONS:
+            report(dotted, "unknown key; " + (_suggest(key, SWEEP_OPTIONS, "'")
+                                              or "keys in [sweep] are: " + ", ".join(SWEEP_OPTIONS)))
+            continue
+        if key in ("grid", "ranges"):
+            if not isinstance(item, dict):
+                report(dotted, f"expected a table of axes, e.g. {key} = "
+                               + ('{ "lora.r" = [8, 16] }' if key == "grid"
+                                  else '{ "train.learning_rate" = "log:1e-5..1e-3" }')
+                               + f", got {_show(item)}")
+                continue
+            good = {}
+            for axis, choices in item.items():
+                bad = [k for k in axis.split("+") if k not in known]
+                for k in bad:
+                    report(f"{dotted}.{axis}", f"{k!r} is not a profile key; "
+                           + (_suggest(k, known, "'") or "see `workbench profile show`"))
+                if bad:
+                    continue
+                if key == "grid" and (not isinstance(choices, list) or not choices):
+                    report(f"{dotted}.{axis}", f"expected a non-empty list of values, got {_show(choices)}")
+                elif key == "ranges" and not isinstance(choices, str):
+                    report(f"{dotted}.{axis}", 'expected a range like "log:1e-5..1e-3", '
+                                               f"got {_show(choices)}")
+                else:
+                    good[axis] = choices
+            out[key] = good
+            continue
+        checker = {"trials": _integer(0), "parallel": _integer(1), "prune": _boolean}[key]
+        try:
+            out[key] = checker(item)
+        except _Invalid as e:
+            report(dotted, e.message())
+    return out
 
 
 def _cross_checks(valid: dict[str, Any], report: Callable[[str, str], None]) -> None:
@@ -800,9 +910,28 @@ def _cross_checks(valid: dict[str, Any], report: Callable[[str, str], None]) -> 
             report("train.save_steps",
                    f"with early stopping, save_steps must be a multiple of eval_steps "
                    f"({v('train.eval_steps')}), got {v('train.save_steps')}")
+    _distributed_checks(v, report)
     if v("lora.method") == "qlora" and v("train.device") == "cpu":
         report("lora.method", 'QLoRA needs a CUDA GPU (bitsandbytes 4-bit); use method = '
                               '"lora" on CPU or set train.device = "auto"')
+
+
+def _distributed_checks(v: Callable[[str], Any], report: Callable[[str, str], None]) -> None:
+    if v("distributed.node_rank") >= v("distributed.nnodes"):
+        report("distributed.node_rank",
+               f"node_rank counts from 0 and must be below nnodes ({v('distributed.nnodes')}), "
+               f"got {v('distributed.node_rank')}")
+    if v("distributed.processes") > 1 and v("train.device") == "cuda":
+        report("distributed.processes",
+               "processes is for CPU runs (gloo); on GPUs use distributed.gpus (one process "
+               "per GPU)")
+    if v("distributed.processes") > 1 and v("distributed.strategy") in ("fsdp", "deepspeed"):
+        report("distributed.strategy",
+               f'{v("distributed.strategy")} needs GPUs; CPU processes run "ddp" (or "auto")')
+    if v("distributed.cpu_offload") and v("distributed.strategy") == "ddp":
+        report("distributed.cpu_offload",
+               'cpu_offload needs strategy = "fsdp" or "deepspeed" (DDP keeps a full replica '
+               "on each GPU)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -87,6 +87,9 @@ def cmd_compare(args) -> int:
 
     try:
         run = find_run(args.run_ref, args.runs_dir)
+        from workbench.train.checkpoints import adapter_problem  # files vs their manifest
+        if problem := adapter_problem(run):
+            raise EvaluateError(*problem)
         return _compare(run, args)
     except (EvaluateError, RunNotFound) as exc:
         return _fail(exc)

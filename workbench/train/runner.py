@@ -61,6 +61,10 @@ def load_model(plan: Plan):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute)
         kwargs["device_map"] = {"": 0}
+    # Under torchrun each rank loads to its own device, never device_map="auto" (distributed.py).
+    from workbench.train.distributed import adjust_load_kwargs
+
+    kwargs = adjust_load_kwargs(kwargs, plan)
     try:
         model = AutoModelForCausalLM.from_pretrained(p.model.name_or_path, **kwargs)
     except OSError as exc:
@@ -143,7 +147,15 @@ def build_args(plan: Plan, run: RunDir):
         disable_tqdm=True,  # our own progress display reads the events instead
         dataloader_num_workers=0,
         dataset_num_proc=None,
+        **_distributed_settings(plan),
     )
+
+
+def _distributed_settings(plan: Plan) -> dict:
+    """DDP / FSDP2 / DeepSpeed fields for SFTConfig under torchrun; {} otherwise."""
+    from workbench.train.distributed import trainer_settings
+
+    return trainer_settings(plan)
 
 
 def to_dataset(rows: list[dict]):
@@ -159,13 +171,24 @@ def to_dataset(rows: list[dict]):
 
 
 def save_adapter(trainer, plan: Plan, run: RunDir) -> str:
-    staging = run.path / ".adapter.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    trainer.model.save_pretrained(str(staging))
-    plan.tokenizer.save_pretrained(str(staging))
-    if run.adapter_dir.exists():
-        shutil.rmtree(run.adapter_dir)
-    os.replace(staging, run.adapter_dir)
+    from workbench.train.distributed import is_distributed, save_adapter_distributed
+
+    if is_distributed():  # every rank takes part (FSDP / ZeRO-3 gather); rank 0 writes
+        return save_adapter_distributed(trainer, plan, run)
+    from workbench.train.checkpoints import write_manifest
+    from workbench.train.diskspace import folder_bytes, writing
+
+    last = run.last_checkpoint()
+    need = folder_bytes(last / "adapter_model.safetensors") if last else None
+    with writing("the adapter", need=need):
+        staging = run.path / ".adapter.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        trainer.model.save_pretrained(str(staging))
+        plan.tokenizer.save_pretrained(str(staging))
+        write_manifest(staging)  # export and eval check it before they load the adapter
+        if run.adapter_dir.exists():
+            shutil.rmtree(run.adapter_dir)
+        os.replace(staging, run.adapter_dir)
     return str(run.adapter_dir)
 
 
@@ -174,70 +197,129 @@ OOM_HINT = ("lower train.batch_size (raise train.grad_accum to keep the effectiv
             "lora.method = \"qlora\"; `workbench estimate PROFILE` shows where memory goes")
 NAN_HINT = ("lower train.learning_rate (e.g. by 10x), keep train.max_grad_norm around 0.3-1.0, "
             "and prefer bf16 over fp16 when the GPU supports it")
+HANGUP_NOTE = ("the terminal went away (SIGHUP): the run goes on, its output now only in "
+               "{log}; follow it with `workbench attach {name}`, stop it with `workbench stop {name}`")
 
 
 def execute(run: RunDir, plan: Plan, resume: bool = False,
-            on_event: Callable[[dict], None] = lambda ev: None) -> str:
-    """Train in this process. Returns the final state."""
+            on_event: Callable[[dict], None] = lambda ev: None,
+            from_checkpoint: str | None = None, hangup=None) -> str:
+    """Train in this process. Returns the final state. `from_checkpoint` names the
+    checkpoint to resume from (else the newest intact one); `hangup` is the SIGHUP watcher
+    of a foreground run (console.Hangup)."""
     quiet_libraries()
     import torch
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.trainer_callback import PrinterCallback
 
+    from workbench.train.checkpoints import CheckpointError, choose_for_resume
+    from workbench.train.diskspace import Reserve, checkpoint_bytes, clean_partials
+    from workbench.train.faults import classify
     from workbench.train.trainer import NonFiniteLoss, RunRecorder, StopFlag, WorkbenchTrainer
 
     stop = StopFlag()
+
+    def emit(type_: str, **fields) -> None:
+        """An event for the record and the screen. When the record cannot be written (the
+        disk is full) the person still sees it."""
+        try:
+            event = run.append_event(type_, **fields)
+        except OSError:
+            event = {"type": type_, "time": round(time.time(), 3), **fields}
+        on_event(event)
 
     def on_signal(signum, frame):
         stop.request()
         if stop.signals > 1:  # a second Ctrl-C means "now", checkpoint or not
             raise KeyboardInterrupt
         again = " (press Ctrl-C again to quit at once)" if signum == signal.SIGINT else ""
-        on_event({"type": "status", "state": "stopping",
-                  "message": f"{signal.Signals(signum).name}: saving a checkpoint, then stopping{again}"})
+        emit("status", state="stopping",
+             message=f"{signal.Signals(signum).name}: saving a checkpoint, then stopping{again}")
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    policy = getattr(plan.profile.train, "on_hangup", "continue")
+
+    def on_hangup() -> None:
+        # Runs in the signal handler: the printer has already pointed output at stdout.log.
+        if policy == "stop":
+            stop.request()
+            emit("status", state="stopping", message="the terminal went away (SIGHUP) and "
+                 "train.on_hangup = \"stop\": saving a checkpoint, then stopping")
+        elif hangup is None or hangup.count == 1:
+            emit("status", state="running",
+                 message=HANGUP_NOTE.format(log=run.log_path, name=run.name))
+
+    if hangup is not None:
+        hangup.listener = on_hangup
+        if hangup.happened:  # while the model was being planned or loaded
+            on_hangup()
+    # A little space kept back, given up when the disk fills, so the final status still fits.
+    reserve = Reserve(run.path)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes the status
+        reserve.take()
+    estimate_bytes: list[int] = []
 
     def finish(state: str, message: str, **extra) -> str:
-        run.write_status(state=state, message=message, ended_at=iso(time.time()), **extra)
-        on_event(run.append_event("status", state=state, message=message))
+        try:
+            run.write_status(state=state, message=message, ended_at=iso(time.time()), **extra)
+        except OSError as exc:  # nothing more to free: the terminal still says it
+            on_event({"type": "error", "kind": "disk", "message": f"could not write "
+                      f"{run.status_path}: {exc.strerror or exc}", "hint": ""})
+        emit("status", state=state, message=message)
         return state
 
-    def fail(kind: str, message: str, hint: str = "") -> str:
-        on_event(run.append_event("error", kind=kind, message=message, hint=hint))
-        return finish("failed", message, hint=hint)
+    def fail(kind: str, message: str, hint: str = "", **extra) -> str:
+        emit("error", kind=kind, message=message, hint=hint)
+        return finish("failed", message, hint=hint, **extra)
+
+    def log_traceback() -> None:
+        try:
+            with open(run.log_path, "a", encoding="utf-8") as fh:
+                traceback.print_exc(file=fh)
+        except OSError:
+            pass
 
     if "tensorboard" in plan.profile.train.report_to:
         # Keep TensorBoard files in the run folder rather than inside checkpoints/.
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run.path / "tensorboard"))
     started = time.time()
-    status = run.read_status()
-    run.write_status(state="running", pid=os.getpid(),
-                     started_at=status.get("started_at") or iso(started),
-                     ended_at=None, message=None, hint=None)
+    checkpoint = None
+    recorder = trainer = None
     try:
-        checkpoint = None
+        status = run.read_status()
+        run.write_status(state="running", pid=os.getpid(),
+                         started_at=status.get("started_at") or iso(started),
+                         ended_at=None, message=None, hint=None)
         if resume:
             removed = run.remove_partial_checkpoints()
-            last = run.last_checkpoint()
-            checkpoint = str(last) if last else None
-            note = (f"resuming from {last.name}" if last else "no complete checkpoint yet: starting over")
+            choice = choose_for_resume(run, from_checkpoint)
+            checkpoint = str(choice.path) if choice.path else None
             if removed:
-                note += f" (removed {len(removed)} partial checkpoint(s))"
-            on_event(run.append_event("status", state="running", message=note))
+                choice.notes[-1] += f" (removed {len(removed)} partial checkpoint(s))"
+            for note in choice.notes:
+                emit("status", state="running", message=note)
         else:
-            on_event(run.append_event("status", state="running", message="loading model"))
+            emit("status", state="running", message="loading model")
 
         if not resume:
             _record_estimate(run, plan, on_event)
         set_seed(plan.profile.train.seed)
         model = add_adapters(load_model(plan), plan)
         trainable, total = model.get_nb_trainable_parameters()
-        run.write_status(trainable_params=trainable, total_params=total, device=plan.device)
+        estimate_bytes.append(checkpoint_bytes(trainable))
+        run.write_status(trainable_params=trainable, total_params=total, device=plan.device,
+                         checkpoint_bytes_estimate=estimate_bytes[0])
         if stop.is_set():
-            return finish("stopped", "stopped before training began; nothing to resume from")
+            return finish("stopped", "stopped before training began; nothing to resume from"
+                          if not checkpoint else f"stopped before training began; resume "
+                          f"continues from {os.path.basename(checkpoint)}")
 
-        callbacks = [RunRecorder(run, stop, on_event=on_event, device=plan.device)]
+        if not resume:  # what the evaluation after training will cost, before it is paid
+            from workbench.evaluate.cost import announce_before_training
+
+            announce_before_training(model, plan, run, on_event)
+        recorder = RunRecorder(run, stop, on_event=on_event, device=plan.device)
+        callbacks = [recorder]
         if plan.profile.train.early_stopping_patience and plan.evaluates:
             callbacks.append(EarlyStoppingCallback(plan.profile.train.early_stopping_patience))
         trainer = WorkbenchTrainer(
@@ -255,7 +337,8 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
         extra = dict(step=state.global_step, total_steps=state.max_steps, peak_gpu_mem_bytes=peak,
                      train_seconds=round(time.time() - started, 1))
         if stop.is_set():
-            last = run.last_checkpoint()
+            saved = run.checkpoints_dir / f"checkpoint-{state.global_step}"
+            last = saved if saved.is_dir() else run.last_checkpoint()
             return finish("stopped", f"stopped at step {state.global_step}; checkpoint "
                           f"{last.name if last else 'none'}; continue with `workbench resume {run.name}`",
                           **extra)
@@ -263,7 +346,10 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
         early = state.global_step < state.max_steps
         message = (f"adapter saved to {adapter}" + (" (early stopping: eval loss stopped improving)"
                                                     if early else ""))
-        _run_prompt_suite(trainer.model, plan, run, on_event)
+        from workbench.train.distributed import runs_evaluation
+
+        if runs_evaluation(run, on_event):  # under torchrun: rank 0 of a DDP run only
+            _run_prompt_suite(trainer.model, plan, run, on_event)
         return finish("finished", message, adapter=adapter, **extra)
     except NonFiniteLoss as exc:
         return fail("nan", str(exc), NAN_HINT)
@@ -271,17 +357,34 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
         return fail("oom", f"the GPU ran out of memory: {str(exc).splitlines()[0]}", OOM_HINT)
     except RunError as exc:
         return fail(exc.kind, exc.message, exc.hint)
+    except CheckpointError as exc:
+        return fail(exc.kind, exc.message, exc.hint)
     except KeyboardInterrupt:
         return finish("stopped", "interrupted twice: stopped without a new checkpoint; "
                                  "resume continues from the last complete one")
-    except Exception as exc:  # a bug or an environment problem: keep the evidence
-        with open(run.log_path, "a", encoding="utf-8") as fh:
-            traceback.print_exc(file=fh)
+    except Exception as exc:  # noqa: BLE001 - every ending becomes a status a person can act on
+        # Loading a checkpoint happens inside train(), before the first step ends.
+        loading = checkpoint if recorder is None or not recorder.steps_done else None
+        fault = classify(exc, run, loading_checkpoint=loading,
+                         estimate=estimate_bytes[0] if estimate_bytes else None)
+        if fault is not None and fault.kind == "disk":
+            # Make room for the last words: the reserve, and half-written files (never used).
+            reserve.release()
+            clean_partials(run)
+        log_traceback()
+        # The step reached, not the last one status.json had time to record.
+        reached = {"step": trainer.state.global_step} if trainer is not None else {}
+        if fault is not None:
+            return fail(fault.kind, fault.message, fault.hint, **reached)
         return fail("crash", f"{type(exc).__name__}: {exc}",
-                    f"the traceback is in {run.log_path}; please report it if it looks like a bug")
+                    f"the traceback is in {run.log_path}; please report it if it looks like a bug",
+                    **reached)
     finally:
+        reserve.release()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if hangup is not None:
+            hangup.listener = None
 
 
 def _record_estimate(run: RunDir, plan: Plan, on_event) -> None:
@@ -326,14 +429,19 @@ def _run_prompt_suite(model, plan: Plan, run: RunDir, on_event) -> None:
             "evaluation after training skipped (eval.after_training = false); "
             f"`workbench eval {run.name}` runs it")))
         return
+    from workbench.train.diskspace import REPORT_BYTES, is_disk_full, writing
+
     try:
         from workbench.evaluate.evaluation import evaluate_after_training
         from workbench.evaluate.report import verdict
         from workbench.evaluate.suite import summary_line
 
-        result = evaluate_after_training(model, plan, run, on_event=on_event,
-                                         final_state="finished")
+        with writing("the evaluation report", need=REPORT_BYTES):
+            result = evaluate_after_training(model, plan, run, on_event=on_event,
+                                             final_state="finished")
     except Exception as exc:
+        if is_disk_full(exc, run.path):
+            raise  # a full disk is the run's failure, with its own message (execute)
         on_event(run.append_event("status", state="running",
                                   message=f"evaluation skipped: {type(exc).__name__}: {exc}"))
         return

@@ -15,6 +15,9 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from workbench.estimate.gpu import gpu_snapshot
+from workbench.train.checkpoints import write_manifest
+from workbench.train.diskspace import folder_bytes, writing
+from workbench.train import distributed
 from workbench.train.rundir import RunDir
 
 
@@ -55,6 +58,10 @@ class WorkbenchTrainer(SFTTrainer):
         loss = result[0] if isinstance(result, tuple) else result
         if model.training and not torch.isfinite(loss.detach()).all():
             raise NonFiniteLoss(self.state.global_step + 1, float(loss.detach().float().mean()))
+        if model.training and distributed.current_launch():  # under torchrun: loss 0.0, rows
+            distributed.check_rank_loss(float(loss.detach().float().mean()),
+                                        self.state.global_step + 1)
+            distributed.note_batch(inputs)
         return result
 
     def _save_checkpoint(self, model, trial):
@@ -62,15 +69,32 @@ class WorkbenchTrainer(SFTTrainer):
         # folder that resume happily loads. So HF writes into a hidden staging folder, and
         # the finished checkpoint is renamed into place (rename is atomic on one filesystem).
         final_root = self.args.output_dir
+        name = f"checkpoint-{self.state.global_step}"
+        with writing(name, need=self._checkpoint_need(final_root)):
+            self._save_staged_checkpoint(model, trial, final_root, name)
+
+    def _checkpoint_need(self, root: str) -> int | None:
+        """What the next checkpoint needs on disk: the size of the last one, or the estimate
+        made at start (for the message when the disk is full)."""
+        done = self.run.last_checkpoint()
+        if done is not None:
+            return folder_bytes(done)
+        return self.run.read_status().get("checkpoint_bytes_estimate")
+
+    def _save_staged_checkpoint(self, model, trial, final_root: str, name: str) -> None:
         staging_root = os.path.join(final_root, f".staging-{self.state.global_step}")
-        shutil.rmtree(staging_root, ignore_errors=True)
-        os.makedirs(staging_root)
+        if distributed.is_main():  # under torchrun every rank writes into one staging folder
+            shutil.rmtree(staging_root, ignore_errors=True)
+            os.makedirs(staging_root)
+        distributed.barrier()
         self.args.output_dir = staging_root
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.output_dir = final_root
-        name = f"checkpoint-{self.state.global_step}"
+        distributed.barrier()  # every rank's files (its RNG state, its shards) are written
+        if not distributed.is_main():
+            return
         staged, final = os.path.join(staging_root, name), os.path.join(final_root, name)
         # Paths recorded while staging must point at the final location, in memory and in
         # the trainer_state.json that resume will read.
@@ -79,10 +103,20 @@ class WorkbenchTrainer(SFTTrainer):
             self.state.best_model_checkpoint = final_root + best[len(staging_root):]
         self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
         _fsync_tree(staged)
+        # The manifest (names, sizes, sha256) is written last, inside the staged folder, so it
+        # appears with the checkpoint in the same rename; resume checks it before loading.
+        write_manifest(staged)
+        replaced = None
         if os.path.exists(final):  # re-saving the same step after a resume
-            shutil.rmtree(final)
+            # Moved aside (a dot-name resume cleans up), not deleted first: a crash between
+            # the two renames must not leave the run without either copy.
+            replaced = os.path.join(final_root, f".replaced-{name}")
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.replace(final, replaced)
         os.replace(staged, final)
         shutil.rmtree(staging_root, ignore_errors=True)
+        if replaced:
+            shutil.rmtree(replaced, ignore_errors=True)
         self._rotate_final_checkpoints(final_root)
         self.run.append_event("checkpoint", step=self.state.global_step, path=final)
         self.run.write_status(last_checkpoint=final)
@@ -124,6 +158,7 @@ class RunRecorder(TrainerCallback):
         self._last_tokens_t = None
         self._last_gpu = 0.0
         self._last_status = 0.0
+        self.steps_done = 0  # in this process; 0 means a resumed checkpoint is still loading
 
     def _event(self, type_: str, **fields) -> None:
         self.on_event(self.run.append_event(type_, **fields))
@@ -152,11 +187,13 @@ class RunRecorder(TrainerCallback):
                 self._event("gpu", gpus=gpus)
 
     def on_step_end(self, args, state, control, **kw):
+        self.steps_done += 1
         now = time.time()
         if now - self._last_status >= self.STATUS_EVERY_S or state.global_step == state.max_steps:
             self._last_status = now
             self.run.write_status(step=state.global_step, epoch=state.epoch, eta_s=self._eta(state))
-        if self.stop.is_set():
+        if distributed.any_rank(self.stop.is_set()):  # every rank stops at the same step
+            self.stop._event.set()
             control.should_save = True
             control.should_training_stop = True
         return control
