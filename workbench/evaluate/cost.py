@@ -16,9 +16,14 @@ an early end-of-turn cannot shorten it), the time of each token taken as it come
   by the call's rows.
 
 Every call is priced as if some row in it ran to `max_new_tokens` (a batch of 48 usually has one
-that does), so the figure leans long. The probe costs about one call's prefill plus a few steps
-(seconds for a 135M model on 2 cores). bench/eval_speed.md checks the estimate against the
-measured generation.
+that does). The probe costs about one call's prefill plus a few steps (seconds for a 135M model
+on 2 cores). bench/eval_speed.md checks the estimate against the measured generation, and it
+leans SHORT there: 213 s estimated for 310 s measured (0.69x) on SmolLM2-135M, 2 CPU cores.
+What it misses: a decoding step of a few-shot call (prompts of ~650 tokens) costs more per row
+than the probe's short prompts show, because each step reads the whole KV cache (on the CPU,
+SDPA also expands grouped KV heads); the few-shot system took 219 of the 302 s. A second probe
+on long prompts, or a KV-cache term per step, is the next step; until then the figure is a
+lower bound on the CPU.
 """
 
 from __future__ import annotations
