@@ -41,6 +41,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _shared import same_token_share
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 TINY = REPO / "assets" / "tiny-model"
@@ -110,14 +112,10 @@ def random_model_engine(name: str, device: str):
 
 def same_share(a, b) -> float:
     """Share of generated tokens that agree position by position (1.0 = identical answers)."""
-    left = {(x.system, x.prompt_index): x.token_ids for x in a.answers}
-    right = {(x.system, x.prompt_index): x.token_ids for x in b.answers}
-    agree = total = 0
-    for key, ids in left.items():
-        other = right.get(key, [])
-        total += max(len(ids), len(other))
-        agree += sum(1 for i, j in zip(ids, other) if i == j)
-    return agree / total if total else 1.0
+    def ids(g) -> dict:
+        return {(x.system, x.prompt_index): x.token_ids for x in g.answers}
+
+    return same_token_share(ids(a), ids(b))
 
 
 def one_adapter_a_call(rows, lengths, batch_size: int) -> list[list[int]]:

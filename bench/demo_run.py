@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from _shared import cpu_machine
+
 
 def one_run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
@@ -42,18 +44,6 @@ def one_run() -> dict:
                 "scored": suite["scored"]}
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU cores ({cpu}), no GPU, {platform.system()} {platform.release()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
@@ -66,7 +56,7 @@ def main() -> None:
         "# `workbench --run demo`, end to end",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {machine()}",
+        f"- machine: {cpu_machine()}, no GPU",
         f"- Python {platform.python_version()}; {versions}",
         "- command: `HF_HUB_OFFLINE=1 python bench/demo_run.py --repeat "
         f"{args.repeat} --write bench/demo_run.md`",

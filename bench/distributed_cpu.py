@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from _shared import cpu_machine
+
 COMMON = ["--set", "eval.after_training=false", "--set", "train.eval_steps=0",
           "--set", "train.logging_steps=5", "--set", "train.save_steps=100000"]
 
@@ -58,25 +60,13 @@ def one_run(procs: int, steps: int) -> dict:
                 "loss_last": logs[-1]["loss"], "threads": "+".join(threads) or "?"}
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU cores ({cpu}), no GPU, {platform.system()} {platform.release()}"
-
-
 def table(results: list[dict], steps: int, repeat: int) -> str:
     versions = ", ".join(f"{n} {metadata.version(n)}" for n in ("torch", "transformers", "trl"))
     lines = [
         "# One vs two CPU processes (torchrun, gloo) on the demo",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {machine()}; load from other processes: "
+        f"- machine: {cpu_machine()}, no GPU; load from other processes: "
         f"{os.getloadavg()[0]:.1f} (1-minute load average at the end)",
         f"- Python {platform.python_version()}; {versions}",
         f"- command: `HF_HUB_OFFLINE=1 python bench/distributed_cpu.py --steps {steps} "

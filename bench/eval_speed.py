@@ -36,6 +36,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _shared import same_token_share
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 ALPACA = REPO.parent / "shared" / "data" / "alpaca_en_demo.json"
@@ -96,16 +98,6 @@ def plain_generate(engine, rows, *, max_new_tokens: int, batch_size: int) -> tup
                 ids[(r.system.name, r.prompt_index)] = row_ids
         seconds[system.name] = time.perf_counter() - system_started
     return time.perf_counter() - started, ids, seconds
-
-
-def same_share(left: dict, right: dict) -> float:
-    """Share of generated tokens that agree position by position (1.0 = identical answers)."""
-    agree = total = 0
-    for key, ids in left.items():
-        other = right.get(key, [])
-        total += max(len(ids), len(other))
-        agree += sum(1 for i, j in zip(ids, other) if i == j)
-    return agree / total if total else 1.0
 
 
 def main() -> int:
@@ -184,7 +176,7 @@ def main() -> int:
         assert [ev.done for ev in heard] == list(range(1, len(rows) + 1))  # progress still right
         ids = {(a.system, a.prompt_index): a.token_ids for a in gens.answers}
         order = "plain first" if rep % 2 == 0 else "evaluation first"
-        pairs.append((tp, te, same_share(ids, plain_ids), order))
+        pairs.append((tp, te, same_token_share(ids, plain_ids), order))
         print(f"repeat {rep + 1}: plain {tp:.1f}s, evaluation {te:.1f}s, ratio {te / tp:.2f}", flush=True)
 
     before = None

@@ -25,19 +25,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from _shared import cpu_machine
+
 COMMAND = ["sweep", "demo", "--grid", "lora.r=4,16", "--grid", "train.learning_rate=5e-4,2e-3"]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()} {platform.release()}"
 
 
 def run_sweep(extra: list[str]) -> dict:
@@ -84,7 +74,7 @@ def main() -> None:
     lines = [
         "# `workbench sweep demo --grid lora.r=4,16 --grid train.learning_rate=5e-4,2e-3`", "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {machine()}, no GPU; other processes were using the same cores",
+        f"- machine: {cpu_machine()}, no GPU; other processes were using the same cores",
         f"- Python {platform.python_version()}; {versions}",
         f"- command: `HF_HUB_OFFLINE=1 python bench/sweep_demo.py{' ' + ' '.join('--set ' + s for s in args.overrides) if args.overrides else ''} --write bench/sweep_demo.md`",
         "- trial process: from its start by the sweep to the sweep seeing it end (imports, "

@@ -58,6 +58,17 @@ def _read_until(master: int, text: str, timeout: float = 120) -> str:
                          f"{seen.decode(errors='replace')}")
 
 
+def _end(pid: int, master: int | None) -> None:
+    """After a test, whatever happened: close the terminal and make sure the run is gone."""
+    if master is not None:
+        os.close(master)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
 def _run_of(cwd: Path) -> RunDir:
     return RunDir(next((cwd / "runs").iterdir()))
 
@@ -109,13 +120,7 @@ def test_a_foreground_run_outlives_its_terminal_and_stops_on_request(tmp_path):
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         assert "Traceback" not in run.log_path.read_text()
     finally:
-        if master is not None:
-            os.close(master)
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        _end(pid, master)
 
 
 def test_on_hangup_stop_checkpoints_then_stops(tmp_path):
@@ -135,10 +140,4 @@ def test_on_hangup_stop_checkpoints_then_stops(tmp_path):
         assert (run.checkpoints_dir / f"checkpoint-{st['step']}").is_dir()
         assert "train.on_hangup = \"stop\"" in run.log_path.read_text()
     finally:
-        if master is not None:
-            os.close(master)
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        _end(pid, master)

@@ -135,9 +135,9 @@ def price(calls: list[list[int]], prompt_tokens: list[int], answer_tokens: list[
 def estimate_before_training(model, plan) -> EvalCost:
     """The cost of the evaluation `evaluate_after_training` will run on `model` (the PEFT model
     about to be trained: same shapes, so the same speed), its rows chosen as it will choose them."""
-    from workbench.evaluate.compare import default_systems
-    from workbench.evaluate.evaluation import EvalOptions, _capped, inference_ready
-    from workbench.evaluate.fewshot import FewShotPicker, prompt_of
+    from workbench.evaluate.evaluation import (EvalOptions, _capped, inference_ready,
+                                               systems_and_picker)
+    from workbench.evaluate.suite import load_prompts
     from workbench.evaluate.testset import load_splits
     from workbench.train.plan import profile_chat_format
 
@@ -145,12 +145,8 @@ def estimate_before_training(model, plan) -> EvalCost:
     options = EvalOptions.from_profile(profile)
     splits = _capped(load_splits(profile), options.max_test_rows, options.seed)
     tuned = "default" if "default" in (getattr(model, "peft_config", None) or {}) else BASE
-    systems = default_systems(options.shots, tuned)
-    if options.shots == 0:
-        systems = [s for s in systems if s.name != "few-shot"]
-    picker = FewShotPicker(splits.train, options.shots, seed=options.seed,
-                           selection=options.selection,
-                           exclude_prompts=[prompt_of(r) for r in splits.test])
+    suite = load_prompts(profile.eval.prompts) if profile.eval.prompts else None
+    systems, picker = systems_and_picker(options, tuned, splits, suite)
     with inference_ready(model):
         engine = ComparisonEngine(model, plan.tokenizer, plan.device,
                                   profile.data.system_prompt, profile_chat_format(plan.tokenizer, profile))

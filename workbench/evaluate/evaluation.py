@@ -96,12 +96,27 @@ def _within_budget(engine, splits, systems, picker, options, gen, log):
     return replace(capped, notes=[*splits.notes, note])
 
 
+def systems_and_picker(options: EvalOptions, tuned: str, splits, prompts: list[dict] | None = None):
+    """The systems compared (few-shot left out when options.shots is 0) and the few-shot
+    examples' picker: from the train split only, never one whose prompt is a test or suite
+    prompt. `evaluate` and the cost estimate (cost.py) both use it, so they plan the same rows."""
+    from workbench.evaluate.fewshot import FewShotPicker, prompt_of
+
+    systems = default_systems(options.shots, tuned)
+    if options.shots == 0:
+        systems = [s for s in systems if s.name != "few-shot"]
+    test_prompts = [prompt_of(r) for r in splits.test] + [p["prompt"] for p in prompts or []]
+    picker = FewShotPicker(splits.train, options.shots, seed=options.seed,
+                           selection=options.selection, exclude_prompts=test_prompts)
+    return systems, picker
+
+
 def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | None,
              options: EvalOptions, log: Callable[[str], None] = lambda s: None,
              cancel=None, progress: Callable[[str, int, int], None] | None = None) -> dict:
     """`progress(stage, done, total)` hears each stage start (done 0) and every row scored
     or answered in it (see progress.py)."""
-    from workbench.evaluate.fewshot import FewShotPicker, prompt_of
+    from workbench.evaluate.fewshot import prompt_of
     from workbench.evaluate.metrics import score_all
     from workbench.evaluate.verdict import judge, row_scores
     from workbench.evaluate.perplexity import perplexity
@@ -109,13 +124,7 @@ def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | No
 
     tuned = getattr(engine, "tuned_adapter", None) or (
         "tuned" if "tuned" in engine.adapters else (engine.adapters or [BASE])[0])
-    systems = default_systems(options.shots, tuned)
-    if options.shots == 0:
-        systems = [s for s in systems if s.name != "few-shot"]
-    test_prompts = [prompt_of(r) for r in splits.test] + [p["prompt"] for p in prompts or []]
-    # Examples from the train split only, and never one whose prompt is a test prompt.
-    picker = FewShotPicker(splits.train, options.shots, seed=options.seed,
-                           selection=options.selection, exclude_prompts=test_prompts)
+    systems, picker = systems_and_picker(options, tuned, splits, prompts)
     gen = dict(max_new_tokens=options.max_new_tokens, seed=options.seed,
                batch_size=options.batch_size, cancel=cancel)
     out: dict = {"systems": [asdict(s) for s in systems], "options": asdict(options),
