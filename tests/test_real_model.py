@@ -191,6 +191,9 @@ def test_the_run_ends_with_the_base_fewshot_finetuned_report(finished_run):
     for system in SYSTEMS:
         assert test["timing"][system]["tokens"] > 0, test["timing"]  # every system answered
     assert data["evaluation"]["fewshot"]["k"] == 2
+    if ALPACA.is_file():  # issue 12: Alpaca answers are long-form, and the verdict says how sure
+        assert test["primary"]["metric"] == "rouge_l", test["primary"]
+        assert "95% CI" in report, report[:2000]
 
 
 def test_compare_prints_every_systems_answers(finished_run, workdir):
