@@ -8,10 +8,11 @@ merged (with its proof), gguf (llama.cpp's converter, then its quantizer for eac
 the proof: every file answers the prompt suite with llama-cpp-python), ollama, vllm. Sizes are
 the files on disk; agreement comes from RUN/export/gguf/verify.json.
 
-`--smollm2` makes the run first: SmolLM2-135M-Instruct with a LoRA (r 8, q/v projections) whose
-B matrices are random (std 0.02), so the merged model answers differently from the base; the
-prompts are the demo's held-out suite. (The bundled tiny model cannot be converted: its BPE
-tokenizer is not in llama.cpp's table, see the export's message.)
+RUN is any finished run, e.g. the demo's (`workbench --run demo`: the bundled tiny model, whose
+SentencePiece tokenizer llama.cpp converts). `--smollm2` makes the run first:
+SmolLM2-135M-Instruct with a LoRA (r 8, q/v projections) whose B matrices are random (std 0.02),
+so the merged model answers differently from the base; the prompts are the demo's held-out
+suite. `--append` adds the section to the --write file instead of replacing it.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=40)
     ap.add_argument("--quant", default="q4_K_M,q5_K_M,q8_0")
     ap.add_argument("--write", type=Path)
+    ap.add_argument("--append", action="store_true", help="append to --write instead of replacing")
     args = ap.parse_args()
     keep = None
     if args.smollm2:
@@ -109,15 +111,17 @@ def main() -> None:
     import llama_cpp
 
     n, scored = gguf["prompts"], gguf["scored"]
+    base = Path(json.loads((run / "export" / "merged" / "verify.json").read_text())["base"]).name
+    adapter = (" + a LoRA r 8 on q/v (random B, std 0.02: the answers differ from the base "
+               "model's)" if args.smollm2 else f" + the run's trained LoRA ({run.name})")
     lines = [
-        "# Export: times, sizes, agreement",
+        f"## {base}",
         "",
         f"Measured {dt.date.today()} by `python bench/export.py {'--smollm2' if args.smollm2 else 'RUN'}`"
         f" on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
         f"llama-cpp-python {llama_cpp.__version__} (llama.cpp vendored in it).",
         "",
-        f"Model: {Path(json.loads((run / 'export' / 'merged' / 'verify.json').read_text())['base']).name}"
-        " + a LoRA r 8 on q/v (random B, std 0.02: the answers differ from the base model's). "
+        f"Model: {base}{adapter}. "
         f"Prompt suite: {n} prompts, {scored} with references, greedy, "
         f"{gguf['max_new_tokens']} new tokens at most.",
         "",
@@ -133,23 +137,27 @@ def main() -> None:
         "| file | size (MB) | made in (s) | answers identical to the trained model | "
         "answer followed | exact match (trained model) | answering the suite (s) |",
         "|---|---|---|---|---|---|---|",
-        f"| merged safetensors (float32) | {merged_bytes / 1e6:.0f} | - | - | - | "
+        f"| merged safetensors (float32) | {merged_bytes / 1e6:.1f} | - | - | - | "
         f"{gguf['trained_exact_match']}/{scored} | {gguf['trained_seconds']} (transformers) |",
     ]
     for kind, f in files.items():
         r = gguf["files"][kind]
         ties = f" (+{len(r['near_ties'])} near-ties)" if r.get("near_ties") else ""
-        lines.append(f"| {f['file']} | {f['bytes'] / 1e6:.0f} | {f['seconds']} | "
+        lines.append(f"| {f['file']} | {f['bytes'] / 1e6:.1f} | {f['seconds']} | "
                      f"{r['identical']}/{n}{ties} | {r['prefix_agreement']:.0%} | "
                      f"{r['exact_match']}/{scored} | {r['seconds']} |")
     lines += ["", "Answer followed: the mean share of the trained model's answer tokens a file "
-              "reproduces before its first different token.", "", "Exact match is the demo's metric against the suite's references; a random "
-              "LoRA on SmolLM2 does not translate well, so the point is the agreement column and "
-              "that the quantized files' scores stay next to the trained model's.", ""]
+              "reproduces before its first different token.", ""]
+    if args.smollm2:
+        lines += ["Exact match is the demo's metric against the suite's references; a random "
+                  "LoRA on SmolLM2 does not translate well, so the point is the agreement column "
+                  "and that the quantized files' scores stay next to the trained model's.", ""]
     text = "\n".join(lines)
     print(text)
     if args.write:
-        args.write.write_text(text)
+        title = "# Export: times, sizes, agreement\n\n"
+        old = args.write.read_text() if args.append and args.write.exists() else title
+        args.write.write_text(old + ("\n" if old != title else "") + text)
     if keep:
         keep.cleanup()
 

@@ -27,12 +27,19 @@ from screens.widgets.tick_box import TickBox
 
 FORMATS = ("merged", "ollama", "vllm", "bnb4", "gguf")
 DEFAULT_ON = ("merged", "vllm")
+# llama.cpp's quantizations the export offers (workbench.export.gguf.QUANTS; not imported so
+# that the screen does not load the export package at start-up).
+GGUF_QUANTS = ("q4_K_M", "q5_K_M", "q8_0")
+NO_QUANT = "not quantized"
 
 
-def export_command(run_path: str, formats: list[str], force: bool) -> list[str]:
+def export_command(run_path: str, formats: list[str], force: bool,
+                   quant: str | None = None) -> list[str]:
     # --hints-for app: a refusal's hint names the "force" tick box, not --force.
     cmd = [sys.executable, "-m", "workbench", "export", run_path, "--format", ",".join(formats),
            "--json", "--hints-for", "app"]
+    if quant and "gguf" in formats:
+        cmd += ["--quant", quant]
     return cmd + ["--force"] * force
 
 
@@ -42,6 +49,7 @@ class ExportScreen(PicksFinishedRun, Screen):
     #export-top { height: 1; padding: 0 1; }
     #export-top Label { color: $text-muted; width: auto; }
     #export-run { width: 1fr; }
+    #export-quant { width: 17; }
     #export-formats { height: 1; padding: 0 1; }
     #export-formats Checkbox { margin-right: 1; }
     #export-status { height: 1; }
@@ -70,6 +78,9 @@ class ExportScreen(PicksFinishedRun, Screen):
             yield Label("run ")
             yield Select([], prompt="no finished run", id="export-run", compact=True,
                          type_to_search=False)
+            yield Label("  gguf ")
+            yield Select([(q, q) for q in GGUF_QUANTS], prompt=NO_QUANT, id="export-quant",
+                         compact=True, type_to_search=False)
         with Horizontal(id="export-formats"):
             for fmt in FORMATS:
                 yield TickBox(fmt, fmt in DEFAULT_ON, id=f"fmt-{fmt}", compact=True)
@@ -100,6 +111,15 @@ class ExportScreen(PicksFinishedRun, Screen):
     def selected_formats(self) -> list[str]:
         return [f for f in FORMATS if self.query_one(f"#fmt-{f}", Checkbox).value]
 
+    def selected_quant(self) -> str | None:
+        value = self.query_one("#export-quant", Select).value
+        return None if value == Select.NULL else str(value)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        # A quantization is a GGUF file: choosing one ticks gguf.
+        if event.select.id == "export-quant" and event.value != Select.NULL:
+            self.query_one("#fmt-gguf", Checkbox).value = True
+
     def action_export(self) -> None:
         if self.busy:
             self.notify("an export is running; x cancels it", severity="warning")
@@ -114,17 +134,19 @@ class ExportScreen(PicksFinishedRun, Screen):
             self.app.notify_error("choose at least one format", "export")
             return
         force = self.query_one("#fmt-force", Checkbox).value
-        self.start(str(value), formats, force)
+        self.start(str(value), formats, force, self.selected_quant())
 
-    def start(self, run_path: str, formats: list[str], force: bool) -> None:
+    def start(self, run_path: str, formats: list[str], force: bool,
+              quant: str | None = None) -> None:
         self.busy, self.result, self.commands = True, None, {}
         log = self.query_one("#export-log", Log)
         log.clear()
         self.query_one("#export-proof", Static).update("proof: -")
         self.query_one("#export-commands", TextArea).load_text("")
-        self._set_status(f"exporting {Path(run_path).name}: {', '.join(formats)}...")
+        what = ", ".join(f"{f} {quant}" if f == "gguf" and quant else f for f in formats)
+        self._set_status(f"exporting {Path(run_path).name}: {what}...")
         self.refresh_bindings()
-        cmd = export_command(run_path, formats, force)
+        cmd = export_command(run_path, formats, force, quant)
         self.app.run_in_thread(self._run, cmd, node=self, group="export", exclusive=True,
                                on_done=self._done, error_title="export")
 

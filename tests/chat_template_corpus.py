@@ -5,18 +5,21 @@ the `llama-cpp-python` 0.3.36 source distribution on PyPI, which vendors llama.c
 fetches them from each model's Hub repository with `scripts/get_chat_template.py`). Sources and
 licences are listed in `tests/chat_templates/SOURCES.md`.
 
-Each family is tested with the bundled tiny model's byte-level BPE tokenizer plus the family's own
-special tokens (so `<|eot_id|>` is one token, as in the real tokenizer): the mask logic depends on
-the template and on token boundaries at special tokens, not on the vocabulary.
+Each family is tested with a small byte-level BPE tokenizer (tests/_tokenizers.py) plus the family's
+own special tokens (so `<|eot_id|>` is one token, as in the real tokenizer): the mask logic depends
+on the template and on token boundaries at special tokens, not on the vocabulary. Byte-level, as
+most of these families' own tokenizers are: text round-trips exactly, special tokens included (the
+bundled tiny model's SentencePiece decoder would turn DeepSeek's `▁` in `<｜end▁of▁sentence｜>`
+into a space).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 TEMPLATES = Path(__file__).parent / "chat_templates"
-TINY_MODEL = Path(__file__).resolve().parent.parent / "assets" / "tiny-model"
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,26 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+@lru_cache(maxsize=1)
+def _byte_level_dir() -> Path:
+    import atexit
+    import shutil
+    import tempfile
+
+    from _tokenizers import build_chatml_tokenizer
+
+    folder = Path(tempfile.mkdtemp(prefix="family-tokenizer-"))
+    atexit.register(shutil.rmtree, folder, True)
+    build_chatml_tokenizer(folder)
+    return folder
+
+
 def family_tokenizer(name: str):
-    """The tiny model's tokenizer with `name`'s special tokens and chat template."""
+    """A byte-level BPE tokenizer with `name`'s special tokens and chat template."""
     from transformers import AddedToken, AutoTokenizer
 
     family = FAMILIES[name]
-    tok = AutoTokenizer.from_pretrained(TINY_MODEL)
+    tok = AutoTokenizer.from_pretrained(_byte_level_dir())
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in family.specials], special_tokens=True)
     tok.bos_token = family.bos
     tok.eos_token = family.eos

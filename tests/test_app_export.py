@@ -118,3 +118,31 @@ def test_snapshot_export(snap_compare, tmp_path, size):
                       "dtype": "float32"}})
         await settle(pilot, 0.2)
     assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+def test_choosing_a_gguf_quantization_ticks_gguf_and_reaches_the_command(tmp_path):
+    from screens.app import WorkbenchApp
+    from screens.export import GGUF_QUANTS, export_command
+    from workbench.export.gguf import QUANTS
+
+    assert GGUF_QUANTS == tuple(QUANTS)  # the screen offers what the export accepts
+    make_finished_run(tmp_path / "runs", "demo")
+    app = WorkbenchApp(runs_dir=Path("runs"))
+
+    async def go():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            await pilot.press("6")
+            await settle(pilot)
+            screen = app.screen
+            assert screen.selected_quant() is None and "gguf" not in screen.selected_formats()
+            screen.query_one("#export-quant").value = "q4_K_M"
+            await settle(pilot)
+            assert screen.selected_quant() == "q4_K_M"
+            assert screen.selected_formats() == ["merged", "vllm", "gguf"]
+            cmd = export_command("runs/demo", screen.selected_formats(), False,
+                                 screen.selected_quant())
+            assert cmd[cmd.index("--quant") + 1] == "q4_K_M"
+    asyncio.run(go())
+    # Without gguf among the formats no --quant is passed (the CLI would refuse it).
+    assert "--quant" not in export_command("runs/demo", ["merged"], False, "q8_0")

@@ -3,6 +3,8 @@
     --name NAME          model name for Ollama and vLLM (default: the run's name)
     --quant Q            with gguf: also write a quantized GGUF (q4_K_M, q5_K_M, q8_0;
                          repeatable or comma-separated), through llama.cpp's quantizer
+    --gguf-type T        with gguf: the full-precision file, f16 / bf16 / f32 (default: bf16
+                         for a bf16 run, f16 otherwise)
     --adapter-only       no merge: Ollama gets FROM base + ADAPTER, vLLM only the LoRA command
     --force              replace existing export folders
     --push-to-hub REPO   upload the merged model (the adapter with --adapter-only); the token
@@ -27,7 +29,7 @@ import json
 import sys
 from pathlib import Path
 
-from workbench.export.common import (FACES, FORMATS, ExportError, ProofFailed,
+from workbench.export.common import (FACES, FORMATS, GGUF_TYPES, ExportError, ProofFailed,
                                      check_adapter_ready, check_base_model, check_targets_free,
                                      export_dir, model_name, run_profile)
 
@@ -47,6 +49,9 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name for Ollama / vLLM (default: the run's name)")
     p.add_argument("--quant", dest="quants", action="append", metavar="Q",
                    help="with --format gguf: also quantize (q4_K_M, q5_K_M, q8_0; repeatable)")
+    p.add_argument("--gguf-type", choices=GGUF_TYPES,
+                   help="with --format gguf: the full-precision file's type (default: bf16 for a "
+                        "bf16 run, f16 otherwise)")
     p.add_argument("--adapter-only", action="store_true",
                    help="do not merge: Ollama uses FROM base + ADAPTER, vLLM serves the LoRA")
     p.add_argument("--force", action="store_true", help="replace existing export folders")
@@ -180,7 +185,8 @@ def run_export(args, log) -> dict:
 
         out["formats"]["gguf"] = export_gguf(merged_dir, export_dir(run, "gguf"), name=name,
                                              dtype_name=dtype_name, force=args.force,
-                                             quants=quants, profile=profile, log=log)
+                                             quants=quants, outtype=getattr(args, "gguf_type", None),
+                                             profile=profile, log=log)
     if "ollama" in formats:
         from workbench.export.ollama import export_ollama
 

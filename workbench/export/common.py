@@ -18,6 +18,7 @@ from workbench.profile import Profile, ProfileError, load_profile
 from workbench.train.rundir import RunDir
 
 FORMATS = ("merged", "bnb4", "gguf", "ollama", "vllm")  # also the order they are built in
+GGUF_TYPES = ("f16", "bf16", "f32")  # the full-precision GGUF file types offered
 
 
 # How each face words a switch: the command line has --force where the app has a "force"

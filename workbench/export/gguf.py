@@ -17,7 +17,10 @@ from workbench.export.llamacpp import (COMMON_PLACES, HOW_TO, INSTALL_RUNTIME, S
                                        find_converter, find_quantize_binary, have_runtime)
 from workbench.train.rundir import write_json_atomic
 
-OUTTYPES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+# The full-precision file for each training dtype: bf16 stays bf16 (lossless); a float32 model
+# (a CPU run) is written as f16, what runtimes load and half the size; f32 is kept for
+# `--gguf-type f32`. The proof allows f16 only rounding near-ties (gguf_check.py).
+OUTTYPES = {"float32": "f16", "bfloat16": "bf16", "float16": "f16"}
 # llama.cpp's file types (enum llama_ftype) for the quantizations offered.
 QUANTS = {"q4_K_M": 15, "q5_K_M": 17, "q8_0": 7}
 
@@ -196,10 +199,11 @@ Both bind 127.0.0.1; to open the server to other machines, pass --host 0.0.0.0 a
 
 
 def export_gguf(merged: Path, target: Path, *, name: str, dtype_name: str, force: bool,
-                quants: list[str] | None = None, profile=None, log=print) -> dict:
+                quants: list[str] | None = None, outtype: str | None = None, profile=None,
+                log=print) -> dict:
     converter = require_converter()
     quants = check_quants(quants or [])
-    outtype = OUTTYPES.get(dtype_name, "f16")
+    outtype = outtype or OUTTYPES.get(dtype_name, "f16")
     files: dict[str, dict] = {}
     with staged_dir(target, force) as staging:
         full = staging / f"{name}-{outtype}.gguf"

@@ -58,6 +58,29 @@ def _llama_answers(path: Path, prompts: list[str], eos_ids: set[int], max_new_to
     return answers, prompt_ids
 
 
+def _answers_in_child(path: Path, prompts: list[str], eos_ids: set[int], max_new_tokens: int):
+    """`_llama_answers` in a child process: llama.cpp stops the process with abort() on a file it
+    cannot use (GGML_ASSERT, e.g. a vocabulary that does not match the weights), which would
+    end the export with a bare "Fatal Python error". In a child, that becomes a message; its
+    own reason is on stderr just above it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from workbench.export.common import ExportError
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(_llama_answers, path, prompts, eos_ids, max_new_tokens).result()
+        except BrokenProcessPool:
+            raise ExportError(
+                f"llama.cpp stopped (aborted) while loading or running {path.name}: the file was "
+                "written but llama.cpp cannot use it (its reason is printed just above)",
+                hint="this usually means the model's tokenizer files do not match its weights "
+                     "or config (vocabulary size, special tokens); check the merged folder's "
+                     "tokenizer, or report the converter's output") from None
+
+
 def check_files(merged: Path, folder: Path, files: dict[str, dict], outtype: str, profile,
                 log=print) -> dict:
     import llama_cpp
@@ -109,16 +132,21 @@ def check_files(merged: Path, folder: Path, files: dict[str, dict], outtype: str
         it is within half precision's tolerance (verify.py): a tie rounding may flip."""
         ref = trained[i]
         k = next((j for j, (a, b) in enumerate(zip(ref, gguf)) if a != b), min(len(ref), len(gguf)))
-        if k >= len(ref) or k >= len(gguf):
-            return None  # one stopped where the other went on: not a tie between two tokens
+        if k >= max_new:
+            return None
         row = _decision_logits(model, hf_ids[i], ref)[k]
-        margin = float(row[ref[k]] - row[gguf[k]])
+        # One may have stopped where the other went on: that choice was between the end of
+        # turn (the best-scored end-of-turn token) and the next token.
+        end = max(float(row[e]) for e in eos_ids)
+        chosen = float(row[ref[k]]) if k < len(ref) else end
+        other = float(row[gguf[k]]) if k < len(gguf) else end
+        margin = chosen - other
         return margin if margin <= atol + rtol * float(row.abs().max()) else None
 
     mismatch = None
     for kind, entry in files.items():
         start = time.monotonic()
-        answers, ll_ids = _llama_answers(folder / entry["file"], texts, eos_ids, max_new)
+        answers, ll_ids = _answers_in_child(folder / entry["file"], texts, eos_ids, max_new)
         seconds = time.monotonic() - start
         identical = sum(1 for a, b in zip(answers, trained) if a == b)
         # How far each answer follows the trained one before it first differs (1.0: the whole

@@ -12,11 +12,12 @@ What it does (deterministic, CPU only, a few minutes on 2 cores):
    reverse the words, count the words, ...) that teach the chat format. No demo
    sentence and no "Translate to French" instruction appears in pre-training, so
    the base model answers the demo prompts wrongly and LoRA has something to unlock.
-3. Trains a byte-level BPE tokenizer with the ``tokenizers`` library and saves it as
-   a ``PreTrainedTokenizerFast`` with a ChatML chat template; or, with
-   ``--tokenizer sentencepiece``, a SentencePiece BPE model (``tokenizer.model``, byte
-   fallback, no normalization) that llama.cpp's converter reads as its ``llama`` vocabulary,
-   so the model converts to GGUF (a byte-level BPE is identified by a hash table there).
+3. Trains a SentencePiece BPE tokenizer (``tokenizer.model``, byte fallback, no
+   normalization; the default, and the bundled model's) that llama.cpp's converter reads as
+   its ``llama`` vocabulary, so the model converts to GGUF; or, with ``--tokenizer bpe``, a
+   byte-level BPE with the ``tokenizers`` library, which llama.cpp refuses (it identifies
+   byte-level BPEs by a hash of their output, and this one is in no table). Either is saved
+   as a fast tokenizer with a ChatML chat template.
 4. Pre-trains a small ``LlamaForCausalLM`` with a plain AdamW loop and saves it with
    safetensors and a greedy ``generation_config.json`` that stops at ``<|im_end|>``.
 """
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--tokenizer", choices=("bpe", "sentencepiece"), default="bpe",
+    ap.add_argument("--tokenizer", choices=("bpe", "sentencepiece"), default="sentencepiece",
                     help="bpe: byte-level BPE (tokenizers); sentencepiece: tokenizer.model, "
                          "which llama.cpp converts to GGUF")
     ap.add_argument("--hidden-size", type=int, default=DEFAULT_CONFIG["hidden_size"])
