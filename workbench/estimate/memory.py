@@ -509,6 +509,13 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings) -> Estimate:
                      "max_memory_reserved does not see them")
     if qlora and s.precision != "bf16":
         notes.append("QLoRA compute dtype follows precision; estimate assumes bf16-sized activations")
+    if s.loss_path == "full_logits" and not s.grad_ckpt and not full:
+        # bench/allocator_replay.md: when one activation splits the bf16-logits segment, the loss
+        # needs a new fp32 one; whether it happens depends on how every transient packs.
+        notes.append(f"without checkpointing torch's caching allocator may keep one more fp32 "
+                     f"logits block ({fmt_gib(4 * tokens * arch.vocab)}) reserved, depending on how "
+                     "the step's activations pack into its segments (bench/allocator_replay.md); "
+                     "not in the estimate: leave that much free, or turn checkpointing on")
     if s.packing and s.attn == "sdpa":
         notes.append("packing with sdpa needs a block mask: counted as a (batch x seq x seq) mask")
 
