@@ -231,8 +231,11 @@ def main() -> int:
               f"max {max(ratios):.2f}; target at most {TARGET}: "
               + ("met" if max(ratios) <= TARGET else "NOT met") + "."]
     measured = statistics.median(te for _, te, _, _ in pairs)
-    lines += ["", f"The cost a run states before training (workbench/evaluate/cost.py: one probe call of "
-              f"{cost.probe_rows} rows, every call priced at max_new_tokens): generation "
+    lines += ["", f"The cost a run states before training (workbench/evaluate/cost.py: two probe calls, "
+              f"the largest zero-shot call ({cost.probe_rows} rows) and the few-shot call with the "
+              f"longest prompts, a decoding step per row {cost.step.fixed * 1e3:.2f} ms + "
+              f"{cost.step.per_context_token * 1e6:.2f} us per context token; every call priced at "
+              "max_new_tokens and its mean context): generation "
               f"{cost.generation_s:.1f} s estimated, {measured:.1f} s measured (median evaluation "
               f"above), {cost.generation_s / measured:.2f}x; perplexity, not timed here, adds "
               f"{cost.perplexity_s:.1f} s to the stated figure."]

@@ -372,14 +372,24 @@ def test_large_test_splits_are_sampled_and_the_report_says_so():
 
 def test_evaluation_cost_prices_every_call_from_one_probe(engine_and_splits):
     from workbench.evaluate.compare import BASE, default_systems
-    from workbench.evaluate.cost import estimate, price, probe
+    from workbench.evaluate.cost import StepCost, estimate, price, probe
     from workbench.evaluate.fewshot import FewShotPicker, prompt_of
 
     # a call pays rows x its longest prompt, and max_new_tokens steps of its rows
     gen, ppl = price([[0, 1], [2]], [10, 30, 5], [4, 4, 1], tokens_per_s=10.0,
-                     step_s_per_row=0.5, max_new_tokens=8)
+                     step=StepCost(0.5), max_new_tokens=8)
     assert gen == pytest.approx(2 * 30 / 10 + 8 * 0.5 * 2 + 5 / 10 + 8 * 0.5)
     assert ppl == pytest.approx((14 + 34 + 6) / 10)
+    # a step reads the KV cache: priced at each call's mean context (longest prompt + 8 / 2)
+    kv = StepCost(0.5, per_context_token=0.01)
+    gen_kv, _ = price([[0, 1], [2]], [10, 30, 5], [4, 4, 1], tokens_per_s=10.0, step=kv,
+                      max_new_tokens=8)
+    assert gen_kv == pytest.approx(gen + 8 * 2 * 0.01 * 34 + 8 * 1 * 0.01 * 9)
+    # the line through a short and a long probe; never negative, and one probe alone is flat
+    line = StepCost.through((50, 0.01), (650, 0.04))
+    assert line.at(50) == pytest.approx(0.01) and line.at(650) == pytest.approx(0.04)
+    assert StepCost.through((50, 0.01), (650, 0.005)) == StepCost(0.01)
+    assert StepCost.through((50, 0.01), None) == StepCost(0.01)
 
     engine, splits, _ = engine_and_splits
     rows = engine.rows([prompt_of(r) for r in splits.test[:4]], default_systems(0))

@@ -5,25 +5,27 @@ about two), and a person deciding whether to wait, cap it (`eval.time_budget_s`)
 (`eval.after_training = false`) needs that number before the run, not after.
 
 How it is estimated: the evaluation's own generate calls are planned (`plan_batches`, the rows
-it will really answer, few-shot prompts included), then ONE probe call is timed on the model
-that will be evaluated: the first zero-shot call's rows, 1 + PROBE_STEPS new tokens (forced, so
-an early end-of-turn cannot shorten it), the time of each token taken as it comes. That gives
+it will really answer, few-shot prompts included), then probe calls are timed on the model that
+will be evaluated, each with 1 + PROBE_STEPS new tokens (forced, so an early end-of-turn cannot
+shorten it), the time of each token taken as it comes:
 
-- a prefill rate (prompt tokens a second, padding included, as `generate` pays for it), which
-  prices every call's prompt (rows x its longest prompt) and the perplexity passes (each test
-  row's prompt and reference answer, once per system);
-- a decoding step's time for a full call, which prices `max_new_tokens` steps per call, scaled
-  by the call's rows.
+- the largest zero-shot call: a prefill rate (prompt tokens a second, padding included, as
+  `generate` pays for it), which prices every call's prompt (rows x its longest prompt) and the
+  perplexity passes (each test row's prompt and reference answer, once per system), and a
+  decoding step's time per row at a short context;
+- the few-shot call with the longest prompts, when there is one: a decoding step's time per row
+  at a long context. Each step reads the whole KV cache (on the CPU, SDPA also expands grouped
+  KV heads), so a step of a ~650-token few-shot row costs much more than one of a ~45-token
+  question: with one probe only, the estimate was 0.69x the measured generation on SmolLM2-135M
+  (bench/eval_speed.md). The two probes give a step's time per row as a line in the context
+  length (`StepCost`), and each call's steps are priced at its mean context (its longest prompt
+  plus half of `max_new_tokens`).
 
 Every call is priced as if some row in it ran to `max_new_tokens` (a batch of 48 usually has one
-that does). The probe costs about one call's prefill plus a few steps (seconds for a 135M model
-on 2 cores). bench/eval_speed.md checks the estimate against the measured generation, and it
-leans SHORT there: 213 s estimated for 310 s measured (0.69x) on SmolLM2-135M, 2 CPU cores.
-What it misses: a decoding step of a few-shot call (prompts of ~650 tokens) costs more per row
-than the probe's short prompts show, because each step reads the whole KV cache (on the CPU,
-SDPA also expands grouped KV heads); the few-shot system took 219 of the 302 s. A second probe
-on long prompts, or a KV-cache term per step, is the next step; until then the figure is a
-lower bound on the CPU.
+that does). The probes cost one zero-shot and one few-shot call's prefill plus a few steps each
+(seconds for a 135M model on 2 cores); bench/eval_speed.md checks the estimate against the
+measured generation: 0.93x and 1.10x on two runs (SmolLM2-135M, 100 Alpaca rows x 3 systems,
+2 CPU cores); the probes' own timing noise is the spread.
 """
 
 from __future__ import annotations
@@ -37,6 +39,26 @@ from workbench.evaluate.compare import BASE, ComparisonEngine, Row, System, plan
 PROBE_STEPS = 4
 
 
+@dataclass(frozen=True)
+class StepCost:
+    """Seconds of one decoding step per row, as a line in the context length (tokens in the KV
+    cache): `fixed` (the layers' matmuls of one token) + `per_context_token` (reading the cache)."""
+    fixed: float
+    per_context_token: float = 0.0
+
+    def at(self, context: float) -> float:
+        return self.fixed + self.per_context_token * context
+
+    @classmethod
+    def through(cls, short: tuple[float, float], long: tuple[float, float] | None) -> "StepCost":
+        """From (context, seconds per row) measured at a short and, if any, a long context."""
+        (c1, s1) = short
+        if long is None or long[0] <= c1:
+            return cls(s1)
+        per_token = max(0.0, (long[1] - s1) / (long[0] - c1))
+        return cls(max(0.0, s1 - per_token * c1), per_token)
+
+
 @dataclass
 class EvalCost:
     rows: int  # test rows (each answered once per system)
@@ -44,7 +66,7 @@ class EvalCost:
     generation_s: float
     perplexity_s: float
     prefill_tokens_per_s: float
-    step_s: float  # one decoding step of the probe call
+    step: StepCost  # one decoding step per row, by context length
     probe_rows: int
 
     @property
@@ -105,29 +127,43 @@ def estimate(engine: ComparisonEngine, test: list[dict], systems: list[System], 
     lengths = engine.prompt_lengths(rows)
     calls = plan_batches(rows, lengths, batch_size)
     zero_shot = [c for c in calls if rows[c[0]].system.shots == 0] or calls
-    probe_call = max(zero_shot, key=len)
     tuned = next((s.adapter for s in systems if s.adapter != BASE), BASE)
-    prefill_s, step_s = probe(engine, [rows[i] for i in probe_call], tuned)
-    probe_tokens = len(probe_call) * max(lengths[i] for i in probe_call)
-    rate = probe_tokens / max(prefill_s, 1e-9)
-    step_per_row = step_s / len(probe_call)
+
+    def timed(call: list[int]) -> tuple[float, float, int]:
+        """(prefill seconds, decoding seconds per row, context of the probe's steps)."""
+        prefill_s, step_s = probe(engine, [rows[i] for i in call], tuned)
+        return prefill_s, step_s / len(call), max(lengths[i] for i in call) + PROBE_STEPS // 2
+
+    probe_call = max(zero_shot, key=len)
+    prefill_s, short_step, short_context = timed(probe_call)
+    rate = len(probe_call) * max(lengths[i] for i in probe_call) / max(prefill_s, 1e-9)
+    long_probe = None
+    few_shot = [c for c in calls if rows[c[0]].system.shots > 0]
+    if few_shot:
+        _, long_step, long_context = timed(max(few_shot, key=lambda c: max(lengths[i] for i in c)))
+        long_probe = (long_context, long_step)
+    step = StepCost.through((short_context, short_step), long_probe)
 
     answer_tokens = [len(ids) for ids in
                      engine.tokenizer(list(references), add_special_tokens=False)["input_ids"]]
     generation, scoring = price(calls, lengths, [answer_tokens[r.prompt_index] for r in rows],
-                                rate, step_per_row, max_new_tokens)
+                                rate, step, max_new_tokens)
     return EvalCost(rows=len(test), systems=len(systems), generation_s=generation,
-                    perplexity_s=scoring, prefill_tokens_per_s=rate, step_s=step_s,
+                    perplexity_s=scoring, prefill_tokens_per_s=rate, step=step,
                     probe_rows=len(probe_call))
 
 
 def price(calls: list[list[int]], prompt_tokens: list[int], answer_tokens: list[int],
-          tokens_per_s: float, step_s_per_row: float, max_new_tokens: int) -> tuple[float, float]:
+          tokens_per_s: float, step: StepCost, max_new_tokens: int) -> tuple[float, float]:
     """(generation seconds, perplexity seconds). A call pays its prompt as rows x its longest
-    prompt (left padding is computed too) and `max_new_tokens` decoding steps of its rows; the
-    perplexity pass reads each row's prompt and reference answer once."""
-    generation = sum(len(c) * max(prompt_tokens[i] for i in c) / tokens_per_s
-                     + max_new_tokens * step_s_per_row * len(c) for c in calls)
+    prompt (left padding is computed too) and `max_new_tokens` decoding steps of its rows, each
+    at the call's mean context (longest prompt + half the new tokens); the perplexity pass reads
+    each row's prompt and reference answer once."""
+    generation = 0.0
+    for c in calls:
+        longest = max(prompt_tokens[i] for i in c)
+        generation += (len(c) * longest / tokens_per_s
+                       + max_new_tokens * len(c) * step.at(longest + max_new_tokens / 2))
     scoring = sum(p + a for p, a in zip(prompt_tokens, answer_tokens)) / tokens_per_s
     return generation, scoring
 
