@@ -158,44 +158,6 @@ def test_converter_is_found_in_a_llama_cpp_python_source_tree(tmp_path, monkeypa
 
 # ---- the full path, on models llama.cpp converts --------------------------------------------
 
-# The bundled tiny model once it is rebuilt with a SentencePiece tokenizer (build_tiny
-# --tokenizer sentencepiece); WORKBENCH_TEST_SP_MODEL points at such a build before the swap.
-SP_MODEL = Path(os.environ.get("WORKBENCH_TEST_SP_MODEL") or TINY_MODEL)
-
-
-def _lora_run(runs_dir: Path, model: Path, prompts: Path, name: str, b_std: float):
-    """A finished run with a real LoRA (random B) on `model`, like test_export_support."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from workbench.profile import load_profile, save_profile
-    from workbench.train.rundir import RunDir
-
-    profile = load_profile(REPO / "profiles" / "demo.toml")
-    profile.model.name_or_path = str(model)
-    profile.data.system_prompt = ""
-    profile.eval.prompts = str(prompts)
-    profile.eval.max_new_tokens = 16
-    profile.lora.r, profile.lora.target_modules = 8, ["q_proj", "v_proj"]
-    profile.resolved = {"precision": "fp32", "device": "cpu", "seed": 0}
-    run = RunDir.create(runs_dir, name)
-    save_profile(profile, run.profile_path)
-    run.write_status(state="finished", pid=None, step=20, total_steps=20, profile=name)
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
-    peft_model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16,
-                                                 target_modules=["q_proj", "v_proj"],
-                                                 lora_dropout=0.0, task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for pname, p in peft_model.named_parameters():
-            if "lora_B" in pname:
-                p.normal_(0, b_std)
-    peft_model.save_pretrained(str(run.adapter_dir))
-    AutoTokenizer.from_pretrained(str(model)).save_pretrained(str(run.adapter_dir))
-    return run
-
-
 def _prove_full_path(run, capsys, n_prompts: int, min_q8_prefix: float):
     code, out, err = _export(capsys, run.path, "--format", "gguf,ollama", "--quant", "q4_K_M",
                              "--quant", "q8_0", "--json")
@@ -230,16 +192,12 @@ def _prove_full_path(run, capsys, n_prompts: int, min_q8_prefix: float):
     return proof
 
 
-@pytest.mark.skipif(not (SP_MODEL / "tokenizer.model").is_file(),
-                    reason=f"{SP_MODEL} has a byte-level BPE tokenizer, which llama.cpp refuses "
-                           "(test_refused_tokenizer_is_named_as_the_cause covers it)")
 @pytest.mark.skipif(not HAVE_RUNTIME, reason="llama-cpp-python is not installed")
 @needs_converter
 def test_tiny_model_gguf_answers_like_the_trained_model(tmp_path, capsys):
-    """The demo's own model, once it has a SentencePiece tokenizer: f16 answers exactly as the
-    trained model, quantized files report their agreement."""
-    run = _lora_run(tmp_path / "runs", SP_MODEL, REPO / "assets" / "demo" / "prompts.jsonl",
-                    "tiny-sp", b_std=0.05)
+    """The demo's own model (its SentencePiece tokenizer is llama.cpp's `llama` vocabulary): f16
+    answers exactly as the trained model, quantized files report their agreement."""
+    run = make_run(tmp_path / "runs", name="tiny")
     _prove_full_path(run, capsys, 40, min_q8_prefix=0.8)
 
 
@@ -260,5 +218,5 @@ def test_gguf_f16_and_quantized_answer_like_the_trained_model(tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     rows = (REPO / "assets" / "demo" / "prompts.jsonl").read_text().splitlines()[:6]
     prompts.write_text("\n".join(rows) + "\n")
-    run = _lora_run(tmp_path / "runs", model_dir(), prompts, "smol", b_std=0.02)
+    run = make_run(tmp_path / "runs", name="smol", model=model_dir(), prompts=prompts, b_std=0.02)
     _prove_full_path(run, capsys, 6, min_q8_prefix=0.5)

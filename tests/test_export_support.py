@@ -14,12 +14,20 @@ from workbench.train.rundir import RunDir
 
 
 def make_run(runs_dir: Path, *, r: int = 8, targets=("q_proj", "v_proj"), system_prompt: str = "",
-             name: str = "demo") -> RunDir:
+             name: str = "demo", model: Path | None = None, prompts: Path | None = None,
+             b_std: float = 0.05) -> RunDir:
+    """The demo profile's run on the bundled tiny model, or on `model` with `prompts` as its
+    prompt suite; LoRA B weights drawn from N(0, b_std)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    base_dir = model or TINY_MODEL
     profile = load_profile(REPO / "profiles" / "demo.toml")
+    if base_dir != TINY_MODEL:
+        profile.model.name_or_path = str(base_dir)
+    if prompts is not None:
+        profile.eval.prompts = str(prompts)
     profile.data.system_prompt = system_prompt
     profile.eval.max_new_tokens = 16
     profile.lora.r = r
@@ -30,15 +38,15 @@ def make_run(runs_dir: Path, *, r: int = 8, targets=("q_proj", "v_proj"), system
     run.write_status(state="finished", pid=None, step=20, total_steps=20, profile=name)
 
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(str(TINY_MODEL), dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets),
-                                            lora_dropout=0.0, task_type="CAUSAL_LM"))
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    peft_model = get_peft_model(base, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets),
+                                                 lora_dropout=0.0, task_type="CAUSAL_LM"))
     with torch.no_grad():
-        for pname, p in model.named_parameters():
+        for pname, p in peft_model.named_parameters():
             if "lora_B" in pname:  # peft starts B at zero: the adapter would change nothing
-                p.normal_(0, 0.05)
-    model.save_pretrained(str(run.adapter_dir))
-    AutoTokenizer.from_pretrained(str(TINY_MODEL)).save_pretrained(str(run.adapter_dir))
+                p.normal_(0, b_std)
+    peft_model.save_pretrained(str(run.adapter_dir))
+    AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(str(run.adapter_dir))
     return run
 
 

@@ -59,7 +59,8 @@ def mount_point(path: Path | str) -> Path:
     return path
 
 
-def _chain(exc: BaseException):
+def exception_chain(exc: BaseException):
+    """`exc` and every exception it was raised from or during (cycle-safe)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -71,7 +72,7 @@ def is_disk_full(exc: BaseException, path: Path | str | None = None) -> bool:
     """Whether an exception means the disk (or the quota) is full. torch's writer says only
     that a write failed; that counts as a full disk when `path`'s filesystem is nearly full."""
     write_failed = False
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         text = str(e).lower()
@@ -149,7 +150,7 @@ class writing:
 
 def failed_site(exc: BaseException) -> Site | None:
     """The write under way when `exc` was raised (set as it left a `writing` block)."""
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         site = getattr(e, "workbench_site", None)
         if site is not None:
             return site

@@ -12,7 +12,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.train.diskspace import disk_full_report, is_disk_full
+from workbench.train.diskspace import disk_full_report, exception_chain, is_disk_full
 
 # Texts with which torch / safetensors / json say "this file is not what it should be".
 _DAMAGED_TEXTS = ("pytorchstreamreader", "incomplete metadata", "error while deserializing",
@@ -27,17 +27,9 @@ class Fault:
     hint: str
 
 
-def _chain(exc: BaseException):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
 def looks_damaged(exc: BaseException) -> bool:
     """A file that does not deserialize: safetensors, torch's zip, pickle, json."""
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         name = type(e).__name__
         if name in ("SafetensorError", "UnpicklingError", "JSONDecodeError") or \
                 isinstance(e, (pickle.UnpicklingError, EOFError)):
@@ -62,7 +54,7 @@ def classify(exc: BaseException, run, loading_checkpoint: str | None = None,
                      f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                      f"resume from an older checkpoint: `workbench resume {run.name} --from "
                      f"checkpoint-N` (older than {name}); `workbench runs` lists damaged ones")
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, MemoryError):
             return Fault("memory", "the machine ran out of memory (RAM, not the GPU's)",
                          "close other programs, lower train.batch_size or train.max_seq_len, "
