@@ -85,7 +85,11 @@ def test_accuracy_on_the_h200_points():
     s = _summary()
     assert s["points"] == 56
     assert s["median_abs"] <= 3.0 and s["max_abs"] <= 10.0
-    assert s["max_under"] <= 6.5  # target 5%: two points miss it (see bench/estimate_accuracy.md)
+    assert s["max_under"] <= 6.5  # the analytic rule: two points under by 6% (fragmentation)
+    # with --trace (the reserve replayed; QLoRA keeps the analytic one): every target met
+    rep = s["replayed"]
+    assert s["traced_points"] == 40
+    assert rep["median_abs"] <= 3.0 and rep["max_abs"] <= 10.0 and rep["max_under"] <= 5.0
     assert s["alloc_median_abs"] <= 1.0 and -2.0 <= s["alloc_min"] and s["alloc_max"] <= 5.0
     assert s["trainable_ok"] == 56
     assert s["t_median_abs"] <= 10.0

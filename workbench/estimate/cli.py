@@ -6,7 +6,7 @@ is loaded.
         [--alpha N] [--dropout X] [--targets a,b,c|all-linear] [--batch N] [--seq N]
         [--grad-ckpt|--no-grad-ckpt] [--optimizer NAME] [--precision bf16|fp16|fp32]
         [--attn sdpa|eager] [--packing] [--grad-accum N] [--loss-path trl_fused|full_logits]
-        [--dataset-tokens N] [--epochs X] [--usd-per-hour X] [--gpu NAME] [--json]
+        [--dataset-tokens N] [--epochs X] [--usd-per-hour X] [--gpu NAME] [--trace] [--json]
 
 Flags given with a PROFILE override the profile's values. `--model` takes a folder with a
 config.json, a hub id (from the local cache; fetched only when online), or a shipped name
@@ -27,6 +27,10 @@ JSON output (`--json`), one object:
     trainable_params  int;  total_params int;  trainable_share float (0..1)
     tokens_per_step   int   batch x seq x grad_accum
     model_type, model_source, settings {method, r, alpha, ...}, notes [str]
+    trace             null without --trace; else {traced: true, peak_allocated,
+                      peak_reserved, reserve, segments_created, peak_at, trainable_params,
+                      events, seconds} (the "allocator reserve" term is then the replayed
+                      reserve) or {traced: false, why}
     gpu               {key, name, memory_bytes, available_bytes, source} or null
     fits              bool, or null when no GPU was given or found
     verdict           "fits" | "tight" | "does not fit" | null
@@ -52,6 +56,7 @@ from workbench.fmt import fmt_gib, fmt_span
 from workbench.estimate.params import ConfigError
 
 EXIT_USAGE = 2
+TRACE_STEPS_TEXT = "two training steps"
 
 
 def add_estimate_command(subparsers) -> argparse.ArgumentParser:
@@ -94,6 +99,10 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--zero-stage", type=int, choices=(2, 3))
     p.add_argument("--cpu-offload", action="store_true", default=None)
     p.add_argument("--nnodes", type=int, help="machines the GPUs are spread over (time only)")
+    p.add_argument("--trace", action="store_true",
+                   help="trace the step on the CPU (FakeTensorMode, 2-20 s) and replay its "
+                        "allocations through torch's caching-allocator rules: the allocator "
+                        "reserve replayed, not estimated (LoRA/DoRA/full, --loss-path full_logits)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_estimate)
     return p
@@ -167,9 +176,13 @@ def build_report(args) -> dict:
     profile, settings, config, source = _settings_and_model(args)
     arch = architecture_from_config(config)
     est = estimate_memory(arch, settings)
+    trace = None
+    if args.trace:
+        est, trace = _replayed(config, settings, est)
     gpu, available, gpu_source = _choose_gpu(args, profile)
 
     out = est.to_dict()
+    out["trace"] = trace
     out["model_source"] = source
     out["gpu"] = None
     out["fits"] = out["verdict"] = None
@@ -208,6 +221,21 @@ def build_report(args) -> dict:
                                             out["time"], timing)
     out["_estimate"] = est
     return out
+
+
+def _replayed(config: dict, settings, est):
+    """(estimate, trace report): the estimate with the replayed allocator reserve, or the
+    analytic one and the reason the step could not be traced."""
+    from workbench.estimate.trace import TraceUnsupported, trace_step, with_replayed_reserve
+
+    try:
+        traced = trace_step(config, settings)
+    except TraceUnsupported as exc:
+        return est, {"traced": False, "why": str(exc)}
+    except ImportError as exc:  # torch / transformers / peft missing from this install
+        return est, {"traced": False, "why": f"tracing needs {exc.name}: pip install torch "
+                                             "transformers peft"}
+    return with_replayed_reserve(est, traced), {"traced": True, **traced.to_dict()}
 
 
 def _world_size(args, profile) -> int:
@@ -304,6 +332,15 @@ def _print_text(report: dict) -> None:
     est = report["_estimate"]
     print(f"model: {report['model_source']} ({report['model_type']})")
     print(est.explain())
+    trace = report.get("trace")
+    if trace and trace["traced"]:
+        print(f"Traced: {trace['events']:,} allocations of {TRACE_STEPS_TEXT} replayed through "
+              f"the caching allocator in {trace['seconds']:.1f} s: max_memory_allocated "
+              f"{fmt_gib(trace['peak_allocated'])} (the analytic terms above say "
+              f"{fmt_gib(report['reserved_bytes'] - trace['reserve'])}), max_memory_reserved "
+              f"{fmt_gib(trace['peak_reserved'])}")
+    elif trace:
+        print(f"Not traced: {trace['why']}")
     if report["gpu"]:
         g = report["gpu"]
         print(f"\n{g['name']}: {fmt_gib(g['available_bytes'])} available "

@@ -120,6 +120,7 @@ CUBLAS_WORKSPACE_BYTES = 32 * MIB
 CUBLAS_WORKSPACES = 2
 RESERVE_DYNAMIC_SHARE = 0.10
 RESERVE_TRAINABLE_SHARE = 0.5
+SPILL_NOTE = "without checkpointing torch's caching allocator may keep one more fp32 logits block"
 
 # trl/kernels/chunked_logprob.py: TOKEN_CHUNK_SIZE, and _CHUNKED_LOGPROB_CHUNK_SIZE in
 # trl/trainer/utils.py (the vocabulary tile).
@@ -512,10 +513,10 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings) -> Estimate:
     if s.loss_path == "full_logits" and not s.grad_ckpt and not full:
         # bench/allocator_replay.md: when one activation splits the bf16-logits segment, the loss
         # needs a new fp32 one; whether it happens depends on how every transient packs.
-        notes.append(f"without checkpointing torch's caching allocator may keep one more fp32 "
-                     f"logits block ({fmt_gib(4 * tokens * arch.vocab)}) reserved, depending on how "
-                     "the step's activations pack into its segments (bench/allocator_replay.md); "
-                     "not in the estimate: leave that much free, or turn checkpointing on")
+        notes.append(f"{SPILL_NOTE} ({fmt_gib(4 * tokens * arch.vocab)}) reserved, depending on "
+                     "how the step's activations pack into its segments (bench/allocator_replay.md); "
+                     "not in the estimate: `workbench estimate --trace` replays the step and "
+                     "settles it, or leave that much free, or turn checkpointing on")
     if s.packing and s.attn == "sdpa":
         notes.append("packing with sdpa needs a block mask: counted as a (batch x seq x seq) mask")
 

@@ -1,0 +1,149 @@
+"""workbench/estimate/trace.py: `workbench estimate --trace` records a real transformers + peft
+step under FakeTensorMode on the CPU and replays it through the caching-allocator model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO, SHARED_DATA, TINY_MODEL, workbench
+
+from workbench.estimate.memory import EstimateSettings, estimate_memory
+from workbench.estimate.params import architecture_from_config, lora_params
+from workbench.estimate.trace import (TraceUnsupported, check_traceable, record_step, trace_step,
+                                      with_replayed_reserve)
+
+GPU_TRUTH = SHARED_DATA / "gpu-truth"
+SMALL = EstimateSettings(r=8, batch=2, seq=64, grad_ckpt=False, dropout=0.0, loss_path="full_logits")
+
+
+def tiny_config() -> dict:
+    return json.loads((TINY_MODEL / "config.json").read_text())
+
+
+def qwen_config(layers: int) -> dict:
+    config = json.loads((REPO / "assets" / "configs" / "qwen2.5-0.5b" / "config.json").read_text())
+    return {**config, "num_hidden_layers": layers}
+
+
+def test_the_recorded_step_is_balanced_and_the_libraries_are_left_as_they_were():
+    import peft.tuners.tuners_utils as tuners_utils
+    import torch.nn.functional as F
+    import transformers.masking_utils as masking_utils
+
+    def patched():
+        return (F.scaled_dot_product_attention, masking_utils.is_tracing,
+                masking_utils.find_packed_sequence_indices,
+                tuners_utils.BaseTunerLayer._move_adapter_to_device_of_base_layer)
+
+    before = patched()
+    events, trainable = record_step(tiny_config(), SMALL)
+    assert before == patched()
+    arch = architecture_from_config(tiny_config())
+    assert trainable == lora_params(arch, SMALL.targets, 8)
+    allocated = {}
+    for ev in events:
+        if ev[0] == "a":
+            assert ev[1] not in allocated       # a key is freed before it is reused
+            allocated[ev[1]] = ev[2]
+        elif ev[0] == "f":
+            assert allocated.pop(ev[1]) >= 0    # nothing freed that was not allocated
+    # what outlives the steps: nothing of the steps (weights, adapters, optimizer were deleted)
+    assert not allocated
+    marks = [ev[1] for ev in events if ev[0] == "mark"]
+    assert marks == ["empty_cache", "reset_peak"]
+    phases = {ev[3].split(":")[0] for ev in events if ev[0] == "a"}
+    assert {"build", "adapters", "step0.0.forward", "step1.0.backward", "step1.optimizer"} <= phases
+
+
+def test_the_traced_allocated_peak_agrees_with_the_analytic_terms():
+    """Two independent routes to the same bytes: the analytic terms and the traced step (2
+    Qwen2.5 layers with its real 152k vocabulary, so the logits moment holds the peak)."""
+    config = qwen_config(2)
+    s = EstimateSettings(r=16, batch=2, seq=256, grad_ckpt=False, dropout=0.0,
+                         loss_path="full_logits")
+    est = estimate_memory(architecture_from_config(config), s)
+    traced = trace_step(config, s)
+    analytic_allocated = est.reserved_bytes - est.breakdown["allocator reserve"]
+    assert traced.peak_allocated == pytest.approx(analytic_allocated, rel=0.05)
+    assert "step1" in traced.peak_label and traced.peak_reserved >= traced.peak_allocated
+
+
+def test_the_replayed_reserve_replaces_the_rule_and_the_terms_still_add_up():
+    config = qwen_config(2)
+    s = EstimateSettings(r=16, batch=2, seq=256, grad_ckpt=False, dropout=0.0,
+                         loss_path="full_logits")
+    est = estimate_memory(architecture_from_config(config), s)
+    traced = trace_step(config, s)
+    replayed = with_replayed_reserve(est, traced)
+    assert replayed.breakdown["allocator reserve"] == traced.reserve
+    assert sum(replayed.breakdown.values()) == replayed.peak_bytes
+    assert replayed.reserved_bytes == replayed.peak_bytes - replayed.breakdown["CUDA context"]
+    assert [k for k in replayed.breakdown] == [k for k in est.breakdown]
+    assert "replayed" in {t.name: t.why for t in replayed.terms}["allocator reserve"]
+    # the analytic note about a possible extra logits block is settled by the replay
+    assert any("one more fp32 logits block" in n for n in est.notes)
+    assert not any("one more fp32 logits block" in n for n in replayed.notes)
+
+
+def test_checkpointing_shrinks_the_traced_peak():
+    config = qwen_config(2)
+    off = trace_step(config, SMALL)
+    on = trace_step(config, EstimateSettings(**{**SMALL.__dict__, "grad_ckpt": True}))
+    assert on.peak_allocated < off.peak_allocated
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"method": "qlora"}, "QLoRA"),
+    ({"optimizer": "adamw_8bit"}, "optimizer adamw_8bit"),
+    ({"packing": True}, "packing"),
+    ({"loss_path": "trl_fused"}, "--loss-path full_logits"),
+])
+def test_what_cannot_be_traced_is_said(change, why):
+    with pytest.raises(TraceUnsupported, match=why):
+        check_traceable(EstimateSettings(**{**SMALL.__dict__, **change}))
+
+
+@pytest.mark.skipif(not (GPU_TRUTH / "archs.json").is_file(), reason="../shared/data/gpu-truth is absent")
+def test_the_committed_traces_reproduce():
+    """bench/estimate_trace.jsonl holds the traces behind bench/estimate_accuracy.md; the
+    smallest point traced again here gives the same bytes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("estimate_accuracy", REPO / "bench" / "estimate_accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    archs, points, _ = bench.load_points(GPU_TRUTH)
+    committed = bench.load_traces()
+    key = "SmolLM2-135M/lora/r16qkvo/1x512/ck1"
+    point = next(p for p in points if bench.point_key(p) == key)
+    config = archs["SmolLM2-135M"]
+    traced = trace_step(config, bench.settings_for(point, architecture_from_config(config)))
+    assert (traced.peak_allocated, traced.peak_reserved) == (
+        committed[key]["peak_allocated"], committed[key]["peak_reserved"])
+
+
+def test_cli_trace_on_the_bundled_model(tmp_path, needs_tiny_model):
+    proc = workbench("estimate", "--model", str(TINY_MODEL), "--batch", "2", "--seq", "64",
+                     "--no-grad-ckpt", "--loss-path", "full_logits", "--trace", "--json",
+                     cwd=tmp_path, check=True)
+    out = json.loads(proc.stdout)
+    trace = out["trace"]
+    assert trace["traced"] and trace["events"] > 100 and trace["peak_reserved"] >= trace["peak_allocated"]
+    assert out["breakdown"]["allocator reserve"] == trace["reserve"]
+    assert sum(out["breakdown"].values()) == out["peak_bytes"]
+    assert proc.stderr == ""            # no library chatter
+    text = workbench("estimate", "--model", str(TINY_MODEL), "--batch", "2", "--seq", "64",
+                     "--loss-path", "full_logits", "--trace", cwd=tmp_path, check=True).stdout
+    assert "Traced: " in text and "replayed" in text
+
+
+def test_cli_trace_of_an_untraceable_step_keeps_the_analytic_estimate(tmp_path, needs_tiny_model):
+    proc = workbench("estimate", "--model", str(TINY_MODEL), "--method", "qlora", "--trace",
+                     "--json", cwd=tmp_path, check=True)
+    out = json.loads(proc.stdout)
+    assert out["trace"]["traced"] is False and "QLoRA" in out["trace"]["why"]
+    analytic = json.loads(workbench("estimate", "--model", str(TINY_MODEL), "--method", "qlora",
+                                    "--json", cwd=tmp_path, check=True).stdout)
+    assert out["breakdown"] == analytic["breakdown"] and analytic["trace"] is None
+    assert "transient bytes" in out["explain"]["allocator reserve"]
