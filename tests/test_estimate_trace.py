@@ -86,6 +86,26 @@ def test_the_replayed_reserve_replaces_the_rule_and_the_terms_still_add_up():
     assert not any("one more fp32 logits block" in n for n in replayed.notes)
 
 
+@pytest.mark.parametrize("grad_ckpt", [False, True])
+def test_the_runners_fused_loss_step_agrees_with_the_analytic_terms(grad_ckpt):
+    """The runner's step (trl's fused LM head, no full logits) has no GPU measurement yet; the
+    trace and the analytic terms are two independent routes to its allocated peak."""
+    import trl.kernels.chunked_logprob as chunked
+
+    before = (chunked._use_triton, chunked._forward_tile, chunked._backward_tile, chunked._addmm_fp32)
+    config = qwen_config(2)
+    s = EstimateSettings(r=16, batch=2, seq=256, grad_ckpt=grad_ckpt, dropout=0.0, loss_path="trl_fused")
+    est = estimate_memory(architecture_from_config(config), s)
+    traced = trace_step(config, s)
+    assert traced.peak_allocated == pytest.approx(
+        est.reserved_bytes - est.breakdown["allocator reserve"], rel=0.05)
+    full = trace_step(config, EstimateSettings(**{**s.__dict__, "loss_path": "full_logits"}))
+    # 512 tokens x 152k vocabulary: the full logits cost hundreds of MiB the fused head never builds
+    assert full.peak_allocated - traced.peak_allocated > 512 * 151936 * 6
+    assert before == (chunked._use_triton, chunked._forward_tile, chunked._backward_tile,
+                      chunked._addmm_fp32)
+
+
 def test_checkpointing_shrinks_the_traced_peak():
     config = qwen_config(2)
     off = trace_step(config, SMALL)
@@ -97,7 +117,7 @@ def test_checkpointing_shrinks_the_traced_peak():
     ({"method": "qlora"}, "QLoRA"),
     ({"optimizer": "adamw_8bit"}, "optimizer adamw_8bit"),
     ({"packing": True}, "packing"),
-    ({"loss_path": "trl_fused"}, "--loss-path full_logits"),
+    ({"attn": "flash_attention_2"}, "flash_attention_2"),
 ])
 def test_what_cannot_be_traced_is_said(change, why):
     with pytest.raises(TraceUnsupported, match=why):
@@ -136,6 +156,10 @@ def test_cli_trace_on_the_bundled_model(tmp_path, needs_tiny_model):
     text = workbench("estimate", "--model", str(TINY_MODEL), "--batch", "2", "--seq", "64",
                      "--loss-path", "full_logits", "--trace", cwd=tmp_path, check=True).stdout
     assert "Traced: " in text and "replayed" in text
+    fused = json.loads(workbench("estimate", "--model", str(TINY_MODEL), "--batch", "2", "--seq",
+                                 "64", "--trace", "--json", cwd=tmp_path, check=True).stdout)
+    assert fused["trace"]["traced"] and fused["settings"]["loss_path"] == "trl_fused"
+    assert fused["breakdown"]["allocator reserve"] == fused["trace"]["reserve"]
 
 
 def test_cli_trace_of_an_untraceable_step_keeps_the_analytic_estimate(tmp_path, needs_tiny_model):

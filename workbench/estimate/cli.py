@@ -102,7 +102,7 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--trace", action="store_true",
                    help="trace the step on the CPU (FakeTensorMode, 2-20 s) and replay its "
                         "allocations through torch's caching-allocator rules: the allocator "
-                        "reserve replayed, not estimated (LoRA/DoRA/full, --loss-path full_logits)")
+                        "reserve replayed, not estimated (LoRA, DoRA, full; not QLoRA)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_estimate)
     return p

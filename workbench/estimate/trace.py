@@ -3,26 +3,34 @@ model through two training steps under torch's FakeTensorMode on the CPU (no GPU
 weights, no real arithmetic), record every device allocation and free in order, and replay
 them through the caching-allocator model (workbench/estimate/allocator.py).
 
-What it answers that the analytic model cannot: the allocator's reserve. On the H200
-measurements it reproduces `max_memory_reserved` within 0.7% on 36 of 40 LoRA points and
-within 2.2% on all of them (bench/allocator_replay.md), where the analytic rule is off by up
-to 6% because fragmentation is a yes/no event decided by the order of every transient.
+What it answers that the analytic model cannot: the allocator's reserve. On the 40 H200 LoRA
+points it reproduces `max_memory_reserved` within 2.6% (bench/estimate_accuracy.md), where
+the analytic rule is off by up to 6% because fragmentation is a yes/no event decided by the
+order of every transient (bench/allocator_replay.md).
 
-The step traced is the H200 calibration's (full logits, the model output kept until the
-optimizer has stepped), on the CUDA code paths:
+Two steps, on the CUDA code paths:
+- `loss_path="full_logits"`: the H200 calibration's loop (transformers' loss over full
+  logits, the model output kept until the optimizer has stepped);
+  `loss_path="trl_fused"`: the runner's SFTTrainer step, trl's fused LM head as it runs with
+  Triton on CUDA (see `_trl_triton_patches`), only the loss kept;
 - bf16/fp16 autocast (the CPU autocast: it casts linear and matmul exactly as CUDA's does);
 - SDPA's CUDA kernels are emulated by what they allocate: flash attention (causal, no mask:
   output, fp32 log-sum-exp; in backward dq/dk/dv, fp32 softmax_d and dq_accum, and k/v
   gradients expanded to every head for GQA) and, with a mask, the memory-efficient kernel;
+  model types without an SDPA path in transformers run eager, as the runner does;
 - AdamW is foreach (what torch picks on CUDA) or fused; its `step` counters live on the host;
-- two cuBLAS workspaces (forward thread, autograd's backward thread) exist before the step.
+- two cuBLAS workspaces (forward thread, autograd's backward thread) exist before the step;
+- every position is trained (labels on every token), like the analytic estimate.
 
 Two steps suffice: on all 40 LoRA points the peak reserved of a 4-step trace equals that of
 the first two (the second step finds the first one's freed segments, which is where
-fragmentation shows). Tracing takes 2-20 s on a CPU core (Llama-3.1-8B at 4 x 2048: 18 s).
+fragmentation shows). Tracing takes 4-20 s on a CPU core (Llama-3.1-8B at 4 x 2048: 18 s).
 
-Not traceable (TraceUnsupported says which): bitsandbytes 4-bit and 8-bit optimizers, packing,
-the flash_attention_2 package, trl's fused loss. Those keep the analytic reserve.
+Not traceable (TraceUnsupported says which): QLoRA (bitsandbytes' Params4bit cannot wrap a
+FakeTensor; an emulated nf4 layer got the allocated peak within 1.1% on the Qwen2.5-0.5B QLoRA
+points but the reserve off by -7% to +15%, worse than the analytic rule, because the probe's
+quantized loading is not reproduced), 8-bit and paged optimizers, packing, the
+flash_attention_2 package. Those keep the analytic reserve.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from dataclasses import dataclass, replace
 
 from workbench.estimate.allocator import replay
 from workbench.estimate.memory import (CUBLAS_WORKSPACE_BYTES, CUBLAS_WORKSPACES, Estimate,
-                                       EstimateSettings, SPILL_NOTE, Term)
+                                       EstimateSettings, NO_SDPA_MODEL_TYPES, SPILL_NOTE, Term)
 from workbench.fmt import fmt_gib
 from workbench.estimate.params import ConfigError, architecture_from_config, resolve_targets
 
@@ -74,15 +82,13 @@ class TracedStep:
 def check_traceable(settings: EstimateSettings) -> None:
     why = []
     if settings.method == "qlora":
-        why.append("QLoRA's 4-bit layers")
+        why.append("QLoRA's 4-bit layers (bitsandbytes' Params4bit cannot wrap a FakeTensor)")
     if settings.optimizer not in TRACEABLE_OPTIMIZERS:
         why.append(f"optimizer {settings.optimizer} (traceable: {', '.join(TRACEABLE_OPTIMIZERS)})")
     if settings.packing:
         why.append("packing")
     if settings.attn == "flash_attention_2":
         why.append("the flash_attention_2 package (use sdpa: the same kernel's allocations)")
-    if settings.loss_path != "full_logits":
-        why.append("trl's fused loss (trace with --loss-path full_logits)")
     if why:
         raise TraceUnsupported("the step cannot be traced with " + "; ".join(why)
                                + ": the estimate keeps the analytic allocator reserve")
@@ -166,6 +172,8 @@ def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STE
 
     with _quiet():
         patches = _cuda_path_patches(torch, F)
+        if settings.loss_path == "trl_fused":
+            patches += _trl_triton_patches()
         saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
         for obj, name, value in patches:
             setattr(obj, name, value)
@@ -261,6 +269,24 @@ def _cuda_path_patches(torch, F) -> list[tuple]:
     ]
 
 
+def _trl_triton_patches() -> list[tuple]:
+    """trl's fused LM head on a CUDA machine with Triton: the positions are projected tile by
+    tile into one reused buffer; its Triton kernels and the fp32-output addmm
+    (torch.addmm(..., out_dtype=float32, out=acc)) write in place and allocate nothing. Here
+    the tile folds run as no-ops on the driver's own buffers. On CUDA trl gathers the trained
+    positions (`hidden[mask]`, a data-dependent shape FakeTensorMode cannot follow); the path
+    traced reshapes all of them instead: with every position trained, the same copy (batch > 1)."""
+    import trl.kernels.chunked_logprob as chunked
+
+    def in_place(*args, **kwargs) -> None:
+        return None
+
+    return [(chunked, "_use_triton", lambda device: False),    # the tile folds below
+            (chunked, "_forward_tile", in_place),
+            (chunked, "_backward_tile", in_place),
+            (chunked, "_addmm_fp32", in_place)]
+
+
 def _run_steps(config, settings, steps, num_layers, events, state, recorder):
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -272,7 +298,8 @@ def _run_steps(config, settings, steps, num_layers, events, state, recorder):
     cfg = AutoConfig.for_model(model_type, **cfg_dict)
     if num_layers:
         cfg.num_hidden_layers = num_layers
-    attn = "eager" if settings.attn == "eager" else "sdpa"
+    # transformers 5 has no SDPA path for some model types: they run eager, as in the runner
+    attn = "eager" if settings.attn == "eager" or model_type in NO_SDPA_MODEL_TYPES else "sdpa"
     dtype = _dtypes(settings)
     with FakeTensorMode(allow_non_fake_inputs=False), recorder:
         with torch.device("cpu"):
@@ -285,6 +312,11 @@ def _run_steps(config, settings, steps, num_layers, events, state, recorder):
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
+        fused = settings.loss_path == "trl_fused"
+        if fused:  # what the runner's SFTTrainer patches in (trl/trainer/sft_trainer.py)
+            from trl.trainer.utils import add_fused_lm_head
+
+            add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
         model = _trainable(model, arch, settings, torch)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = _optimizer(settings, trainable, torch)
@@ -295,9 +327,12 @@ def _run_steps(config, settings, steps, num_layers, events, state, recorder):
             for micro in range(min(settings.grad_accum, 2)):
                 state["phase"] = f"step{step}.{micro}.forward"
                 with torch.autocast("cpu", dtype=dtype, enabled=autocast):
-                    out = model(input_ids=ids, labels=ids)
+                    if fused:  # the trainer keeps only the loss: the output dies here
+                        out = model(input_ids=ids, labels=ids, fused_lm_head=True).loss
+                    else:      # the calibration loop keeps the output until after the step
+                        out = model(input_ids=ids, labels=ids)
                 state["phase"] = f"step{step}.{micro}.backward"
-                out.loss.backward()
+                (out if fused else out.loss).backward()
                 if micro + 1 < min(settings.grad_accum, 2):
                     del out
                     gc.collect()
