@@ -74,6 +74,7 @@ class ConfigureScreen(Screen):
         Binding("f2", "save_as", "Save as", id="configure.save_as"),
         Binding("ctrl+r", "start", "Start", id="configure.start"),
         Binding("escape", "leave_field", "Leave field", id="configure.leave_field"),
+        Binding("ctrl+t", "trace", "Trace the step", show=False, id="configure.trace"),
         Binding("alt+1", "remedy(1)", "Remedy 1-6", show=False, key_display="alt+1…6",
                 id="configure.remedy.1"),
         *[Binding(f"alt+{n}", f"remedy({n})", f"Remedy {n}", show=False, id=f"configure.remedy.{n}")
@@ -96,6 +97,8 @@ class ConfigureScreen(Screen):
         self.issues: dict[str, str] = {}
         self.arch: Any = None
         self.arch_for = ""
+        self.config: dict | None = None  # the model's config.json, for the trace
+        self.traced: Any = None          # (EstimateSettings, TracedStep) of the last trace
         self.dataset_tokens: int | None = None
         self.view: Any = None
         self._filling = False
@@ -186,14 +189,29 @@ class ConfigureScreen(Screen):
         except Exception as exc:  # noqa: BLE001 - ConfigError says what to do
             self._from_thread(self._arch_failed, ref, exc)
             return
-        self._from_thread(self._arch_loaded, ref, arch)
+        self._from_thread(self._arch_loaded, ref, arch, config)
 
     def _arch_failed(self, ref: str, exc: BaseException) -> None:
-        self.arch, self.arch_for = None, ref
+        self.arch, self.arch_for, self.config = None, ref, None
         self.query_one(EstimatePanel).message(f"No estimate: {_describe(exc)}")
 
-    def _arch_loaded(self, ref: str, arch: Any) -> None:
-        self.arch, self.arch_for = arch, ref
+    def _arch_loaded(self, ref: str, arch: Any, config: dict) -> None:
+        self.arch, self.arch_for, self.config, self.traced = arch, ref, config, None
+        self.refresh_estimate()
+
+    def _trace(self, config: dict, settings: Any) -> None:
+        from workbench.estimate.trace import trace_step
+
+        try:
+            traced = trace_step(config, settings)
+        except Exception as exc:  # noqa: BLE001 - shown, not raised: the screen stays usable
+            self._from_thread(self._error, "Trace failed", exc)
+            return
+        self._from_thread(self._traced, settings, traced)
+
+    def _traced(self, settings: Any, traced: Any) -> None:
+        self.traced = (settings, traced)
+        self._status(f"traced in {traced.seconds:.0f} s: the allocator reserve is replayed")
         self.refresh_estimate()
 
     def _count_tokens(self, profile: Any) -> None:
@@ -260,7 +278,8 @@ class ConfigureScreen(Screen):
         if self.arch is None or self.profile is None:
             return
         try:
-            self.view = compute_view(self.arch, self.profile, self.detected, self.dataset_tokens)
+            self.view = compute_view(self.arch, self.profile, self.detected, self.dataset_tokens,
+                                     self.traced)
         except Exception as exc:  # noqa: BLE001 - e.g. an unknown GPU name, a bad target
             self.view = None
             self.query_one(EstimatePanel).message(f"No estimate: {_describe(exc)}")
@@ -275,6 +294,24 @@ class ConfigureScreen(Screen):
         elif event.input.id == "cfg-save-as":
             event.input.remove_class("-shown")
             self.save_to(Path(event.value.strip()).expanduser())
+
+    def action_trace(self) -> None:
+        """Trace the step on the CPU (seconds) and replay it through the caching-allocator
+        model: the estimate's allocator reserve becomes the replayed one."""
+        from workbench.estimate.memory import EstimateSettings
+        from workbench.estimate.trace import TraceUnsupported, check_traceable
+
+        if self.config is None or self.profile is None:
+            self._error("Trace", "no model config loaded yet")
+            return
+        settings = EstimateSettings.from_profile(self.profile)
+        try:
+            check_traceable(settings)
+        except TraceUnsupported as exc:
+            self._error("Trace", str(exc))
+            return
+        self._status("tracing the step on the CPU (seconds)…")
+        self._work(self._trace, self.config, settings, group="trace")
 
     def action_open(self) -> None:
         self.query_one("#cfg-profile", Input).focus()

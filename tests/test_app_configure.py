@@ -288,3 +288,25 @@ def test_help_names_every_key_with_its_id_and_the_ids_remap(monkeypatch, tmp_pat
         await pilot.pause()
         assert all(binding_id for _, _, binding_id in app.binding_rows(app.screen))
     drive(steps, size=(100, 40), keymap_file=keymap)
+
+
+@sync
+async def test_ctrl_t_traces_the_step_and_an_edit_falls_back_to_the_rule():
+    app = make("demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.view is not None)
+        analytic = screen.view.estimate
+        assert "ctrl+t traces the step" in screen_text(app)
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: screen.traced is not None, timeout=120)
+        settings, traced = screen.traced
+        replayed = screen.view.estimate
+        assert replayed.breakdown["allocator reserve"] == traced.reserve
+        assert replayed.settings == settings == analytic.settings
+        assert "replayed from the traced step" in screen_text(app)
+        # another rank is another step: the analytic reserve again, until the next ctrl+t
+        screen.query_one(ProfileForm).widget("lora.r").value = "8"
+        await pilot.pause()
+        assert screen.view.estimate.settings.r == 8
+        assert "replayed from the traced step" not in " ".join(screen.view.notes)

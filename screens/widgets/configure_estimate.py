@@ -63,16 +63,25 @@ def choose_gpu(wanted: str, detected: dict | None) -> GpuChoice:
 
 
 def compute_view(arch: Any, profile: Any, detected: dict | None,
-                 dataset_tokens: int | None) -> EstimateView:
+                 dataset_tokens: int | None, traced: tuple | None = None) -> EstimateView:
+    """`traced` is (settings, TracedStep) of the last ctrl+t: used while the settings are
+    still those it traced, so an edit falls back to the analytic reserve at once."""
     from workbench.estimate.advice import remedies, verdict
     from workbench.estimate.gpus import find_gpu
     from workbench.estimate.memory import EstimateSettings, estimate_memory
     from workbench.estimate.speed import estimate_time
+    from workbench.estimate.trace import with_replayed_reserve
 
     settings = EstimateSettings.from_profile(profile)
     est = estimate_memory(arch, settings)
+    replayed = traced is not None and traced[0] == settings
+    if replayed:
+        est = with_replayed_reserve(est, traced[1])
     gpu = choose_gpu(profile.budget.gpu, detected)
     view = EstimateView(est, gpu, None)
+    view.notes.append(f"allocator reserve replayed from the traced step ({traced[1].seconds:.0f} s)"
+                      if replayed else "ctrl+t traces the step (seconds, CPU): the allocator "
+                      "reserve replayed instead of estimated")
     if gpu.available:
         view.verdict = verdict(est.peak_bytes, gpu.available)
         if view.verdict != "fits":

@@ -4,7 +4,7 @@ weights, no real arithmetic), record every device allocation and free in order, 
 them through the caching-allocator model (workbench/estimate/allocator.py).
 
 What it answers that the analytic model cannot: the allocator's reserve. On the 40 H200 LoRA
-points it reproduces `max_memory_reserved` within 2.6% (bench/estimate_accuracy.md), where
+points it reproduces `max_memory_reserved` within 2.2% (bench/estimate_accuracy.md), where
 the analytic rule is off by up to 6% because fragmentation is a yes/no event decided by the
 order of every transient (bench/allocator_replay.md).
 

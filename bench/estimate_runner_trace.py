@@ -1,0 +1,119 @@
+"""The runner's own step (trl's SFTTrainer with its fused LM head), which no GPU has measured
+yet: the analytic estimate against the traced one (`workbench estimate --trace`), on every
+architecture shipped in assets/configs: `bench/estimate_runner_trace.md`.
+
+The two are independent routes to the same bytes: the analytic terms count tensors from the
+code they follow; the trace runs the real transformers + peft + trl code under FakeTensorMode
+and replays its allocations through the caching-allocator model. Where they disagree, one of
+them misreads the code. The GPU measurement of this step is `bench/estimate_memory_gpu.py`
+(run by `bash bench/gpu_checks.sh` when a GPU is lent).
+
+    HF_HUB_OFFLINE=1 python bench/estimate_runner_trace.py [--only NAME] [--write bench/estimate_runner_trace.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from workbench.estimate.memory import EstimateSettings, estimate_memory  # noqa: E402
+from workbench.estimate.params import architecture_from_config, attention_only_targets  # noqa: E402
+from workbench.estimate.trace import trace_step  # noqa: E402
+
+GIB = 1024 ** 3
+SHAPES = ((1, 512), (4, 2048))
+
+
+def rows_for(name: str) -> list[dict]:
+    config = json.loads((ROOT / "assets" / "configs" / name / "config.json").read_text())
+    arch = architecture_from_config(config)
+    rows = []
+    for r, targets, label in ((16, attention_only_targets(arch), "attention"), (64, "all-linear", "all")):
+        for batch, seq in SHAPES:
+            for ckpt in (False, True):
+                s = EstimateSettings(r=r, alpha=2 * r, dropout=0.0, targets=targets, batch=batch,
+                                     seq=seq, grad_ckpt=ckpt, loss_path="trl_fused")
+                est = estimate_memory(arch, s)
+                traced = trace_step(config, s)
+                allocated = est.reserved_bytes - est.breakdown["allocator reserve"]
+                rows.append({"model": name, "r": r, "targets": label, "shape": f"{batch}x{seq}",
+                             "ckpt": ckpt, "analytic": est.reserved_bytes, "analytic_alloc": allocated,
+                             "traced_alloc": traced.peak_allocated, "traced": traced.peak_reserved,
+                             "analytic_reserve": est.breakdown["allocator reserve"],
+                             "traced_reserve": traced.reserve, "phase": est.phase,
+                             "peak_at": traced.peak_label.split(":")[0] + ":" + traced.peak_label.split(":")[1],
+                             "seconds": traced.seconds})
+                print(f"{name} r{r} {label} {batch}x{seq} ckpt {ckpt}: analytic {est.reserved_bytes / GIB:.2f} "
+                      f"traced {traced.peak_reserved / GIB:.2f} GiB ({traced.seconds:.0f} s)", flush=True)
+    return rows
+
+
+def pct(a: float, b: float) -> float:
+    return 100 * (a - b) / b
+
+
+def report(rows: list[dict]) -> str:
+    import torch
+    import transformers
+    import trl
+
+    alloc = [pct(r["analytic_alloc"], r["traced_alloc"]) for r in rows]
+    total = [pct(r["analytic"], r["traced"]) for r in rows]
+    lines = [
+        "# The runner's step: analytic vs traced estimate",
+        "",
+        f"Date: {dt.date.today().isoformat()}. Machine: {platform.machine()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"trl {trl.__version__} (CPU; the trace needs no GPU).",
+        "Command: `HF_HUB_OFFLINE=1 python bench/estimate_runner_trace.py --write bench/estimate_runner_trace.md`.",
+        "",
+        "Step: trl's SFTTrainer with its fused LM head (`--loss-path trl_fused`, what `workbench --run` "
+        "trains), bf16 autocast, SDPA (eager where transformers has none), torch AdamW, LoRA dropout 0, "
+        "every position trained. No GPU has measured this step yet; this compares two independent "
+        "routes to it. 'analytic' is `workbench estimate`, 'traced' is the allocations of the real "
+        "code replayed through the caching-allocator model (`workbench estimate --trace`, which reports "
+        "the analytic allocated terms plus the traced reserve).",
+        "",
+        f"{len(rows)} steps on {len({r['model'] for r in rows})} architectures. Allocated peak, analytic vs "
+        f"traced: median |difference| {statistics.median(abs(x) for x in alloc):.1f}%, from {min(alloc):+.1f}% "
+        f"to {max(alloc):+.1f}%. Reserved (analytic rule vs replay): median |difference| "
+        f"{statistics.median(abs(x) for x in total):.1f}%, from {min(total):+.1f}% to {max(total):+.1f}% "
+        "(positive: the analytic estimate is the larger).",
+        "",
+        "| model | r | targets | batch x seq | ckpt | analytic allocated GiB | traced allocated GiB | difference "
+        "| analytic reserve GiB | traced reserve GiB | analytic reserved GiB | traced reserved GiB | difference "
+        "| analytic peak moment | traced peak at |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r, a, t in zip(rows, alloc, total):
+        lines.append(f"| {r['model']} | {r['r']} | {r['targets']} | {r['shape']} | {'on' if r['ckpt'] else 'off'} | "
+                     f"{r['analytic_alloc'] / GIB:.2f} | {r['traced_alloc'] / GIB:.2f} | {a:+.1f}% | "
+                     f"{r['analytic_reserve'] / GIB:.2f} | {r['traced_reserve'] / GIB:.2f} | "
+                     f"{r['analytic'] / GIB:.2f} | {r['traced'] / GIB:.2f} | {t:+.1f}% | {r['phase']} | {r['peak_at']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="only the shipped configs whose name contains this")
+    parser.add_argument("--write", type=Path)
+    args = parser.parse_args(argv)
+    names = sorted(p.name for p in (ROOT / "assets" / "configs").iterdir() if args.only in p.name)
+    rows = [row for name in names for row in rows_for(name)]
+    text = report(rows)
+    if args.write:
+        args.write.write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
