@@ -171,3 +171,14 @@ def test_cli_trace_of_an_untraceable_step_keeps_the_analytic_estimate(tmp_path, 
                                     "--json", cwd=tmp_path, check=True).stdout)
     assert out["breakdown"] == analytic["breakdown"] and analytic["trace"] is None
     assert "transient bytes" in out["explain"]["allocator reserve"]
+
+
+def test_cli_trace_of_a_model_transformers_cannot_build_says_so(tmp_path):
+    model = tmp_path / "mystery"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({**tiny_config(), "model_type": "mystery-lm"}))
+    # the analytic estimate reads the shape keys of any model type; transformers cannot build it
+    proc = workbench("estimate", "--model", str(model), "--trace", "--json", cwd=tmp_path, check=True)
+    why = json.loads(proc.stdout)["trace"]["why"]
+    assert "the trace failed (ValueError: Unrecognized model identifier: mystery-lm" in why
+    assert len(why) < 400 and "Traceback" not in proc.stderr

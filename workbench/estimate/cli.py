@@ -235,6 +235,10 @@ def _replayed(config: dict, settings, est):
     except ImportError as exc:  # torch / transformers / peft missing from this install
         return est, {"traced": False, "why": f"tracing needs {exc.name}: pip install torch "
                                              "transformers peft"}
+    except Exception as exc:  # noqa: BLE001 - a model transformers cannot build, say so
+        first = str(exc).split(". ")[0][:200]  # transformers lists every model type it knows
+        return est, {"traced": False, "why": f"the trace failed ({type(exc).__name__}: {first}); "
+                                             "the estimate keeps the analytic allocator reserve"}
     return with_replayed_reserve(est, traced), {"traced": True, **traced.to_dict()}
 
 

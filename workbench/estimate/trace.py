@@ -124,7 +124,7 @@ def _quiet():
                 lg.setLevel(level)
 
 
-def _dtypes(settings: EstimateSettings):
+def _dtype(settings: EstimateSettings):
     import torch
 
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[settings.precision]
@@ -300,7 +300,7 @@ def _run_steps(config, settings, steps, num_layers, events, state, recorder):
         cfg.num_hidden_layers = num_layers
     # transformers 5 has no SDPA path for some model types: they run eager, as in the runner
     attn = "eager" if settings.attn == "eager" or model_type in NO_SDPA_MODEL_TYPES else "sdpa"
-    dtype = _dtypes(settings)
+    dtype = _dtype(settings)
     with FakeTensorMode(allow_non_fake_inputs=False), recorder:
         with torch.device("cpu"):
             model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=attn)
