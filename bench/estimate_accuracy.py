@@ -15,7 +15,8 @@ Two estimates are compared with the measurements:
   caching-allocator model (workbench/estimate/trace.py). bitsandbytes cannot be traced, so the
   QLoRA points keep the analytic reserve there, as the command does.
 `--trace` traces every traceable point (5-20 s each) and writes their results to
-`bench/estimate_trace.jsonl`; without it the committed results are read.
+`bench/estimate_trace.jsonl`; without it the committed results are read, and a traceable
+point they lack (other measurements, `--truth DIR`) is traced on the spot.
 
 Exit code 1 when a memory target is missed by the replayed estimate (median |error| <= 3%,
 every point within 10%, no point under-estimated by more than 5%), so CI notices a change that
@@ -102,7 +103,10 @@ def trace_points(truth: Path, path: Path = TRACES, only: str = "") -> None:
 
 
 def evaluate(truth: Path, traces: dict[str, dict] | None = None) -> tuple[list[dict], dict]:
-    from workbench.estimate.trace import TraceUnsupported, TracedStep, check_traceable, with_replayed_reserve
+    """Rows per measured point. A traceable point without a committed trace (measurements
+    other than the shared ones) is traced here, as `workbench estimate --trace` would."""
+    from workbench.estimate.trace import (TraceUnsupported, TracedStep, check_traceable, trace_step,
+                                          with_replayed_reserve)
 
     archs, points, header = load_points(truth)
     traces = load_traces() if traces is None else traces
@@ -117,6 +121,10 @@ def evaluate(truth: Path, traces: dict[str, dict] | None = None) -> tuple[list[d
         try:
             check_traceable(s)
             traced = traces.get(point_key(p))
+            if traced is None:
+                step = trace_step(archs[p["arch"]], s)
+                traced = {"point": point_key(p), **step.to_dict()}
+                print(f"traced {point_key(p)} (no committed trace) in {step.seconds:.1f} s", file=sys.stderr)
         except TraceUnsupported:
             pass
         if traced:

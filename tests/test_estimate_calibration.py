@@ -127,3 +127,29 @@ def test_activation_terms_match_saved_tensors_on_cpu():
             "tie_word_embeddings": True, "max_position_embeddings": 8192}
     row = bench.measure("SmolLM2-135M", smol, seq=128)
     assert 0.95 <= row["ratio"] <= 1.05, row
+
+
+def test_measurements_without_a_committed_trace_are_traced_on_the_spot(tmp_path):
+    """Other measurements (`--truth DIR`): a traceable point the committed traces lack is
+    traced by the script itself, so the report is the `--trace` estimate there too."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("estimate_accuracy", REPO / "bench" / "estimate_accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    config = json.loads((REPO / "assets" / "tiny-model" / "config.json").read_text())
+    arch = architecture_from_config(config)
+    from workbench.estimate.params import lora_params
+
+    point = {"arch": "tiny", "method": "lora", "r": 8, "alpha": 16, "targets": "qkvo", "batch": 2,
+             "seq": 64, "grad_ckpt": False, "peak_alloc": 50 * MIB, "peak_reserved": 60 * MIB,
+             "trainable_params": lora_params(arch, attention_only_targets(arch), 8),
+             "step_s": 0.05, "tokens_per_s": 2560.0}
+    qlora = {**point, "method": "qlora"}
+    (tmp_path / "archs.json").write_text(json.dumps({"tiny": config}))
+    (tmp_path / "vram_h200_calibration.jsonl").write_text(
+        "\n".join(json.dumps(x) for x in ({"device": "test"}, point, qlora)) + "\n")
+    rows, _ = bench.evaluate(tmp_path, traces={})
+    traced, analytic = rows
+    assert traced["traced"] and traced["sim"] > 0 and traced["rep"] != traced["est"]
+    assert not analytic["traced"] and analytic["rep"] == analytic["est"]  # QLoRA: the rule
