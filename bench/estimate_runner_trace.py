@@ -88,6 +88,11 @@ def report(rows: list[dict]) -> str:
         f"{statistics.median(abs(x) for x in total):.1f}%, from {min(total):+.1f}% to {max(total):+.1f}% "
         "(positive: the analytic estimate is the larger).",
         "",
+        "Largest allocated differences (where one of the two misreads the code; not resolved here): "
+        + "; ".join(f"{r['model']} r{r['r']} {r['targets']} {r['shape']} checkpointing "
+                    f"{'on' if r['ckpt'] else 'off'} {a:+.1f}% ({r['phase']})"
+                    for a, r in sorted(zip(alloc, rows), key=lambda x: -abs(x[0]))[:3]) + ".",
+        "",
         "| model | r | targets | batch x seq | ckpt | analytic allocated GiB | traced allocated GiB | difference "
         "| analytic reserve GiB | traced reserve GiB | analytic reserved GiB | traced reserved GiB | difference "
         "| analytic peak moment | traced peak at |",
