@@ -314,6 +314,14 @@ def _per_layer_activations(arch: Architecture, s: EstimateSettings) -> tuple[int
     k_width = arch.q_dim if (mask or s.attn == "eager") else arch.kv_dim
     # SDPA under autocast casts q, k, v to bf16 and saves them with the output; logsumexp fp32.
     parts["attention q/k/v/out"] = a * (2 * arch.q_dim + 2 * k_width) + 4 * arch.heads
+    # A fused q/k/v projection (Phi-3): v is a view of its output, so the v saved for attention
+    # keeps the whole q/k/v output alive, unless v was copied first: into the KV cache (built in
+    # training when checkpointing is off and the model's own forward runs, the full-logits
+    # loop; trl's fused head passes use_cache=False) or by repeat_kv for grouped heads.
+    repeated = (mask or s.attn == "eager") and arch.kv_heads != arch.heads
+    kv_cache = s.loss_path == "full_logits" and not s.grad_ckpt
+    if any(lin.name == "qkv_proj" for lin in arch.linears) and not (kv_cache or repeated):
+        parts["fused q/k/v output held by v"] = mw * (arch.q_dim + arch.kv_dim)
     if s.attn == "eager":
         # scores: fp32 softmax output + its bf16 copy saved for the matmul with v.
         extra = 2 if arch.attn_logit_softcapping else 0
