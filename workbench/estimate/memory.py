@@ -28,6 +28,10 @@ Each term below says which code it follows (versions in the venv: torch 2.13, tr
   no mask, transformers passes `enable_gqa` so k and v stay at the kv-head size
   (transformers/integrations/sdpa_attention.py `use_gqa_in_sdpa`); with a mask (sliding
   window shorter than the sequence, or packing) k and v are repeated to every head.
+- A fused q/k/v projection (Phi-3's qkv_proj): v is a view of the projection's output, so the
+  v attention saves keeps all of q/k/v alive, unless the KV cache copied v first (transformers
+  builds one in training when checkpointing is off and the model's own forward runs; trl's fused
+  head passes use_cache=False). Found by tracing the runner's step (bench/estimate_runner_trace.md).
 - Gated MLP: the activation saves its input, the product saves both factors: 3 x intermediate.
 - Loss, two paths (`loss_path`):
   * "trl_fused": trl 1.16's SFTTrainer (which the runner uses) patches the model with
