@@ -26,6 +26,10 @@ Writes $OUT/estimate_memory_gpu.json and .md (OUT defaults to bench/out): every 
 measured and estimated bytes and the error, then the accuracy summary (median absolute
 error, max, worst under-estimate) against the target (median <= 5%, all within 15%, no
 under-estimate beyond 10%).
+
+The runner's step (`trl_fused`) points also carry the `workbench estimate --trace` estimate,
+traced on a CPU beforehand and committed (`bench/estimate_memory_gpu_traces.json`, made by
+`python bench/estimate_memory_gpu.py --trace-cpu`) so the GPU's minutes go to measuring.
 """
 
 from __future__ import annotations
@@ -77,9 +81,16 @@ class Point:
     estimated_bytes: int = 0
     measured_bytes: int | None = None
     error_pct: float | None = None
+    traced_bytes: int | None = None       # `workbench estimate --trace`, runner's step only
+    traced_error_pct: float | None = None
     status: str = "planned"
     seconds: float | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return (f"{self.model}/{self.method}/r{self.r}/{self.targets}/{self.batch}x{self.seq}/"
+                f"ck{int(self.grad_ckpt)}/{self.loss_path}")
 
     def settings(self, arch) -> EstimateSettings:
         targets = "all-linear" if self.targets == "all-linear" else attention_only_targets(arch)
@@ -89,14 +100,23 @@ class Point:
                                 precision="bf16", attn="sdpa", loss_path=self.loss_path)
 
 
+TRACES = REPO / "bench" / "estimate_memory_gpu_traces.json"
+
+
+def traced_estimates() -> dict[str, int]:
+    return json.loads(TRACES.read_text())["points"] if TRACES.is_file() else {}
+
+
 def plan_points(models=MODELS) -> list[Point]:
     points = []
+    traced = traced_estimates()
     for model in models:
         config, _ = load_model_config(model)
         arch = architecture_from_config(config)
         for shape in SHAPES:
             p = Point(model, *shape)
             p.estimated_bytes = estimate_memory(arch, p.settings(arch)).reserved_bytes
+            p.traced_bytes = traced.get(p.key)
             points.append(p)
     # Small to large within each model (models are already ordered small to large), so a
     # time-out or an OOM costs the biggest points only.
@@ -258,6 +278,9 @@ def measure_all(points: list[Point], budget_s: float, device: str, tiny: bool = 
                     torch.cuda.empty_cache()
             if p.measured_bytes:
                 p.error_pct = round(100 * (p.estimated_bytes - p.measured_bytes) / p.measured_bytes, 2)
+                if p.traced_bytes:
+                    p.traced_error_pct = round(
+                        100 * (p.traced_bytes - p.measured_bytes) / p.measured_bytes, 2)
             print(f"{p.model:16} {p.method:5} r={p.r:<2} {p.targets:10} b={p.batch} s={p.seq:<4} "
                   f"ckpt={int(p.grad_ckpt)} {p.loss_path:11} est={p.estimated_bytes / 2**30:6.2f} "
                   f"meas={(p.measured_bytes or 0) / 2**30:6.2f} err={p.error_pct} {p.status} "
@@ -283,7 +306,43 @@ def summarize(points: list[Point]) -> dict:
     }
     summary["meets_target"] = (summary["median_abs_error_pct"] <= 5 and summary["max_abs_error_pct"] <= 15
                                and worst_under >= -10 and len(errors) >= 60 and summary["models"] >= 8)
+    traced = [p.traced_error_pct for p in points if p.traced_error_pct is not None]
+    if traced:  # the runner's step, `--trace` estimate against the same measurements
+        summary["traced_points"] = len(traced)
+        summary["traced_median_abs_error_pct"] = round(statistics.median(abs(e) for e in traced), 2)
+        summary["traced_max_abs_error_pct"] = round(max(abs(e) for e in traced), 2)
+        summary["traced_worst_under_estimate_pct"] = round(min(traced), 2)
     return summary
+
+
+def trace_on_cpu(models=MODELS) -> None:
+    """The `--trace` estimate of every traceable runner's-step point, written to TRACES."""
+    import platform
+
+    import torch
+    import transformers
+
+    from workbench.estimate.trace import TraceUnsupported, check_traceable, trace_step, with_replayed_reserve
+
+    found = {}
+    for p in plan_points(models):
+        config, _ = load_model_config(p.model)
+        arch = architecture_from_config(config)
+        settings = p.settings(arch)
+        try:
+            check_traceable(settings)
+        except TraceUnsupported:
+            continue
+        if p.loss_path != "trl_fused":  # this script's full-logits step drops the output early
+            continue
+        traced = trace_step(config, settings)
+        found[p.key] = with_replayed_reserve(estimate_memory(arch, settings), traced).reserved_bytes
+        print(f"{p.key}: analytic {p.estimated_bytes / 2**30:.2f} GiB, --trace "
+              f"{found[p.key] / 2**30:.2f} GiB ({traced.seconds:.0f} s)", flush=True)
+    TRACES.write_text(json.dumps({"machine": f"{platform.machine()} CPU", "torch": torch.__version__,
+                                  "transformers": transformers.__version__,
+                                  "command": "python bench/estimate_memory_gpu.py --trace-cpu",
+                                  "points": found}, indent=1) + "\n")
 
 
 def write_tables(points: list[Point], out_dir: Path, machine: dict) -> dict:
@@ -295,14 +354,16 @@ def write_tables(points: list[Point], out_dir: Path, machine: dict) -> dict:
     lines = ["# Memory estimate vs measured peak (torch.cuda.max_memory_reserved)", "",
              f"Machine: {machine}", "",
              "| model | method | r | targets | batch | seq | ckpt | loss | measured GiB | "
-             "estimated GiB | error % | status |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "estimated GiB | error % | --trace GiB | --trace error % | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         measured = f"{p.measured_bytes / gib:.2f}" if p.measured_bytes else "-"
+        traced = f"{p.traced_bytes / gib:.2f}" if p.traced_bytes else "-"
         lines.append(f"| {p.model} | {p.method} | {p.r} | {p.targets} | {p.batch} | {p.seq} | "
                      f"{'on' if p.grad_ckpt else 'off'} | {p.loss_path} | {measured} | "
                      f"{p.estimated_bytes / gib:.2f} | "
-                     f"{'' if p.error_pct is None else p.error_pct} | {p.status} |")
+                     f"{'' if p.error_pct is None else p.error_pct} | {traced} | "
+                     f"{'' if p.traced_error_pct is None else p.traced_error_pct} | {p.status} |")
     lines += ["", "## Accuracy", ""]
     lines += [f"- {k}: {v}" for k, v in summary.items()]
     lines += ["", "Target: median absolute error <= 5%, every point within 15%, no point "
@@ -338,9 +399,15 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=420.0,
                         help="stop starting new points after this many seconds (default 420)")
     parser.add_argument("--only", help="comma-separated model names")
+    parser.add_argument("--trace-cpu", action="store_true",
+                        help=f"trace the runner's-step points on this CPU and write {TRACES.name}")
     args = parser.parse_args(argv)
     out_dir = Path(os.environ.get("OUT") or REPO / "bench" / "out")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    if args.trace_cpu:
+        trace_on_cpu(tuple(m.strip() for m in args.only.split(",")) if args.only else MODELS)
+        return 0
 
     if args.dry_run:
         points = plan_points(("tinyllama-1.1b",))
@@ -348,6 +415,7 @@ def main(argv=None) -> int:
                   next(p for p in points if p.method == "qlora" and p.grad_ckpt)]
         for p in points:
             p.batch, p.seq = 1, 32
+            p.traced_bytes = None  # traced for the full-size model, not this tiny one
         measure_all(points, budget_s=120, device="cpu", tiny=True)
         write_tables(points, out_dir, machine_info("cpu"))
         bad = [p for p in points if p.status.startswith("error")]

@@ -94,14 +94,13 @@ def check_traceable(settings: EstimateSettings) -> None:
                                + ": the estimate keeps the analytic allocator reserve")
 
 
-def trace_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STEPS,
-               num_layers: int | None = None) -> TracedStep:
+def trace_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STEPS) -> TracedStep:
     """Trace `steps` training steps of the model `config` (a config.json dict) with
-    `settings` and replay them. `num_layers` shortens the model (tests)."""
+    `settings` and replay them."""
     settings.check()
     check_traceable(settings)
     start = time.monotonic()
-    events, trainable = record_step(config, settings, steps, num_layers)
+    events, trainable = record_step(config, settings, steps)
     result = replay(events, preallocated=(CUBLAS_WORKSPACE_BYTES,) * CUBLAS_WORKSPACES)
     return TracedStep(result.peak_allocated, result.peak_reserved, result.segments_created,
                       result.peak_label, trainable, len(events), time.monotonic() - start)
@@ -130,8 +129,8 @@ def _dtype(settings: EstimateSettings):
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[settings.precision]
 
 
-def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STEPS,
-                num_layers: int | None = None) -> tuple[list[tuple], int]:
+def record_step(config: dict, settings: EstimateSettings,
+                steps: int = TRACE_STEPS) -> tuple[list[tuple], int]:
     """(events, trainable parameters): the device allocations and frees of building the
     model and running `steps` training steps, in order, as `allocator.replay` takes them."""
     import torch
@@ -178,7 +177,7 @@ def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STE
         for obj, name, value in patches:
             setattr(obj, name, value)
         try:
-            return _run_steps(config, settings, steps, num_layers, events, state, Recorder())
+            return _run_steps(config, settings, steps, events, state, Recorder())
         finally:  # the patches are global: leave torch, transformers and peft as they were
             for obj, name, value in saved:
                 setattr(obj, name, value)
@@ -287,7 +286,7 @@ def _trl_triton_patches() -> list[tuple]:
             (chunked, "_addmm_fp32", in_place)]
 
 
-def _run_steps(config, settings, steps, num_layers, events, state, recorder):
+def _run_steps(config, settings, steps, events, state, recorder):
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -296,8 +295,6 @@ def _run_steps(config, settings, steps, num_layers, events, state, recorder):
     cfg_dict = {k: v for k, v in config.items() if k not in ("quantization_config",)}
     model_type = cfg_dict.pop("model_type")
     cfg = AutoConfig.for_model(model_type, **cfg_dict)
-    if num_layers:
-        cfg.num_hidden_layers = num_layers
     # transformers 5 has no SDPA path for some model types: they run eager, as in the runner
     attn = "eager" if settings.attn == "eager" or model_type in NO_SDPA_MODEL_TYPES else "sdpa"
     dtype = _dtype(settings)
@@ -338,6 +335,8 @@ def _run_steps(config, settings, steps, num_layers, events, state, recorder):
                     gc.collect()
             state["phase"] = f"step{step}.optimizer"
             state["skip_scalars"] = True  # the step counters live on the host
+            if fused:  # the trainer clips gradients (max_grad_norm) before each step
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state["skip_scalars"] = False
