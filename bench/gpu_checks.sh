@@ -17,7 +17,9 @@ python3 -c "import torch, transformers, peft, trl, bitsandbytes; print('torch', 
 'bitsandbytes', bitsandbytes.__version__)"
 step() { echo; echo "== $1 ($(date -u +%T))"; shift; "$@"; echo "== exit $?"; }
 
-# Issue 4: the memory estimate against max_memory_reserved, 72 planned points, small first.
+# Issues 4 and 10: the memory estimate against max_memory_reserved, 72 planned points, small
+# first; the runner's-step points also against `estimate --trace` (traced on a CPU beforehand:
+# bench/estimate_memory_gpu_traces.json).
 step "memory sweep" timeout 330 python3 bench/estimate_memory_gpu.py --budget-s 270
 # Issues 5 and 12: how the engine batches its three systems, timed three ways (now: sorted,
 # few-shot apart, base + fine-tuned sharing calls; one adapter a call; before: all mixed in
