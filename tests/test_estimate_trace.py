@@ -202,3 +202,29 @@ def test_one_more_layer_costs_what_the_analytic_terms_say(model, loss_path):
         analytic.append(est.reserved_bytes - est.breakdown["allocator reserve"])
         traced.append(trace_step(c, s).peak_allocated)
     assert analytic[1] - analytic[0] == pytest.approx(traced[1] - traced[0], rel=0.02)
+
+
+@pytest.mark.parametrize("change", [
+    {"method": "dora"}, {"method": "dora", "grad_ckpt": True}, {"precision": "fp16"},
+    {"precision": "fp32"}, {"optimizer": "adamw_torch_fused"}, {"optimizer": "sgd"},
+    {"grad_accum": 4}, {"dropout": 0.1}, {"attn": "eager"},
+], ids=lambda change: ",".join(f"{k}={v}" for k, v in change.items()))
+def test_every_traceable_setting_traces_and_agrees_with_the_analytic_terms(change):
+    config = qwen_config(2)
+    s = EstimateSettings(**{**SMALL.__dict__, "loss_path": "trl_fused", **change})
+    est = estimate_memory(architecture_from_config(config), s)
+    traced = trace_step(config, s)
+    assert traced.trainable_params == est.trainable_params
+    assert traced.peak_allocated == pytest.approx(
+        est.reserved_bytes - est.breakdown["allocator reserve"], rel=0.03)
+
+
+def test_full_fine_tuning_traces_and_agrees_with_the_analytic_terms():
+    config = qwen_config(24)  # all of Qwen2.5-0.5B: weights, gradients and AdamW states dominate
+    s = EstimateSettings(method="full", batch=1, seq=128, grad_ckpt=False, dropout=0.0)
+    est = estimate_memory(architecture_from_config(config), s)
+    traced = trace_step(config, s)
+    assert traced.trainable_params == est.trainable_params == 494_032_768
+    assert "optimizer" in traced.peak_label and est.phase == "the optimizer steps"
+    assert traced.peak_allocated == pytest.approx(
+        est.reserved_bytes - est.breakdown["allocator reserve"], rel=0.03)
