@@ -148,8 +148,8 @@ class CachingAllocator:
 class Replay:
     peak_allocated: int
     peak_reserved: int
-    segments_created: int
-    peak_label: str
+    segments_created: int   # cudaMalloc calls after the peak reset (steady state: few)
+    peak_label: str         # the allocation that set the allocated peak
 
     @property
     def reserve(self) -> int:

@@ -44,7 +44,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-from workbench.estimate.allocator import replay
+from workbench.estimate.allocator import Replay, replay
 from workbench.estimate.memory import (CUBLAS_WORKSPACE_BYTES, CUBLAS_WORKSPACES, Estimate,
                                        EstimateSettings, NO_SDPA_MODEL_TYPES, SPILL_NOTE, Term)
 from workbench.fmt import fmt_gib
@@ -59,18 +59,13 @@ class TraceUnsupported(ConfigError):
 
 
 @dataclass(frozen=True)
-class TracedStep:
-    peak_allocated: int
-    peak_reserved: int
-    segments_created: int   # cudaMalloc calls after the peak reset (steady state: few)
-    peak_label: str         # the allocation that set the allocated peak
+class TracedStep(Replay):
+    """The replay's peaks (Replay) and what the trace adds: the trainable parameters peft
+    made, how many allocation events the step had, how long the trace took."""
+
     trainable_params: int
     events: int
     seconds: float
-
-    @property
-    def reserve(self) -> int:
-        return self.peak_reserved - self.peak_allocated
 
     def to_dict(self) -> dict:
         return {"peak_allocated": self.peak_allocated, "peak_reserved": self.peak_reserved,
