@@ -239,6 +239,29 @@ def _cuda_path_patches(torch, F) -> list[tuple]:
             del delta
             return dq, dk, dv, None
 
+    class FusedDropout(torch.autograd.Function):
+        """at::native_dropout's allocations, the kernel torch picks on CUDA: the output and a
+        1-byte mask, the mask saved for backward. (On the CPU torch multiplies by a noise
+        tensor of the input's dtype and saves it: 4 bytes an element for peft's fp32 LoRA
+        input, which would count a GPU's dropout four times over.)"""
+
+        @staticmethod
+        def forward(ctx, x):
+            mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+            ctx.save_for_backward(mask)
+            return torch.empty_like(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return torch.empty_like(grad)
+
+    cpu_dropout = F.dropout
+
+    def dropout(input, p=0.5, training=True, inplace=False):
+        if training and 0 < p < 1 and not inplace and input.numel():
+            return FusedDropout.apply(input)
+        return cpu_dropout(input, p, training, inplace)
+
     def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
              enable_gqa=False):
         if q.dtype == torch.float32 and torch.is_autocast_enabled("cpu"):
@@ -252,6 +275,7 @@ def _cuda_path_patches(torch, F) -> list[tuple]:
 
     return [
         (F, "scaled_dot_product_attention", sdpa),
+        (F, "dropout", dropout),
         # transformers treats FakeTensors as tracing and then keeps an explicit causal mask;
         # on the device the mask is skipped and SDPA runs causal.
         (masking_utils, "is_tracing", lambda *a, **k: False),
