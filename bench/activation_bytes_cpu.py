@@ -64,11 +64,11 @@ def saved_bytes(spec: dict, layers: int, targets: list[str], seq: int, attn: str
 
 
 def measure(name: str, spec: dict, seq: int) -> dict:
-    from workbench.estimate.memory import NO_SDPA_MODEL_TYPES, EstimateSettings, _per_layer_activations
+    from workbench.estimate.memory import EstimateSettings, runs_eager, _per_layer_activations
     from workbench.estimate.params import architecture_from_config, attention_only_targets
 
     arch = architecture_from_config(spec)
-    attn = "eager" if arch.model_type in NO_SDPA_MODEL_TYPES else "sdpa"
+    attn = "eager" if runs_eager(arch.model_type) else "sdpa"
     targets = list(attention_only_targets(arch))
     one, two = (saved_bytes(spec, n, targets, seq, attn) for n in (1, 2))
     measured = (two - one) / seq

@@ -106,7 +106,7 @@ def evaluate(truth: Path, traces: dict[str, dict] | None = None) -> tuple[list[d
     """Rows per measured point. A traceable point without a committed trace (measurements
     other than the shared ones) is traced here, as `workbench estimate --trace` would."""
     from workbench.estimate.trace import (TraceUnsupported, TracedStep, check_traceable, trace_step,
-                                          with_replayed_reserve)
+                                          with_trace)
 
     archs, points, header = load_points(truth)
     traces = load_traces() if traces is None else traces
@@ -130,7 +130,7 @@ def evaluate(truth: Path, traces: dict[str, dict] | None = None) -> tuple[list[d
         if traced:
             fields = ("peak_allocated", "peak_reserved", "segments_created", "trainable_params",
                       "events", "seconds")
-            replayed = with_replayed_reserve(est, TracedStep(
+            replayed = with_trace(est, TracedStep(
                 **{f: traced[f] for f in fields}, peak_label=traced["peak_at"]))
         rows.append({
             "traced": bool(traced),

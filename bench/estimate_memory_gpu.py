@@ -322,7 +322,7 @@ def trace_on_cpu(models=MODELS) -> None:
     import torch
     import transformers
 
-    from workbench.estimate.trace import TraceUnsupported, check_traceable, trace_step, with_replayed_reserve
+    from workbench.estimate.trace import TraceUnsupported, check_traceable, trace_step, with_trace
 
     found = {}
     for p in plan_points(models):
@@ -336,7 +336,7 @@ def trace_on_cpu(models=MODELS) -> None:
         if p.loss_path != "trl_fused":  # this script's full-logits step drops the output early
             continue
         traced = trace_step(config, settings)
-        found[p.key] = with_replayed_reserve(estimate_memory(arch, settings), traced).reserved_bytes
+        found[p.key] = with_trace(estimate_memory(arch, settings), traced).reserved_bytes
         print(f"{p.key}: analytic {p.estimated_bytes / 2**30:.2f} GiB, --trace "
               f"{found[p.key] / 2**30:.2f} GiB ({traced.seconds:.0f} s)", flush=True)
     TRACES.write_text(json.dumps({"machine": f"{platform.machine()} CPU", "torch": torch.__version__,

@@ -3,6 +3,7 @@ step under FakeTensorMode on the CPU and replays it through the caching-allocato
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -11,7 +12,7 @@ from conftest import REPO, SHARED_DATA, TINY_MODEL, workbench
 from workbench.estimate.memory import EstimateSettings, estimate_memory
 from workbench.estimate.params import architecture_from_config, lora_params
 from workbench.estimate.trace import (TraceUnsupported, check_traceable, record_step, trace_step,
-                                      with_replayed_reserve)
+                                      with_trace)
 
 GPU_TRUTH = SHARED_DATA / "gpu-truth"
 SMALL = EstimateSettings(r=8, batch=2, seq=64, grad_ckpt=False, dropout=0.0, loss_path="full_logits")
@@ -69,21 +70,38 @@ def test_the_traced_allocated_peak_agrees_with_the_analytic_terms():
     assert "step1" in traced.peak_label and traced.peak_reserved >= traced.peak_allocated
 
 
-def test_the_replayed_reserve_replaces_the_rule_and_the_terms_still_add_up():
+def test_the_headline_follows_the_trace_and_the_terms_still_add_up():
     config = qwen_config(2)
     s = EstimateSettings(r=16, batch=2, seq=256, grad_ckpt=False, dropout=0.0,
                          loss_path="full_logits")
     est = estimate_memory(architecture_from_config(config), s)
     traced = trace_step(config, s)
-    replayed = with_replayed_reserve(est, traced)
+    replayed = with_trace(est, traced)
     assert replayed.breakdown["allocator reserve"] == traced.reserve
+    assert replayed.reserved_bytes == traced.peak_reserved
+    assert replayed.peak_bytes == traced.peak_reserved + est.breakdown["CUDA context"]
     assert sum(replayed.breakdown.values()) == replayed.peak_bytes
-    assert replayed.reserved_bytes == replayed.peak_bytes - replayed.breakdown["CUDA context"]
-    assert [k for k in replayed.breakdown] == [k for k in est.breakdown]
+    gap = traced.peak_allocated - (est.reserved_bytes - est.breakdown["allocator reserve"])
+    assert replayed.breakdown.get("traced vs the terms", 0) == gap
+    assert [k for k in replayed.breakdown if k != "traced vs the terms"] == list(est.breakdown)
     assert "replayed" in {t.name: t.why for t in replayed.terms}["allocator reserve"]
     # the analytic note about a possible extra logits block is settled by the replay
     assert any("one more fp32 logits block" in n for n in est.notes)
     assert not any("one more fp32 logits block" in n for n in replayed.notes)
+
+
+def test_a_trace_that_disagrees_with_the_terms_says_so_and_wins():
+    """Beyond 5% apart, the output names the disagreement and which number it used."""
+    config = qwen_config(2)
+    s = EstimateSettings(r=16, batch=2, seq=256, grad_ckpt=False, dropout=0.0)
+    est = estimate_memory(architecture_from_config(config), s)
+    traced = trace_step(config, s)
+    inflated = dataclasses.replace(traced, peak_allocated=int(traced.peak_allocated * 1.2),
+                                   peak_reserved=int(traced.peak_reserved * 1.2))
+    out = with_trace(est, inflated)
+    assert out.reserved_bytes == inflated.peak_reserved
+    assert any("disagree" in n and "the headline uses the trace" in n for n in out.notes)
+    assert not any("disagree" in n for n in with_trace(est, traced).notes)
 
 
 @pytest.mark.parametrize("grad_ckpt", [False, True])

@@ -70,13 +70,13 @@ def compute_view(arch: Any, profile: Any, detected: dict | None,
     from workbench.estimate.gpus import find_gpu
     from workbench.estimate.memory import EstimateSettings, estimate_memory
     from workbench.estimate.speed import estimate_time
-    from workbench.estimate.trace import with_replayed_reserve
+    from workbench.estimate.trace import with_trace
 
     settings = EstimateSettings.from_profile(profile)
     est = estimate_memory(arch, settings)
     replayed = traced is not None and traced[0] == settings
     if replayed:
-        est = with_replayed_reserve(est, traced[1])
+        est = with_trace(est, traced[1])
     gpu = choose_gpu(profile.budget.gpu, detected)
     view = EstimateView(est, gpu, None)
     view.notes.append(f"allocator reserve replayed from the traced step ({traced[1].seconds:.0f} s)"

@@ -20,7 +20,7 @@ JSON output (`--json`), one object:
                       "frozen weights", "quantization constants", "trainable params",
                       "optimizer states", "gradients", "optimizer step temporaries",
                       "autocast weight cache", "saved activations", "logits and loss",
-                      "recomputation", "backward gradient buffers", "allocator reserve",
+                      "recomputation", "backward gradient buffers", "traced vs the terms" (--trace), "allocator reserve",
                       "CUDA context"
     explain           {term: one line saying how it was computed}
     peak_phase        str   the moment of the step that holds the peak
@@ -29,8 +29,10 @@ JSON output (`--json`), one object:
     model_type, model_source, settings {method, r, alpha, ...}, notes [str]
     trace             null without --trace; else {traced: true, peak_allocated,
                       peak_reserved, reserve, segments_created, peak_at, trainable_params,
-                      events, seconds} (the "allocator reserve" term is then the replayed
-                      reserve) or {traced: false, why}
+                      events, seconds, analytic_allocated}: peak_bytes, reserved_bytes and the
+                      verdicts then follow the trace (the "allocator reserve" term is the
+                      replayed reserve, "traced vs the terms" what the trace allocates beyond
+                      the analytic terms) or {traced: false, why}
     gpu               {key, name, memory_bytes, available_bytes, source} or null
     fits              bool, or null when no GPU was given or found
     verdict           "fits" | "tight" | "does not fit" | null
@@ -226,7 +228,7 @@ def build_report(args) -> dict:
 def _replayed(config: dict, settings, est):
     """(estimate, trace report): the estimate with the replayed allocator reserve, or the
     analytic one and the reason the step could not be traced."""
-    from workbench.estimate.trace import TraceUnsupported, trace_step, with_replayed_reserve
+    from workbench.estimate.trace import TraceUnsupported, trace_step, with_trace
 
     try:
         traced = trace_step(config, settings)
@@ -239,7 +241,9 @@ def _replayed(config: dict, settings, est):
         first = str(exc).split(". ")[0][:200]  # transformers lists every model type it knows
         return est, {"traced": False, "why": f"the trace failed ({type(exc).__name__}: {first}); "
                                              "the estimate keeps the analytic allocator reserve"}
-    return with_replayed_reserve(est, traced), {"traced": True, **traced.to_dict()}
+    analytic_allocated = est.reserved_bytes - est.breakdown["allocator reserve"]
+    return with_trace(est, traced), {"traced": True, **traced.to_dict(),
+                                     "analytic_allocated": analytic_allocated}
 
 
 def _world_size(args, profile) -> int:
@@ -340,9 +344,10 @@ def _print_text(report: dict) -> None:
     if trace and trace["traced"]:
         print(f"Traced: {trace['events']:,} allocations of {TRACE_STEPS_TEXT} replayed through "
               f"the caching allocator in {trace['seconds']:.1f} s: max_memory_allocated "
-              f"{fmt_gib(trace['peak_allocated'])} (the analytic terms above say "
-              f"{fmt_gib(report['reserved_bytes'] - trace['reserve'])}), max_memory_reserved "
-              f"{fmt_gib(trace['peak_reserved'])}")
+              f"{fmt_gib(trace['peak_allocated'])} (the analytic terms say "
+              f"{fmt_gib(trace['analytic_allocated'])}), max_memory_reserved "
+              f"{fmt_gib(trace['peak_reserved'])}: the peak above and the verdicts below "
+              "follow the trace")
     elif trace:
         print(f"Not traced: {trace['why']}")
     if report["gpu"]:

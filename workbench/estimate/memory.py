@@ -97,8 +97,10 @@ factor changed at a time; `bench/estimate_accuracy.md` has every point):
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 
 from workbench.estimate.params import Architecture, ConfigError, lora_params, resolve_targets
 from workbench.fmt import fmt_gib
@@ -119,9 +121,36 @@ STEP_MODELED = {
                    "kept through the step (the H200 calibration step, bench/estimate_accuracy.md)",
 }
 
-# transformers 5 has no SDPA path for these model types (Gemma-2's attention softcapping): the
-# model runs eager attention, and asking for sdpa is an error (the runner falls back to eager).
-NO_SDPA_MODEL_TYPES = {"gemma2"}
+# Model types whose SDPA path transformers removed, and the release that removed it: from then
+# on the model runs eager attention, asking for sdpa is an error, and the runner falls back to
+# eager. Gemma-2 (attention softcapping, which SDPA cannot apply) lost it in 5.21; before, it ran
+# SDPA without the softcapping (the H200 calibration's transformers 5.17 did).
+NO_SDPA_SINCE = {"gemma2": (5, 21)}
+
+
+@lru_cache(maxsize=1)
+def installed_transformers() -> str | None:
+    """The installed transformers' version, read from its metadata (no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return None
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
+
+
+def runs_eager(model_type: str, transformers_version: str | None = None) -> bool:
+    """Whether `model_type` has no SDPA path in that transformers (default: the installed one;
+    without transformers, the newest behaviour)."""
+    since = NO_SDPA_SINCE.get(model_type)
+    if since is None:
+        return False
+    version = transformers_version or installed_transformers()
+    return version is None or _release(version) >= since
 
 CUDA_CONTEXT_BYTES = 600 * MIB
 CUBLAS_WORKSPACE_BYTES = 32 * MIB
@@ -224,7 +253,7 @@ class Estimate:
                  f"({self.settings.method}, r={self.settings.r}, batch {self.settings.batch} "
                  f"x seq {self.settings.seq}, gradient checkpointing "
                  f"{'on' if self.settings.grad_ckpt else 'off'}, {self.settings.optimizer}, "
-                 f"{self.settings.precision})"]
+                 f"{self.settings.precision}, {self.settings.attn} attention)"]
         for t in self.terms:
             lines.append(f"  {t.name:<{width}}  {_gib(t.bytes):>10}  {t.why}")
         lines.append(f"  {'total':<{width}}  {_gib(self.peak_bytes):>10}  peak while {self.phase}; "
@@ -367,6 +396,11 @@ def _layer_backward_transient(arch: Architecture, s: EstimateSettings) -> int:
     rs = 4 if (s.method == "qlora" or s.precision == "fp32") else _width(s.precision)
     mlp = 3 * mw * i
     attn = 4 * arch.q_dim + 2 * (arch.q_dim + 2 * arch.kv_dim)
+    if s.attn == "eager":
+        # The softmax backward: the probabilities' gradient (bf16, in the place of the bf16
+        # probabilities the matmul's backward has just freed) and its fp32 upcast, beside the
+        # saved fp32 softmax output (counted in the saved / recomputed activations).
+        attn += 4 * arch.heads * s.seq
     return max(mlp, attn) + 2 * rs * h
 
 
@@ -403,14 +437,17 @@ def _loss_peak(arch: Architecture, s: EstimateSettings, tokens: int, rows: int) 
             f"(no full logits)")
 
 
-def estimate_memory(arch: Architecture, settings: EstimateSettings) -> Estimate:
-    """The peak of one steady-state training step, term by term."""
+def estimate_memory(arch: Architecture, settings: EstimateSettings,
+                    transformers_version: str | None = None) -> Estimate:
+    """The peak of one steady-state training step, term by term. `transformers_version`: the
+    transformers the step runs with, where it decides the attention (default: the installed one)."""
     s = settings
     s.check()
     notes: list[str] = []
-    if s.attn == "sdpa" and arch.model_type in NO_SDPA_MODEL_TYPES:
+    if s.attn == "sdpa" and runs_eager(arch.model_type, transformers_version):
         s = replace(s, attn="eager")
-        notes.append(f"{arch.model_type} has no SDPA attention in transformers: estimated with "
+        notes.append(f"{arch.model_type} has no SDPA attention in transformers "
+                     f"{transformers_version or installed_transformers() or ''}: estimated with "
                      "eager attention, as the runner will run it")
     rows = s.batch
     tokens = rows * s.seq
@@ -438,8 +475,6 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings) -> Estimate:
         # A boolean (B, 1, S, S) mask shared by the layers; two with alternating windows.
         kinds = 2 if arch.model_type in {"gemma2", "gemma3_text"} else 1
         mask_b = kinds * rows * s.seq * s.seq * (a if s.attn == "eager" else 1)
-        if s.attn == "eager":
-            notes.append("eager attention keeps (heads x seq x seq) scores per layer")
     rs = 4 if (qlora or s.precision == "fp32") else a
     outside_layers = tokens * 4 * arch.hidden  # final norm's fp32 upcast
     if s.grad_ckpt:
@@ -538,6 +573,14 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings) -> Estimate:
 
     breakdown = OrderedDict((t.name, t.bytes) for t in terms)
     total = reserved + CUDA_CONTEXT_BYTES
+    if s.attn == "eager":
+        flash = estimate_memory(arch, replace(s, attn="flash_attention_2")).peak_bytes
+        notes.append(f"eager attention saves {arch.heads} heads x {s.seq} x {s.seq} scores per "
+                     f"layer (the fp32 softmax and its bf16 copy"
+                     + (", the softcapping's tanh" if arch.attn_logit_softcapping else "")
+                     + f"); flash_attention_2 (pip install flash-attn; model.attn_implementation "
+                     f"= \"flash_attention_2\") would need {fmt_gib(total - flash)} less: "
+                     f"{fmt_gib(flash)}")
     return Estimate(peak_bytes=int(total), reserved_bytes=int(reserved), breakdown=breakdown,
                     terms=terms, trainable_params=trainable, total_params=arch.total_params,
                     tokens_per_step=tokens * s.grad_accum, settings=s,

@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 
 from workbench.estimate.allocator import Replay, replay
 from workbench.estimate.memory import (CUBLAS_WORKSPACE_BYTES, CUBLAS_WORKSPACES, Estimate,
-                                       EstimateSettings, NO_SDPA_MODEL_TYPES, SPILL_NOTE, Term)
+                                       EstimateSettings, SPILL_NOTE, Term, runs_eager)
 from workbench.fmt import fmt_gib
 from workbench.estimate.params import ConfigError, architecture_from_config, resolve_targets
 
@@ -89,13 +89,15 @@ def check_traceable(settings: EstimateSettings) -> None:
                                + ": the estimate keeps the analytic allocator reserve")
 
 
-def trace_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STEPS) -> TracedStep:
+def trace_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STEPS,
+               transformers_version: str | None = None) -> TracedStep:
     """Trace `steps` training steps of the model `config` (a config.json dict) with
-    `settings` and replay them."""
+    `settings` and replay them. `transformers_version`: the release whose attention choice to
+    follow (a measurement made with an older one), default the installed one."""
     settings.check()
     check_traceable(settings)
     start = time.monotonic()
-    events, trainable = record_step(config, settings, steps)
+    events, trainable = record_step(config, settings, steps, transformers_version)
     result = replay(events, preallocated=(CUBLAS_WORKSPACE_BYTES,) * CUBLAS_WORKSPACES)
     return TracedStep(result.peak_allocated, result.peak_reserved, result.segments_created,
                       result.peak_label, trainable, len(events), time.monotonic() - start)
@@ -124,8 +126,8 @@ def _dtype(settings: EstimateSettings):
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[settings.precision]
 
 
-def record_step(config: dict, settings: EstimateSettings,
-                steps: int = TRACE_STEPS) -> tuple[list[tuple], int]:
+def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STEPS,
+                transformers_version: str | None = None) -> tuple[list[tuple], int]:
     """(events, trainable parameters): the device allocations and frees of building the
     model and running `steps` training steps, in order, as `allocator.replay` takes them."""
     import torch
@@ -172,7 +174,8 @@ def record_step(config: dict, settings: EstimateSettings,
         for obj, name, value in patches:
             setattr(obj, name, value)
         try:
-            return _run_steps(config, settings, steps, events, state, Recorder())
+            return _run_steps(config, settings, steps, events, state, Recorder(),
+                              transformers_version)
         finally:  # the patches are global: leave torch, transformers and peft as they were
             for obj, name, value in saved:
                 setattr(obj, name, value)
@@ -262,6 +265,30 @@ def _cuda_path_patches(torch, F) -> list[tuple]:
             return FusedDropout.apply(input)
         return cpu_dropout(input, p, training, inplace)
 
+    class HalfToFloatSoftmax(torch.autograd.Function):
+        """softmax(x_bf16, dtype=float32) as CUDA runs it (eager attention's upcast softmax):
+        one kernel writes the fp32 output from the half input, saved for backward, and the
+        backward writes the gradient straight in the input's dtype. (The CPU copies the input
+        to fp32 first and returns an fp32 gradient that is then cast back.)"""
+
+        @staticmethod
+        def forward(ctx, x, dim):
+            out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+            ctx.save_for_backward(out)
+            ctx.input_dtype = x.dtype
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            return torch.empty(grad.shape, dtype=ctx.input_dtype, device=grad.device), None
+
+    cpu_softmax = F.softmax
+
+    def softmax(input, dim=None, _stacklevel=3, dtype=None):
+        if dtype == torch.float32 and input.dtype in (torch.bfloat16, torch.float16):
+            return HalfToFloatSoftmax.apply(input, dim)
+        return cpu_softmax(input, dim, _stacklevel, dtype)
+
     def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
              enable_gqa=False):
         if q.dtype == torch.float32 and torch.is_autocast_enabled("cpu"):
@@ -276,6 +303,7 @@ def _cuda_path_patches(torch, F) -> list[tuple]:
     return [
         (F, "scaled_dot_product_attention", sdpa),
         (F, "dropout", dropout),
+        (F, "softmax", softmax),
         # transformers treats FakeTensors as tracing and then keeps an explicit causal mask;
         # on the device the mask is skipped and SDPA runs causal.
         (masking_utils, "is_tracing", lambda *a, **k: False),
@@ -305,7 +333,7 @@ def _trl_triton_patches() -> list[tuple]:
             (chunked, "_addmm_fp32", in_place)]
 
 
-def _run_steps(config, settings, steps, events, state, recorder):
+def _run_steps(config, settings, steps, events, state, recorder, transformers_version=None):
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -315,11 +343,19 @@ def _run_steps(config, settings, steps, events, state, recorder):
     model_type = cfg_dict.pop("model_type")
     cfg = AutoConfig.for_model(model_type, **cfg_dict)
     # transformers 5 has no SDPA path for some model types: they run eager, as in the runner
-    attn = "eager" if settings.attn == "eager" or model_type in NO_SDPA_MODEL_TYPES else "sdpa"
+    attn = "eager" if settings.attn == "eager" or runs_eager(model_type, transformers_version) else "sdpa"
+    # a release that still ran this model with SDPA (without its attention softcapping)
+    sdpa_then = attn == "sdpa" and runs_eager(model_type)
     dtype = _dtype(settings)
     with FakeTensorMode(allow_non_fake_inputs=False), recorder:
         with torch.device("cpu"):
-            model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=attn)
+            model = AutoModelForCausalLM.from_config(
+                cfg, dtype=dtype, attn_implementation="eager" if sdpa_then else attn)
+        if sdpa_then:
+            model.config._attn_implementation = "sdpa"
+            for module in model.modules():
+                if getattr(module, "attn_logit_softcapping", None) is not None:
+                    module.attn_logit_softcapping = None
         # the probe built the model, then emptied the cache before the adapters and the step
         events.append(("mark", "empty_cache"))
         state["phase"] = "adapters"
@@ -400,17 +436,38 @@ def _optimizer(settings: EstimateSettings, params, torch):
                              foreach=not fused, fused=fused or None)
 
 
-def with_replayed_reserve(est: Estimate, traced: TracedStep) -> Estimate:
-    """The analytic estimate with its "allocator reserve" term replaced by the replayed one
-    (the traced step's peak reserved minus its peak allocated): the other terms stay the
-    named, explained ones, and they still add up to `peak_bytes`."""
-    terms = [Term("allocator reserve", traced.reserve,
-                  f"replayed: the traced step's {traced.events:,} allocations through torch's "
-                  f"caching-allocator rules reserve {fmt_gib(traced.peak_reserved)} for "
-                  f"{fmt_gib(traced.peak_allocated)} allocated at the peak")
-             if t.name == "allocator reserve" else t for t in est.terms]
+TRACE_DISAGREES = 0.05  # beyond this the output says the analytic terms and the trace disagree
+
+
+def with_trace(est: Estimate, traced: TracedStep) -> Estimate:
+    """The estimate as the traced step has it: the headline (`reserved_bytes`, `peak_bytes`) is
+    the trace's peak reserved, which is the real transformers + peft code's allocations replayed
+    through the allocator, plus the CUDA context. The named analytic terms stay, to say where
+    the bytes go; "allocator reserve" becomes the replayed reserve, and "traced vs the terms"
+    carries what the trace allocates at its peak beyond (or, negative, short of) what the terms
+    count, so the terms still add up to `peak_bytes`."""
+    analytic_alloc = est.reserved_bytes - est.breakdown["allocator reserve"]
+    gap = traced.peak_allocated - analytic_alloc
+    terms = []
+    for t in est.terms:
+        if t.name == "allocator reserve":
+            if gap:
+                terms.append(Term("traced vs the terms", gap,
+                                  f"the traced step allocates {fmt_gib(traced.peak_allocated)} at "
+                                  f"its peak ({traced.peak_label.split(':')[0]}), the terms above "
+                                  f"count {fmt_gib(analytic_alloc)}"))
+            t = Term("allocator reserve", traced.reserve,
+                     f"replayed: the traced step's {traced.events:,} allocations through torch's "
+                     f"caching-allocator rules reserve {fmt_gib(traced.peak_reserved)} for "
+                     f"{fmt_gib(traced.peak_allocated)} allocated at the peak")
+        terms.append(t)
+    notes = [n for n in est.notes if not n.startswith(SPILL_NOTE)]
+    if analytic_alloc and abs(gap) > TRACE_DISAGREES * analytic_alloc:
+        notes.append(f"the analytic terms and the trace disagree by {100 * gap / analytic_alloc:+.0f}% "
+                     f"on the allocated peak ({fmt_gib(analytic_alloc)} counted, "
+                     f"{fmt_gib(traced.peak_allocated)} traced): the headline uses the trace, "
+                     "which runs the real transformers + peft code")
     reserved = sum(t.bytes for t in terms if t.name != "CUDA context")
     peak = sum(t.bytes for t in terms)
     return replace(est, terms=terms, breakdown=OrderedDict((t.name, t.bytes) for t in terms),
-                   reserved_bytes=reserved, peak_bytes=peak,
-                   notes=[n for n in est.notes if not n.startswith(SPILL_NOTE)])
+                   reserved_bytes=reserved, peak_bytes=peak, notes=notes)

@@ -140,7 +140,7 @@ def attention_implementation(profile: Profile) -> tuple[str, str]:
     """(the attention to load the model with, a note when it is not the profile's). Asking
     transformers 5 for "sdpa" on a model without an SDPA path (Gemma-2) is an error, and
     eager attention is what that model runs; the estimate counts the same."""
-    from workbench.estimate.memory import NO_SDPA_MODEL_TYPES
+    from workbench.estimate.memory import runs_eager
 
     requested = profile.model.attn_implementation
     if requested != "sdpa":
@@ -150,7 +150,7 @@ def attention_implementation(profile: Profile) -> tuple[str, str]:
     m = profile.model
     model_type = AutoConfig.from_pretrained(m.name_or_path, revision=m.revision,
                                             trust_remote_code=m.trust_remote_code).model_type
-    if model_type in NO_SDPA_MODEL_TYPES:
+    if runs_eager(model_type):
         return "eager", (f"attention: {model_type} has no SDPA path in transformers, so the model "
                          "runs eager attention (model.attn_implementation = \"sdpa\" is not possible)")
     return requested, ""
