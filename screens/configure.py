@@ -99,7 +99,8 @@ class ConfigureScreen(Screen):
         self.arch_for = ""
         self.config: dict | None = None  # the model's config.json, for the trace
         self.traced: Any = None          # (EstimateSettings, TracedStep) of the last trace
-        self.dataset_tokens: int | None = None
+        self.data_count: Any = None         # DataCount of the profile's data, once counted
+        self.data_how = ""
         self.view: Any = None
         self._filling = False
 
@@ -211,17 +212,17 @@ class ConfigureScreen(Screen):
 
     def _traced(self, settings: Any, traced: Any) -> None:
         self.traced = (settings, traced)
-        self._status(f"traced in {traced.seconds:.0f} s: the allocator reserve is replayed")
+        self._status(f"traced in {traced.seconds:.0f} s: the peak and verdict follow the trace")
         self.refresh_estimate()
 
     def _count_tokens(self, profile: Any) -> None:
         from workbench.estimate.cli import count_dataset_tokens
 
-        tokens, how = count_dataset_tokens(profile)
-        self._from_thread(self._tokens_counted, tokens, how)
+        data, how = count_dataset_tokens(profile)
+        self._from_thread(self._tokens_counted, data, how)
 
-    def _tokens_counted(self, tokens: int | None, how: str) -> None:
-        self.dataset_tokens = tokens
+    def _tokens_counted(self, data: Any, how: str) -> None:
+        self.data_count, self.data_how = data, how
         self.refresh_estimate()
 
     # -- validation and estimate ------------------------------------------------------------
@@ -257,7 +258,7 @@ class ConfigureScreen(Screen):
         self.issues = {}
         form.show_issues({})
         self.query_one("#cfg-issues", Static).update("")
-        first = self.profile is None or self.dataset_tokens is None and self.count_tokens
+        first = self.profile is None or self.data_count is None and self.count_tokens
         self.profile = profile
         changed = len(form.modified())
         # The count before the path: a long path is what gets cut at 80 columns.
@@ -270,7 +271,7 @@ class ConfigureScreen(Screen):
             self._work(self._load_arch, model, profile.model.revision, group="arch")
         elif self.arch is not None:
             self.refresh_estimate()
-        if first and self.count_tokens and self.dataset_tokens is None:
+        if first and self.count_tokens and self.data_count is None:
             self.count_tokens = False  # once per screen: it loads the tokenizer and the data
             self._work(self._count_tokens, profile, group="tokens")
 
@@ -278,7 +279,7 @@ class ConfigureScreen(Screen):
         if self.arch is None or self.profile is None:
             return
         try:
-            self.view = compute_view(self.arch, self.profile, self.detected, self.dataset_tokens,
+            self.view = compute_view(self.arch, self.profile, self.detected, self.data_count,
                                      self.traced)
         except Exception as exc:  # noqa: BLE001 - e.g. an unknown GPU name, a bad target
             self.view = None
@@ -297,7 +298,7 @@ class ConfigureScreen(Screen):
 
     def action_trace(self) -> None:
         """Trace the step on the CPU (seconds) and replay it through the caching-allocator
-        model: the estimate's allocator reserve becomes the replayed one."""
+        model: the estimate's peak, reserve and verdict then follow the trace."""
         from workbench.estimate.memory import EstimateSettings
         from workbench.estimate.trace import TraceUnsupported, check_traceable
 

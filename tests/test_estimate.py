@@ -4,6 +4,7 @@ transformers itself, each term on small settings, speed, the CLI and its JSON.""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from workbench.estimate.gpus import GPUS, UnknownGpu, find_gpu
 from workbench.estimate.memory import GIB, EstimateSettings, estimate, estimate_memory
 from workbench.estimate.params import (ConfigError, architecture_from_config, lora_params,
                                        resolve_targets)
-from workbench.estimate.speed import estimate_time, flops_per_token
+from workbench.estimate.speed import DataCount, estimate_time, flops_per_token, plan_steps
 from workbench.fmt import fmt_gib
 
 REPO = Path(__file__).resolve().parent.parent
@@ -264,12 +265,48 @@ def test_flops_model_lora_vs_full_and_checkpointing():
 
 
 def test_time_and_cost_from_dataset_tokens():
+    """A bare token total (--dataset-tokens) has no row count: rows are taken to fill batch x seq."""
     s = EstimateSettings(batch=4, seq=1024, grad_accum=2)
     h100 = find_gpu("h100")
-    t = estimate_time(llama(), s, h100, dataset_tokens=10 * 8192, epochs=2)
+    t = estimate_time(llama(), s, h100, data=DataCount(tokens=10 * 8192), epochs=2)
     assert t.steps == 20 and t.tokens_total == 2 * 10 * 8192
     assert t.usd == pytest.approx(t.seconds / 3600 * h100.usd_per_hour)
+    assert t.seconds == pytest.approx(20 * t.step_seconds)
     assert estimate_time(llama(), s, h100, usd_per_hour=10.0).usd_per_hour == 10.0
+
+
+def test_steps_are_counted_from_rows_as_transformers_counts_them():
+    """The demo's 540 rows, batch 4, grad_accum 4, 8 epochs: 135 micro-batches an epoch, 34
+    optimizer steps an epoch (the last one short), 272 steps: what the run's status shows. A
+    count from tokens / (batch x seq) said 64."""
+    s = EstimateSettings(batch=4, seq=128, grad_accum=4)
+    data = DataCount(tokens=540 * 27, rows=540, lengths=tuple(20 + i % 15 for i in range(540)))
+    plan = plan_steps(s, data, epochs=8)
+    assert plan.steps == 272 and plan.micro_batches == 135 * 8
+    # padding: each micro-batch of 4 random rows costs its longest row, never more than seq
+    assert 27 < plan.row_tokens <= 34
+    assert plan_steps(s, data, epochs=8, max_steps=20).steps == 20
+    # packing fills rows of seq tokens instead
+    packed = plan_steps(replace(s, packing=True), data, epochs=1)
+    assert packed.micro_batches == -(-540 * 27 // (4 * 128)) and packed.row_tokens == 128
+    # on 4 GPUs each optimizer step takes 4 x the rows: a quarter of the steps
+    assert plan_steps(s, data, epochs=8, world=4).steps == 9 * 8
+
+
+def test_padding_makes_a_micro_batch_as_long_as_its_longest_row():
+    data = DataCount(tokens=0, rows=4, lengths=(10, 10, 10, 100))
+    assert data.padded_row_tokens(batch=4, seq=512) == 100
+    assert data.padded_row_tokens(batch=4, seq=64) == 64  # truncated at max_seq_len
+    assert data.padded_row_tokens(batch=1, seq=512) == 32.5
+
+
+def test_without_a_data_count_the_run_is_not_priced():
+    """Not "$0.01 for Llama 8B": one step's price is not the run's."""
+    t = estimate_time(llama(), EstimateSettings(), find_gpu("h100"))
+    assert t.seconds is None and t.usd is None and t.steps is None
+    assert t.step_seconds > 0 and "not counted" in t.plan
+    fixed = estimate_time(llama(), EstimateSettings(), find_gpu("h100"), max_steps=10)
+    assert fixed.steps == 10 and fixed.seconds == pytest.approx(10 * fixed.step_seconds)
 
 
 # ---- config loading and CLI ------------------------------------------------------------
@@ -387,9 +424,10 @@ def test_profile_estimate_counts_the_rendered_dataset():
     from workbench.profile import load_profile
 
     profile = load_profile("demo")
-    tokens, how = count_dataset_tokens(profile)
+    data, how = count_dataset_tokens(profile)
     assert "540 training rows" in how  # the demo's 600 rows less its 10% validation hold-out
-    assert 10_000 < tokens < 20_000  # short phrases: about 26 tokens a row
+    assert 10_000 < data.tokens < 20_000  # short phrases: about 26 tokens a row
+    assert data.rows == 540 and len(data.lengths) == 540 and sum(data.lengths) == data.tokens
     missing = load_profile("demo", ["data.train=nowhere.jsonl"])
-    tokens, how = count_dataset_tokens(missing)
-    assert tokens is None and how.startswith("not counted")
+    data, how = count_dataset_tokens(missing)
+    assert data is None and how.startswith("not counted")

@@ -123,6 +123,12 @@ def test_shipped_config_estimate_counting_data_falls_back_at_once(tmp_path):
     assert report["dataset_tokens"] is None
     assert "cannot reach the Hugging Face Hub" in report["dataset_tokens_source"]
     assert took < FAST_S and "Retrying" not in proc.stderr
+    # the run is not priced from one step of batch x seq; the text output says why
+    assert report["time"]["seconds"] is None and report["time"]["usd"] is None
+    assert all(c["usd"] is None for c in report["cost"].values())
+    text, _ = run_cli("estimate", "llama3.1-8b-qlora", "--gpu", "h100",
+                      env=online_env(tmp_path / "hf"), cwd=tmp_path)
+    assert "data: not counted" in text.stdout and "the run is not timed or priced" in text.stdout
 
 
 def test_cached_hub_model_is_used_without_the_network(tmp_path, needs_tiny_model):

@@ -63,9 +63,10 @@ def choose_gpu(wanted: str, detected: dict | None) -> GpuChoice:
 
 
 def compute_view(arch: Any, profile: Any, detected: dict | None,
-                 dataset_tokens: int | None, traced: tuple | None = None) -> EstimateView:
-    """`traced` is (settings, TracedStep) of the last ctrl+t: used while the settings are
-    still those it traced, so an edit falls back to the analytic reserve at once."""
+                 data: Any, traced: tuple | None = None) -> EstimateView:
+    """`data`: the DataCount of the profile's training data, or None while (or when it
+    cannot be) counted. `traced` is (settings, TracedStep) of the last ctrl+t: used while the
+    settings are still those it traced, so an edit falls back to the analytic estimate at once."""
     from workbench.estimate.advice import remedies, verdict
     from workbench.estimate.gpus import find_gpu
     from workbench.estimate.memory import EstimateSettings, estimate_memory
@@ -79,14 +80,14 @@ def compute_view(arch: Any, profile: Any, detected: dict | None,
         est = with_trace(est, traced[1])
     gpu = choose_gpu(profile.budget.gpu, detected)
     view = EstimateView(est, gpu, None)
-    view.notes.append(f"allocator reserve replayed from the traced step ({traced[1].seconds:.0f} s)"
-                      if replayed else "ctrl+t traces the step (seconds, CPU): the allocator "
-                      "reserve replayed instead of estimated")
+    view.notes.append(f"peak, reserve and verdict from the traced step ({traced[1].seconds:.0f} s)"
+                      if replayed else "ctrl+t traces the step (seconds, CPU): peak and verdict "
+                      "from the real code's allocations")
     if gpu.available:
         view.verdict = verdict(est.peak_bytes, gpu.available)
         if view.verdict != "fits":
             view.remedies = remedies(arch, settings, gpu.available)[:MAX_REMEDIES]
-    timing = dict(dataset_tokens=dataset_tokens, epochs=profile.train.epochs,
+    timing = dict(data=data, epochs=profile.train.epochs,
                   max_steps=profile.train.max_steps)
     price = profile.budget.gpu_hourly_usd or None
     labels = []
@@ -100,8 +101,8 @@ def compute_view(arch: Any, profile: Any, detected: dict | None,
     for label, spec in labels:
         view.times.append((f"{label} {spec.name}", estimate_time(arch, settings, spec, usd_per_hour=price,
                                                                    **timing)))
-    if dataset_tokens is None:
-        view.notes.append("time counts one step per epoch: the dataset's tokens are not counted yet")
+    if data is None and profile.train.max_steps <= 0:
+        view.notes.append("time and cost wait for the data to be counted (rows and tokens)")
     return view
 
 
@@ -115,6 +116,7 @@ def memory_bar(breakdown: dict[str, int], capacity: int, width: int) -> Text:
     scale = width / max(capacity, sum(breakdown.values()), 1)
     used = 0
     for i, (name, value) in enumerate(breakdown.items()):
+        value = max(value, 0)  # "traced vs the terms" is negative where the terms over-count
         cells = round((used + value) * scale) - round(used * scale)
         used += value
         bar.append("█" * cells, TERM_COLOURS[i % len(TERM_COLOURS)])
@@ -156,8 +158,12 @@ def render_view(view: EstimateView, width: int) -> Group:
     parts.append(Text(f"trainable {est.trainable_params:,} of {est.total_params:,} "
                       f"({100 * est.trainable_share:.2f}%)"))
     for label, t in view.times:
-        parts.append(Text(f"{label}: {fmt_span(t.seconds)}, ${t.usd:,.2f} "
-                          f"({t.steps:,} steps at ${t.usd_per_hour:.2f}/h)"))
+        if t.seconds is None:
+            parts.append(Text(f"{label}: {t.step_seconds:.2f} s a step; the run is not timed: "
+                              f"{t.plan}"))
+        else:
+            parts.append(Text(f"{label}: {fmt_span(t.seconds)}, ${t.usd:,.2f} "
+                              f"({t.steps:,} steps at ${t.usd_per_hour:.2f}/h)"))
     for note in view.notes:
         parts.append(Text(note, "dim"))
     return Group(*parts)

@@ -38,10 +38,16 @@ JSON output (`--json`), one object:
     verdict           "fits" | "tight" | "does not fit" | null
     fits_on           {gpu key: bool} for every GPU of the table
     remedies          [{change, peak_bytes, fits, cost}] (ranked; empty when it fits)
+    dataset_tokens, dataset_rows   one epoch of the rendered data (null: not counted,
+                      dataset_tokens_source says why)
     time              {gpu, tokens_per_step, steps, tokens_total, flops_per_token,
-                       tokens_per_second, seconds, usd, usd_per_hour, mfu} for the GPU
-                      (or the first table GPU it fits on), null if none
-    cost              {gpu key: {seconds, usd, usd_per_hour, fits}} for every table GPU
+                       tokens_per_second, step_seconds, seconds, usd, usd_per_hour, mfu, plan}
+                      for the GPU (or the first table GPU it fits on), null if none; steps are
+                      counted from the data's rows (each micro-batch padded to its longest
+                      row) as transformers counts them; steps, tokens_total, seconds and usd
+                      are null when neither the data nor max_steps gives a count (plan says)
+    cost              {gpu key: {seconds, usd, step_seconds, usd_per_hour, fits}} for every
+                      table GPU (seconds and usd null as above)
 
 Exit codes: 0 the answer was printed; 2 a mistake in the input (message on stderr, no
 traceback).
@@ -54,6 +60,7 @@ import json
 import sys
 
 from workbench.estimate.gpus import GPUS, UnknownGpu, find_gpu
+from workbench.estimate.speed import DataCount
 from workbench.fmt import fmt_gib, fmt_span
 from workbench.estimate.params import ConfigError
 
@@ -203,17 +210,23 @@ def build_report(args) -> dict:
     price = args.usd_per_hour
     if price is None and profile is not None and profile.budget.gpu_hourly_usd:
         price = profile.budget.gpu_hourly_usd
-    dataset_tokens, out["dataset_tokens_source"] = args.dataset_tokens, "--dataset-tokens"
-    if dataset_tokens is None and profile is not None and not args.no_count_data:
-        dataset_tokens, out["dataset_tokens_source"] = count_dataset_tokens(profile)
-    elif dataset_tokens is None:
-        out["dataset_tokens_source"] = "none: one step of batch x seq tokens per optimizer step"
-    out["dataset_tokens"] = dataset_tokens
-    timing = dict(dataset_tokens=dataset_tokens, epochs=epochs, max_steps=max_steps)
+    data, out["dataset_tokens_source"] = None, "--dataset-tokens"
+    if args.dataset_tokens is not None:
+        data = DataCount(tokens=args.dataset_tokens, how="--dataset-tokens")
+    elif profile is not None and not args.no_count_data:
+        data, out["dataset_tokens_source"] = count_dataset_tokens(profile)
+    elif profile is not None:
+        out["dataset_tokens_source"] = "not counted (--no-count-data)"
+    else:
+        out["dataset_tokens_source"] = "not counted (no profile and no --dataset-tokens)"
+    out["dataset_tokens"] = data.tokens if data else None
+    out["dataset_rows"] = data.rows if data else None
+    timing = dict(data=data, epochs=epochs, max_steps=max_steps)
     out["cost"] = {}
     for g in GPUS:
         t = estimate_time(arch, settings, g, **timing)
-        out["cost"][g.key] = {"seconds": round(t.seconds, 1), "usd": round(t.usd, 4),
+        out["cost"][g.key] = {"seconds": _round(t.seconds, 1), "usd": _round(t.usd, 4),
+                              "step_seconds": round(t.step_seconds, 4),
                               "usd_per_hour": t.usd_per_hour, "fits": out["fits_on"][g.key]}
     timed_gpu = gpu or next((g for g in GPUS if out["fits_on"][g.key]), None)
     out["time"] = (estimate_time(arch, settings, timed_gpu, usd_per_hour=price, **timing).to_dict()
@@ -223,6 +236,10 @@ def build_report(args) -> dict:
                                             out["time"], timing)
     out["_estimate"] = est
     return out
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _replayed(config: dict, settings, est):
@@ -293,11 +310,12 @@ def distributed_report(args, profile, arch, est, settings, gpu, available, one_g
     if timed is not None:
         one = estimate_time(arch, settings, timed, usd_per_hour=(one_gpu_time or {}).get(
             "usd_per_hour") if gpu else None, **timing)
-        out["time"] = estimate_time_multi(one, world, strategy, zero, nnodes, **timing).to_dict()
+        out["time"] = estimate_time_multi(one, settings, world, strategy, zero, nnodes,
+                                          **timing).to_dict()
     for g in GPUS:
-        t = estimate_time_multi(estimate_time(arch, settings, g, **timing), world, strategy, zero,
-                                nnodes, **timing)
-        out["cost"][g.key] = {"seconds": round(t.seconds, 1), "usd": round(t.usd, 4),
+        t = estimate_time_multi(estimate_time(arch, settings, g, **timing), settings, world,
+                                strategy, zero, nnodes, **timing)
+        out["cost"][g.key] = {"seconds": _round(t.seconds, 1), "usd": _round(t.usd, 4),
                               "usd_per_hour": t.usd_per_hour,
                               "fits": per_gpu[chosen].peak_bytes <= g.memory_bytes}
     out["_per_gpu"] = per_gpu
@@ -310,10 +328,11 @@ TIME_NOTE = ("times: compute at 53% of the bf16 peak plus a per-layer overhead, 
              "their datasheet bf16 throughput and memory bandwidth, not measured")
 
 
-def count_dataset_tokens(profile) -> tuple[int | None, str]:
-    """Tokens in one epoch of the profile's training data, rendered exactly as training will
-    render it (a seeded sample of SAMPLE_ROWS rows scaled up for larger sets). None with the
-    reason when the tokenizer or the data cannot be read here (e.g. a hub model offline)."""
+def count_dataset_tokens(profile) -> tuple[DataCount | None, str]:
+    """One epoch of the profile's training data, rendered exactly as training will render it
+    (a seeded sample of SAMPLE_ROWS rows scaled up for larger sets): rows, tokens and the
+    sample's row lengths. None with the reason when the tokenizer or the data cannot be read
+    here (e.g. a hub model offline)."""
     import random
 
     try:
@@ -322,18 +341,21 @@ def count_dataset_tokens(profile) -> tuple[int | None, str]:
 
         tokenizer = load_tokenizer(profile)
         records = load_training_data(profile).train
-    except Exception as exc:  # noqa: BLE001 - time estimates fall back to batch x seq
+    except Exception as exc:  # noqa: BLE001 - the reason is printed; time is then not priced
         return None, f"not counted ({type(exc).__name__}: {str(exc).splitlines()[0]})"
     sample = records if len(records) <= SAMPLE_ROWS else random.Random(0).sample(records, SAMPLE_ROWS)
     from workbench.train.plan import profile_chat_format
 
-    _, stats = render_dataset(tokenizer, sample, profile.data.train_on, profile.train.max_seq_len,
-                              fmt=profile_chat_format(tokenizer, profile))
+    rows, stats = render_dataset(tokenizer, sample, profile.data.train_on, profile.train.max_seq_len,
+                                 fmt=profile_chat_format(tokenizer, profile))
     if not stats.rows_out:
         return None, "not counted (no trainable rows)"
-    total = round(stats.total_tokens * len(records) / len(sample))
+    scale = len(records) / len(sample)
     how = "rendered" if len(sample) == len(records) else f"rendered sample of {len(sample)} rows"
-    return total, f"{how} from {len(records)} training rows"
+    how = f"{how} from {len(records)} training rows"
+    data = DataCount(tokens=round(stats.total_tokens * scale), rows=round(stats.rows_out * scale),
+                     lengths=tuple(len(r["input_ids"]) for r in rows), how=how)
+    return data, how
 
 
 def _print_text(report: dict) -> None:
@@ -361,16 +383,27 @@ def _print_text(report: dict) -> None:
         print("\nno GPU given (--gpu NAME) or found here; fits on: "
               + ", ".join(k for k, ok in report["fits_on"].items() if ok))
     if report.get("dataset_tokens"):
-        print(f"\ndata: {report['dataset_tokens']:,} tokens per epoch ({report['dataset_tokens_source']})")
-    if report["time"]:
-        t = report["time"]
-        print(f"\ntime on {t['gpu']}: {fmt_span(t['seconds'])} for {t['tokens_total']:,} tokens "
-              f"({t['tokens_per_second']:,.0f} tokens/s, model FLOPs utilization {t['mfu']:.2f}), "
-              f"${t['usd']:.2f} at ${t['usd_per_hour']:.2f}/h")
-    print("\n  GPU          fits   time      cost")
+        rows = f"{report['dataset_rows']:,} rows, " if report.get("dataset_rows") else ""
+        print(f"\ndata: {rows}{report['dataset_tokens']:,} tokens per epoch "
+              f"({report['dataset_tokens_source']})")
+    else:
+        print(f"\ndata: {report['dataset_tokens_source']}")
+    t = report["time"]
+    if t and t["seconds"] is not None:
+        print(f"\ntime on {t['gpu']}: {fmt_span(t['seconds'])} for {t['steps']:,} steps "
+              f"({t['plan']}), ${t['usd']:.2f} at ${t['usd_per_hour']:.2f}/h; "
+              f"{t['tokens_per_second']:,.0f} tokens/s on full batch x seq micro-batches "
+              f"(model FLOPs utilization {t['mfu']:.2f})")
+    elif t:
+        print(f"\ntime on {t['gpu']}: {t['step_seconds']:.2f} s per optimizer step of full "
+              f"batch x seq micro-batches; the run is not timed or priced: {t['plan']} "
+              "(give --dataset-tokens N, or a profile whose tokenizer and data can be read here)")
+    print("\n  GPU          fits   time      cost      s/step")
     for key, c in report["cost"].items():
-        print(f"  {key:<11}  {'yes' if c['fits'] else 'no ':<5}  {fmt_span(c['seconds']):<8}  "
-              f"${c['usd']:.2f}")
+        span = fmt_span(c["seconds"]) if c["seconds"] is not None else "-"
+        usd = f"${c['usd']:.2f}" if c["usd"] is not None else "-"
+        print(f"  {key:<11}  {'yes' if c['fits'] else 'no ':<5}  {span:<8}  {usd:<8}  "
+              f"{c['step_seconds']:.3g}")
     print(f"({report['time_note']})")
     if report.get("distributed"):
         _print_distributed(report["distributed"])
@@ -386,16 +419,19 @@ def _print_distributed(d: dict) -> None:
     print(d["_per_gpu"][d["strategy"]].explain())
     if d["verdict"]:
         print(f"verdict: {d['verdict']}")
-    if d["time"]:
-        t = d["time"]
-        print(f"time on {d['gpus']} x {t['gpu']}: {fmt_span(t['seconds'])} for "
-              f"{t['tokens_total']:,} tokens ({t['tokens_per_second']:,.0f} tokens/s over all "
-              f"GPUs, scaling factor {t['scaling']:.2f}), ${t['usd']:.2f} at "
-              f"${t['usd_per_hour']:.2f}/h for the {d['gpus']} GPUs")
+    t = d["time"]
+    if t and t["seconds"] is not None:
+        print(f"time on {d['gpus']} x {t['gpu']}: {fmt_span(t['seconds'])} for {t['steps']:,} "
+              f"steps ({t['tokens_per_second']:,.0f} tokens/s over all GPUs on full micro-batches, "
+              f"scaling factor {t['scaling']:.2f}), ${t['usd']:.2f} at ${t['usd_per_hour']:.2f}/h "
+              f"for the {d['gpus']} GPUs")
+    elif t:
+        print(f"time on {d['gpus']} x {t['gpu']}: not timed or priced: {t['plan']}")
     print(f"  {d['gpus']} x GPU    fits   time      cost")
     for key, c in d["cost"].items():
-        print(f"  {key:<11}  {'yes' if c['fits'] else 'no ':<5}  {fmt_span(c['seconds']):<8}  "
-              f"${c['usd']:.2f}")
+        span = fmt_span(c["seconds"]) if c["seconds"] is not None else "-"
+        usd = f"${c['usd']:.2f}" if c["usd"] is not None else "-"
+        print(f"  {key:<11}  {'yes' if c['fits'] else 'no ':<5}  {span:<8}  {usd}")
     print("(scaling factors are assumptions, not measured by workbench: "
           + ", ".join(f"{k} {v:.2f}" for k, v in SCALING.items())
           + f", x{INTER_NODE_SCALING:.2f} across machines)")

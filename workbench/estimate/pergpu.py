@@ -224,35 +224,37 @@ class MultiGpuTime:
     strategy: str
     scaling: float
     tokens_per_step: int  # per optimizer step, over every GPU
-    steps: int
-    tokens_total: int
+    steps: int | None
+    tokens_total: int | None
     tokens_per_second: float  # over every GPU
-    seconds: float
-    usd: float  # for all the GPUs
+    seconds: float | None
+    usd: float | None  # for all the GPUs
     usd_per_hour: float  # for all the GPUs
+    plan: str
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-def estimate_time_multi(one_gpu, world: int, strategy: str, zero_stage: int = 3,
-                        nnodes: int = 1, dataset_tokens: int | None = None,
-                        epochs: float = 1.0, max_steps: int = -1) -> MultiGpuTime:
-    """`one_gpu`: speed.estimate_time's answer for one GPU with the same per-GPU batch.
+def estimate_time_multi(one_gpu, s, world: int, strategy: str, zero_stage: int = 3,
+                        nnodes: int = 1, data=None, epochs: float = 1.0,
+                        max_steps: int = -1) -> MultiGpuTime:
+    """`one_gpu`: speed.estimate_time's answer for one GPU with the same per-GPU settings `s`.
     Each optimizer step on `world` GPUs takes `world` micro-batches per accumulation step,
-    so it covers world x the tokens; a fixed `max_steps` therefore trains on more data."""
+    so an epoch has 1/world of the steps, and a fixed `max_steps` trains on more data."""
+    from workbench.estimate.speed import plan_steps
+
     factor = scaling_factor(strategy, zero_stage, nnodes) if world > 1 else 1.0
-    per_step = one_gpu.tokens_per_step * world
-    throughput = one_gpu.tokens_per_second * world * factor
-    if max_steps and max_steps > 0:
-        steps, tokens_total = max_steps, max_steps * per_step
-    else:
-        tokens_epoch = dataset_tokens or per_step
-        steps = max(1, round(-(-tokens_epoch // per_step) * epochs))
-        tokens_total = int(tokens_epoch * epochs) if dataset_tokens else steps * per_step
-    seconds = tokens_total / throughput
+    plan = plan_steps(s, data, epochs, max_steps, world)
+    seconds_micro = one_gpu.step_seconds / s.grad_accum
+    seconds = (plan.micro_batches * seconds_micro / factor
+               if plan.micro_batches is not None else None)
     rate = one_gpu.usd_per_hour * world
     return MultiGpuTime(gpu=one_gpu.gpu, gpus=world, strategy=strategy_key(strategy, zero_stage),
-                        scaling=factor, tokens_per_step=per_step, steps=steps,
-                        tokens_total=tokens_total, tokens_per_second=throughput,
-                        seconds=seconds, usd=seconds / 3600 * rate, usd_per_hour=rate)
+                        scaling=factor, tokens_per_step=one_gpu.tokens_per_step * world,
+                        steps=plan.steps,
+                        tokens_total=(round(plan.micro_batches * s.batch * plan.row_tokens * world)
+                                      if plan.micro_batches is not None else None),
+                        tokens_per_second=one_gpu.tokens_per_second * world * factor,
+                        seconds=seconds, usd=seconds / 3600 * rate if seconds is not None else None,
+                        usd_per_hour=rate, plan=plan.why)

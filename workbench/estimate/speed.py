@@ -34,7 +34,9 @@ bandwidth (gpus.py), not measured; the output says so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import random
+from dataclasses import dataclass, replace
 
 from workbench.estimate.gpus import GPUS, GpuSpec
 from workbench.estimate.memory import EstimateSettings
@@ -49,17 +51,86 @@ DEQUANT_BYTES = 12.8         # memory traffic per 4-bit weight per step (dequant
 
 
 @dataclass(frozen=True)
+class DataCount:
+    """One epoch of the training data as the trainer will batch it: how many rows, how many
+    tokens, and the token lengths of a sample of rows (to know how much padding a micro-batch
+    of random rows carries). `rows` is None when only a token total is known (--dataset-tokens):
+    the steps are then counted as if rows filled batch x seq."""
+
+    tokens: int
+    rows: int | None = None
+    lengths: tuple[int, ...] = ()
+    how: str = ""
+
+    def padded_row_tokens(self, batch: int, seq: int, seed: int = 0) -> float:
+        """Mean tokens per row once each micro-batch of `batch` random rows is padded to its
+        longest row (the collator's default), from the sample of lengths."""
+        if not self.lengths:
+            return float(seq)
+        order = list(self.lengths)
+        random.Random(seed).shuffle(order)
+        padded = sum(max(order[i:i + batch]) * len(order[i:i + batch])
+                     for i in range(0, len(order), batch))
+        return min(padded / len(order), float(seq))
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How many optimizer steps a run takes and what each micro-batch holds."""
+
+    steps: int | None          # None: no data counted and no max_steps, so nothing to count
+    micro_batches: int | None  # per GPU, over the run
+    row_tokens: float          # tokens per row of a micro-batch (padding included)
+    why: str
+
+
+def plan_steps(s: EstimateSettings, data: DataCount | None, epochs: float = 1.0,
+               max_steps: int = -1, world: int = 1) -> StepPlan:
+    """transformers' count: micro-batches per epoch = ceil(rows / (batch x GPUs)), optimizer
+    steps per epoch = ceil(micro-batches / grad_accum), steps = ceil(epochs x that), unless
+    max_steps is set. Without packing every micro-batch is padded to its longest row; with
+    packing (or only a token total) rows fill batch x seq."""
+    if data is not None and data.rows and not s.packing:
+        micro_epoch = -(-data.rows // (s.batch * world))
+        row_tokens = data.padded_row_tokens(s.batch, s.seq)
+        why = (f"{data.rows:,} rows in micro-batches of {s.batch}"
+               + (f" on each of {world} GPUs" if world > 1 else "")
+               + f", each padded to its longest row: {row_tokens:,.0f} tokens a row on average")
+    elif data is not None:
+        micro_epoch = max(1, -(-data.tokens // (s.batch * s.seq * world)))
+        row_tokens = float(s.seq)
+        why = (f"{data.tokens:,} tokens packed into rows of {s.seq}" if s.packing else
+               f"{data.tokens:,} tokens as if rows filled batch x seq (no row count)")
+    else:
+        micro_epoch, row_tokens, why = None, float(s.seq), "the data was not counted"
+    if max_steps and max_steps > 0:
+        return StepPlan(max_steps, max_steps * s.grad_accum, row_tokens,
+                        f"max_steps = {max_steps}" + (f"; {why}" if data is not None else ""))
+    if micro_epoch is None:
+        return StepPlan(None, None, row_tokens, why)
+    per_epoch = -(-micro_epoch // s.grad_accum)
+    steps = max(1, math.ceil(per_epoch * epochs))
+    return StepPlan(steps, min(steps * s.grad_accum, math.ceil(micro_epoch * epochs)), row_tokens,
+                    f"{per_epoch:,} steps an epoch x {epochs:g} epochs: {why}")
+
+
+@dataclass(frozen=True)
 class TimeEstimate:
+    """Throughput of a full batch x seq micro-batch, and the run's time and cost; `seconds`,
+    `usd`, `steps` and `tokens_total` are None when there is nothing to count (`plan.why`)."""
+
     gpu: str
     tokens_per_step: int
-    steps: int
-    tokens_total: int
+    steps: int | None
+    tokens_total: int | None
     flops_per_token: float
     tokens_per_second: float
-    seconds: float
-    usd: float
+    step_seconds: float  # one optimizer step of the run's micro-batches (padding included)
+    seconds: float | None
+    usd: float | None
     usd_per_hour: float
     mfu: float
+    plan: str
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -98,33 +169,24 @@ def step_seconds(arch: Architecture, s: EstimateSettings, gpu: GpuSpec,
 
 
 def estimate_time(arch: Architecture, s: EstimateSettings, gpu: GpuSpec, *,
-                  dataset_tokens: int | None = None, epochs: float = 1.0,
+                  data: DataCount | None = None, epochs: float = 1.0,
                   max_steps: int = -1, usd_per_hour: float | None = None,
                   mfu: float | None = None) -> TimeEstimate:
-    """ETA and cost. `dataset_tokens`: tokens in one epoch of the rendered training set
-    (padding included when not packing); without it, one step's worth (batch x seq x accum).
-    `mfu` overrides the compute efficiency (the share of the bf16 peak of compute-bound steps)."""
-    per_step = s.batch * s.seq * s.grad_accum
-    if dataset_tokens:
-        steps_per_epoch = max(1, -(-dataset_tokens // per_step))
-        tokens_epoch = dataset_tokens
-    else:
-        steps_per_epoch, tokens_epoch = 1, per_step
-    steps = max_steps if max_steps and max_steps > 0 else max(1, round(steps_per_epoch * epochs))
-    tokens_total = (steps * per_step if max_steps and max_steps > 0
-                    else int(tokens_epoch * epochs))
-    seconds_micro, fpt = step_seconds(arch, s, gpu, mfu)
-    throughput = s.batch * s.seq / seconds_micro
-    seconds = tokens_total / throughput
+    """ETA and cost of the run on one GPU (`plan_steps` counts the steps from the data). `mfu`
+    overrides the compute efficiency (the share of the bf16 peak of compute-bound steps)."""
+    plan = plan_steps(s, data, epochs, max_steps)
+    seconds_full, fpt = step_seconds(arch, s, gpu, mfu)
+    throughput = s.batch * s.seq / seconds_full
+    row_seq = max(1, round(plan.row_tokens))
+    seconds_micro = step_seconds(arch, replace(s, seq=row_seq), gpu, mfu)[0]
     price = gpu.usd_per_hour if usd_per_hour is None else usd_per_hour
+    seconds = plan.micro_batches * seconds_micro if plan.micro_batches is not None else None
     achieved = throughput * fpt / (gpu.bf16_tflops * 1e12)  # the model FLOPs utilization
-    return TimeEstimate(gpu=gpu.key, tokens_per_step=per_step, steps=steps,
-                        tokens_total=tokens_total, flops_per_token=fpt,
-                        tokens_per_second=throughput, seconds=seconds,
-                        usd=seconds / 3600 * price, usd_per_hour=price, mfu=achieved)
-
-
-def time_table(arch: Architecture, s: EstimateSettings, **kwargs) -> list[TimeEstimate]:
-    """The same run on every GPU of the table, for side-by-side planning."""
-    kwargs.pop("usd_per_hour", None)
-    return [estimate_time(arch, s, gpu, **kwargs) for gpu in GPUS]
+    return TimeEstimate(gpu=gpu.key, tokens_per_step=s.batch * s.seq * s.grad_accum,
+                        steps=plan.steps,
+                        tokens_total=(round(plan.micro_batches * s.batch * plan.row_tokens)
+                                      if plan.micro_batches is not None else None),
+                        flops_per_token=fpt, tokens_per_second=throughput,
+                        step_seconds=seconds_micro * s.grad_accum, seconds=seconds,
+                        usd=seconds / 3600 * price if seconds is not None else None,
+                        usd_per_hour=price, mfu=achieved, plan=plan.why)
