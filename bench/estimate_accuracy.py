@@ -46,12 +46,18 @@ DEFAULT_TRUTH = ROOT.parent / "shared" / "data" / "gpu-truth"
 TRACES = ROOT / "bench" / "estimate_trace.jsonl"
 GIB = 1024 ** 3
 TARGETS = {"median_abs": 3.0, "max_abs": 10.0, "max_under": 5.0}
+# The transformers the measurements were made with (the gpu-truth README; a "transformers" field
+# in the file's header line wins). It decides the attention: Gemma-2 ran SDPA before 5.21.
+MEASURED_WITH = "5.17.0"
+DROPOUT_TRACES = ROOT / "bench" / "estimate_trace_dropout.jsonl"
+PROFILE_DROPOUT = 0.05
 
 
 def load_points(truth: Path) -> tuple[dict, list[dict], dict]:
     archs = json.loads((truth / "archs.json").read_text())
     lines = [json.loads(x) for x in (truth / "vram_h200_calibration.jsonl").read_text().splitlines() if x.strip()]
     header = lines[0] if "device" in lines[0] else {}
+    header.setdefault("transformers", MEASURED_WITH)
     points = [p for p in lines if "arch" in p and not p.get("oom") and "peak_reserved" in p]
     return archs, points, header
 
@@ -92,7 +98,7 @@ def trace_points(truth: Path, path: Path = TRACES, only: str = "") -> None:
             continue
         if only and only not in key:
             continue
-        traced = trace_step(archs[p["arch"]], s)
+        traced = trace_step(archs[p["arch"]], s, transformers_version=MEASURED_WITH)
         done[key] = {"point": key, **traced.to_dict()}
         print(f"{key:45s} reserved {traced.peak_reserved / GIB:7.2f} GiB (measured "
               f"{p['peak_reserved'] / GIB:7.2f}) in {traced.seconds:.1f} s", flush=True)
@@ -115,14 +121,14 @@ def evaluate(truth: Path, traces: dict[str, dict] | None = None) -> tuple[list[d
     for p in points:
         arch = architecture_from_config(archs[p["arch"]])
         s = settings_for(p, arch)
-        est = estimate_memory(arch, s)
+        est = estimate_memory(arch, s, transformers_version=header["transformers"])
         t = estimate_time(arch, s, h200)
         replayed, traced = est, None
         try:
             check_traceable(s)
             traced = traces.get(point_key(p))
             if traced is None:
-                step = trace_step(archs[p["arch"]], s)
+                step = trace_step(archs[p["arch"]], s, transformers_version=header["transformers"])
                 traced = {"point": point_key(p), **step.to_dict()}
                 print(f"traced {point_key(p)} (no committed trace) in {step.seconds:.1f} s", file=sys.stderr)
         except TraceUnsupported:
@@ -150,6 +156,78 @@ def evaluate(truth: Path, traces: dict[str, dict] | None = None) -> tuple[list[d
             "t_err": 100 * (t.tokens_per_second - p["tokens_per_s"]) / p["tokens_per_s"],
         })
     return rows, header
+
+
+def dropout_rows(truth: Path, retrace: bool = False) -> list[dict]:
+    """The shared LoRA points at the profile's default LoRA dropout (0.05), which no GPU has
+    measured: the analytic estimate against the tracer (the reference there). The traces are
+    kept in DROPOUT_TRACES; `retrace` traces every point again, and a point the file lacks is
+    traced on the spot."""
+    from dataclasses import replace
+
+    from workbench.estimate.trace import TraceUnsupported, check_traceable, trace_step
+
+    archs, points, header = load_points(truth)
+    done = {} if retrace else load_traces(DROPOUT_TRACES)
+    new = False
+    rows = []
+    for p in points:
+        arch = architecture_from_config(archs[p["arch"]])
+        s = replace(settings_for(p, arch), dropout=PROFILE_DROPOUT)
+        try:
+            check_traceable(s)
+        except TraceUnsupported:
+            continue
+        key = point_key(p)
+        if key not in done:
+            step = trace_step(archs[p["arch"]], s, transformers_version=header["transformers"])
+            done[key], new = {"point": key, **step.to_dict()}, True
+            print(f"traced {key} at dropout {PROFILE_DROPOUT} in {step.seconds:.1f} s", file=sys.stderr)
+        traced = done[key]
+        est = estimate_memory(arch, s, transformers_version=header["transformers"])
+        allocated = est.reserved_bytes - est.breakdown["allocator reserve"]
+        rows.append({"arch": p["arch"], "method": p["method"], "r": p["r"], "targets": p["targets"],
+                     "shape": f"{p['batch']}x{p['seq']}", "ckpt": p["grad_ckpt"],
+                     "est": est.reserved_bytes, "traced": traced["peak_reserved"],
+                     "err": 100 * (est.reserved_bytes - traced["peak_reserved"]) / traced["peak_reserved"],
+                     "alloc_err": 100 * (allocated - traced["peak_allocated"]) / traced["peak_allocated"]})
+    if new:
+        import torch
+        import transformers
+
+        head = {"date": dt.date.today().isoformat(), "machine": platform.machine(),
+                "torch": torch.__version__, "transformers": transformers.__version__,
+                "dropout": PROFILE_DROPOUT, "command": "python bench/estimate_accuracy.py --trace"}
+        DROPOUT_TRACES.write_text("\n".join(json.dumps(x) for x in [head, *done.values()]) + "\n")
+    return rows
+
+
+def dropout_section(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    s = error_summary([r["err"] for r in rows])
+    alloc = [r["alloc_err"] for r in rows]
+    lines = [
+        f"## Memory at the profile's LoRA dropout ({PROFILE_DROPOUT}): analytic vs the tracer",
+        "",
+        "No GPU has measured a step with LoRA dropout, and every profile trains with it. On the "
+        f"{len(rows)} traceable shared points, the same step with lora_dropout = {PROFILE_DROPOUT}: "
+        "the analytic estimate (`workbench estimate`) against the traced one (`workbench estimate "
+        "--trace`, which the command's headline follows when it runs; the trace keeps CUDA's "
+        "1-byte dropout mask, `bench/estimate_trace_dropout.jsonl`).",
+        "",
+        "Reserved: " + _verdict_line(s).replace("points under-estimated", "points below the tracer"),
+        "",
+        f"Allocated peak: median |difference| {statistics.median(abs(x) for x in alloc):.1f}%, from "
+        f"{min(alloc):+.1f}% to {max(alloc):+.1f}% (the named terms, dropout's mask included).",
+        "",
+        "| architecture | r | targets | batch x seq | ckpt | analytic GiB | traced GiB | difference | allocated difference |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['arch']} | {r['r']} | {r['targets']} | {r['shape']} | {'on' if r['ckpt'] else 'off'} | "
+                     f"{r['est'] / GIB:.2f} | {r['traced'] / GIB:.2f} | {r['err']:+.1f}% | {r['alloc_err']:+.1f}% |")
+    return lines + [""]
 
 
 def error_summary(errs: list[float]) -> dict:
@@ -209,7 +287,8 @@ def _by_family(rows: list[dict], key: str) -> list[str]:
     return lines
 
 
-def report(rows: list[dict], header: dict, traces_header: dict) -> str:
+def report(rows: list[dict], header: dict, traces_header: dict,
+           dropout: list[dict] | None = None) -> str:
     import torch
     import transformers
 
@@ -223,7 +302,9 @@ def report(rows: list[dict], header: dict, traces_header: dict) -> str:
         f"{transformers.__version__} (the analytic estimator imports neither).",
         f"Measurements: `../shared/data/gpu-truth/vram_h200_calibration.jsonl`, {header.get('device', '?')}, "
         f"torch {header.get('torch', '?')} (see that folder's README for the exact step: bf16 autocast, "
-        "transformers' loss over full logits, torch AdamW, LoRA dropout 0, SDPA).",
+        "transformers' loss over full logits, torch AdamW, LoRA dropout 0, SDPA) with transformers "
+        f"{header.get('transformers')}, whose attention choice the estimates follow (Gemma-2 ran SDPA "
+        "before transformers 5.21, eager since).",
         "Command: `python bench/estimate_accuracy.py --write bench/estimate_accuracy.md` (reads the "
         "traces in `bench/estimate_trace.jsonl`, made by `python bench/estimate_accuracy.py --trace` "
         f"on {traces_header.get('date', '?')}, {traces_header.get('machine', '?')}, torch "
@@ -233,12 +314,11 @@ def report(rows: list[dict], header: dict, traces_header: dict) -> str:
         "",
         "### `workbench estimate --trace`: the allocator reserve replayed",
         "",
-        "The named terms as below, with the allocator reserve taken from tracing the step on the "
-        "CPU (FakeTensorMode, the real transformers + peft model) and replaying its allocations "
-        "through the caching allocator's rules (`workbench/estimate/trace.py`, "
-        f"`workbench/estimate/allocator.py`). {s['traced_points']} points traced; bitsandbytes "
-        "cannot run under FakeTensorMode, so the QLoRA points keep the analytic reserve, as the "
-        "command does.",
+        "The headline of `workbench estimate --trace`: the step traced on the CPU (FakeTensorMode, "
+        "the real transformers + peft model), its allocations replayed through the caching "
+        "allocator's rules (`workbench/estimate/trace.py`, `workbench/estimate/allocator.py`): the "
+        f"replay's peak reserved. {s['traced_points']} points traced; bitsandbytes cannot run under "
+        "FakeTensorMode, so the QLoRA points keep the analytic estimate, as the command does.",
         "",
         _verdict_line(rep),
         "",
@@ -271,8 +351,8 @@ def report(rows: list[dict], header: dict, traces_header: dict) -> str:
                      f"{'on' if r['ckpt'] else 'off'} | {r['meas'] / GIB:.2f} | {r['est'] / GIB:.2f} | "
                      f"{r['err']:+.1f}% | {r['rep'] / GIB:.2f} | {r['rep_err']:+.1f}% | {sim} | "
                      f"{r['alloc_err']:+.1f}% | {r['phase']} |")
+    lines += ["", *dropout_section(dropout or [])]
     lines += [
-        "",
         "## Time: tokens/s on the H200",
         "",
         f"Median |error| {s['t_median_abs']:.1f}%, worst {s['t_max_abs']:.1f}% (estimated tokens/s vs the "
@@ -302,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         trace_points(args.truth, only=args.only)
     rows, header = evaluate(args.truth)
     traces_header = next(iter(map(json.loads, TRACES.read_text().splitlines())), {}) if TRACES.is_file() else {}
-    text = report(rows, header, traces_header)
+    text = report(rows, header, traces_header, dropout_rows(args.truth, retrace=args.trace))
     if args.write:
         args.write.write_text(text, encoding="utf-8")
     print(text)

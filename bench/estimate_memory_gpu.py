@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from workbench.estimate.config import load_model_config  # noqa: E402
-from workbench.estimate.memory import EstimateSettings, estimate_memory  # noqa: E402
+from workbench.estimate.memory import EstimateSettings, estimate_memory, runs_eager  # noqa: E402
 from workbench.estimate.params import architecture_from_config, attention_only_targets  # noqa: E402
 
 MODELS = ("smollm2-360m", "qwen2.5-0.5b", "tinyllama-1.1b", "smollm2-1.7b", "phi-3-mini-4k",
@@ -133,8 +133,10 @@ def build_model(config: dict, method: str, device: str):
     hf_config = AutoConfig.for_model(**config)
     hf_config.use_cache = False
     dtype = torch.bfloat16
+    # as the runner and the estimate do: eager where this transformers has no SDPA path (Gemma-2)
+    attn = "eager" if runs_eager(hf_config.model_type) else "sdpa"
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=attn)
     if method == "qlora":  # bitsandbytes >= 0.48 quantizes on the CPU too (the dry run)
         quantize_in_place(model)
     return model

@@ -4,10 +4,10 @@ transformers itself, each term on small settings, speed, the CLI and its JSON.""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -431,3 +431,23 @@ def test_profile_estimate_counts_the_rendered_dataset():
     missing = load_profile("demo", ["data.train=nowhere.jsonl"])
     data, how = count_dataset_tokens(missing)
     assert data is None and how.startswith("not counted")
+
+
+def test_which_attention_a_model_runs_follows_the_transformers_release():
+    """Gemma-2 lost its SDPA path in transformers 5.21 (attention softcapping); before, it ran
+    SDPA, which is what the H200 calibration (transformers 5.17) measured."""
+    from workbench.estimate.memory import runs_eager
+
+    assert runs_eager("gemma2", "5.21.0") and runs_eager("gemma2", "5.25.0.dev0")
+    assert not runs_eager("gemma2", "5.17.0") and not runs_eager("llama", "5.25.0")
+    gemma = json.loads((REPO / "assets" / "configs" / "gemma-2-9b" / "config.json").read_text())
+    s = EstimateSettings(batch=4, seq=2048, grad_ckpt=False)
+    old = estimate(gemma, s, transformers_version="5.17.0")
+    new = estimate(gemma, s, transformers_version="5.21.0")
+    assert old.settings.attn == "sdpa" and new.settings.attn == "eager"
+    assert "sdpa attention" in old.explain() and "eager attention" in new.explain()
+    # eager keeps 16 heads x 2048 x 2048 scores per layer and row: tens of GiB more here
+    assert new.peak_bytes - old.peak_bytes > 42 * 4 * 16 * 2048 * 2048 * 6
+    flash = next(n for n in new.notes if "flash_attention_2" in n)
+    saved = estimate(gemma, replace(s, attn="flash_attention_2")).peak_bytes
+    assert fmt_gib(new.peak_bytes - saved) in flash and "pip install flash-attn" in flash

@@ -33,7 +33,7 @@ def test_the_recorded_step_is_balanced_and_the_libraries_are_left_as_they_were()
     import transformers.masking_utils as masking_utils
 
     def patched():
-        return (F.scaled_dot_product_attention, masking_utils.is_tracing,
+        return (F.scaled_dot_product_attention, F.dropout, F.softmax, masking_utils.is_tracing,
                 masking_utils.find_packed_sequence_indices,
                 tuners_utils.BaseTunerLayer._move_adapter_to_device_of_base_layer)
 
@@ -246,3 +246,54 @@ def test_full_fine_tuning_traces_and_agrees_with_the_analytic_terms():
     assert "optimizer" in traced.peak_label and est.phase == "the optimizer steps"
     assert traced.peak_allocated == pytest.approx(
         est.reserved_bytes - est.breakdown["allocator reserve"], rel=0.03)
+
+
+def test_lora_dropout_costs_a_one_byte_mask_per_adapted_input():
+    """The profile default, dropout 0.05: on CUDA torch's fused dropout saves a 1-byte mask of
+    each adapted layer's (fp32) input beside the bf16 copy lora_A saves. The CPU's dropout saves
+    an fp32 noise tensor instead; traced as is, it made the README example's trace say 20.6 GiB
+    where the step allocates 15.1 GiB."""
+    config = qwen_config(2)
+    arch = architecture_from_config(config)
+    base = EstimateSettings(r=8, alpha=16, targets="all-linear", batch=4, seq=1024,
+                            grad_ckpt=False, loss_path="trl_fused", dropout=0.0)
+    with_dropout = dataclasses.replace(base, dropout=0.05)
+    traced = trace_step(config, with_dropout).peak_allocated - trace_step(config, base).peak_allocated
+    analytic = [estimate_memory(arch, x) for x in (base, with_dropout)]
+    counted = [e.reserved_bytes - e.breakdown["allocator reserve"] for e in analytic]
+    inputs = sum(lin.d_in for lin in arch.linears)  # every linear is adapted (all-linear)
+    assert counted[1] - counted[0] == 4 * 1024 * inputs * arch.layers
+    # layer 0's q/k/v inputs need no gradient (no checkpointing): their masks are not kept
+    assert traced == pytest.approx(counted[1] - counted[0], rel=0.15)
+    assert traced < 2 * (counted[1] - counted[0])  # not the CPU's 4-byte noise
+
+
+@pytest.mark.parametrize("grad_ckpt", [False, True])
+def test_eager_attention_at_long_sequences_agrees_with_the_trace(grad_ckpt):
+    """Eager attention (Gemma-2 in transformers >= 5.21, or attn_implementation = "eager"):
+    the saved scores, the fp32 softmax (one CUDA kernel from the bf16 scores) and, in the
+    backward, the probabilities' gradient and its fp32 upcast. The analytic terms lean over
+    (they count a whole recomputed layer beside the softmax backward) but never under."""
+    config = qwen_config(2)
+    s = EstimateSettings(r=8, alpha=16, targets="all-linear", batch=2, seq=1024, attn="eager",
+                         grad_ckpt=grad_ckpt, loss_path="trl_fused", dropout=0.05)
+    est = estimate_memory(architecture_from_config(config), s)
+    traced = trace_step(config, s).peak_allocated
+    analytic = est.reserved_bytes - est.breakdown["allocator reserve"]
+    assert 0.98 * traced <= analytic <= 1.12 * traced
+
+
+def test_an_older_transformers_traces_gemma2_with_sdpa():
+    """The H200 calibration ran transformers 5.17, where Gemma-2 still had an SDPA path: the
+    trace follows the release it is asked for, and the analytic terms with it."""
+    config = json.loads((REPO / "assets" / "configs" / "gemma-2-9b" / "config.json").read_text())
+    config = {**config, "num_hidden_layers": 2}
+    s = EstimateSettings(r=8, alpha=16, batch=1, seq=512, grad_ckpt=False, dropout=0.0,
+                         loss_path="full_logits")
+    then = trace_step(config, s, transformers_version="5.17.0").peak_allocated
+    now = trace_step(config, s, transformers_version="5.21.0").peak_allocated
+    assert now - then > 2 * 8 * 512 * 512 * 4  # two layers of eager scores (8 heads... at least)
+    arch = architecture_from_config(config)
+    est = estimate_memory(arch, s, transformers_version="5.17.0")
+    assert est.settings.attn == "sdpa"
+    assert then == pytest.approx(est.reserved_bytes - est.breakdown["allocator reserve"], rel=0.03)

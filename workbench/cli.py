@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from workbench.hub import quiet_offline_kernel_notice
+
+    quiet_offline_kernel_notice()
     if args.run and args.command:
         parser.error("use either --run PROFILE or a command, not both")
     try:

@@ -236,3 +236,12 @@ def require_hub(repo_id: str, label: str = "", repo_type: str = "dataset", why: 
     if not hub_reachable():
         go_offline()
         raise unreachable(label or repr(repo_id), repo_id, repo_type, why)
+
+
+def quiet_offline_kernel_notice() -> None:
+    """bitsandbytes (imported by peft) asks the `kernels` package for a hub kernel; offline,
+    `kernels` warns on every import that it skips the publisher check. Nothing for the user to
+    do: keep it out of every command's output (the kernel is not used either way)."""
+    import logging
+
+    logging.getLogger("kernels").setLevel(logging.ERROR)

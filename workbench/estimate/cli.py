@@ -455,6 +455,9 @@ def cmd_estimate(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry for tests and `python -m workbench.estimate.cli`."""
+    from workbench.hub import quiet_offline_kernel_notice
+
+    quiet_offline_kernel_notice()
     parser = argparse.ArgumentParser(prog="workbench")
     add_estimate_command(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["estimate", *(argv or [])])

@@ -588,7 +588,7 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
 
 
 def estimate(config: dict | Architecture, settings: EstimateSettings | None = None,
-             **overrides) -> Estimate:
+             transformers_version: str | None = None, **overrides) -> Estimate:
     """`estimate(config_dict, method="qlora", r=16, batch=2, seq=4096)`: the one call."""
     from workbench.estimate.params import architecture_from_config
 
@@ -598,4 +598,4 @@ def estimate(config: dict | Architecture, settings: EstimateSettings | None = No
         if "targets" in overrides and isinstance(overrides["targets"], list):
             overrides["targets"] = tuple(overrides["targets"])
         s = replace(s, **overrides)
-    return estimate_memory(arch, s)
+    return estimate_memory(arch, s, transformers_version)

@@ -14,6 +14,9 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from workbench.hub import quiet_offline_kernel_notice
+
+    quiet_offline_kernel_notice()
     parser = argparse.ArgumentParser(prog="python -m workbench.train.worker")
     parser.add_argument("run_dir")
     parser.add_argument("--resume", action="store_true")
