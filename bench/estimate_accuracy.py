@@ -312,7 +312,7 @@ def report(rows: list[dict], header: dict, traces_header: dict,
         "",
         "## Memory: `reserved_bytes` vs `max_memory_reserved()`",
         "",
-        "### `workbench estimate --trace`: the allocator reserve replayed",
+        "### `workbench estimate --trace`: the headline from the traced step",
         "",
         "The headline of `workbench estimate --trace`: the step traced on the CPU (FakeTensorMode, "
         "the real transformers + peft model), its allocations replayed through the caching "

@@ -102,7 +102,7 @@ def compute_view(arch: Any, profile: Any, detected: dict | None,
         view.times.append((f"{label} {spec.name}", estimate_time(arch, settings, spec, usd_per_hour=price,
                                                                    **timing)))
     if data is None and profile.train.max_steps <= 0:
-        view.notes.append("time and cost wait for the data to be counted (rows and tokens)")
+        view.notes.append("the run's time and cost wait for the data to be counted (rows and tokens)")
     return view
 
 
@@ -159,8 +159,7 @@ def render_view(view: EstimateView, width: int) -> Group:
                       f"({100 * est.trainable_share:.2f}%)"))
     for label, t in view.times:
         if t.seconds is None:
-            parts.append(Text(f"{label}: {t.step_seconds:.2f} s a step; the run is not timed: "
-                              f"{t.plan}"))
+            parts.append(Text(f"{label}: {t.step_seconds:.2f} s a step (the run: see below)"))
         else:
             parts.append(Text(f"{label}: {fmt_span(t.seconds)}, ${t.usd:,.2f} "
                               f"({t.steps:,} steps at ${t.usd_per_hour:.2f}/h)"))
