@@ -427,13 +427,15 @@ def _loss_peak(arch: Architecture, s: EstimateSettings, tokens: int, rows: int) 
                 "log_softmax's input gradient)")
     scored = rows * (s.seq - 1)  # labels shifted by one: the last position of a row scores nothing
     rs = 4 if qlora else a
-    tile = min(scored, TRL_TOKEN_CHUNK) * min(V, TRL_VOCAB_CHUNK) * a
+    # the tile buffer is TRL_VOCAB_CHUNK wide whatever the vocabulary (32 MiB in bf16 for a
+    # 768-token vocabulary as for a 150k one): found by tracing the bundled tiny model
+    tile = min(scored, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * a
     weight_chunk = min(V, TRL_VOCAB_CHUNK) * h * a if qlora else 0  # fp32 head cast per tile
     kept = scored * rs * h + scored * 4 * 10  # selected hidden states + per-token fp32 stats
     grad = scored * 4 * h + scored * rs * h  # fp32 accumulator + cast to the hidden dtype
     return (kept + tile + weight_chunk + grad, scored * rs * h * 2,
             f"trl fused LM head: one {min(scored, TRL_TOKEN_CHUNK)} x "
-            f"{min(V, TRL_VOCAB_CHUNK)} tile, kept hidden states and an fp32 hidden gradient "
+            f"{TRL_VOCAB_CHUNK} tile, kept hidden states and an fp32 hidden gradient "
             f"(no full logits)")
 
 
