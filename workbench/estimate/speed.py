@@ -38,7 +38,7 @@ import math
 import random
 from dataclasses import dataclass, replace
 
-from workbench.estimate.gpus import GPUS, GpuSpec
+from workbench.estimate.gpus import GpuSpec
 from workbench.estimate.memory import EstimateSettings
 from workbench.estimate.params import Architecture, lora_params, resolve_targets
 
