@@ -91,8 +91,8 @@ def report(rows: list[dict]) -> str:
         "trains), bf16 autocast, SDPA (eager where transformers has none), torch AdamW, LoRA dropout "
         "as in the table (the profile default is 0.05), every position trained. No GPU has measured this step yet; this compares two independent "
         "routes to it. 'analytic' is `workbench estimate`, 'traced' is the allocations of the real "
-        "code replayed through the caching-allocator model (`workbench estimate --trace`, which reports "
-        "the analytic allocated terms plus the traced reserve).",
+        "code replayed through the caching-allocator model (`workbench estimate --trace`, whose headline "
+        "is the traced peak reserved).",
         "",
         f"{len(rows)} steps on {len({r['model'] for r in rows})} architectures. Allocated peak, analytic vs "
         f"traced: median |difference| {statistics.median(abs(x) for x in alloc):.1f}%, from {min(alloc):+.1f}% "
@@ -101,7 +101,7 @@ def report(rows: list[dict]) -> str:
         "(positive: the analytic estimate is the larger).",
         "",
         "Largest allocated differences (where one of the two misreads the code; not resolved here): "
-        + "; ".join(f"{r['model']} r{r['r']} {r['targets']} {r['shape']} checkpointing "
+        + "; ".join(f"{r['model']} r{r['r']} {r['targets']} {r['shape']} dropout {r['dropout']:g} checkpointing "
                     f"{'on' if r['ckpt'] else 'off'} {a:+.1f}% ({r['phase']})"
                     for a, r in sorted(zip(alloc, rows), key=lambda x: -abs(x[0]))[:3]) + ".",
         "",
