@@ -451,3 +451,16 @@ def test_which_attention_a_model_runs_follows_the_transformers_release():
     flash = next(n for n in new.notes if "flash_attention_2" in n)
     saved = estimate(gemma, replace(s, attn="flash_attention_2")).peak_bytes
     assert fmt_gib(new.peak_bytes - saved) in flash and "pip install flash-attn" in flash
+
+
+def test_qlora_backward_holds_one_dequantized_weight():
+    """bitsandbytes' MatMul4Bit backward dequantizes its 4-bit weight to bf16 for the input
+    gradient: at the layers' backward the largest 4-bit linear's bf16 copy is alive."""
+    arch = llama()
+    s = EstimateSettings(method="qlora", batch=1, seq=512, grad_ckpt=True, dropout=0.0)
+    qlora, lora = estimate_memory(arch, s), estimate_memory(arch, replace(s, method="lora"))
+    largest = max(lin.d_in * lin.d_out for lin in arch.linears)
+    assert qlora.phase == lora.phase == "the layers' backward runs"
+    assert "dequantized to bf16" in {t.name: t.why for t in qlora.terms}["backward gradient buffers"]
+    assert "dequantized" not in {t.name: t.why for t in lora.terms}["backward gradient buffers"]
+    assert qlora.breakdown["backward gradient buffers"] >= 2 * largest == 2 * 14336 * 4096

@@ -494,6 +494,10 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
     loss_b, loss_held_b, why_loss = _loss_peak(arch, s, tokens, rows)
     logits_held_b = a * arch.vocab * tokens if s.loss_path == "full_logits" else 0
     layer_bwd_b = tokens * _layer_backward_transient(arch, s)
+    # QLoRA: bitsandbytes' MatMul4Bit backward dequantizes its weight to bf16 for the input
+    # gradient (as the forward and its recomputation do, one linear at a time): the largest
+    # 4-bit linear's bf16 copy sits beside the layer's gradient buffers.
+    dequant_b = 2 * max((lin.d_in * lin.d_out for lin in arch.linears), default=0) if qlora else 0
 
     # The step's moments; the peak is the largest. Gradients were set to None by the previous
     # step, so when the loss is computed no adapter gradient exists yet; they appear layer by
@@ -506,7 +510,7 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
         "the loss is computed and its backward starts": saved + loss_b + autocast_cache_b
         + (0 if not full else arch.vocab * arch.hidden * a),
         "the layers' backward runs": saved + recompute + layer_bwd_b + loss_held_b
-        + autocast_cache_b + grads_during_backward,
+        + dequant_b + autocast_cache_b + grads_during_backward,
         "the optimizer steps": grads_b + opt_temp_b + logits_held_b,
     }
     phase = max(moments, key=moments.get)
@@ -543,8 +547,9 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
             add("recomputation", recompute,
                 "one layer's activations rebuilt in the backward" if s.grad_ckpt
                 else "none (checkpointing off)")
-            add("backward gradient buffers", layer_bwd_b + loss_held_b,
-                "one layer's intermediate gradients + residual gradient")
+            add("backward gradient buffers", layer_bwd_b + loss_held_b + dequant_b,
+                "one layer's intermediate gradients + residual gradient"
+                + (" + one 4-bit linear dequantized to bf16" if dequant_b else ""))
 
     add("cuBLAS workspaces", CUBLAS_WORKSPACES * CUBLAS_WORKSPACE_BYTES,
         "one per thread that runs matmuls (the forward's and autograd's backward thread), "
