@@ -19,7 +19,7 @@ from workbench.estimate.memory import GIB, EstimateSettings, estimate, estimate_
 from workbench.estimate.params import (ConfigError, architecture_from_config, lora_params,
                                        resolve_targets)
 from workbench.estimate.speed import DataCount, estimate_time, flops_per_token, plan_steps
-from workbench.fmt import fmt_gib
+from workbench.fmt import fmt_gib, fmt_span
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -464,3 +464,16 @@ def test_qlora_backward_holds_one_dequantized_weight():
     assert "dequantized to bf16" in {t.name: t.why for t in qlora.terms}["backward gradient buffers"]
     assert "dequantized" not in {t.name: t.why for t in lora.terms}["backward gradient buffers"]
     assert qlora.breakdown["backward gradient buffers"] >= 2 * largest == 2 * 14336 * 4096
+
+
+def test_the_trainable_share_counts_the_adapters_in_all_params_as_peft_does():
+    """The demo: 86,016 adapter parameters on a 1,771,200-parameter model are 4.63% of the
+    1,857,216 parameters peft reports, not 4.86% of the frozen ones."""
+    config = json.loads((REPO / "assets" / "tiny-model" / "config.json").read_text())
+    est = estimate(config, EstimateSettings(r=16))
+    assert est.all_params == est.total_params + est.trainable_params
+    assert est.trainable_share == pytest.approx(est.trainable_params / est.all_params)
+    assert f"of {est.all_params:,}" in est.explain()
+    full = estimate(config, EstimateSettings(method="full"))
+    assert full.all_params == full.total_params and full.trainable_share == 1.0
+    assert fmt_span(0.4) == "0.4 s" and fmt_span(45) == "45 s"

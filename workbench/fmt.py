@@ -25,6 +25,8 @@ def fmt_duration(seconds: float | None, missing: str = "?") -> str:
 
 def fmt_span(seconds: float) -> str:
     """A rough planning figure: 90 s, 12 min, 3.5 h (estimates are not precise to the second)."""
+    if seconds < 10:  # a short run reads "0.4 s", not "0 s"
+        return f"{seconds:.1f} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

@@ -155,7 +155,7 @@ def render_view(view: EstimateView, width: int) -> Group:
         line.append(f"{remedy.change} → {_gib2(remedy.estimate.peak_bytes)}")
         line.append(" fits" if remedy.fits else " still too big", "green" if remedy.fits else "red")
         parts.append(line)
-    parts.append(Text(f"trainable {est.trainable_params:,} of {est.total_params:,} "
+    parts.append(Text(f"trainable {est.trainable_params:,} of {est.all_params:,} "
                       f"({100 * est.trainable_share:.2f}%)"))
     for label, t in view.times:
         if t.seconds is None:

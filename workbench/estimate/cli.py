@@ -24,7 +24,8 @@ JSON output (`--json`), one object:
                       "CUDA context"
     explain           {term: one line saying how it was computed}
     peak_phase        str   the moment of the step that holds the peak
-    trainable_params  int;  total_params int;  trainable_share float (0..1)
+    trainable_params  int;  total_params int (the model's);  all_params int (with the
+                      adapters, as peft counts);  trainable_share float (of all_params)
     tokens_per_step   int   batch x seq x grad_accum
     model_type, model_source, settings {method, r, alpha, ...}, notes [str]
     trace             null without --trace; else {traced: true, peak_allocated,
@@ -393,7 +394,7 @@ def _print_text(report: dict) -> None:
         print(f"\ntime on {t['gpu']}: {fmt_span(t['seconds'])} for {t['steps']:,} steps "
               f"({t['plan']}), ${t['usd']:.2f} at ${t['usd_per_hour']:.2f}/h; "
               f"{t['tokens_per_second']:,.0f} tokens/s on full batch x seq micro-batches "
-              f"(model FLOPs utilization {t['mfu']:.2f})")
+              f"(model FLOPs utilization {100 * t['mfu']:.2g}%)")
     elif t:
         print(f"\ntime on {t['gpu']}: {t['step_seconds']:.2f} s per optimizer step of full "
               f"batch x seq micro-batches; the run is not timed or priced: {t['plan']} "

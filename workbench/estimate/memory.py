@@ -244,8 +244,14 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def all_params(self) -> int:
+        """The model's parameters with the adapters, as peft counts "all params"."""
+        full = self.settings.method == "full"
+        return self.total_params + (0 if full else self.trainable_params)
+
+    @property
     def trainable_share(self) -> float:
-        return self.trainable_params / self.total_params if self.total_params else 0.0
+        return self.trainable_params / self.all_params if self.all_params else 0.0
 
     def explain(self) -> str:
         width = max(len(t.name) for t in self.terms)
@@ -259,7 +265,7 @@ class Estimate:
         lines.append(f"  {'total':<{width}}  {_gib(self.peak_bytes):>10}  peak while {self.phase}; "
                      f"torch's max_memory_reserved would read {_gib(self.reserved_bytes)}")
         lines.append("Step modeled: " + STEP_MODELED[self.settings.loss_path])
-        lines.append(f"Trainable parameters: {self.trainable_params:,} of {self.total_params:,} "
+        lines.append(f"Trainable parameters: {self.trainable_params:,} of {self.all_params:,} "
                      f"({100 * self.trainable_share:.3f}%); tokens per step: "
                      f"{self.tokens_per_step:,}")
         lines.extend(f"Note: {n}" for n in self.notes)
@@ -275,6 +281,7 @@ class Estimate:
             "step_modeled": STEP_MODELED[self.settings.loss_path],
             "trainable_params": self.trainable_params,
             "total_params": self.total_params,
+            "all_params": self.all_params,
             "trainable_share": round(self.trainable_share, 6),
             "tokens_per_step": self.tokens_per_step,
             "model_type": self.model_type,
