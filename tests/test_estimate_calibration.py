@@ -146,10 +146,14 @@ def test_measurements_without_a_committed_trace_are_traced_on_the_spot(tmp_path)
              "trainable_params": lora_params(arch, attention_only_targets(arch), 8),
              "step_s": 0.05, "tokens_per_s": 2560.0}
     qlora = {**point, "method": "qlora"}
+    qlora_ckpt = {**qlora, "grad_ckpt": True}
     (tmp_path / "archs.json").write_text(json.dumps({"tiny": config}))
     (tmp_path / "vram_h200_calibration.jsonl").write_text(
-        "\n".join(json.dumps(x) for x in ({"device": "test"}, point, qlora)) + "\n")
+        "\n".join(json.dumps(x) for x in ({"device": "test"}, point, qlora, qlora_ckpt)) + "\n")
     rows, _ = bench.evaluate(tmp_path, traces={})
-    traced, analytic = rows
+    traced, analytic, twin = rows
     assert traced["traced"] and traced["sim"] > 0 and traced["rep"] != traced["est"]
     assert not analytic["traced"] and analytic["rep"] == analytic["est"]  # QLoRA: the rule
+    # QLoRA with checkpointing: the analytic allocated terms + the bf16 LoRA twin's reserve x 1.4
+    assert twin["twin"] and not twin["traced"] and twin["sim"] is None
+    assert twin["rep"] != twin["est"]

@@ -80,7 +80,9 @@ def compute_view(arch: Any, profile: Any, detected: dict | None,
         est = with_trace(est, traced[1])
     gpu = choose_gpu(profile.budget.gpu, detected)
     view = EstimateView(est, gpu, None)
-    view.notes.append(f"peak, reserve and verdict from the traced step ({traced[1].seconds:.0f} s)"
+    view.notes.append((f"reserve from the traced bf16 LoRA twin of this QLoRA step "
+                       f"({traced[1].seconds:.0f} s)" if traced[1].stands_in_for else
+                       f"peak, reserve and verdict from the traced step ({traced[1].seconds:.0f} s)")
                       if replayed else "ctrl+t traces the step (seconds, CPU): peak and verdict "
                       "from the real code's allocations")
     if gpu.available:

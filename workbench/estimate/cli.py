@@ -30,10 +30,11 @@ JSON output (`--json`), one object:
     model_type, model_source, settings {method, r, alpha, ...}, notes [str]
     trace             null without --trace; else {traced: true, peak_allocated,
                       peak_reserved, reserve, segments_created, peak_at, trainable_params,
-                      events, seconds, analytic_allocated}: peak_bytes, reserved_bytes and the
-                      verdicts then follow the trace (the "allocator reserve" term is the
-                      replayed reserve, "traced vs the terms" what the trace allocates beyond
-                      the analytic terms) or {traced: false, why}
+                      events, seconds, stands_in_for ("qlora": the bf16 LoRA twin traced
+                      for a QLoRA step, whose reserve x 1.4 is used), analytic_allocated}:
+                      peak_bytes, reserved_bytes and the verdicts then follow the trace (the
+                      "allocator reserve" term is the replayed reserve, "traced vs the terms"
+                      what the trace allocates beyond the analytic terms) or {traced: false, why}
     gpu               {key, name, memory_bytes, available_bytes, source} or null
     fits              bool, or null when no GPU was given or found
     verdict           "fits" | "tight" | "does not fit" | null
@@ -111,8 +112,9 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--nnodes", type=int, help="machines the GPUs are spread over (time only)")
     p.add_argument("--trace", action="store_true",
                    help="trace the step on the CPU (FakeTensorMode, 2-20 s) and replay its "
-                        "allocations through torch's caching-allocator rules: the allocator "
-                        "reserve replayed, not estimated (LoRA, DoRA, full; not QLoRA)")
+                        "allocations through torch's caching-allocator rules: the peak and "
+                        "verdicts follow the trace (LoRA, DoRA, full; QLoRA with checkpointing "
+                        "through its bf16 LoRA twin's reserve)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_estimate)
     return p
@@ -364,7 +366,12 @@ def _print_text(report: dict) -> None:
     print(f"model: {report['model_source']} ({report['model_type']})")
     print(est.explain())
     trace = report.get("trace")
-    if trace and trace["traced"]:
+    if trace and trace["traced"] and trace.get("stands_in_for") == "qlora":
+        print(f"Traced the same step with bf16 LoRA weights ({trace['events']:,} allocations of "
+              f"{TRACE_STEPS_TEXT} in {trace['seconds']:.1f} s; QLoRA's 4-bit layers cannot be "
+              f"traced): its replayed reserve, {fmt_gib(trace['reserve'], digits=2)}, scaled as measured "
+              "on QLoRA steps with checkpointing, is the allocator reserve above")
+    elif trace and trace["traced"]:
         print(f"Traced: {trace['events']:,} allocations of {TRACE_STEPS_TEXT} replayed through "
               f"the caching allocator in {trace['seconds']:.1f} s: max_memory_allocated "
               f"{fmt_gib(trace['peak_allocated'])} (the analytic terms say "
