@@ -412,8 +412,10 @@ def test_bench_plans_enough_points():
     assert min(p.batch for p in points) == 1 and max(p.batch for p in points) == 8
     assert any(p.targets == "all-linear" for p in points)
     assert any(p.targets != "all-linear" for p in points)
-    # the runner's-step LoRA points carry their committed `--trace` estimate for the GPU run
-    fused = [p for p in points if p.method == "lora" and p.loss_path == "trl_fused"]
+    # the runner's-step points carry their committed `--trace` estimate for the GPU run (LoRA,
+    # and QLoRA with checkpointing through its bf16 twin)
+    fused = [p for p in points if p.loss_path == "trl_fused" and (p.method == "lora" or p.grad_ckpt)]
+    assert {p.method for p in fused} == {"lora", "qlora"}
     assert fused and all(p.traced_bytes for p in fused), "run bench/estimate_memory_gpu.py --trace-cpu"
     assert set(bench.traced_estimates()) == {p.key for p in fused}
     assert all(0.7 < p.traced_bytes / p.estimated_bytes < 1.3 for p in fused)
