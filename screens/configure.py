@@ -100,7 +100,6 @@ class ConfigureScreen(Screen):
         self.config: dict | None = None  # the model's config.json, for the trace
         self.traced: Any = None          # (EstimateSettings, TracedStep) of the last trace
         self.data_count: Any = None         # DataCount of the profile's data, once counted
-        self.data_how = ""
         self.view: Any = None
         self._filling = False
 
@@ -218,11 +217,11 @@ class ConfigureScreen(Screen):
     def _count_tokens(self, profile: Any) -> None:
         from workbench.estimate.cli import count_dataset_tokens
 
-        data, how = count_dataset_tokens(profile)
-        self._from_thread(self._tokens_counted, data, how)
+        data, _ = count_dataset_tokens(profile)
+        self._from_thread(self._tokens_counted, data)
 
-    def _tokens_counted(self, data: Any, how: str) -> None:
-        self.data_count, self.data_how = data, how
+    def _tokens_counted(self, data: Any) -> None:
+        self.data_count = data
         self.refresh_estimate()
 
     # -- validation and estimate ------------------------------------------------------------

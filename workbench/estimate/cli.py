@@ -215,7 +215,7 @@ def build_report(args) -> dict:
         price = profile.budget.gpu_hourly_usd
     data, out["dataset_tokens_source"] = None, "--dataset-tokens"
     if args.dataset_tokens is not None:
-        data = DataCount(tokens=args.dataset_tokens, how="--dataset-tokens")
+        data = DataCount(tokens=args.dataset_tokens)
     elif profile is not None and not args.no_count_data:
         data, out["dataset_tokens_source"] = count_dataset_tokens(profile)
     elif profile is not None:
@@ -357,7 +357,7 @@ def count_dataset_tokens(profile) -> tuple[DataCount | None, str]:
     how = "rendered" if len(sample) == len(records) else f"rendered sample of {len(sample)} rows"
     how = f"{how} from {len(records)} training rows"
     data = DataCount(tokens=round(stats.total_tokens * scale), rows=round(stats.rows_out * scale),
-                     lengths=tuple(len(r["input_ids"]) for r in rows), how=how)
+                     lengths=tuple(len(r["input_ids"]) for r in rows))
     return data, how
 
 
@@ -408,13 +408,17 @@ def _print_text(report: dict) -> None:
               "(give --dataset-tokens N, or a profile whose tokenizer and data can be read here)")
     print("\n  GPU          fits   time      cost      s/step")
     for key, c in report["cost"].items():
-        span = fmt_span(c["seconds"]) if c["seconds"] is not None else "-"
-        usd = f"${c['usd']:.2f}" if c["usd"] is not None else "-"
-        print(f"  {key:<11}  {'yes' if c['fits'] else 'no ':<5}  {span:<8}  {usd:<8}  "
-              f"{c['step_seconds']:.3g}")
+        print(f"  {_cost_cells(key, c)}  {c['step_seconds']:.3g}")
     print(f"({report['time_note']})")
     if report.get("distributed"):
         _print_distributed(report["distributed"])
+
+
+def _cost_cells(key: str, c: dict) -> str:
+    """One GPU's row of a cost table: fits, time, cost ("-" where the run is not priced)."""
+    span = fmt_span(c["seconds"]) if c["seconds"] is not None else "-"
+    usd = f"${c['usd']:.2f}" if c["usd"] is not None else "-"
+    return f"{key:<11}  {'yes' if c['fits'] else 'no ':<5}  {span:<8}  {usd:<8}"
 
 
 def _print_distributed(d: dict) -> None:
@@ -437,9 +441,7 @@ def _print_distributed(d: dict) -> None:
         print(f"time on {d['gpus']} x {t['gpu']}: not timed or priced: {t['plan']}")
     print(f"  {d['gpus']} x GPU    fits   time      cost")
     for key, c in d["cost"].items():
-        span = fmt_span(c["seconds"]) if c["seconds"] is not None else "-"
-        usd = f"${c['usd']:.2f}" if c["usd"] is not None else "-"
-        print(f"  {key:<11}  {'yes' if c['fits'] else 'no ':<5}  {span:<8}  {usd}")
+        print(f"  {_cost_cells(key, c)}".rstrip())
     print("(scaling factors are assumptions, not measured by workbench: "
           + ", ".join(f"{k} {v:.2f}" for k, v in SCALING.items())
           + f", x{INTER_NODE_SCALING:.2f} across machines)")

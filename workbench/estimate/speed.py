@@ -60,7 +60,6 @@ class DataCount:
     tokens: int
     rows: int | None = None
     lengths: tuple[int, ...] = ()
-    how: str = ""
 
     def padded_row_tokens(self, batch: int, seq: int, seed: int = 0) -> float:
         """Mean tokens per row once each micro-batch of `batch` random rows is padded to its
