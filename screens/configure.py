@@ -47,6 +47,12 @@ def _set(d: dict, dotted: str, value: Any) -> None:
         d[head] = value
 
 
+
+def _count_key(profile: Any) -> tuple:
+    """What the data count depends on: the tokenizer, the data and how rows are cut."""
+    m = profile.model
+    return (m.name_or_path, m.revision, repr(profile.data), profile.train.max_seq_len)
+
 class ConfigureScreen(Screen):
     TITLE = "workbench"
     SUB_TITLE = "configure"
@@ -99,7 +105,9 @@ class ConfigureScreen(Screen):
         self.arch_for = ""
         self.config: dict | None = None  # the model's config.json, for the trace
         self.traced: Any = None          # (EstimateSettings, TracedStep) of the last trace
-        self.data_count: Any = None         # DataCount of the profile's data, once counted
+        self.data_count: Any = None      # DataCount of the data, for `counted_for`
+        self.counted_for: Any = None     # what the count depends on (_count_key)
+        self.data_why = ""               # why there is no count, once counting failed
         self.view: Any = None
         self._filling = False
 
@@ -214,14 +222,16 @@ class ConfigureScreen(Screen):
         self._status(f"traced in {traced.seconds:.0f} s: the peak and verdict follow the trace")
         self.refresh_estimate()
 
-    def _count_tokens(self, profile: Any) -> None:
+    def _count_tokens(self, profile: Any, key: Any) -> None:
         from workbench.estimate.cli import count_dataset_tokens
 
-        data, _ = count_dataset_tokens(profile)
-        self._from_thread(self._tokens_counted, data)
+        data, why = count_dataset_tokens(profile)
+        self._from_thread(self._tokens_counted, key, data, why)
 
-    def _tokens_counted(self, data: Any) -> None:
-        self.data_count = data
+    def _tokens_counted(self, key: Any, data: Any, why: str) -> None:
+        if key != _count_key(self.profile):  # the profile moved on while this one counted
+            return
+        self.data_count, self.data_why = data, "" if data else why
         self.refresh_estimate()
 
     # -- validation and estimate ------------------------------------------------------------
@@ -257,8 +267,13 @@ class ConfigureScreen(Screen):
         self.issues = {}
         form.show_issues({})
         self.query_one("#cfg-issues", Static).update("")
-        first = self.profile is None or self.data_count is None and self.count_tokens
         self.profile = profile
+        key = _count_key(profile)
+        if self.count_tokens and key != self.counted_for:
+            # another model, data or length: the steps and the time are counted again (the
+            # tokenizer and the data load in a worker); until then the panel says it waits
+            self.counted_for, self.data_count, self.data_why = key, None, ""
+            self._work(self._count_tokens, profile, key, group="tokens")
         changed = len(form.modified())
         # The count before the path: a long path is what gets cut at 80 columns.
         self._status(f"{profile.name}  ·  " + (f"{changed} changed (*)  ·  " if changed else "")
@@ -270,16 +285,13 @@ class ConfigureScreen(Screen):
             self._work(self._load_arch, model, profile.model.revision, group="arch")
         elif self.arch is not None:
             self.refresh_estimate()
-        if first and self.count_tokens and self.data_count is None:
-            self.count_tokens = False  # once per screen: it loads the tokenizer and the data
-            self._work(self._count_tokens, profile, group="tokens")
 
     def refresh_estimate(self) -> None:
         if self.arch is None or self.profile is None:
             return
         try:
             self.view = compute_view(self.arch, self.profile, self.detected, self.data_count,
-                                     self.traced)
+                                     self.traced, self.data_why)
         except Exception as exc:  # noqa: BLE001 - e.g. an unknown GPU name, a bad target
             self.view = None
             self.query_one(EstimatePanel).message(f"No estimate: {_describe(exc)}")

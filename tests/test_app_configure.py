@@ -311,3 +311,37 @@ async def test_ctrl_t_traces_the_step_and_an_edit_falls_back_to_the_rule():
         await pilot.pause()
         assert screen.view.estimate.settings.r == 8
         assert "from the traced step" not in " ".join(screen.view.notes)
+
+
+@sync
+async def test_the_time_counts_the_data_of_the_profile_shown():
+    """The demo counts 272 steps, as its run takes; another length is counted again, and a
+    count that arrives for settings the form has left is dropped, not shown."""
+    app = make("demo", count_tokens=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.data_count is not None, timeout=60)
+        await pilot.pause()
+        (label, time), = [t for t in screen.view.times if t[0].startswith("detected")]
+        assert time.steps == 272 and "540 rows" in time.plan
+        demo = (screen.counted_for, screen.data_count)
+        screen.query_one(ProfileForm).widget("train.max_seq_len").value = "16"
+        await pilot.pause()
+        assert screen.counted_for != demo[0]
+        await wait_for(pilot, lambda: screen.data_count is not None, timeout=60)
+        assert max(screen.data_count.lengths) <= 16 < max(demo[1].lengths)
+        screen._tokens_counted(demo[0], demo[1], "")  # a late answer for the old settings
+        assert max(screen.data_count.lengths) <= 16
+
+
+@sync
+async def test_data_that_cannot_be_counted_says_why(monkeypatch):
+    monkeypatch.setattr("workbench.estimate.cli.count_dataset_tokens",
+                        lambda p: (None, "not counted (OSError: no tokenizer here)"))
+    app = make("demo", count_tokens=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.data_why != "", timeout=60)
+        await pilot.pause()
+        assert any("data was not counted (OSError: no tokenizer here)" in n
+                   for n in screen.view.notes)

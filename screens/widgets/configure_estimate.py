@@ -63,9 +63,9 @@ def choose_gpu(wanted: str, detected: dict | None) -> GpuChoice:
 
 
 def compute_view(arch: Any, profile: Any, detected: dict | None,
-                 data: Any, traced: tuple | None = None) -> EstimateView:
-    """`data`: the DataCount of the profile's training data, or None while (or when it
-    cannot be) counted. `traced` is (settings, TracedStep) of the last ctrl+t: used while the
+                 data: Any, traced: tuple | None = None, data_why: str = "") -> EstimateView:
+    """`data`: the DataCount of the profile's training data, or None while it is counted or
+    when it cannot be (`data_why` says why). `traced` is (settings, TracedStep) of the last ctrl+t: used while the
     settings are still those it traced, so an edit falls back to the analytic estimate at once."""
     from workbench.estimate.advice import remedies, verdict
     from workbench.estimate.gpus import find_gpu
@@ -104,7 +104,9 @@ def compute_view(arch: Any, profile: Any, detected: dict | None,
         view.times.append((f"{label} {spec.name}", estimate_time(arch, settings, spec, usd_per_hour=price,
                                                                    **timing)))
     if data is None and profile.train.max_steps <= 0:
-        view.notes.append("the run's time and cost wait for the data to be counted (rows and tokens)")
+        view.notes.append(f"the run is not timed or priced: the data was {data_why}" if data_why
+                          else "the run's time and cost wait for the data to be counted "
+                          "(rows and tokens)")
     return view
 
 
