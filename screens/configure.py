@@ -208,10 +208,15 @@ class ConfigureScreen(Screen):
         self.refresh_estimate()
 
     def _trace(self, config: dict, settings: Any) -> None:
-        from workbench.estimate.trace import trace_step
+        from textual.worker import get_current_worker
 
+        from workbench.estimate.trace import TraceCancelled, trace_step
+
+        worker = get_current_worker()  # cancelled when the app quits or the screen goes
         try:
-            traced = trace_step(config, settings)
+            traced = trace_step(config, settings, cancel=lambda: worker.is_cancelled)
+        except TraceCancelled:
+            return
         except Exception as exc:  # noqa: BLE001 - shown, not raised: the screen stays usable
             self._from_thread(self._error, "Trace failed", exc)
             return

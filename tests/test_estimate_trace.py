@@ -335,3 +335,24 @@ def test_qlora_with_checkpointing_takes_its_bf16_twins_reserve():
     assert sum(out.breakdown.values()) == out.peak_bytes
     with pytest.raises(TraceUnsupported, match="QLoRA without gradient checkpointing"):
         check_traceable(dataclasses.replace(s, grad_ckpt=False))
+
+
+def test_a_cancelled_trace_stops_between_ops_and_restores_the_libraries():
+    """The Configure screen cancels its trace when the app quits: the worker thread must end
+    within an op, not after the whole step (10-20 s on a real model)."""
+    import torch.nn.functional as F
+
+    from workbench.estimate.trace import TraceCancelled
+
+    before = (F.dropout, F.softmax, F.scaled_dot_product_attention)
+    asked = []
+
+    def cancel() -> bool:
+        asked.append(1)
+        return len(asked) > 50
+
+    with pytest.raises(TraceCancelled):
+        trace_step(qwen_config(2), SMALL, cancel=cancel)
+    assert len(asked) == 51
+    assert before == (F.dropout, F.softmax, F.scaled_dot_product_attention)
+    assert trace_step(qwen_config(2), SMALL).peak_allocated > 0  # and the next trace runs

@@ -47,6 +47,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from workbench.estimate.allocator import Replay, replay
 from workbench.estimate.memory import (CUBLAS_WORKSPACE_BYTES, CUBLAS_WORKSPACES, Estimate,
@@ -60,6 +61,10 @@ TRACEABLE_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd")
 
 class TraceUnsupported(ConfigError):
     """The step cannot be traced on this machine; the message says why."""
+
+
+class TraceCancelled(Exception):
+    """`cancel()` said stop: the trace ended between two ops, the libraries restored."""
 
 
 @dataclass(frozen=True)
@@ -98,17 +103,19 @@ def check_traceable(settings: EstimateSettings) -> None:
 
 
 def trace_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STEPS,
-               transformers_version: str | None = None) -> TracedStep:
+               transformers_version: str | None = None,
+               cancel: Callable[[], bool] | None = None) -> TracedStep:
     """Trace `steps` training steps of the model `config` (a config.json dict) with
     `settings` and replay them. `transformers_version`: the release whose attention choice to
-    follow (a measurement made with an older one), default the installed one."""
+    follow (a measurement made with an older one), default the installed one. `cancel`:
+    asked before every op; when it says True the trace raises TraceCancelled."""
     settings.check()
     check_traceable(settings)
     start = time.monotonic()
     qlora = settings.method == "qlora"
     if qlora:  # bitsandbytes cannot run under FakeTensorMode: its bf16 LoRA twin stands in
         settings = replace(settings, method="lora")
-    events, trainable = record_step(config, settings, steps, transformers_version)
+    events, trainable = record_step(config, settings, steps, transformers_version, cancel)
     result = replay(events, preallocated=(CUBLAS_WORKSPACE_BYTES,) * CUBLAS_WORKSPACES)
     return TracedStep(result.peak_allocated, result.peak_reserved, result.segments_created,
                       result.peak_label, trainable, len(events), time.monotonic() - start,
@@ -139,7 +146,8 @@ def _dtype(settings: EstimateSettings):
 
 
 def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STEPS,
-                transformers_version: str | None = None) -> tuple[list[tuple], int]:
+                transformers_version: str | None = None,
+                cancel: Callable[[], bool] | None = None) -> tuple[list[tuple], int]:
     """(events, trainable parameters): the device allocations and frees of building the
     model and running `steps` training steps, in order, as `allocator.replay` takes them."""
     import torch
@@ -161,6 +169,8 @@ def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STE
         tensors delay exactly as on the device."""
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if cancel is not None and cancel():
+                raise TraceCancelled("the trace was cancelled")
             out = func(*args, **(kwargs or {}))
             name = func.overloadpacket.__name__
             for t in pytree.tree_leaves(out):
