@@ -33,7 +33,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 WRITER = r"""
 import json, os, sys, time
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 run = RunDir.create(sys.argv[1], "bench")
 run.write_status(state="running", pid=os.getpid(), step=0, total_steps=100000)
 run.append_event("status", state="running", message="bench writer")

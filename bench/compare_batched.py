@@ -62,7 +62,7 @@ def demo_run_engine(run_dir: str | None, device: str):
     """The engine over a real run: the given one, or a 30-step demo run trained here."""
     from workbench.evaluate.compare import ComparisonEngine
     from workbench.profile import load_profile
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     what = f"the run {Path(run_dir).name}" if run_dir else "tiny model + a 30-step LoRA adapter"
     if not run_dir:

@@ -39,7 +39,7 @@ def smollm2_run(runs_dir: Path, n_prompts: int) -> Path:
 
     from workbench.models.smollm2 import ensure_smollm2
     from workbench.profile import load_profile, save_profile
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     model = ensure_smollm2()
     prompts = runs_dir / "prompts.jsonl"

@@ -21,7 +21,7 @@ from textual.screen import Screen
 from textual.theme import Theme
 
 from screens import SCREENS, make_screen
-from workbench.train.rundir import default_runs_dir
+from workbench.rundir import default_runs_dir
 
 # Every colour sits on the xterm-256 palette (cube steps 00/5f/87/af/d7/ff, greys 1c..d0),
 # so a 256-colour terminal shows exactly these instead of a lossy approximation.

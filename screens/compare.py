@@ -55,7 +55,7 @@ def load_engine(run_path: str, device: str = "auto", progress=None):
     from workbench.evaluate.errors import EvaluateError
     from workbench.evaluate.testset import load_splits
     from workbench.profile import ProfileError, load_profile
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     run = RunDir(Path(run_path))
     try:
@@ -430,7 +430,7 @@ class CompareScreen(PicksFinishedRun, Screen):
 
         def job():
             from workbench.evaluate.evaluation import evaluate_run
-            from workbench.train.rundir import RunDir
+            from workbench.rundir import RunDir
 
             try:
                 run = engine[2] if engine else RunDir(Path(run_path))

@@ -42,7 +42,7 @@ class RunRow:
 
 def scan_runs(runs_dir: Path, now: float | None = None) -> list[RunRow]:
     """Every run under `runs_dir`, newest first."""
-    from workbench.train.rundir import list_runs
+    from workbench.rundir import list_runs
 
     now = time.time() if now is None else now
     rows = []
@@ -106,7 +106,7 @@ def start_detached(profile_ref: str, runs_dir: Path, overrides: list[str] = ()) 
 
 def stop(path: str) -> str:
     from workbench.train.control import ControlError, stop_run
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     try:
         return stop_run(RunDir(Path(path)), wait_s=0)
@@ -116,7 +116,7 @@ def stop(path: str) -> str:
 
 def resume(path: str) -> int:
     from workbench.train.control import ControlError, check_resumable, spawn_detached
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     run = RunDir(Path(path))
     try:
@@ -127,7 +127,7 @@ def resume(path: str) -> int:
 
 
 def delete(path: str) -> None:
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     run = RunDir(Path(path))
     if not run.status_path.exists():
@@ -158,7 +158,7 @@ class RunPoll:
 
 def poll_run(path: str, offset: int, log_size: int) -> RunPoll:
     """New events since `offset`, the status, and the log bytes written since `log_size`."""
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     run = RunDir(Path(path))
     events, offset = run.read_events(offset)

@@ -23,7 +23,7 @@ def _load(paths: list[str]):
     from pathlib import Path
 
     from workbench.sweep.compare import compare_runs
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     return compare_runs([RunDir(Path(p)) for p in paths])
 

@@ -23,7 +23,7 @@ def scan_sweeps() -> list[dict]:
     from pathlib import Path
 
     from workbench.sweep.folder import list_sweeps
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     out = []
     for s in reversed(list_sweeps()):  # newest first, as runs are shown

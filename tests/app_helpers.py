@@ -48,7 +48,7 @@ def install_fake_nvml(monkeypatch, gpus=()):
 
 
 def iso(ts: float) -> str:
-    from workbench.train.rundir import iso as _iso
+    from workbench.rundir import iso as _iso
 
     return _iso(ts)
 
@@ -63,7 +63,7 @@ def make_finished_run(runs_dir: Path, name: str = "demo", steps: int = 40, start
                       state: str = "finished", gpus: list[dict] | None = None, hourly: float = 2.5):
     """A run folder as the runner leaves it, written by hand with fixed times."""
     from workbench.profile import load_profile, save_profile
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     run = RunDir(runs_dir / f"{name}-{start:.0f}")
     run.path.mkdir(parents=True)
@@ -99,7 +99,7 @@ def make_finished_run(runs_dir: Path, name: str = "demo", steps: int = 40, start
                   loss=round(3.0 / (1 + steps / 10), 4), eval_loss=0.8, profile=name,
                   created_at=iso(start), started_at=iso(start), ended_at=iso(end),
                   updated_at=iso(end), device="cuda" if gpus else "cpu", run_dir=str(run.path))
-    from workbench.train.rundir import write_json_atomic
+    from workbench.rundir import write_json_atomic
 
     write_json_atomic(run.status_path, status)
     return run

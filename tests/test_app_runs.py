@@ -14,7 +14,7 @@ from app_helpers import (A10G, H100, T0, gpu_dicts, install_fake_nvml, isolate,
                          make_finished_run, screen_text, settle, wait_for)
 from app_helpers import drive as helpers_drive
 
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from app_helpers import (H100, T0, drive, gpu_dicts, install_fake_nvml, isolate,
                          make_finished_run, screen_text, settle, wait_for)
 
 from workbench.profile import load_profile, save_profile
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import pytest
 from app_helpers import H100, T0, drive, gpu_dicts, isolate, make_finished_run, screen_text, settle
 
 from screens.widgets.run_view import RunView
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 
 
 @pytest.fixture(autouse=True)

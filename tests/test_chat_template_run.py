@@ -80,7 +80,7 @@ max_test_rows = 6
     # reasoning, the prompt leaves it out exactly as the training rows did.
     from workbench.evaluate.compare import ComparisonEngine
     from workbench.profile import load_profile
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     resolved = load_profile(run / "profile.toml")
     engine = ComparisonEngine.from_run(RunDir(run), resolved, device="cpu")

@@ -9,7 +9,7 @@ import sys
 
 from conftest import REPO, workbench
 from workbench.cli import main
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 
 
 def test_profile_validate_ok_and_bad(tmp_path, capsys):
@@ -168,8 +168,8 @@ def test_attach_replays_a_finished_run(tmp_path, capsys):
 
 def test_engine_never_imports_textual_or_torch_at_import():
     code = (
-        "import sys, workbench.cli, workbench.profile, workbench.train.rundir, "
-        "workbench.train.control, workbench.train.console, workbench.data, workbench.estimate.gpu\n"
+        "import sys, workbench.cli, workbench.profile, workbench.rundir, "
+        "workbench.train.control, workbench.pipeline.console, workbench.data, workbench.estimate.gpu\n"
         "bad = [m for m in ('textual', 'torch', 'transformers', 'trl', 'datasets') if m in sys.modules]\n"
         "print(bad)"
     )

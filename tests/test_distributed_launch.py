@@ -16,8 +16,9 @@ import pytest
 
 from conftest import REPO, workbench
 from workbench.profile import load_profile
-from workbench.train import distributed as D
-from workbench.train.launch_script import slurm_script
+from workbench.pipeline import launch as D
+from workbench.train import ranks as R
+from workbench.pipeline.launch_script import slurm_script
 
 
 class FakePlan:
@@ -86,7 +87,7 @@ def test_torchrun_command_one_node_and_several():
     one = D.torchrun_command(launch(nproc_per_node=4), "/runs/r", python="python")
     assert one == ["python", "-m", "torch.distributed.run", "--nproc-per-node=4",
                    "--max-restarts=0", f"--monitor-interval={D.MONITOR_INTERVAL_S}",
-                   "--standalone", "-m", "workbench.train.distributed", "rank", "/runs/r"]
+                   "--standalone", "-m", "workbench.pipeline.launch", "rank", "/runs/r"]
     multi = D.torchrun_args(launch(nnodes=2, node_rank=1, master_addr="10.0.0.5",
                                    master_port=29400), "/runs/r", resume=True)
     assert "--standalone" not in multi
@@ -98,36 +99,36 @@ def test_torchrun_command_one_node_and_several():
 
     config, cmd, args = config_from_args(parse_args(multi))
     assert (config.min_nodes, config.max_nodes, config.nproc_per_node) == (2, 2, 4)
-    assert args[-4:] == ["workbench.train.distributed", "rank", "/runs/r", "--resume"]
+    assert args[-4:] == ["workbench.pipeline.launch", "rank", "/runs/r", "--resume"]
 
 
 # ---- what the trainer is handed ------------------------------------------------------------
 
 def test_single_process_gets_no_settings():
-    assert D.trainer_settings(FakePlan(), launch={"nproc_per_node": 1, "nnodes": 1}) == {}
+    assert R.trainer_settings(FakePlan(), launch={"nproc_per_node": 1, "nnodes": 1}) == {}
 
 
 def test_ddp_settings():
-    got = D.trainer_settings(FakePlan(), launch=launch().to_dict())
-    assert got == {"ddp_backend": "nccl", "ddp_timeout": D.COLLECTIVE_TIMEOUT_S,
+    got = R.trainer_settings(FakePlan(), launch=launch().to_dict())
+    assert got == {"ddp_backend": "nccl", "ddp_timeout": R.COLLECTIVE_TIMEOUT_S,
                    "ddp_find_unused_parameters": False}
-    cpu = D.trainer_settings(FakePlan(), launch=launch(device="cpu").to_dict())
+    cpu = R.trainer_settings(FakePlan(), launch=launch(device="cpu").to_dict())
     assert cpu["ddp_backend"] == "gloo"
-    assert D.COLLECTIVE_TIMEOUT_S >= 3600  # tokenizing a big dataset on rank 0 first
+    assert R.COLLECTIVE_TIMEOUT_S >= 3600  # tokenizing a big dataset on rank 0 first
 
 
 def test_fsdp2_settings_are_accepted_by_transformers(tmp_path):
-    got = D.trainer_settings(FakePlan(), launch=launch(strategy="fsdp", cpu_offload=True).to_dict())
+    got = R.trainer_settings(FakePlan(), launch=launch(strategy="fsdp", cpu_offload=True).to_dict())
     assert got["fsdp"] is True and got["activation_checkpointing"] is False  # FSDP's own instead
     cfg = got["fsdp_config"]
     assert cfg["version"] == 2 and cfg["state_dict_type"] == "FULL_STATE_DICT"
     assert cfg["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP" and cfg["cpu_offload"] is True
     assert cfg["activation_checkpointing"] is True and cfg["reshard_after_forward"] is True
-    assert D.fsdp_config(FakePlan(gradient_checkpointing=False))["activation_checkpointing"] is False
+    assert R.fsdp_config(FakePlan(gradient_checkpointing=False))["activation_checkpointing"] is False
     qlora = FakePlan()
     qlora.profile = load_profile("demo", ['lora.method="qlora"', 'train.device="auto"'])
     # prepare_model_for_kbit_training already checkpoints the model: not twice.
-    assert D.fsdp_config(qlora)["activation_checkpointing"] is False
+    assert R.fsdp_config(qlora)["activation_checkpointing"] is False
     # transformers turns them into accelerate's FSDP plugin arguments: what would run on GPUs.
     from transformers import TrainingArguments
 
@@ -144,7 +145,7 @@ def test_fsdp2_settings_are_accepted_by_transformers(tmp_path):
 
 @pytest.mark.parametrize("stage,offload", [(2, False), (3, False), (3, True), (2, True)])
 def test_deepspeed_settings(stage, offload):
-    got = D.trainer_settings(FakePlan(precision="bf16"),
+    got = R.trainer_settings(FakePlan(precision="bf16"),
                              launch=launch(strategy="deepspeed", zero_stage=stage,
                                            cpu_offload=offload).to_dict())
     cfg = got["deepspeed"]
@@ -178,11 +179,11 @@ def test_each_rank_loads_to_its_own_gpu(under_launch):
 
     under_launch(strategy="ddp")
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_storage=torch.bfloat16)
-    got = D.adjust_load_kwargs({"device_map": {"": 0}, "quantization_config": quant,
+    got = R.adjust_load_kwargs({"device_map": {"": 0}, "quantization_config": quant,
                                 "dtype": torch.bfloat16}, FakePlan())
     assert got["device_map"] == {"": 2}
     with pytest.raises(D.DistributedError, match='device_map="auto"'):
-        D.adjust_load_kwargs({"device_map": "auto"}, FakePlan())
+        R.adjust_load_kwargs({"device_map": "auto"}, FakePlan())
 
 
 def test_qlora_fsdp_needs_quant_storage_in_the_model_dtype(under_launch):
@@ -192,9 +193,9 @@ def test_qlora_fsdp_needs_quant_storage_in_the_model_dtype(under_launch):
     under_launch(strategy="fsdp")
     bad = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_storage=torch.uint8)
     with pytest.raises(D.DistributedError, match="bnb_4bit_quant_storage"):
-        D.adjust_load_kwargs({"quantization_config": bad, "dtype": torch.bfloat16}, FakePlan())
+        R.adjust_load_kwargs({"quantization_config": bad, "dtype": torch.bfloat16}, FakePlan())
     good = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_storage=torch.bfloat16)
-    got = D.adjust_load_kwargs({"quantization_config": good, "dtype": torch.bfloat16,
+    got = R.adjust_load_kwargs({"quantization_config": good, "dtype": torch.bfloat16,
                                 "device_map": {"": 0}}, FakePlan())
     assert "device_map" not in got  # loaded on CPU, sharded by FSDP
 
@@ -216,17 +217,18 @@ def test_runner_hands_ddp_settings_to_sftconfig(tmp_path):
     script.write_text(
         "import json, os\n"
         "from workbench.profile import load_profile\n"
-        "from workbench.train import distributed as D\n"
+        "from workbench.train import ranks as D\n"
         "from workbench.train.plan import Plan\n"
-        "from workbench.train.rundir import RunDir\n"
-        "from workbench.train.runner import build_args\n"
+        "from workbench.rundir import RunDir\n"
+        "from trl import SFTConfig\n"
+        "from workbench.train.arguments import training_arguments\n"
         "os.environ['WORKBENCH_LAUNCH'] = json.dumps(dict(nproc_per_node=2, nnodes=1, "
         "device='cpu', strategy='ddp', zero_stage=3, cpu_offload=False))\n"
         "D.init_process_group('cpu')\n"
         "profile = load_profile('demo', ['train.gradient_checkpointing=true'])\n"
         "plan = Plan(profile=profile, device='cpu', precision='fp32', gradient_checkpointing=True,"
         " tokenizer=None, train_rows=[], eval_rows=[], dataset_hash='x')\n"
-        f"args = build_args(plan, RunDir(__import__('pathlib').Path({str(tmp_path)!r})))\n"
+        f"args = SFTConfig(**training_arguments(plan, RunDir(__import__('pathlib').Path({str(tmp_path)!r}))))\n"
         "print(json.dumps(dict(kw=args.gradient_checkpointing_kwargs, "
         "unused=args.ddp_find_unused_parameters, backend=args.ddp_backend, "
         "timeout=args.ddp_timeout, world=args.world_size)))\n")
@@ -237,18 +239,18 @@ def test_runner_hands_ddp_settings_to_sftconfig(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got == {"kw": {"use_reentrant": False}, "unused": False, "backend": "gloo",
-                   "timeout": D.COLLECTIVE_TIMEOUT_S, "world": 1}
+                   "timeout": R.COLLECTIVE_TIMEOUT_S, "world": 1}
 
 
 def test_zero_loss_on_a_rank_fails(monkeypatch):
-    from workbench.train.trainer import NonFiniteLoss
+    from workbench.train.plan import NonFiniteLoss
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(NonFiniteLoss, match="became 0.0 at step 7"):
-        D.check_rank_loss(0.0, 7)
-    D.check_rank_loss(0.5, 7)
+        R.check_rank_loss(0.0, 7)
+    R.check_rank_loss(0.5, 7)
     monkeypatch.setenv("WORLD_SIZE", "1")
-    D.check_rank_loss(0.0, 7)  # one process: unchanged behaviour
+    R.check_rank_loss(0.0, 7)  # one process: unchanged behaviour
 
 
 def test_main_process_first_orders_rank_0_first(tmp_path):
@@ -257,7 +259,7 @@ def test_main_process_first_orders_rank_0_first(tmp_path):
     script.write_text(
         "import os, time\n"
         "import torch.distributed as dist\n"
-        "from workbench.train import distributed as D\n"
+        "from workbench.train import ranks as D\n"
         "dist.init_process_group('gloo')\n"
         f"log = {str(tmp_path / 'order.log')!r}\n"
         "with D.main_process_first():\n"
@@ -288,11 +290,11 @@ def test_adapter_check_refuses_an_empty_adapter(tmp_path):
         LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
     good = tmp_path / "good"
     model.save_pretrained(str(good))
-    D.check_adapter(good, model)
+    R.check_adapter(good, model)
     from workbench.train.plan import RunError
 
     with pytest.raises(RunError, match="missing"):
-        D.check_adapter(tmp_path / "nothing", model)
+        R.check_adapter(tmp_path / "nothing", model)
     empty = tmp_path / "empty"
     empty.mkdir()
     from peft import get_peft_model_state_dict
@@ -300,7 +302,7 @@ def test_adapter_check_refuses_an_empty_adapter(tmp_path):
     keys = get_peft_model_state_dict(model)
     save_file({k: torch.empty(0) for k in keys}, str(empty / "adapter_model.safetensors"))
     with pytest.raises(RunError, match="wrong size"):
-        D.check_adapter(empty, model)
+        R.check_adapter(empty, model)
 
 
 # ---- world size on resume ------------------------------------------------------------------------
@@ -318,7 +320,7 @@ def test_grad_accum_keeps_the_global_batch():
 # ---- the run folder seen from a rank ------------------------------------------------------------
 
 def test_only_rank_0_writes_the_run_folder(tmp_path):
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     RunDir(tmp_path).write_status(state="running", pid=111)
     zero, one = D.RankRunDir(tmp_path, 0), D.RankRunDir(tmp_path, 1)
@@ -385,13 +387,13 @@ def test_slurm_script_line_by_line():
     commands = [line for line in lines if line and not line.startswith("#")]
     assert commands == [
         "set -euo pipefail",
-        "RUN_DIR=$(python -m workbench.train.distributed prepare demo --set train.max_steps=100 "
+        "RUN_DIR=$(python -m workbench.pipeline.launch prepare demo --set train.max_steps=100 "
         "--set distributed.nnodes=2 --set distributed.gpus=8 --runs-dir /shared/runs)",
         'echo "run folder: $RUN_DIR"',
         'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         "MASTER_PORT=29411",
         "srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c 'exec python -m "
-        "workbench.train.distributed launch \"$0\" --node-rank \"$SLURM_NODEID\" --master-addr "
+        "workbench.pipeline.launch launch \"$0\" --node-rank \"$SLURM_NODEID\" --master-addr "
         "\"$1\" --master-port \"$2\"' \"$RUN_DIR\" \"$MASTER_ADDR\" \"$MASTER_PORT\"",
     ]
     # bash can parse it, and the srun line splits into the words srun will get.
@@ -416,7 +418,7 @@ def test_launch_script_command(tmp_path):
 
 def test_prepare_creates_the_run_folder_with_its_launch(tmp_path, needs_tiny_model):
     proc = subprocess.run(
-        [sys.executable, "-m", "workbench.train.distributed", "prepare", "demo", "--set",
+        [sys.executable, "-m", "workbench.pipeline.launch", "prepare", "demo", "--set",
          "distributed.processes=2", "--set", "distributed.nnodes=2", "--runs-dir",
          str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, HF_HUB_OFFLINE="1"))

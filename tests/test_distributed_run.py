@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import workbench
-from workbench.train.rundir import RunDir, pid_alive
+from workbench.rundir import RunDir, pid_alive
 
 pytestmark = pytest.mark.slow
 

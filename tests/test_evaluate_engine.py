@@ -26,7 +26,7 @@ def engine_and_splits(run_dir):
     from workbench.evaluate.compare import ComparisonEngine
     from workbench.evaluate.testset import load_splits
     from workbench.profile import load_profile
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     run = RunDir(run_dir)
     profile = load_profile(run.profile_path)
@@ -36,7 +36,7 @@ def engine_and_splits(run_dir):
 def test_loading_reports_each_stage(run_dir):
     from workbench.evaluate.compare import ComparisonEngine
     from workbench.profile import load_profile
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     run = RunDir(run_dir)
     stages: list[str] = []
@@ -244,7 +244,7 @@ def test_cancel_stops_before_the_next_call(engine_and_splits):
 
 def test_evaluate_run_records_progress_in_the_events(run_dir, engine_and_splits, tmp_path):
     from workbench.evaluate.evaluation import evaluate_run
-    from workbench.train.rundir import EVENT_FIELDS, RunDir
+    from workbench.rundir import EVENT_FIELDS, RunDir
 
     engine, _, profile = engine_and_splits
     run = RunDir(tmp_path / run_dir.name)  # a copy: the module's run keeps its own report
@@ -290,7 +290,7 @@ def test_bad_inputs(run_dir, tmp_path):
     from workbench.evaluate.compare import check_adapter, run_adapters
     from workbench.evaluate.suite import load_prompts
     from workbench.profile import load_profile
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     profile = load_profile(run_dir / "profile.toml")
     with pytest.raises(EvaluateError, match="prompt file not found"):

@@ -79,7 +79,7 @@ def test_a_pipe_gets_plain_periodic_lines():
 
 
 def test_training_display_shows_the_evaluation_after_the_run():
-    from workbench.train.console import ProgressPrinter
+    from workbench.pipeline.console import ProgressPrinter
 
     ev = {"type": "eval_progress", "stage": "prompt suite answers", "done": 30, "total": 120,
           "eta_s": 90.0}
@@ -98,7 +98,7 @@ def test_training_display_shows_the_evaluation_after_the_run():
 def test_report_states_the_final_state_it_is_given(tmp_path):
     from workbench.evaluate.report import build
     from workbench.profile import load_profile
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     run = RunDir.create(tmp_path / "runs", "demo")
     # What status.json says while the runner evaluates, just before it marks the run finished.

@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import REPO, TINY_MODEL
 
 from workbench.profile import load_profile, save_profile
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 
 
 def make_run(runs_dir: Path, *, r: int = 8, targets=("q_proj", "v_proj"), system_prompt: str = "",

@@ -24,7 +24,7 @@ from conftest import REPO, workbench
 from workbench.train.checkpoints import (MANIFEST, CheckpointError, adapter_problem,
                                          choose_for_resume, damaged_checkpoints, verify,
                                          write_manifest)
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 
 DEMO = REPO / "profiles" / "demo.toml"
 FAST = ["--set", "train.max_steps=16", "--set", "train.save_steps=2", "--set",

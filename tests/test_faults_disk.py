@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, workbench
 from workbench.train import diskspace
 from workbench.train.diskspace import Need, is_disk_full, preflight
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 
 DEMO = REPO / "profiles" / "demo.toml"
 FAST = ["train.max_steps=6", "train.save_steps=2", "train.grad_accum=1", "train.eval_steps=0",
@@ -104,9 +104,9 @@ def demo_plan():
 def _run_in_process(tmp_path, plan) -> tuple[RunDir, str, int]:
     """Train the demo in this process, as a foreground run does; returns the run, what the
     terminal showed, and the exit code."""
-    from workbench.train.console import TeePrinter
+    from workbench.pipeline.console import TeePrinter
     from workbench.train.control import create_run
-    from workbench.train.worker import run_in_this_process
+    from workbench.pipeline.worker import run_in_this_process
 
     run = create_run(plan, tmp_path / "runs")
     screen = io.StringIO()

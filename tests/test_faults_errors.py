@@ -11,7 +11,7 @@ import pickle
 import pytest
 
 from workbench.train.faults import classify, looks_damaged
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, workbench
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 

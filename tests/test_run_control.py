@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, workbench
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def test_mistakes_are_reported_before_anything_is_written(tmp_path, fake_setup, 
 
 def test_finished_run_directory_follows_the_contract(tmp_path, fake_setup):
     from workbench.profile import load_profile
-    from workbench.train.rundir import EVENT_FIELDS
+    from workbench.rundir import EVENT_FIELDS
 
     secret = "hf_do_not_write_me_0123456789"
     proc = workbench("run", str(fake_setup), "--runs-dir", "runs", cwd=tmp_path, check=True,

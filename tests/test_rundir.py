@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from workbench.train.rundir import (EVENT_FIELDS, RunDir, RunNotFound, find_run, list_runs,
+from workbench.rundir import (EVENT_FIELDS, RunDir, RunNotFound, find_run, list_runs,
                                     pid_alive)
 
 

@@ -14,7 +14,7 @@ import pytest
 from workbench.cli import main
 from workbench.profile import load_profile, save_profile
 from workbench.sweep.compare import compare_runs, format_comparison, svg_plot
-from workbench.train.rundir import RunDir, write_json_atomic
+from workbench.rundir import RunDir, write_json_atomic
 
 DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo.toml"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.train.rundir import RunDir, pid_alive
+from workbench.rundir import RunDir, pid_alive
 
 DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo.toml"
 SETS = ["train.max_steps=60", "train.eval_steps=10", "train.save_steps=10", "train.logging_steps=5",

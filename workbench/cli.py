@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="start even when the disk-space check says the run will not fit")
     _profile_args(p)
-    from workbench.train.distributed import add_resume_flags, add_world_flags
+    from workbench.pipeline.launch import add_resume_flags, add_world_flags
 
-    add_world_flags(p)  # --gpus N, --procs N, --node-rank R (torchrun: train/distributed.py)
+    add_world_flags(p)  # --gpus N, --procs N, --node-rank R (torchrun: pipeline/launch.py)
 
     p = sub.add_parser("runs", help="list runs; `runs compare RUN RUN...` ranks them")
     p.add_argument("action", nargs="?", choices=["compare"],
@@ -172,7 +172,7 @@ def _load_profile(ref: str, overrides: list[str]):
 
 
 def _find_run(ref: str, runs_dir: Path | None):
-    from workbench.train.rundir import RunNotFound, find_run
+    from workbench.rundir import RunNotFound, find_run
 
     try:
         return find_run(ref, runs_dir)
@@ -183,7 +183,7 @@ def _find_run(ref: str, runs_dir: Path | None):
 def _printers(run, live: bool | None = None):
     """Live output for the terminal, plain lines into the run's stdout.log (only there once
     the terminal goes away: console.TeePrinter)."""
-    from workbench.train.console import TeePrinter
+    from workbench.pipeline.console import TeePrinter
 
     return TeePrinter(run, live=live)
 
@@ -236,13 +236,13 @@ def cmd_run(profile_ref: str, overrides: list[str], detach: bool, runs_dir: Path
     _check_disk_space(plan, runs_dir, force)
     launch = _launch_for(plan)  # several processes (torchrun) or None; before the run folder
     if launch is not None and launch.node_rank > 0:  # another machine joins node 0's run
-        from workbench.train.distributed import join
+        from workbench.pipeline.launch import join
 
         return _distributed_exit(None, lambda printer: join(
             profile, Path(runs_dir or profile.train.runs_dir), launch), detach=True)
     run = create_run(plan, runs_dir)
     if launch is not None:
-        from workbench.train.distributed import start
+        from workbench.pipeline.launch import start
 
         return _distributed_exit(run, lambda printer: start(run, launch, detach, printer), detach)
     if detach:
@@ -256,7 +256,7 @@ def cmd_run(profile_ref: str, overrides: list[str], detach: bool, runs_dir: Path
 
 
 def _launch_for(plan):
-    from workbench.train.distributed import DistributedError, launch_for_plan
+    from workbench.pipeline.launch import DistributedError, launch_for_plan
 
     try:
         return launch_for_plan(plan)
@@ -265,7 +265,7 @@ def _launch_for(plan):
 
 
 def _distributed_exit(run, go, detach: bool) -> int:
-    from workbench.train.distributed import DistributedError
+    from workbench.pipeline.launch import DistributedError
 
     printer = None if detach else _printers(run)
     try:
@@ -297,7 +297,7 @@ def _check_disk_space(plan, runs_dir: Path | None, force: bool) -> None:
 
 
 def _foreground(run, resume: bool, plan=None, from_checkpoint: str | None = None) -> int:
-    from workbench.train.worker import run_in_this_process
+    from workbench.pipeline.worker import run_in_this_process
 
     print(f"run folder: {run.path}", flush=True)
     printer = _printers(run)
@@ -316,8 +316,8 @@ def cmd_runs(args) -> int:
     if args.run_refs:
         raise UserError(f"`workbench runs` takes no RUN; to compare runs: "
                         f"workbench runs compare {' '.join(args.run_refs)}")
-    from workbench.train.console import fmt_duration
-    from workbench.train.rundir import list_runs
+    from workbench.pipeline.console import fmt_duration
+    from workbench.rundir import list_runs
 
     runs = list_runs(args.runs_dir)
     rows = []
@@ -361,7 +361,7 @@ def _damaged(run) -> list[list[str]]:
 
 
 def cmd_attach(args) -> int:
-    from workbench.train.console import ProgressPrinter
+    from workbench.pipeline.console import ProgressPrinter
     from workbench.train.control import follow
 
     run = _find_run(args.run_ref, args.runs_dir) if args.run_ref else _running_run(args.runs_dir)
@@ -388,7 +388,7 @@ def cmd_attach(args) -> int:
 def _running_run(runs_dir: Path | None):
     """`attach` without a RUN: the newest running run; with none running, the recent runs to
     choose from, as an error (there is nothing to follow)."""
-    from workbench.train.rundir import default_runs_dir, list_runs
+    from workbench.rundir import default_runs_dir, list_runs
 
     runs = list_runs(runs_dir)
     where = f"{runs_dir or default_runs_dir()}/"
@@ -444,7 +444,7 @@ def cmd_resume(args) -> int:
 
     for line in resume_check(run).lines:  # a warning: the run itself says it if the disk fills
         print(f"warning: {line}")
-    from workbench.train.distributed import DistributedError, resume_launch, start
+    from workbench.pipeline.launch import DistributedError, resume_launch, start
 
     try:  # a distributed run resumes through torchrun, on its own or another world size
         launch = resume_launch(run, args.procs, args.gpus)
@@ -506,7 +506,7 @@ def _run_profile_path(ref: str) -> str:
     """`profile diff` accepts runs too, to compare what two runs were trained with. A run
     folder wins, then a profile by path or name, then a run by name."""
     from workbench.profile import ProfileError, find_profile
-    from workbench.train.rundir import RunNotFound, find_run
+    from workbench.rundir import RunNotFound, find_run
 
     if (Path(ref) / "profile.toml").is_file():
         return str(Path(ref) / "profile.toml")
@@ -531,7 +531,7 @@ TORCH_COMMANDS = {"eval", "compare", "export"}
 COMMANDS = {"runs": cmd_runs, "attach": cmd_attach, "stop": cmd_stop, "resume": cmd_resume,
             "profile": cmd_profile, "data": lambda a: _lazy("workbench.data.cli", "cmd_data", a),
             "estimate": lambda a: _lazy("workbench.estimate.cli", "cmd_estimate", a),
-            "launch-script": lambda a: _lazy("workbench.train.launch_script", "cmd_launch_script", a),
+            "launch-script": lambda a: _lazy("workbench.pipeline.launch_script", "cmd_launch_script", a),
             "export": lambda a: _lazy("workbench.export.cli", "cmd_export", a),
             "eval": lambda a: _lazy("workbench.evaluate.cli", "cmd_eval", a),
             "compare": lambda a: _lazy("workbench.evaluate.cli", "cmd_compare", a),

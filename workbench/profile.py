@@ -36,6 +36,7 @@ __all__ = [
     "ExportSection",
     "LoraSection",
     "ModelSection",
+    "PreferenceSection",
     "Profile",
     "ProfileError",
     "ProfileIssue",
@@ -336,6 +337,9 @@ class ModelSection:
     trust_remote_code: bool = _f(False, _boolean)
     attn_implementation: str = _f("sdpa", _choice("sdpa", "eager", "flash_attention_2"))
     chat_template: str = _f("", _string(), path=True)  # "" = the tokenizer's own template
+    # A LoRA adapter to start from: a finished run (its name or folder) or an adapter folder;
+    # how SFT then DPO is chained. "" = a fresh adapter on the base model.
+    adapter: str = _f("", _string(), path=True)
 
 
 @dataclass
@@ -370,8 +374,14 @@ class LoraSection:
     bias: str = _f("none", _choice("none", "all", "lora_only"))
 
 
+TRAIN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo")
+PREFERENCE_METHODS = ("dpo", "orpo", "kto", "simpo")
+
+
 @dataclass
 class TrainSection:
+    # How to train: supervised fine-tuning, or preference tuning (settings in [preference]).
+    method: str = _f("sft", _choice(*TRAIN_METHODS))
     epochs: float = _f(3.0, _number(0, lo_open=True))
     max_steps: int = _f(-1, _max_steps)
     batch_size: int = _f(4, _integer(1))
@@ -404,6 +414,32 @@ class TrainSection:
     # When a foreground run's terminal goes away (SSH dropped): keep training, output going to
     # stdout.log only ("continue"), or checkpoint and stop ("stop").
     on_hangup: str = _f("continue", _choice("continue", "stop"))
+
+
+def _auto_or_positive(v):
+    if v == "auto":
+        return v
+    if not _is_number(v):
+        raise _Invalid('"auto" or a number > 0', v, wrong_type=not isinstance(v, str))
+    if v <= 0:
+        raise _Invalid('"auto" or a number > 0', v)
+    return float(v)
+
+
+@dataclass
+class PreferenceSection:
+    # For train.method = "dpo", "orpo", "kto" or "simpo" (TRL's trainers; SimPO is TRL's CPO
+    # with its SimPO loss). beta: how far from the reference the policy may move; "auto" =
+    # each method's usual value (0.1; SimPO 2.0).
+    beta: float | str = _f("auto", _auto_or_positive)
+    loss: str = _f("sigmoid", _choice("sigmoid", "ipo", "hinge", "robust"))  # DPO's loss variant
+    label_smoothing: float = _f(0.0, _number(0, 0.5, hi_open=True))  # DPO: noisy-label robustness
+    gamma: float = _f(0.5, _number(0))  # SimPO's target reward margin
+    desirable_weight: float = _f(1.0, _number(0, lo_open=True))  # KTO
+    undesirable_weight: float = _f(1.0, _number(0, lo_open=True))  # KTO
+    # DPO / KTO: score the reference once before training (one pass over the data) instead of
+    # a reference forward in every step: faster steps, a little less memory.
+    precompute_ref: bool = _f(False, _boolean)
 
 
 CLEAN_STEPS = ("drop_empty", "drop_short", "normalize_whitespace", "dedup_exact", "dedup_near",
@@ -485,7 +521,7 @@ def _port(v):
 
 @dataclass
 class DistributedSection:
-    # Several processes for one run, launched by torchrun (workbench/train/distributed.py).
+    # Several processes for one run, launched by torchrun (workbench/pipeline/launch.py).
     gpus: int | str = _f("auto", _gpus)
     # "auto": DDP when a full replica fits each GPU (the estimator says), FSDP2 otherwise.
     strategy: str = _f("auto", _choice("auto", "ddp", "fsdp", "deepspeed"))
@@ -500,7 +536,7 @@ class DistributedSection:
 
 SECTIONS: dict[str, type] = {
     "model": ModelSection, "data": DataSection, "clean": CleanSection, "lora": LoraSection,
-    "train": TrainSection, "eval": EvalSection, "export": ExportSection, "budget": BudgetSection,
+    "train": TrainSection, "preference": PreferenceSection, "eval": EvalSection, "export": ExportSection, "budget": BudgetSection,
     "distributed": DistributedSection,
 }
 TOP_LEVEL_KEYS = ("name", "description")
@@ -542,6 +578,7 @@ class Profile:
     clean: CleanSection = field(default_factory=CleanSection)
     lora: LoraSection = field(default_factory=LoraSection)
     train: TrainSection = field(default_factory=TrainSection)
+    preference: PreferenceSection = field(default_factory=PreferenceSection)
     eval: EvalSection = field(default_factory=EvalSection)
     export: ExportSection = field(default_factory=ExportSection)
     budget: BudgetSection = field(default_factory=BudgetSection)
@@ -715,6 +752,8 @@ def _apply_overrides(raw: dict, overrides: Iterable[str],
 
 # Keys that hold either a local path (resolved against the profile's folder) or a hub id.
 HUB_OR_PATH = ("model.name_or_path", "data.train", "data.validation")
+# Keys that hold a local path or the name of a run (looked up in the runs folder at plan time).
+PATH_OR_RUN = ("model.adapter",)
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet")
 
 
@@ -814,7 +853,9 @@ def _build(raw: dict, *, label: str, base_dir: Path | None, locator: _Locator | 
                 base = Path.cwd() if dotted in overridden else base_dir
                 # A model without a slash ("gpt2") is still a hub id; a data value is a
                 # path unless it reads "owner/name" and names nothing local.
-                if (dotted not in HUB_OR_PATH or _looks_local(value, base)
+                if dotted in PATH_OR_RUN:
+                    value = _resolve(value, base) if _looks_local(value, base) else value
+                elif (dotted not in HUB_OR_PATH or _looks_local(value, base)
                         or (dotted != "model.name_or_path" and not _looks_like_hub_id(value))):
                     value = _resolve(value, base)
             values[key] = value
@@ -911,6 +952,9 @@ def _cross_checks(valid: dict[str, Any], report: Callable[[str, str], None]) -> 
                    f"with early stopping, save_steps must be a multiple of eval_steps "
                    f"({v('train.eval_steps')}), got {v('train.save_steps')}")
     _distributed_checks(v, report)
+    if v("train.method") != "sft" and v("train.packing"):
+        report("train.packing", f"packing is for supervised fine-tuning; train.method = "
+                                f"\"{v('train.method')}\" trains on pairs, so set packing = false")
     if v("lora.method") == "qlora" and v("train.device") == "cpu":
         report("lora.method", 'QLoRA needs a CUDA GPU (bitsandbytes 4-bit); use method = '
                               '"lora" on CPU or set train.device = "auto"')

@@ -115,6 +115,8 @@ def data_main(argv: list[str] | None = None) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from workbench.data.inspect import format_report, inspect_dataset
 
+    if _is_preference(args):
+        return _inspect_preferences(args)
     tokenizer = _load_tokenizer(args.model, args.chat_template) if args.model else None
     kwargs = _supported(inspect_dataset, {
         "tokenizer": tokenizer,
@@ -140,6 +142,15 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
     settings = _clean_settings(args)
     path = settings["path"]
+    from workbench.data.preference import PREFERENCE_FORMATS
+
+    if settings["format"] in PREFERENCE_FORMATS or (settings["format"] == "auto" and _is_preference_path(path)):
+        raise DataError(
+            "is preference data (chosen / rejected answers, or answers with a true/false label); "
+            "`data clean` cleans SFT conversations",
+            file=path,
+            hint="`workbench data inspect` reports its problems (identical or empty answers, length "
+            "bias); `workbench data split` splits it keeping each prompt's rows together")
     records, load_report = _load(path, settings["format"], settings["on_bad_line"],
                                  settings["system_prompt"], settings["columns"])
     tokenizer = _load_tokenizer(settings["model"], settings["chat_template"]) if settings["needs_tokenizer"] else None
@@ -166,6 +177,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_split(args: argparse.Namespace) -> int:
     from workbench.data.split import split_records
 
+    if _is_preference(args):
+        return _split_preferences(args)
     records, load_report = _load(args.path, args.format, "skip" if args.skip_bad_rows else "error")
     if not records:
         raise DataError("no rows to split", file=args.path)
@@ -203,6 +216,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from workbench.data.load import LoadReport, iter_records
     from workbench.data.render import check_template, format_rendered, render_rows
 
+    if _is_preference(args):
+        return _show_preference(args)
     report = LoadReport()
     record = None
     for candidate in iter_records(args.path, format=args.format,
@@ -242,6 +257,152 @@ def cmd_show(args: argparse.Namespace) -> int:
         print()
         print(format_rendered(tokenizer, rendered))
         print()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# Preference data (DPO / ORPO / SimPO / KTO): detected from the first row, or named by --format.
+
+
+def _is_preference(args: argparse.Namespace) -> bool:
+    from workbench.data.preference import PREFERENCE_FORMATS
+
+    if args.format in PREFERENCE_FORMATS:
+        return True
+    return args.format == "auto" and _is_preference_path(args.path)
+
+
+def _is_preference_path(path) -> bool:
+    from workbench.data.preference import is_preference_data
+
+    try:
+        return is_preference_data(path)
+    except DataError:
+        return False  # the SFT path reports what is wrong with the file, as it always has
+
+
+def _load_preferences(args: argparse.Namespace, on_bad_line: str):
+    from workbench.data.load import LoadReport
+    from workbench.data.preference import iter_preference_records
+
+    report = LoadReport()
+    records = []
+    progress = _Progress("load")
+    for record in iter_preference_records(args.path, format=args.format, on_bad_line=on_bad_line, report=report):
+        records.append(record)
+        if len(records) % 1000 == 0:
+            progress(len(records), None)
+    progress.done()
+    return records, report
+
+
+def _inspect_preferences(args: argparse.Namespace) -> int:
+    from workbench.data.preference_checks import format_preference_report, inspect_preferences
+
+    # Like SFT inspect: a report lists bad rows rather than stopping at the first.
+    records, load_report = _load_preferences(args, "skip")
+    tokenizer = _load_tokenizer(args.model, args.chat_template) if args.model else None
+    fmt = _chat_format(args, tokenizer) if tokenizer is not None else None
+    report = inspect_preferences(records, tokenizer, args.max_seq_len, fmt=fmt, load_report=load_report,
+                                 inputs=[str(args.path)])
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False, default=str))
+    else:
+        print(format_preference_report(report))
+    return EXIT_OK
+
+
+def _show_preference(args: argparse.Namespace) -> int:
+    from workbench.data.preference_checks import pair_problem
+    from workbench.data.preference_render import PairDropped, format_pair, render_pair, render_unpaired
+    from workbench.data.render import check_template
+
+    if args.train_on != "assistant":
+        raise DataError("preference data trains on the answers only; --train-on applies to SFT data",
+                        file=args.path, hint="leave out --train-on")
+    records, report = _load_preferences(args, "skip" if args.skip_bad_rows else "error")
+    record = next((r for r in records if r["source"]["row"] == args.row), None)
+    if record is None:
+        skipped = any(r == args.row for _, r, _ in report.skipped)
+        raise DataError(f"no row {args.row}" + (" (it was skipped as a bad row)" if skipped else ""),
+                        file=args.path,
+                        hint="rows are numbered by line for JSON Lines (from 1) and by index for a JSON array (from 0)")
+    tokenizer = _load_tokenizer(args.model, args.chat_template)
+    fmt = _chat_format(args, tokenizer)
+    for problem in check_template(tokenizer, fmt):
+        print(f"warning: {problem}", file=sys.stderr)
+    paired = "chosen" in record
+    render = render_pair if paired else render_unpaired
+    dropped = None
+    try:
+        try:
+            rendered = render(tokenizer, record, args.max_seq_len, fmt)
+        except PairDropped as exc:
+            if args.max_seq_len is None:
+                raise
+            dropped = exc.message  # show the row as it renders, and say why it cannot train
+            rendered = render(tokenizer, record, None, fmt)
+    except PairDropped as exc:
+        raise DataError(f"row {args.row} cannot train and is dropped: {exc.message}", file=args.path,
+                        hint=exc.hint) from None
+    except DataError as exc:
+        raise type(exc)(f"row {args.row}: {exc.message}", file=args.path, hint=exc.hint) from None
+    for note in fmt.notes:
+        print(f"note: {note}", file=sys.stderr)
+    kind = ", ".join(sorted(set(report.formats.values())))
+    if paired:
+        print(f"{args.path} row {args.row}: a preference pair ({kind}); prompt {len(rendered.prompt_ids)} "
+              f"tokens; chosen {len(rendered.chosen_ids)} and rejected {len(rendered.rejected_ids)} "
+              "tokens trained (marked «...»)")
+    else:
+        print(f"{args.path} row {args.row}: an unpaired answer ({kind}), label "
+              f"{str(rendered.label).lower()}; prompt {len(rendered.prompt_ids)} tokens; "
+              f"{len(rendered.completion_ids)} tokens trained (marked «...»)")
+    problem = pair_problem(record)
+    for why in (problem[1] if problem else None, dropped):
+        if why:
+            print(f"this row is dropped before training: {why}")
+    if rendered.truncated:
+        print(f"truncated to max_seq_len={args.max_seq_len}: {rendered.answer_tokens_lost} answer tokens cut")
+    print()
+    print(format_pair(tokenizer, rendered))
+    print()
+    return EXIT_OK
+
+
+def _split_preferences(args: argparse.Namespace) -> int:
+    from workbench.data.preference_checks import split_preference_records
+    from workbench.data.save import describe_sources, save_splits
+
+    records, load_report = _load_preferences(args, "skip" if args.skip_bad_rows else "error")
+    if not records:
+        raise DataError("no rows to split", file=args.path)
+    seed = 42 if args.seed is None else args.seed
+    result = split_preference_records(records, args.fractions or (0.8, 0.1, 0.1), seed=seed)
+    extra = {
+        "sources": describe_sources([args.path], load_report.formats),
+        "format": args.format,
+        "detected_formats": dict(load_report.formats),
+        "kind": "preference",
+        "load": _load_dict(load_report),
+        "operations": [],
+        "seed": seed,
+        "fractions_requested": list(result.report["fractions"]),
+        "split": {k: v for k, v in result.report.items() if k not in ("seed", "fractions")},
+        "tokenizer": None,
+    }
+    out = save_splits(args.output, result.as_dict(), extra, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps({"output": str(out), "load": _load_dict(load_report), "split": result.report},
+                         indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(_format_load(load_report))
+    sizes = ", ".join(f"{name} {size} ({result.report['actual_fractions'][name]:.1%})"
+                      for name, size in result.report["sizes"].items())
+    print(f"split (seed {seed}): {sizes}")
+    print(f"  {result.report['prompt_groups']} prompts; every row of a prompt is in one split "
+          f"({result.report['prompts_shared']} prompts shared between splits)")
+    print(f"saved: {out}")
     return EXIT_OK
 
 

@@ -114,6 +114,8 @@ OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bi
 PRECISIONS = ("bf16", "fp16", "fp32")
 ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
 LOSS_PATHS = ("trl_fused", "full_logits")
+TRAIN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo")
+PREFERENCE_METHODS = ("dpo", "orpo", "kto", "simpo")
 STEP_MODELED = {
     "trl_fused": "the workbench runner's (trl SFTTrainer with its fused LM head, no full logits); "
                  "the H200 calibration measured the full-logits step (--loss-path full_logits)",
@@ -185,6 +187,10 @@ class EstimateSettings:
     grad_accum: int = 1
     weight_decay: float = 0.0
     loss_path: str = "trl_fused"
+    # train.method: "sft" or a preference method (TRL's trainers); `method` above is the
+    # adapter (lora.method). precompute_ref: [preference] precompute_ref (DPO, KTO).
+    train_method: str = "sft"
+    precompute_ref: bool = False
 
     def check(self) -> None:
         problems = []
@@ -192,7 +198,8 @@ class EstimateSettings:
                                      ("optimizer", self.optimizer, OPTIMIZERS),
                                      ("precision", self.precision, PRECISIONS),
                                      ("attention", self.attn, ATTENTIONS),
-                                     ("loss_path", self.loss_path, LOSS_PATHS)):
+                                     ("loss_path", self.loss_path, LOSS_PATHS),
+                                     ("train method", self.train_method, TRAIN_METHODS)):
             if value not in options:
                 problems.append(f"{name} {value!r} is not one of {', '.join(options)}")
         for name in ("r", "batch", "seq", "grad_accum"):
@@ -200,6 +207,13 @@ class EstimateSettings:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.train_method != "sft" and self.packing:
+            problems.append(f"packing is for supervised fine-tuning; train method "
+                            f"{self.train_method!r} trains on whole pairs (packing off)")
+        if self.train_method != "sft" and self.method == "full":
+            problems.append(f"train method {self.train_method!r} is estimated for LoRA adapters "
+                            "(the reference is the model with its adapter disabled); a full "
+                            "fine-tune would need a second copy of the weights")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -209,6 +223,8 @@ class EstimateSettings:
         t, lo = profile.train, profile.lora
         precision = t.precision if t.precision != "auto" else "bf16"
         grad_ckpt = t.gradient_checkpointing
+        # getattr: profiles from before train.method and [preference] existed
+        preference = getattr(profile, "preference", None)
         return cls(method=lo.method, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
                    targets=lo.target_modules if isinstance(lo.target_modules, str)
                    else tuple(lo.target_modules),
@@ -216,7 +232,9 @@ class EstimateSettings:
                    grad_ckpt=True if grad_ckpt == "auto" else bool(grad_ckpt),
                    optimizer=t.optimizer, precision=precision,
                    attn=profile.model.attn_implementation, packing=t.packing,
-                   grad_accum=t.grad_accum, weight_decay=t.weight_decay)
+                   grad_accum=t.grad_accum, weight_decay=t.weight_decay,
+                   train_method=getattr(t, "method", "sft"),
+                   precompute_ref=bool(getattr(preference, "precompute_ref", False)))
 
 
 @dataclass

@@ -56,6 +56,7 @@ from workbench.fmt import fmt_gib
 from workbench.estimate.params import ConfigError, architecture_from_config, resolve_targets
 
 TRACE_STEPS = 2
+_ABSENT = object()  # a patched attribute the module did not have (trl's Triton-only names)
 TRACEABLE_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd")
 
 
@@ -190,17 +191,25 @@ def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STE
 
     with _quiet():
         patches = _cuda_path_patches(torch, F)
-        if settings.loss_path == "trl_fused":
+        if settings.train_method == "sft" and settings.loss_path == "trl_fused":
             patches += _trl_triton_patches()
-        saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+        elif settings.train_method != "sft":
+            from workbench.estimate import trace_preference
+
+            patches += (_trl_triton_patches() if trace_preference.uses_fused_head(settings.train_method)
+                        else trace_preference.logprob_kernel_patches(torch))
+        saved = [(obj, name, getattr(obj, name, _ABSENT)) for obj, name, _ in patches]
         for obj, name, value in patches:
             setattr(obj, name, value)
         try:
             return _run_steps(config, settings, steps, events, state, Recorder(),
                               transformers_version)
-        finally:  # the patches are global: leave torch, transformers and peft as they were
-            for obj, name, value in saved:
-                setattr(obj, name, value)
+        finally:  # the patches are global: leave torch, transformers, peft and trl as they were
+            for obj, name, value in reversed(saved):
+                if value is _ABSENT:
+                    delattr(obj, name)
+                else:
+                    setattr(obj, name, value)
 
 
 def _cuda_path_patches(torch, F) -> list[tuple]:
@@ -387,11 +396,14 @@ def _run_steps(config, settings, steps, events, state, recorder, transformers_ve
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
-        fused = settings.loss_path == "trl_fused"
+        preference = settings.train_method != "sft"
+        fused = settings.loss_path == "trl_fused" if not preference else False
         if fused:  # what the runner's SFTTrainer patches in (trl/trainer/sft_trainer.py)
             from trl.trainer.utils import add_fused_lm_head
 
             add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+        if preference:
+            step_loss = _preference_step(model, arch, settings, state)
         model = _trainable(model, arch, settings, torch)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = _optimizer(settings, trainable, torch)
@@ -401,19 +413,22 @@ def _run_steps(config, settings, steps, events, state, recorder, transformers_ve
         for step in range(steps):
             for micro in range(min(settings.grad_accum, 2)):
                 state["phase"] = f"step{step}.{micro}.forward"
-                with torch.autocast("cpu", dtype=dtype, enabled=autocast):
-                    if fused:  # the trainer keeps only the loss: the output dies here
-                        out = model(input_ids=ids, labels=ids, fused_lm_head=True).loss
-                    else:      # the calibration loop keeps the output until after the step
-                        out = model(input_ids=ids, labels=ids)
+                if preference:  # the trainer keeps only the loss, as SFTTrainer does
+                    out = step_loss(model, dtype, autocast, f"step{step}.{micro}.forward")
+                else:
+                    with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+                        if fused:  # the trainer keeps only the loss: the output dies here
+                            out = model(input_ids=ids, labels=ids, fused_lm_head=True).loss
+                        else:      # the calibration loop keeps the output until after the step
+                            out = model(input_ids=ids, labels=ids)
                 state["phase"] = f"step{step}.{micro}.backward"
-                (out if fused else out.loss).backward()
+                (out if (fused or preference) else out.loss).backward()
                 if micro + 1 < min(settings.grad_accum, 2):
                     del out
                     gc.collect()
             state["phase"] = f"step{step}.optimizer"
             state["skip_scalars"] = True  # the step counters live on the host
-            if fused:  # the trainer clips gradients (max_grad_norm) before each step
+            if fused or preference:  # the trainer clips gradients (max_grad_norm) before each step
                 torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -424,6 +439,38 @@ def _run_steps(config, settings, steps, events, state, recorder, transformers_ve
         del optimizer, trainable, model, ids
         gc.collect()
     return events, count
+
+
+def _preference_step(model, arch, settings: EstimateSettings, state):
+    """Prepare the model as the preference trainer does and return the micro-step's loss
+    function (workbench/estimate/trace_preference.py)."""
+    import torch
+    import torch.nn.functional as F
+    from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
+
+    from workbench.estimate import trace_preference as tp
+
+    method = settings.train_method
+    # every trainer's config defaults to disable_dropout=True: LoRA's dropout becomes p = 0
+    disable_dropout_in_model(model)
+    if tp.uses_fused_head(method):  # on the base model, before peft (dpo_trainer.py:960)
+        add_fused_lm_head(model, outputs=tp.FUSED_OUTPUTS[method])
+    rows = settings.batch
+    vocab = arch.vocab
+
+    def loss(peft_model, dtype, autocast, phase):
+        forward = tp.prepared_forward(peft_model, torch, dtype, autocast)
+        if method == "dpo":  # the collator stacks [chosen; rejected]: 2 x batch rows
+            ids = torch.randint(0, vocab, (2 * rows, settings.seq))
+            return tp.dpo_loss(peft_model, forward, ids, settings, torch, F, state, phase)
+        if method == "kto":
+            ids = torch.randint(0, vocab, (rows, settings.seq))
+            kl_ids = torch.randint(0, vocab, (rows, settings.seq))
+            return tp.kto_loss(peft_model, forward, ids, kl_ids, settings, torch, F, state, phase)
+        chosen = torch.randint(0, vocab, (rows, settings.seq))
+        rejected = torch.randint(0, vocab, (rows, settings.seq))
+        return tp.pair_logits_loss(method, forward, chosen, rejected, torch)
+    return loss
 
 
 def _trainable(model, arch, settings: EstimateSettings, torch):

@@ -41,7 +41,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _quiet() -> None:
-    from workbench.train.runner import quiet_libraries
+    from workbench.quiet import quiet_libraries
 
     quiet_libraries()
 
@@ -55,7 +55,7 @@ def cmd_eval(args) -> int:
     from workbench.evaluate.errors import EvaluateError
     from workbench.evaluate.evaluation import evaluate_run
     from workbench.evaluate.progress import TerminalProgress
-    from workbench.train.rundir import RunNotFound, find_run
+    from workbench.rundir import RunNotFound, find_run
 
     # Rows done / total with an ETA: on a CPU the answers alone take minutes.
     shown = TerminalProgress()
@@ -83,7 +83,7 @@ def cmd_eval(args) -> int:
 
 def cmd_compare(args) -> int:
     from workbench.evaluate.errors import EvaluateError
-    from workbench.train.rundir import RunNotFound, find_run
+    from workbench.rundir import RunNotFound, find_run
 
     try:
         run = find_run(args.run_ref, args.runs_dir)

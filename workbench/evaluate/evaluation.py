@@ -205,10 +205,15 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
                  write: bool = True, device: str = "auto",
                  progress: Callable[[dict], None] | None = None,
                  on_event: Callable[[dict], None] | None = None, final_state: str | None = None,
-                 **overrides) -> dict:
+                 preference_rows: list[dict] | None = None,
+                 preference_train_rows: list[dict] | None = None, **overrides) -> dict:
     """The whole `workbench eval`: load (or reuse) the engine, evaluate, write report.md,
     report.json and prompt_suite.json into the run folder. Everything that can fail on bad
     input (adapter, prompts, test split) is checked before the model is loaded.
+
+    A preference run (train.method "dpo", "orpo", "kto", "simpo") is evaluated on its held-out
+    preference rows (`evaluate_preference`): `preference_rows` / `preference_train_rows` as the
+    training plan holds them, else prepared again by the method's data room as it trained.
 
     Progress: `progress(fields)` hears every report (stage, done, total, eta_s); with `write`,
     a few a stage are also appended to the run's events.jsonl as `eval_progress` events and
@@ -220,7 +225,7 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
     from workbench.evaluate.suite import load_prompts
     from workbench.evaluate.testset import load_splits
     from workbench.profile import ProfileError, load_profile
-    from workbench.train.rundir import write_json_atomic
+    from workbench.rundir import write_json_atomic
 
     if profile is None:
         try:
@@ -231,7 +236,12 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
     adapters = None if engine is not None else run_adapters(run, checkpoints=options.checkpoints)
     suite_path = prompts_file or profile.eval.prompts
     prompts = load_prompts(suite_path) if suite_path else None
-    splits = load_splits(profile)
+    from workbench.evaluate.preference import is_preference_run
+
+    preference = is_preference_run(profile)
+    if preference and preference_rows is None:
+        preference_rows, preference_train_rows = load_preference_rows(profile, log)
+    splits = None if preference else load_splits(profile)
     if engine is None:
         log(f"loading {profile.model.name_or_path} with adapter(s) {', '.join(adapters)}")
         engine = ComparisonEngine.from_run(run, profile, adapters=adapters, device=device)
@@ -242,8 +252,12 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
             on_event(event)
 
     tracker = EvalProgress(on_update=progress, on_periodic=record if write else None)
-    result = evaluate(engine, profile, splits, prompts, options, log=log, cancel=cancel,
-                      progress=tracker)
+    if preference:
+        result = evaluate_preference(engine, profile, preference_rows, preference_train_rows or [],
+                                     prompts, options, log=log, cancel=cancel, progress=tracker)
+    else:
+        result = evaluate(engine, profile, splits, prompts, options, log=log, cancel=cancel,
+                          progress=tracker)
     if write:
         if "suite" in result:
             write_json_atomic(run.path / "prompt_suite.json", {**result["suite"]["summary"],
@@ -258,6 +272,7 @@ def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambd
     """The end of every training run: the in-memory PEFT model (adapter "default") is the
     fine-tuned system, the same weights with the adapter off are the base. The run is still
     `running` while this runs; the report states `final_state`, what the runner marks it next."""
+    from workbench.evaluate.preference import is_preference_run
     from workbench.train.plan import profile_chat_format
 
     tokenizer = plan.tokenizer
@@ -265,8 +280,107 @@ def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambd
         engine = ComparisonEngine(model, tokenizer, plan.device, plan.profile.data.system_prompt,
                                   profile_chat_format(tokenizer, plan.profile))
         engine.tuned_adapter = "default" if "default" in engine.adapters else engine.adapters[0]
+        rows = {}
+        if is_preference_run(plan.profile):  # plan.eval_rows are held-out preference rows
+            rows = dict(preference_rows=plan.eval_rows, preference_train_rows=plan.train_rows)
         return evaluate_run(run, engine=engine, profile=plan.profile, log=log, on_event=on_event,
-                            final_state=final_state)
+                            final_state=final_state, **rows)
+
+
+# ---- preference runs ---------------------------------------------------------------------------
+
+
+def load_preference_rows(profile, log: Callable[[str], None] = lambda s: None):
+    """(held-out rows, train rows) of a preference run, prepared by its method's data room
+    exactly as training prepared them (`workbench eval RUN` has no training plan to take them
+    from)."""
+    from workbench.data import DataError
+    from workbench.evaluate.preference import training_method
+    from workbench.train.plan import RunError, load_tokenizer, profile_chat_format
+
+    try:
+        from workbench.train.methods import get_method
+
+        tokenizer = load_tokenizer(profile)
+        prepared = get_method(training_method(profile)).prepare_data(
+            profile, tokenizer, profile_chat_format(tokenizer, profile), log)
+    except (RunError, DataError, ValueError, ImportError) as exc:
+        raise EvaluateError(f"could not prepare the run's preference data: {exc}",
+                            hint="the run reads data.train from its profile.toml; check the file "
+                                 "is still there") from exc
+    return prepared.eval_rows, prepared.train_rows
+
+
+def evaluate_preference(engine: ComparisonEngine, profile, rows: list[dict], train_rows: list[dict],
+                        prompts: list[dict] | None, options: EvalOptions,
+                        log: Callable[[str], None] = lambda s: None, cancel=None,
+                        progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """A preference run's evaluation: held-out preference accuracy base vs fine-tuned (or, for
+    unpaired KTO rows, the log-likelihood changes of desirable vs undesirable answers) on a
+    seeded sample of eval.max_test_rows rows (preference.py), then `evaluate` unchanged on the
+    rows' prompts with the chosen answers as references (few-shot examples from the train rows),
+    whose base and fine-tuned answer lengths make the length-bias check. eval.time_budget_s:
+    scoring the rows is a few forward passes each, and always runs; the generations get what
+    is left of the budget (at least a pilot's rows). The result is `evaluate`'s dict plus
+    "preference" (report.py's Preference section; its verdict is the run's verdict)."""
+    from dataclasses import replace
+
+    from workbench.evaluate import preference as pref
+    from workbench.evaluate.testset import Splits
+
+    tuned = getattr(engine, "tuned_adapter", None) or (
+        "tuned" if "tuned" in engine.adapters else (engine.adapters or [BASE])[0])
+    rows, note = pref.cap_rows(rows, options.max_test_rows, options.seed)
+    if not rows:
+        raise EvaluateError("the run has no held-out preference rows to evaluate on",
+                            hint="keep data.validation_split above 0, or give data.validation")
+    started = time.perf_counter()
+    log(f"preference: {len(rows)} held-out rows, base (adapter off) vs fine-tuned ({tuned})")
+    summary = pref.preference_evaluation(engine.model, rows, adapter=tuned, device=engine.device,
+                                         progress=progress, cancel=cancel, seed=options.seed)
+    spent = time.perf_counter() - started
+    summary["notes"] = ([note] if note else []) + summary["notes"]
+    for key in ("accuracy", "accuracy_normalized"):
+        if summary["paired"]:
+            a = summary["paired"][key]
+            log(f"  {key.replace('_', ' ')}: base {a['base']:.1f}%, fine-tuned "
+                f"{a['fine-tuned']:.1f}% ({spent:.1f}s)")
+
+    records, notes = pref.generation_records(rows)
+    pool, _ = pref.generation_records(train_rows)
+    gen_options = replace(options, shots=options.shots if pool else 0)
+    if options.time_budget_s:
+        gen_options.time_budget_s = max(options.time_budget_s - spent, 1e-3)
+    if records:
+        splits = Splits(train=pool, test=records, notes=notes,
+                        source="the held-out preference rows' prompts, their chosen answers as "
+                               "references")
+        out = evaluate(engine, profile, splits, prompts, gen_options, log=log, cancel=cancel,
+                       progress=progress)
+        out["options"] = asdict(options)
+        length = pref.length_check(*_answer_tokens(engine, out["test"]["examples"]),
+                                   seed=options.seed, max_new_tokens=options.max_new_tokens)
+    else:
+        summary["notes"] += notes + ["no prompt to generate answers for: no length check"]
+        out, length = {"options": asdict(options)}, None
+    if not pool and options.shots:
+        summary["notes"].append("no few-shot system: the train rows carry no prompt / answer "
+                                "messages to show as examples")
+    verdict = pref.preference_verdict(summary, length)
+    out["preference"] = {"method": pref.training_method(profile), "rows_scored": len(rows),
+                         "source": "the run's held-out rows", **summary, "length": length,
+                         "verdict": verdict}
+    log(f"  preference verdict: {verdict['text']}")
+    return out
+
+
+def _answer_tokens(engine, examples: list[dict]) -> tuple[list[int], list[int]]:
+    """The base and fine-tuned answers' lengths in tokens, per prompt."""
+    def count(texts):
+        return [len(ids) for ids in engine.tokenizer(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
+
+    return (count([e["answers"]["base"] for e in examples]),
+            count([e["answers"]["fine-tuned"] for e in examples]))
 
 
 @contextlib.contextmanager

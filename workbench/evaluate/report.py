@@ -7,15 +7,20 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from workbench.train.rundir import RunDir, write_json_atomic, write_text_atomic
+from workbench.rundir import RunDir, write_json_atomic, write_text_atomic
 
 SECTIONS = ("Verdict", "Metrics", "Perplexity", "Speed", "Side by side", "Loss curve",
             "Training time and cost", "Memory", "Settings")
+PREFERENCE_SECTION = "Preference"  # after the Verdict, in a preference run's report only
 
 
 def verdict(result: dict) -> str:
     """The verdict line of an evaluation result (evaluation.py computes it with its
-    confidence interval; see verdict.py)."""
+    confidence interval; see verdict.py). A preference run's is preference.py's: did the
+    model move toward the data's preferences."""
+    preference = (result.get("preference") or {}).get("verdict")
+    if preference:
+        return preference["text"]
     judged = (result.get("test") or {}).get("verdict")
     return judged["text"] if judged else "no verdict: nothing to compare"
 
@@ -117,7 +122,11 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
          f"step {facts['steps']}/{facts['total_steps']}", ""]
     L += ["## Verdict", "", f"**{data['verdict']}**", ""]
     judged, primary = test.get("verdict") or {}, test.get("primary") or {}
-    if primary:
+    preference = result.get("preference")
+    if preference:
+        L += _preference_verdict_lines(preference, judged, primary)
+        L += [f"## {PREFERENCE_SECTION}", ""] + _preference_lines(preference, profile)
+    elif primary:
         L.append(f"- decided on {primary['metric']}: {primary['why']} (`eval.metric` chooses "
                  "another); answer-token perplexity is below")
     L += [f"- {line}" for line in judged.get("lines", [])[1:]]
@@ -215,6 +224,34 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
     L += ["## Settings", "", "the run's resolved profile (profile.toml):", "", "```toml",
           profile.to_toml().rstrip(), "```", ""]
     return "\n".join(L), data
+
+
+def _preference_verdict_lines(preference: dict, judged: dict, primary: dict) -> list[str]:
+    if preference.get("paired"):
+        how = ("- decided on held-out preference accuracy: the share of pairs in which the model "
+               "finds the chosen answer more likely than the rejected one (summed log-likelihood "
+               "of the answer tokens given the prompt), fine-tuned (adapter on) against base "
+               "(adapter off); paired bootstrap over the pairs (2,000 resamples): a change counts "
+               "only when the 95% interval excludes 0")
+    else:
+        how = ("- decided on the change (fine-tuned - base) in the mean per-token log-likelihood "
+               "of desirable against undesirable answers; bootstrap over the rows: a change "
+               "counts only when the 95% interval excludes 0")
+    L = [how]
+    if judged.get("text"):
+        L.append(f"- generated answers against the chosen answers as references "
+                 f"({primary.get('metric', 'the primary metric')}): {judged['text']}")
+    return L + [""]
+
+
+def _preference_lines(preference: dict, profile) -> list[str]:
+    from workbench.evaluate.preference import report_lines
+
+    adapter = getattr(profile.model, "adapter", "")
+    note = (f"the run started from the adapter {adapter}: the base (adapter off) is the model "
+            "without any adapter, so the change includes that adapter's training too"
+            if adapter else "")
+    return report_lines(preference, note)
 
 
 def _delta(a, b) -> str:

@@ -94,7 +94,7 @@ def _ollama_gguf(gguf: dict) -> tuple[str, bool]:
 def _quiet() -> None:
     import warnings
 
-    from workbench.train.runner import quiet_libraries
+    from workbench.quiet import quiet_libraries
 
     quiet_libraries()
     # Merging and reloading repeat peft / transformers UserWarnings that say nothing new here.
@@ -103,7 +103,7 @@ def _quiet() -> None:
 
 def run_export(args, log) -> dict:
     """The whole export; raises ExportError / ProofFailed. Returns what the CLI prints."""
-    from workbench.train.rundir import RunNotFound, find_run
+    from workbench.rundir import RunNotFound, find_run
 
     try:
         run = find_run(args.run_ref, args.runs_dir)

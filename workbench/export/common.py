@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from workbench.profile import Profile, ProfileError, load_profile
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 
 FORMATS = ("merged", "bnb4", "gguf", "ollama", "vllm")  # also the order they are built in
 GGUF_TYPES = ("f16", "bf16", "f32")  # the full-precision GGUF file types offered

@@ -15,7 +15,7 @@ from pathlib import Path
 from workbench.export.common import ExportError, ProofFailed, staged_dir, write_text
 from workbench.export.llamacpp import (COMMON_PLACES, HOW_TO, INSTALL_RUNTIME, SCRIPT,  # noqa: F401
                                        find_converter, find_quantize_binary, have_runtime)
-from workbench.train.rundir import write_json_atomic
+from workbench.rundir import write_json_atomic
 
 # The full-precision file for each training dtype: bf16 stays bf16 (lossless); a float32 model
 # (a CPU run) is written as f16, what runtimes load and half the size; f32 is kept for

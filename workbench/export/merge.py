@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from workbench.export.common import ExportError, ProofFailed, staged_dir
-from workbench.train.rundir import RunDir, write_json_atomic
+from workbench.rundir import RunDir, write_json_atomic
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 

@@ -127,7 +127,7 @@ def _start(args) -> int:
         definition.grid = _restrict(definition, keep)
     _check_parallel(definition)
 
-    from workbench.train.rundir import default_runs_dir
+    from workbench.rundir import default_runs_dir
 
     runs_dir = args.runs_dir or (Path(profile.train.runs_dir) if profile.train.runs_dir != "runs"
                                  else default_runs_dir())
@@ -299,7 +299,7 @@ def cmd_sweeps(args) -> int:
 
 def cmd_runs_compare(args) -> int:
     from workbench.sweep.compare import compare_runs, format_comparison, markdown, svg_plot
-    from workbench.train.rundir import RunNotFound, find_run, write_text_atomic
+    from workbench.rundir import RunNotFound, find_run, write_text_atomic
 
     if not args.run_refs:
         raise _user_error("`workbench runs compare` needs one or more runs: "

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from workbench.fmt import fmt_gib
-from workbench.train.rundir import RunDir
+from workbench.rundir import RunDir
 
 if sys.version_info >= (3, 11):
     import tomllib

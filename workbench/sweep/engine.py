@@ -22,7 +22,7 @@ from typing import Callable
 
 from workbench.sweep.definition import SweepDefinition, overrides_for, short_label
 from workbench.sweep.folder import DONE_TRIAL_STATES, SweepDir
-from workbench.train.rundir import RunDir, iso, pid_alive, write_json_atomic
+from workbench.rundir import RunDir, iso, pid_alive, write_json_atomic
 
 POLL_S = 0.2
 # The median pruner compares a trial with the others at the same step; with fewer finished
@@ -259,7 +259,7 @@ class SweepRunner:
         elif run is not None:
             self._log(f"trial {trial['index'] + 1}: {trial['label']}: resuming {run.name} "
                       f"from {run.last_checkpoint().name if run.last_checkpoint() else 'the start'}")
-            proc = _popen([sys.executable, "-m", "workbench.train.worker", str(run.path), "--resume"],
+            proc = _popen([sys.executable, "-m", "workbench.pipeline.worker", str(run.path), "--resume"],
                           run.log_path, env)
             act = Active(trial["index"], proc, ot, started, run=run, gpu=gpu)
         else:

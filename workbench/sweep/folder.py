@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.train.rundir import iso, pid_alive, utc_stamp, write_json_atomic
+from workbench.rundir import iso, pid_alive, utc_stamp, write_json_atomic
 
 TRIAL_STATES = ("pending", "running", "finished", "failed", "pruned", "stopped")
 DONE_TRIAL_STATES = ("finished", "failed", "pruned")  # never run again

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workbench.sweep.compare import Comparison, compare_runs, markdown, svg_plot
 from workbench.sweep.folder import SweepDir
-from workbench.train.rundir import RunDir, write_json_atomic, write_text_atomic
+from workbench.rundir import RunDir, write_json_atomic, write_text_atomic
 
 
 def sweep_comparison(sweep: SweepDir) -> Comparison | None:

@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.sweep.folder import SweepDir
     from workbench.train.control import create_run
     from workbench.train.plan import plan_run
-    from workbench.train.rundir import write_json_atomic
-    from workbench.train.worker import run_in_this_process
+    from workbench.rundir import write_json_atomic
+    from workbench.pipeline.worker import run_in_this_process
 
     sweep = SweepDir(Path(args.sweep_dir).resolve())
     trial = sweep.read_trials()[args.index]

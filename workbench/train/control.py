@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from workbench.profile import Profile, load_profile, save_profile
-from workbench.train.rundir import FINAL_STATES, RunDir, iso
+from workbench.rundir import FINAL_STATES, RunDir, iso
 
 LIBRARIES = ("workbench", "torch", "transformers", "peft", "trl", "accelerate", "datasets",
              "bitsandbytes", "tokenizers")
@@ -74,7 +74,7 @@ def run_profile(run: RunDir) -> Profile:
 def spawn_detached(run: RunDir, resume: bool = False, from_checkpoint: str | None = None) -> int:
     """Start the runner in its own session (setsid): closing the terminal or losing the SSH
     connection sends SIGHUP to the terminal's session, which this process is not in."""
-    cmd = [sys.executable, "-m", "workbench.train.worker", str(run.path)]
+    cmd = [sys.executable, "-m", "workbench.pipeline.worker", str(run.path)]
     if resume:
         cmd.append("--resume")
         if from_checkpoint:
@@ -121,7 +121,7 @@ def stop_run(run: RunDir, wait_s: float = 0.0, poll_s: float = 0.25) -> str:
 
 
 def follow(run: RunDir, on_event: Callable[[dict], None], from_start: bool = True) -> str:
-    from workbench.train.rundir import iter_follow
+    from workbench.rundir import iter_follow
 
     for event in iter_follow(run, from_start=from_start):
         on_event(event)

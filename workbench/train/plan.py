@@ -24,6 +24,13 @@ class RunError(Exception):
         return self.message + (f"\n  hint: {self.hint}" if self.hint else "")
 
 
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, step: int, value: float):
+        super().__init__(f"the training loss became {value} at step {step}")
+        self.step = step
+        self.value = value
+
+
 @dataclass
 class Plan:
     profile: Profile
@@ -36,6 +43,13 @@ class Plan:
     dataset_hash: str
     manifest_hash: str | None = None  # when data.train is a folder saved by `workbench data clean`
     notes: list[str] = field(default_factory=list)  # things a person should know, shown once
+    start_adapter: str | None = None  # model.adapter resolved: the adapter training starts from
+
+    @property
+    def method(self):
+        from workbench.train.methods import get_method
+
+        return get_method(self.profile.train.method)
 
     @property
     def evaluates(self) -> bool:
@@ -227,9 +241,9 @@ def load_training_data(profile: Profile, log: Callable[[str], None] = lambda s: 
 
 
 def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> Plan:
-    from workbench.data import DataError
-    from workbench.data.render import check_template, render_dataset
+    from workbench.data.render import check_template
     from workbench.profile import ProfileError, check_paths
+    from workbench.train.methods import get_method
 
     issues = check_paths(profile)
     if issues:
@@ -237,32 +251,55 @@ def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> P
                        hint="fix the path in the profile, or override it, e.g. "
                             "--set data.train=PATH or --set model.name_or_path=PATH")
     t = profile.train
+    method = get_method(t.method)
     check_reporters(t.report_to)
     device, precision, gc = resolve_hardware(profile)
     check_model_config(profile)
+    adapter = resolve_start_adapter(profile)
     tokenizer = load_tokenizer(profile)
-    d = profile.data
     fmt = profile_chat_format(tokenizer, profile)
     notes = [f"chat template: {p}" for p in check_template(tokenizer, fmt)]
-    try:
-        data = load_training_data(profile, log)
-        train_rows, train_stats = render_dataset(tokenizer, data.train, d.train_on, t.max_seq_len, fmt=fmt)
-        eval_rows, _ = render_dataset(tokenizer, data.validation, d.train_on, t.max_seq_len, fmt=fmt)
-    except DataError as exc:
-        raise RunError(str(exc), kind="data") from exc
+    data = method.prepare_data(profile, tokenizer, fmt, log)
     notes += [f"chat template: {n}" for n in fmt.notes]
     attn_note = attention_implementation(profile)[1]
     if attn_note:
         notes.append(attn_note)
+    if method.name != "sft":
+        notes.append(f"method: {method.title}: {method.summary}")
+    if adapter:
+        notes.append(f"starting from the adapter in {adapter}")
     notes += data.notes
-    if not train_rows:
-        raise RunError(f"no trainable rows in {d.train} after rendering",
-                       hint="run `workbench data inspect` on it", kind="data")
-    notes.append(_describe_render(train_stats, len(train_rows), len(eval_rows), t.max_seq_len))
-    notes.append(_describe_evaluation(profile, len(data.validation)))
+    notes.append(_describe_evaluation(profile, data.held_out, method.evaluation))
     return Plan(profile=profile, device=device, precision=precision, gradient_checkpointing=gc,
-                tokenizer=tokenizer, train_rows=train_rows, eval_rows=eval_rows,
-                dataset_hash=data.dataset_hash, manifest_hash=data.manifest_hash, notes=notes)
+                tokenizer=tokenizer, train_rows=data.train_rows, eval_rows=data.eval_rows,
+                dataset_hash=data.dataset_hash, manifest_hash=data.manifest_hash, notes=notes,
+                start_adapter=adapter)
+
+
+def resolve_start_adapter(profile: Profile) -> str | None:
+    """model.adapter as a folder holding adapter_config.json: a path, a run folder (its
+    adapter/), or a run's name looked up in train.runs_dir. None when the profile has none."""
+    ref = profile.model.adapter
+    if not ref:
+        return None
+    from workbench.rundir import RunNotFound, find_run
+
+    candidates = [Path(ref)]
+    if not Path(ref).exists():
+        try:
+            candidates.append(find_run(ref, Path(profile.train.runs_dir)).path)
+        except RunNotFound as exc:
+            raise RunError(f"model.adapter = {ref!r}: {exc}",
+                           hint="finish an SFT run first, or give the adapter folder's path",
+                           kind="config") from exc
+    for folder in candidates:
+        for inner in (folder, folder / "adapter"):
+            if (inner / "adapter_config.json").is_file():
+                return str(inner.resolve())
+    raise RunError(f"model.adapter = {ref!r}: no LoRA adapter there (no adapter_config.json "
+                   f"in it or in its adapter/ folder)",
+                   hint="name a finished run (its folder, or its name under train.runs_dir) or an "
+                        "adapter folder; `workbench runs` lists the runs", kind="config")
 
 
 def profile_chat_format(tokenizer, profile: Profile):
@@ -272,13 +309,17 @@ def profile_chat_format(tokenizer, profile: Profile):
     return chat_format(tokenizer, profile.data.system, profile.data.reasoning)
 
 
-def _describe_evaluation(profile: Profile, n_validation: int) -> str:
+def _describe_evaluation(profile: Profile, n_validation: int, kind: str = "generation") -> str:
     """What the evaluation after training will do, said before training starts."""
     from workbench.data.save import is_saved_dataset
 
     e, d = profile.eval, profile.data
     if not e.after_training:
         return "evaluation after training: skipped (eval.after_training = false)"
+    if kind == "preference":
+        return (f"evaluation after training: {n_validation} held-out preference rows scored by "
+                "the base and the fine-tuned model (how often the chosen answer is the likelier "
+                "one), and their prompts answered side by side")
     saved_test = is_saved_dataset(d.train) and (Path(d.train) / "test.jsonl").is_file()
     rows = "the saved test split" if saved_test else f"{n_validation} held-out rows"
     if not saved_test and e.max_test_rows and n_validation > e.max_test_rows:
@@ -292,21 +333,4 @@ def _describe_evaluation(profile: Profile, n_validation: int) -> str:
     parts.append(f"capped at {e.time_budget_s:g} s (eval.time_budget_s)" if e.time_budget_s
                  else "progress and ETA show while it runs; eval.time_budget_s caps it, "
                       "eval.after_training = false skips it")
-    return "; ".join(parts)
-
-
-def _describe_render(stats, n_train: int, n_eval: int, max_len: int) -> str:
-    parts = [f"data: {n_train} training rows, {n_eval} validation rows, "
-             f"{stats.trained_tokens} of {stats.total_tokens} training tokens trained on"]
-    if stats.rows_in != stats.rows_out:
-        parts.append(f"{stats.rows_in} training conversations in, {stats.rows_out} rows out")
-    for sentence in (stats.describe_expansion(), stats.describe_reasoning()):
-        if sentence:
-            parts.append(sentence)
-    if stats.truncated_rows:
-        parts.append(f"{stats.truncated_rows} rows cut at max_seq_len {max_len} "
-                     f"({stats.answer_tokens_lost} answer tokens lost)")
-    if stats.dropped:
-        shown = ", ".join(f"{f}:{r}" for f, r, _ in stats.dropped[:5])
-        parts.append(f"{len(stats.dropped)} rows dropped with nothing left to train on ({shown})")
     return "; ".join(parts)

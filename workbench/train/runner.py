@@ -15,28 +15,10 @@ import traceback
 from typing import Callable
 
 from workbench.train.plan import Plan, RunError
-from workbench.train.rundir import RunDir, iso
+from workbench.quiet import quiet_libraries
+from workbench.rundir import RunDir, iso
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-
-
-def quiet_libraries() -> None:
-    """The run's own events are the progress display. Library progress bars and
-    deprecation chatter would interleave with it (and fill stdout.log), so they go;
-    real warnings and errors stay."""
-    import logging
-    import warnings
-
-    # bitsandbytes warns at import on CPUs with AVX512-bf16 about an optional kernel
-    # download that cannot matter for a LoRA run.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\b")
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
 
 
 def load_model(plan: Plan):
@@ -61,8 +43,8 @@ def load_model(plan: Plan):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute)
         kwargs["device_map"] = {"": 0}
-    # Under torchrun each rank loads to its own device, never device_map="auto" (distributed.py).
-    from workbench.train.distributed import adjust_load_kwargs
+    # Under torchrun each rank loads to its own device, never device_map="auto" (train/ranks.py).
+    from workbench.train.ranks import adjust_load_kwargs
 
     kwargs = adjust_load_kwargs(kwargs, plan)
     try:
@@ -84,6 +66,8 @@ def load_model(plan: Plan):
 
 
 def add_adapters(model, plan: Plan):
+    if plan.start_adapter:
+        return _continue_adapter(model, plan)
     from peft import LoraConfig, get_peft_model
 
     lo = plan.profile.lora
@@ -104,74 +88,8 @@ def add_adapters(model, plan: Plan):
     return model
 
 
-def build_args(plan: Plan, run: RunDir):
-    from trl import SFTConfig
-
-    t = plan.profile.train
-    evaluates = plan.evaluates
-    return SFTConfig(
-        output_dir=str(run.checkpoints_dir),
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.scheduler,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        optim=t.optimizer,
-        bf16=plan.precision == "bf16",
-        fp16=plan.precision == "fp16",
-        use_cpu=plan.device == "cpu",
-        gradient_checkpointing=plan.gradient_checkpointing and plan.profile.lora.method != "qlora",
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        max_length=t.max_seq_len,
-        packing=t.packing,
-        neftune_noise_alpha=t.neftune_alpha or None,
-        seed=t.seed,
-        data_seed=t.seed,
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        logging_nan_inf_filter=False,  # a NaN must be seen, not averaged away
-        eval_strategy="steps" if evaluates else "no",
-        eval_steps=t.eval_steps if evaluates else None,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        load_best_model_at_end=bool(t.early_stopping_patience and evaluates),
-        metric_for_best_model="eval_loss" if t.early_stopping_patience and evaluates else None,
-        greater_is_better=False if t.early_stopping_patience and evaluates else None,
-        report_to=list(t.report_to) or "none",
-        disable_tqdm=True,  # our own progress display reads the events instead
-        dataloader_num_workers=0,
-        dataset_num_proc=None,
-        **_distributed_settings(plan),
-    )
-
-
-def _distributed_settings(plan: Plan) -> dict:
-    """DDP / FSDP2 / DeepSpeed fields for SFTConfig under torchrun; {} otherwise."""
-    from workbench.train.distributed import trainer_settings
-
-    return trainer_settings(plan)
-
-
-def to_dataset(rows: list[dict]):
-    """Rows carry the exact tokens and mask from the renderer; labels are built here so
-    the trainer never re-renders or re-masks (what you inspect is what you train)."""
-    from datasets import Dataset
-
-    return Dataset.from_list([
-        {"input_ids": r["input_ids"],
-         "labels": [tok if m else -100 for tok, m in zip(r["input_ids"], r["assistant_masks"])]}
-        for r in rows
-    ])
-
-
 def save_adapter(trainer, plan: Plan, run: RunDir) -> str:
-    from workbench.train.distributed import is_distributed, save_adapter_distributed
+    from workbench.train.ranks import is_distributed, save_adapter_distributed
 
     if is_distributed():  # every rank takes part (FSDP / ZeRO-3 gather); rank 0 writes
         return save_adapter_distributed(trainer, plan, run)
@@ -183,13 +101,32 @@ def save_adapter(trainer, plan: Plan, run: RunDir) -> str:
     with writing("the adapter", need=need):
         staging = run.path / ".adapter.partial"
         shutil.rmtree(staging, ignore_errors=True)
-        trainer.model.save_pretrained(str(staging))
+        trainer.model.save_pretrained(str(staging), selected_adapters=["default"])
         plan.tokenizer.save_pretrained(str(staging))
         write_manifest(staging)  # export and eval check it before they load the adapter
         if run.adapter_dir.exists():
             shutil.rmtree(run.adapter_dir)
         os.replace(staging, run.adapter_dir)
     return str(run.adapter_dir)
+
+
+# The adapter a run trains is peft's "default"; a method with a reference model started from
+# an earlier run's adapter keeps a frozen copy named "ref" (trl uses that name), never saved.
+REFERENCE_ADAPTER = "ref"
+
+
+def _continue_adapter(model, plan: Plan):
+    """Train on from an earlier run's adapter (SFT, then DPO). The reference of DPO / KTO is
+    then that starting model, not the bare base: a frozen copy of the adapter (LoRA-sized)."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, plan.start_adapter, is_trainable=True)
+    if plan.method.name in ("dpo", "kto"):
+        model.load_adapter(plan.start_adapter, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+        model.set_adapter("default")
+    if plan.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return model
 
 
 OOM_HINT = ("lower train.batch_size (raise train.grad_accum to keep the effective batch), "
@@ -203,10 +140,15 @@ HANGUP_NOTE = ("the terminal went away (SIGHUP): the run goes on, its output now
 
 def execute(run: RunDir, plan: Plan, resume: bool = False,
             on_event: Callable[[dict], None] = lambda ev: None,
-            from_checkpoint: str | None = None, hangup=None) -> str:
+            from_checkpoint: str | None = None, hangup=None,
+            before_training: Callable | None = None,
+            after_training: Callable | None = None) -> str:
     """Train in this process. Returns the final state. `from_checkpoint` names the
     checkpoint to resume from (else the newest intact one); `hangup` is the SIGHUP watcher
-    of a foreground run (console.Hangup)."""
+    of a foreground run (console.Hangup); `before_training(model, plan, run, on_event)` runs
+    once the model is loaded (not on resume), and `after_training(...)` runs
+    once the adapter is saved, before the run is marked finished (the pipeline's evaluation:
+    training never calls up into evaluate itself)."""
     quiet_libraries()
     import torch
     from transformers import EarlyStoppingCallback, set_seed
@@ -215,7 +157,8 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
     from workbench.train.checkpoints import CheckpointError, choose_for_resume
     from workbench.train.diskspace import Reserve, checkpoint_bytes, clean_partials
     from workbench.train.faults import classify
-    from workbench.train.trainer import NonFiniteLoss, RunRecorder, StopFlag, WorkbenchTrainer
+    from workbench.train.plan import NonFiniteLoss
+    from workbench.train.trainer import RunRecorder, StopFlag
 
     stop = StopFlag()
 
@@ -314,19 +257,14 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
                           if not checkpoint else f"stopped before training began; resume "
                           f"continues from {os.path.basename(checkpoint)}")
 
-        if not resume:  # what the evaluation after training will cost, before it is paid
-            from workbench.evaluate.cost import announce_before_training
-
-            announce_before_training(model, plan, run, on_event)
-        recorder = RunRecorder(run, stop, on_event=on_event, device=plan.device)
+        if not resume and before_training is not None:
+            before_training(model, plan, run, on_event)
+        recorder = RunRecorder(run, stop, on_event=on_event, device=plan.device,
+                               signals=plan.method.signals)
         callbacks = [recorder]
         if plan.profile.train.early_stopping_patience and plan.evaluates:
             callbacks.append(EarlyStoppingCallback(plan.profile.train.early_stopping_patience))
-        trainer = WorkbenchTrainer(
-            model=model, args=build_args(plan, run), run=run,
-            train_dataset=to_dataset(plan.train_rows),
-            eval_dataset=to_dataset(plan.eval_rows) if plan.evaluates else None,
-            processing_class=plan.tokenizer, callbacks=callbacks)
+        trainer = plan.method.build_trainer(model, plan, run, callbacks)
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; we print events
         trainer.train(resume_from_checkpoint=checkpoint)
 
@@ -346,10 +284,8 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
         early = state.global_step < state.max_steps
         message = (f"adapter saved to {adapter}" + (" (early stopping: eval loss stopped improving)"
                                                     if early else ""))
-        from workbench.train.distributed import runs_evaluation
-
-        if runs_evaluation(run, on_event):  # under torchrun: rank 0 of a DDP run only
-            _run_prompt_suite(trainer.model, plan, run, on_event)
+        if after_training is not None:
+            after_training(trainer.model, plan, run, on_event)
         return finish("finished", message, adapter=adapter, **extra)
     except NonFiniteLoss as exc:
         return fail("nan", str(exc), NAN_HINT)
@@ -416,36 +352,3 @@ def _record_measured_peak(run: RunDir, reserved: int, allocated: int, on_event) 
     on_event(run.append_event("memory", measured_peak_reserved_bytes=reserved,
                               measured_peak_allocated_bytes=allocated,
                               estimated_reserved_bytes=estimated, error_pct=error))
-
-
-def _run_prompt_suite(model, plan: Plan, run: RunDir, on_event) -> None:
-    """Every run ends with evidence of what training changed: base, few-shot and fine-tuned
-    on the test split and the prompt suite, in report.md / report.json. A failure here never
-    fails the run (`workbench eval RUN` retries it). It takes minutes on a CPU, so its
-    eval_progress events go to the display like the training's own; the run is marked
-    finished right after, and the report says so already."""
-    if not plan.profile.eval.after_training:
-        on_event(run.append_event("status", state="running", message=(
-            "evaluation after training skipped (eval.after_training = false); "
-            f"`workbench eval {run.name}` runs it")))
-        return
-    from workbench.train.diskspace import REPORT_BYTES, is_disk_full, writing
-
-    try:
-        from workbench.evaluate.evaluation import evaluate_after_training
-        from workbench.evaluate.report import verdict
-        from workbench.evaluate.suite import summary_line
-
-        with writing("the evaluation report", need=REPORT_BYTES):
-            result = evaluate_after_training(model, plan, run, on_event=on_event,
-                                             final_state="finished")
-    except Exception as exc:
-        if is_disk_full(exc, run.path):
-            raise  # a full disk is the run's failure, with its own message (execute)
-        on_event(run.append_event("status", state="running",
-                                  message=f"evaluation skipped: {type(exc).__name__}: {exc}"))
-        return
-    if "suite" in result:
-        on_event(run.append_event("status", state="running",
-                                  message=summary_line(result["suite"]["summary"])))
-    on_event(run.append_event("status", state="running", message=verdict(result)))

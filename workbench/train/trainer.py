@@ -1,6 +1,7 @@
-"""trl's SFTTrainer with the three things a run directory needs, and the callback that
-records a run. Heavy imports at top level: only the runner imports this module, and the
-runner is itself imported lazily (the app must open without torch)."""
+"""What every method's TRL trainer gets for a run directory (`with_run_dir`), and the callback
+that records a run. Heavy imports at top level: only the runner and the method modules'
+trainer builders import this module, and they are imported lazily (the app must open
+without torch)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,13 @@ import time
 
 import torch
 from transformers import TrainerCallback
-from trl import SFTTrainer
 
 from workbench.estimate.gpu import gpu_snapshot
 from workbench.train.checkpoints import write_manifest
 from workbench.train.diskspace import folder_bytes, writing
-from workbench.train import distributed
-from workbench.train.rundir import RunDir
-
-
-class NonFiniteLoss(RuntimeError):
-    def __init__(self, step: int, value: float):
-        super().__init__(f"the training loss became {value} at step {step}")
-        self.step = step
-        self.value = value
+from workbench.train import ranks
+from workbench.rundir import RunDir
+from workbench.train.plan import NonFiniteLoss
 
 
 class StopFlag:
@@ -43,10 +37,16 @@ class StopFlag:
         return self._event.is_set()
 
 
-class WorkbenchTrainer(SFTTrainer):
-    """SFTTrainer plus: loss checked for NaN / inf on every micro-batch (HF only notices
-    at logging time, and by default filters non-finite values out of the logged mean), and
-    checkpoints that appear under their final name only once completely written."""
+def with_run_dir(trainer_class: type) -> type:
+    """`trainer_class` (SFTTrainer, DPOTrainer, KTOTrainer...) with RunDirTrainer's checks and
+    staged checkpoints: every method trains under the same guarantees."""
+    return type(f"Workbench{trainer_class.__name__}", (RunDirTrainer, trainer_class), {})
+
+
+class RunDirTrainer:
+    """A mixin for a TRL trainer: loss checked for NaN / inf on every micro-batch (HF only
+    notices at logging time, and by default filters non-finite values out of the logged
+    mean), and checkpoints that appear under their final name only once completely written."""
 
     def __init__(self, *args, run: RunDir, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,10 +58,10 @@ class WorkbenchTrainer(SFTTrainer):
         loss = result[0] if isinstance(result, tuple) else result
         if model.training and not torch.isfinite(loss.detach()).all():
             raise NonFiniteLoss(self.state.global_step + 1, float(loss.detach().float().mean()))
-        if model.training and distributed.current_launch():  # under torchrun: loss 0.0, rows
-            distributed.check_rank_loss(float(loss.detach().float().mean()),
+        if model.training and ranks.current_launch():  # under torchrun: loss 0.0, rows
+            ranks.check_rank_loss(float(loss.detach().float().mean()),
                                         self.state.global_step + 1)
-            distributed.note_batch(inputs)
+            ranks.note_batch(inputs)
         return result
 
     def _save_checkpoint(self, model, trial):
@@ -83,17 +83,17 @@ class WorkbenchTrainer(SFTTrainer):
 
     def _save_staged_checkpoint(self, model, trial, final_root: str, name: str) -> None:
         staging_root = os.path.join(final_root, f".staging-{self.state.global_step}")
-        if distributed.is_main():  # under torchrun every rank writes into one staging folder
+        if ranks.is_main():  # under torchrun every rank writes into one staging folder
             shutil.rmtree(staging_root, ignore_errors=True)
             os.makedirs(staging_root)
-        distributed.barrier()
+        ranks.barrier()
         self.args.output_dir = staging_root
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.output_dir = final_root
-        distributed.barrier()  # every rank's files (its RNG state, its shards) are written
-        if not distributed.is_main():
+        ranks.barrier()  # every rank's files (its RNG state, its shards) are written
+        if not ranks.is_main():
             return
         staged, final = os.path.join(staging_root, name), os.path.join(final_root, name)
         # Paths recorded while staging must point at the final location, in memory and in
@@ -147,8 +147,10 @@ class RunRecorder(TrainerCallback):
     GPU_EVERY_S = 30.0
     STATUS_EVERY_S = 1.0
 
-    def __init__(self, run: RunDir, stop: StopFlag, on_event=None, device: str = "cpu"):
+    def __init__(self, run: RunDir, stop: StopFlag, on_event=None, device: str = "cpu",
+                 signals: tuple[str, ...] = ()):
         self.run = run
+        self.signals = signals  # the method's own logged values (rewards, margins...) to record
         self.stop = stop
         self.on_event = on_event or (lambda ev: None)
         self.cuda = device == "cuda"
@@ -192,11 +194,21 @@ class RunRecorder(TrainerCallback):
         if now - self._last_status >= self.STATUS_EVERY_S or state.global_step == state.max_steps:
             self._last_status = now
             self.run.write_status(step=state.global_step, epoch=state.epoch, eta_s=self._eta(state))
-        if distributed.any_rank(self.stop.is_set()):  # every rank stops at the same step
+        if ranks.any_rank(self.stop.is_set()):  # every rank stops at the same step
             self.stop._event.set()
             control.should_save = True
             control.should_training_stop = True
         return control
+
+    def _signals(self, logs: dict, prefix: str = "") -> dict:
+        """{"signals": {name: value}} for the method's values in this log, {} when none."""
+        found = {}
+        for name in self.signals:
+            value = logs.get(prefix + name)
+            if value is not None:
+                value = float(value)
+                found[name] = value if math.isfinite(value) else None
+        return {"signals": found} if found else {}
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
@@ -221,10 +233,11 @@ class RunRecorder(TrainerCallback):
                 grad_norm=float(grad_norm) if grad_norm is not None and math.isfinite(grad_norm) else None,
                 tokens_per_s=tokens_per_s, gpu_mem_bytes=mem, gpu_mem_peak_bytes=peak,
                 eta_s=None if (eta := self._eta(state)) is None else round(eta, 1),
+                **self._signals(logs),
             )
             self.run.write_status(loss=loss if math.isfinite(loss) else None)
             self._gpu()
         if "eval_loss" in logs:
             self._event("eval", step=state.global_step, epoch=round(state.epoch or 0.0, 4),
-                        eval_loss=float(logs["eval_loss"]))
+                        eval_loss=float(logs["eval_loss"]), **self._signals(logs, "eval_"))
             self.run.write_status(eval_loss=float(logs["eval_loss"]))

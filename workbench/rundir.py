@@ -36,8 +36,10 @@ FINAL_STATES = ("finished", "failed", "stopped")
 # This table is the documented schema; tests check the runner writes nothing else.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "log": ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s",
-            "gpu_mem_bytes", "gpu_mem_peak_bytes", "eta_s"),
-    "eval": ("step", "epoch", "eval_loss"),
+            "gpu_mem_bytes", "gpu_mem_peak_bytes", "eta_s", "signals"),
+    # `signals`: the method's own values besides the loss ({"rewards/margins": 0.4, ...} for
+    # DPO), the ones its module's charts name (workbench/train/methods).
+    "eval": ("step", "epoch", "eval_loss", "signals"),
     "gpu": ("gpus",),
     "checkpoint": ("step", "path"),
     "status": ("state", "message"),

@@ -1,4 +1,4 @@
-"""Entry point of a detached run: `python -m workbench.train.worker RUN_DIR [--resume]`.
+"""Entry point of a detached run: `python -m workbench.pipeline.worker RUN_DIR [--resume]`.
 
 It runs in its own session with stdout / stderr going to RUN_DIR/stdout.log, and rebuilds
 everything from the run's resolved profile.toml (so resume sees exactly what the first
@@ -17,14 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.hub import quiet_offline_kernel_notice
 
     quiet_offline_kernel_notice()
-    parser = argparse.ArgumentParser(prog="python -m workbench.train.worker")
+    parser = argparse.ArgumentParser(prog="python -m workbench.pipeline.worker")
     parser.add_argument("run_dir")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--from", dest="from_checkpoint", metavar="CHECKPOINT",
                         help="with --resume: the checkpoint to resume from (checkpoint-N)")
     args = parser.parse_args(argv)
 
-    from workbench.train.rundir import RunDir
+    from workbench.rundir import RunDir
 
     run = RunDir(Path(args.run_dir).resolve())
     run.write_status(state="starting", pid=os.getpid())
@@ -35,7 +35,7 @@ def run_in_this_process(run, resume: bool, printer=None, plan=None,
                         from_checkpoint: str | None = None) -> int:
     """Train the run in this process; shared by the worker and foreground runs. Without a
     `plan`, the run is planned again from its resolved profile."""
-    from workbench.train.console import Hangup, ProgressPrinter, SafeStream
+    from workbench.pipeline.console import Hangup, ProgressPrinter, SafeStream
 
     # A detached run's stdout is stdout.log: a full disk must not turn a line into a crash.
     printer = printer or ProgressPrinter(SafeStream(sys.stdout), live=False)
@@ -50,7 +50,7 @@ def run_in_this_process(run, resume: bool, printer=None, plan=None,
 def _plan_and_execute(run, resume, printer, plan, from_checkpoint, hangup) -> int:
     from workbench.train.control import run_profile
     from workbench.train.plan import plan_run
-    from workbench.train.rundir import iso
+    from workbench.rundir import iso
 
     try:
         plan = plan or plan_run(run_profile(run))
@@ -74,7 +74,7 @@ def _plan_and_execute(run, resume, printer, plan, from_checkpoint, hangup) -> in
                        if policy == "continue" else
                        "closing this terminal stops the run after a checkpoint "
                        "(train.on_hangup = \"stop\"); Ctrl-C stops it")
-    from workbench.train.runner import execute
+    from workbench.pipeline.run import run_pipeline
     from workbench.train.threads import size_torch_threads
 
     threads = size_torch_threads()
@@ -91,7 +91,7 @@ def _plan_and_execute(run, resume, printer, plan, from_checkpoint, hangup) -> in
             printer.total_steps = run.read_status().get("total_steps") or printer.total_steps
         original(ev)
 
-    state = execute(run, plan, resume=resume, on_event=on_event,
+    state = run_pipeline(run, plan, resume=resume, on_event=on_event,
                     from_checkpoint=from_checkpoint, hangup=hangup)
     printer.close()
     return 0 if state in ("finished", "stopped") else 1

@@ -52,7 +52,7 @@ def slurm_script(profile, profile_ref: str, overrides: list[str], *, nodes: int,
         "set -euo pipefail",
         "",
         "# 1. Plan the profile and create the run folder, once, on this (the first) node.",
-        f"RUN_DIR=$({python} -m workbench.train.distributed prepare {_q(profile_ref)} "
+        f"RUN_DIR=$({python} -m workbench.pipeline.launch prepare {_q(profile_ref)} "
         f"{set_args}{runs})",
         'echo "run folder: $RUN_DIR"',
         "",
@@ -64,7 +64,7 @@ def slurm_script(profile, profile_ref: str, overrides: list[str], *, nodes: int,
         "#    Follow with `workbench attach \"$RUN_DIR\"`; stop with `scancel $SLURM_JOB_ID`",
         "#    (every rank gets SIGTERM, saves one checkpoint and stops).",
         "srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c "
-        f"'exec {python} -m workbench.train.distributed launch \"$0\" "
+        f"'exec {python} -m workbench.pipeline.launch launch \"$0\" "
         "--node-rank \"$SLURM_NODEID\" --master-addr \"$1\" --master-port \"$2\"' "
         '"$RUN_DIR" "$MASTER_ADDR" "$MASTER_PORT"',
         "",

@@ -58,6 +58,7 @@ class ProgressPrinter:
         parts.append(f"lr {_num(ev.get('learning_rate'), '.2e')}")
         if ev.get("grad_norm") is not None:
             parts.append(f"gnorm {_num(ev.get('grad_norm'), '.2f')}")
+        parts += signal_parts(ev.get("signals") or {})
         if ev.get("tokens_per_s") is not None:
             parts.append(f"{ev['tokens_per_s']:.0f} tok/s")
         if ev.get("gpu_mem_peak_bytes"):
@@ -77,7 +78,9 @@ class ProgressPrinter:
                            + self._metrics(ev))
         elif kind == "eval":
             self.last_eval_loss = ev.get("eval_loss")
-            self._line(f"eval  step {ev.get('step')}  eval_loss {_num(ev.get('eval_loss'), '.4f')}")
+            self._line("  ".join([f"eval  step {ev.get('step')}  eval_loss "
+                                  f"{_num(ev.get('eval_loss'), '.4f')}"]
+                                 + signal_parts(ev.get("signals") or {})))
         elif kind == "checkpoint":
             self._line(f"checkpoint  step {ev.get('step')}  {ev.get('path')}")
         elif kind == "status":
@@ -229,3 +232,14 @@ class Hangup:
         import signal
 
         signal.signal(signal.SIGHUP, self._previous)
+
+
+# A preference method's signals, shortest first: what a person watches in a DPO run is the
+# reward margin growing and the share of pairs the policy already ranks right.
+_SIGNAL_LABELS = (("rewards/margins", "margin", "+.3f"), ("rewards/accuracies", "pref acc", ".0%"),
+                  ("kl", "kl", ".3f"), ("log_odds_ratio", "log-odds", "+.3f"))
+
+
+def signal_parts(signals: dict) -> list[str]:
+    return [f"{label} {format(signals[key], spec)}" for key, label, spec in _SIGNAL_LABELS
+            if signals.get(key) is not None]
