@@ -51,7 +51,29 @@ def _set(d: dict, dotted: str, value: Any) -> None:
 def _count_key(profile: Any) -> tuple:
     """What the data count depends on: the tokenizer, the data and how rows are cut."""
     m = profile.model
-    return (m.name_or_path, m.revision, repr(profile.data), profile.train.max_seq_len)
+    return (m.name_or_path, m.revision, repr(profile.data), profile.train.max_seq_len,
+            profile.train.method)
+
+
+def _data_key(profile: Any) -> tuple:
+    """What telling preference data from conversations depends on."""
+    d = profile.data
+    return (d.train, repr(d.columns), d.encoding)
+
+
+def data_note(method: str, preference: bool | None) -> str:
+    """A warning when the data is not what the method trains on ("" when it is, or when the
+    data could not be looked at here)."""
+    from workbench.train.methods import METHODS
+
+    if preference is None or method not in METHODS:
+        return ""
+    if method == "sft" and preference:
+        return ("! this data is preference rows: SFT needs conversations (pairs train with "
+                "dpo, orpo, simpo; labelled answers with kto)")
+    if method != "sft" and not preference:
+        return f"! this data is conversations: {METHODS[method].title} needs preference rows"
+    return ""
 
 class ConfigureScreen(Screen):
     TITLE = "workbench"
@@ -108,6 +130,8 @@ class ConfigureScreen(Screen):
         self.data_count: Any = None      # DataCount of the data, for `counted_for`
         self.counted_for: Any = None     # what the count depends on (_count_key)
         self.data_why = ""               # why there is no count, once counting failed
+        self.data_checked: Any = None    # _data_key of the data last looked at
+        self.data_is_preference: bool | None = None  # what it holds (None: not known)
         self.view: Any = None
         self._filling = False
 
@@ -233,6 +257,25 @@ class ConfigureScreen(Screen):
         data, why = count_dataset_tokens(profile)
         self._from_thread(self._tokens_counted, key, data, why)
 
+    def _check_data(self, key: tuple, path: str, columns: dict, encoding: str) -> None:
+        from workbench.data.preference import is_preference_data
+
+        try:
+            found = is_preference_data(path, columns or None, encoding or None)
+        except Exception:  # noqa: BLE001 - a missing file or a hub id: said elsewhere, or at start
+            found = None
+        self._from_thread(self._data_checked, key, found)
+
+    def _data_checked(self, key: tuple, found: bool | None) -> None:
+        if self.profile is None or key != _data_key(self.profile):
+            return
+        self.data_is_preference = found
+        self._show_data_note()
+
+    def _show_data_note(self) -> None:
+        form = self.query_one(ProfileForm)
+        form.show_data_note(data_note(form.method, self.data_is_preference))
+
     def _tokens_counted(self, key: Any, data: Any, why: str) -> None:
         if key != _count_key(self.profile):  # the profile moved on while this one counted
             return
@@ -273,6 +316,13 @@ class ConfigureScreen(Screen):
         form.show_issues({})
         self.query_one("#cfg-issues", Static).update("")
         self.profile = profile
+        data_key = _data_key(profile)
+        if data_key != self.data_checked:
+            self.data_checked, self.data_is_preference = data_key, None
+            d = profile.data
+            self._work(self._check_data, data_key, d.train, dict(d.columns), d.encoding,
+                       group="data-kind")
+        self._show_data_note()
         key = _count_key(profile)
         if self.count_tokens and key != self.counted_for:
             # another model, data or length: the steps and the time are counted again (the

@@ -1,5 +1,10 @@
 """Data screen: open a dataset, see its rows and what inspection found, clean, split and save.
 
+Preference data (chosen / rejected pairs, or answers labelled desirable or not) is found when
+the file opens: the table then shows the prompt and both answers, the stats pane the preference
+checks (rows that cannot train, length bias), and Enter opens the pair view, where n / p move
+between pairs.
+
 Every piece of engine work (loading, loading the tokenizer, inspecting, rendering a row,
 cleaning, splitting and saving) runs in a thread worker that posts its result back; the
 widgets only draw. The engine is imported inside the workers: `workbench.data.inspect` pulls
@@ -21,10 +26,17 @@ from textual.widgets import ContentSwitcher, Footer, Header, Input, Static
 
 from screens.widgets.data_clean import CleanPanel, result_table
 from screens.widgets.data_detail import DetailPanel, rendered_text, trained_count
-from screens.widgets.data_flags import FILTERS, filtered_indices, flags_from_report
+from screens.widgets.data_flags import (
+    FILTERS,
+    PREFERENCE_FILTERS,
+    filtered_indices,
+    flags_from_report,
+    preference_flags,
+)
 from screens.widgets.data_path import PathSuggester
+from screens.widgets.data_preference import PairView
 from screens.widgets.data_stats import StatsPanel
-from screens.widgets.data_table import RowsView, flag_names
+from screens.widgets.data_table import RowsView, flag_names, record_kind
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TOKENIZER = REPO / "assets" / "tiny-model"
@@ -57,6 +69,9 @@ class DataScreen(Screen):
     DataScreen #data-main { height: 1fr; }
     DataScreen #data-rows { width: 1fr; min-width: 30; }
     DataScreen #data-pane { width: 40%; min-width: 30; border-left: vkey $primary; padding: 0 1; }
+    DataScreen #data-pairs { display: none; }
+    DataScreen.-pairs #data-rows, DataScreen.-pairs #data-pane { display: none; }
+    DataScreen.-pairs #data-pairs { display: block; width: 1fr; }
     """
     BINDINGS = [
         Binding("ctrl+o", "open", "Open", id="data.open"),
@@ -69,6 +84,7 @@ class DataScreen(Screen):
         Binding("s", "save", "Split+save", id="data.save"),
         Binding("escape", "focus_rows", "Rows", show=False, id="data.rows"),
     ]
+    SUB_TITLE_PAIRS = "data · pairs"
 
     def __init__(self, path: str | Path | None = None, *, tokenizer: str | Path | None = None,
                  max_seq_len: int = 2048, out_dir: str | Path | None = None,
@@ -81,6 +97,9 @@ class DataScreen(Screen):
         self.auto_inspect = auto_inspect
         self.records: list[dict] = []
         self.detail_text: Any = None  # the rendered row on show (Rich Text), for tests and copy
+        self.kind = "sft"  # "sft", or preference data: "paired" / "unpaired"
+        self.pair_shown: Any = None  # the PairShown on show in the pair view, for tests
+        self._load_report: Any = None
         self.formats: list[str] = []
         self.flags: Any = ()
         self.report: dict | None = None
@@ -114,6 +133,7 @@ class DataScreen(Screen):
                 yield StatsPanel(id="stats")
                 yield DetailPanel(id="detail")
                 yield CleanPanel(out_dir=self.initial_out, max_tokens=self.max_seq_len, id="clean")
+            yield PairView(id="data-pairs")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -150,15 +170,42 @@ class DataScreen(Screen):
     def action_open(self) -> None:
         self.query_one("#data-path", Input).focus()
 
+    @property
+    def preference(self) -> bool:
+        return self.kind != "sft"
+
+    @property
+    def filters(self) -> tuple[tuple[str, int], ...]:
+        return PREFERENCE_FILTERS if self.preference else FILTERS
+
+    @property
+    def pairs_shown(self) -> bool:
+        return self.has_class("-pairs")
+
     def action_focus_rows(self) -> None:
+        self._show_pairs(False)
         self.query_one(RowsView).focus()
 
+    def _show_pairs(self, on: bool) -> None:
+        """The pair view takes the rows' and the pane's place (two answers need the width)."""
+        if on == self.pairs_shown:
+            return
+        self.set_class(on, "-pairs")
+        self.sub_title = self.SUB_TITLE_PAIRS if on else self.SUB_TITLE
+        if on:
+            self.query_one(PairView).focus()
+            self._show_detail(self.query_one(RowsView).current_index)
+
     def action_pane(self, pane: str) -> None:
+        if pane == "detail" and self.preference:
+            self._show_pairs(True)
+            return
+        self._show_pairs(False)
         self.query_one("#data-pane", ContentSwitcher).current = pane
         if pane == "detail":
             self._show_detail(self.query_one(RowsView).current_index)
         elif pane == "clean":
-            self.query_one("#step-drop_empty").focus()
+            self.query_one("#split-fractions" if self.preference else "#step-drop_empty").focus()
 
     def action_next_filter(self) -> None:
         if not self.records:
@@ -166,7 +213,7 @@ class DataScreen(Screen):
         if self.report is None and self.filter_index == 0:
             self.notify("Flags come from the inspection; wait for it to finish (or press r).")
             return
-        self.filter_index = (self.filter_index + 1) % len(FILTERS)
+        self.filter_index = (self.filter_index + 1) % len(self.filters)
         self._apply_filter()
 
     def action_inspect(self) -> None:
@@ -192,7 +239,7 @@ class DataScreen(Screen):
             self.action_pane("clean")
             self.notify(f"Fix the clean settings first: {request}", severity="error")
             return
-        if request[0] and self._cleaned_for != request:
+        if request[0] and self._cleaned_for != request and not self.preference:
             self.notify("Cleaning with these settings is still running; press s again when its "
                         "counts show.", severity="warning")
             return
@@ -214,12 +261,30 @@ class DataScreen(Screen):
             self.action_save()
 
     def on_rows_view_row_highlighted(self, event: RowsView.RowHighlighted) -> None:
-        if self.query_one("#data-pane", ContentSwitcher).current == "detail":
+        if self.pairs_shown or (not self.preference and
+                                self.query_one("#data-pane", ContentSwitcher).current == "detail"):
             self._show_detail(event.index)
 
     def on_rows_view_row_selected(self, event: RowsView.RowSelected) -> None:
+        if self.preference:
+            self._show_pairs(True)
+            return
         self.query_one("#data-pane", ContentSwitcher).current = "detail"
         self._show_detail(event.index)
+
+    def on_pair_view_move(self, event: PairView.Move) -> None:
+        if event.delta == 0:
+            self.action_focus_rows()
+            return
+        table = self.query_one(RowsView)
+        if table.row_count:
+            at = table.cursor + event.delta
+            if not 0 <= at < table.row_count:
+                self.notify("That was the " + ("last" if event.delta > 0 else "first") +
+                            " row" + (" of this filter" if self.filter_index else "") + ".",
+                            timeout=2)
+                return
+            table.move_to(at)  # the table's RowHighlighted redraws the pair
 
     def on_clean_panel_changed(self, _: CleanPanel.Changed) -> None:
         if self._clean_timer is not None:
@@ -236,6 +301,7 @@ class DataScreen(Screen):
         self.loaded_path = path
         self.records, self.flags, self.report, self.kept, self.filter_index = [], (), None, None, 0
         self._cleaned_for = None
+        self.pair_shown = None
         self.query_one(RowsView).set_records([])
         self._set_status(rows=f"loading {path}…", filter="", work="", saved="")
         panel = self.query_one(CleanPanel)
@@ -250,11 +316,18 @@ class DataScreen(Screen):
     def _load_worker(self, path: str) -> None:
         def load() -> None:
             from workbench.data.load import LoadReport, iter_records
+            from workbench.data.preference import is_preference_data, iter_preference_records
 
             report = LoadReport()
             records: list[dict] = []
             try:
-                for record in iter_records(path, on_bad_line="skip", report=report):
+                try:
+                    preference = is_preference_data(path)
+                except Exception:  # noqa: BLE001 - the SFT loader says what is wrong with it
+                    preference = False
+                rows = (iter_preference_records if preference else iter_records)(
+                    path, on_bad_line="skip", report=report)
+                for record in rows:
                     records.append(record)
                     if len(records) % 20_000 == 0:
                         self._from_thread(self._set_status, rows=f"loading… {len(records):,} rows")
@@ -262,7 +335,7 @@ class DataScreen(Screen):
                 self._from_thread(self._load_failed, path, exc)
                 return
             formats = sorted(set(report.formats.values()))
-            self._from_thread(self._loaded, path, records, len(report.skipped), formats)
+            self._from_thread(self._loaded, path, records, len(report.skipped), formats, report)
 
         self._work(load, group="load")
 
@@ -271,21 +344,30 @@ class DataScreen(Screen):
         self._error("Cannot open the dataset", exc)
         self.query_one("#data-path", Input).focus()
 
-    def _loaded(self, path: str, records: list[dict], skipped: int, formats: list[str]) -> None:
+    def _loaded(self, path: str, records: list[dict], skipped: int, formats: list[str],
+                load_report: Any = None) -> None:
         if path != self.loaded_path:  # a newer open won
             return
         self.records = records
         self.formats = formats
+        self._load_report = load_report
+        was_preference = self.preference
+        self.kind = record_kind(records[0]) if records else "sft"
         self.flags = bytearray(len(records))
         table = self.query_one(RowsView)
         table.set_records(records, self.flags)
+        self._show_pairs(False)
         table.focus()
+        if self.preference != was_preference:
+            self.query_one(CleanPanel).set_preference(self.preference)
+            self.query_one("#data-pane", ContentSwitcher).current = "stats"
         skipped_text = f" ({skipped:,} bad rows skipped)" if skipped else ""
-        self._set_status(rows=f"{_short(path)}: {len(records):,} rows{skipped_text}",
-                         filter=f"filter: {FILTERS[0][0]}")
+        what = {"paired": "pairs", "unpaired": "rows with a label (KTO)"}.get(self.kind, "rows")
+        self._set_status(rows=f"{_short(path)}: {len(records):,} {what}{skipped_text}",
+                         filter=f"filter: {self.filters[0][0]}")
         if self.auto_inspect:
             self._start_inspect()
-        if self.query_one(CleanPanel).steps:
+        if self.query_one(CleanPanel).steps and not self.preference:
             self._start_clean()
 
     # -- tokenizer --------------------------------------------------------------------------
@@ -314,6 +396,9 @@ class DataScreen(Screen):
         self._inspect_cancel.set()
         cancel = self._inspect_cancel = threading.Event()
         records = self.records
+        if self.preference:
+            self._start_preference_inspect(records, cancel)
+            return
         self._set_status(work="inspecting… (x cancels)")
 
         def inspect() -> None:
@@ -344,8 +429,48 @@ class DataScreen(Screen):
 
         self._work(inspect, group="inspect")
 
+    def _start_preference_inspect(self, records: list[dict], cancel: threading.Event) -> None:
+        """The preference checks (rows that cannot train, duplicates, length bias), with
+        lengths in trained tokens when the tokenizer loads. They take no cancel flag: x only
+        drops the result."""
+        path, load_report = self.loaded_path, self._load_report
+        self._set_status(work="checking the pairs…" if self.kind == "paired" else "checking the rows…")
+
+        def inspect() -> None:
+            from workbench.data.preference_checks import inspect_preferences
+
+            tokenizer = None
+            try:
+                tokenizer = self.tokenizer()
+            except Exception as exc:  # noqa: BLE001 - lengths in characters instead
+                self._from_thread(self._error, "No token counts", exc)
+            try:
+                report = inspect_preferences(records, tokenizer, self.max_seq_len,
+                                             load_report=load_report, inputs=[_short(path)],
+                                             max_examples=len(records) + 1).to_json()
+                flags = preference_flags(report, records)
+            except Exception as exc:  # noqa: BLE001
+                self._from_thread(self._error, "Inspection failed", exc)
+                self._from_thread(self._set_status, work="")
+                return
+            if cancel.is_set():
+                self._from_thread(self._set_status, work="inspection cancelled")
+                return
+            self._from_thread(self._inspected, records, report, flags)
+
+        self._work(inspect, group="inspect")
+
     def _inspected(self, records: list[dict], report: dict, flags) -> None:
         if records is not self.records:
+            return
+        if self.preference:
+            self.report, self.flags = report, flags
+            self.query_one(RowsView).set_flags(flags)
+            self.query_one(StatsPanel).show_preference(report)
+            flagged = sum(1 for f in flags if f)
+            self._set_status(work=f"{flagged:,} flagged")
+            if self.filter_index:
+                self._apply_filter()
             return
         # Inspection saw records, not the file: name the file's schema as the loader found it.
         report["rows_by_schema"] = {"/".join(self.formats) or "records": report.get("rows", 0)}
@@ -359,7 +484,7 @@ class DataScreen(Screen):
             self._apply_filter()
 
     def _apply_filter(self) -> None:
-        name, bits = FILTERS[self.filter_index]
+        name, bits = self.filters[self.filter_index]
         view = filtered_indices(self.flags, bits, len(self.records))
         self.query_one(RowsView).set_view(view)
         self._set_status(filter=f"filter: {name} ({len(view):,})")
@@ -367,6 +492,9 @@ class DataScreen(Screen):
     # -- row detail -------------------------------------------------------------------------
 
     def _show_detail(self, index: int | None) -> None:
+        if self.preference:
+            self._show_pair(index)
+            return
         if index is None or not (0 <= index < len(self.records)):
             return
         record = self.records[index]
@@ -402,6 +530,46 @@ class DataScreen(Screen):
         self.detail_text = body
         self.query_one(DetailPanel).show(header, body, notes)
 
+    def _show_pair(self, index: int | None) -> None:
+        view = self.query_one(PairView)
+        table = self.query_one(RowsView)
+        if index is None or not (0 <= index < len(self.records)):
+            view.message("", "No row here: this filter shows none (f changes it).")
+            return
+        record = self.records[index]
+        source = record.get("source") or {}
+        what = "pair" if self.kind == "paired" else "answer"
+        header = f"{what} {table.cursor + 1:,} of {table.row_count:,} (row {source.get('row')})"
+        if self.filter_index:
+            header += f"  ·  filter: {self.filters[self.filter_index][0]}"
+        bits = self.flags[index] if index < len(self.flags) else 0
+        if bits:
+            header += f"  ·  flagged: {', '.join(flag_names(bits))}"
+        self.pair_shown = None
+
+        def render() -> None:
+            from screens.widgets.data_preference import render_shown
+
+            try:
+                tokenizer = self.tokenizer()
+            except Exception as exc:  # noqa: BLE001 - shown raw, and said why
+                tokenizer = None
+                self._from_thread(self._error, "No tokenizer", exc)
+            try:
+                shown = render_shown(tokenizer, record, self.max_seq_len, header)
+            except Exception as exc:  # noqa: BLE001
+                self._from_thread(view.message, header, _describe(exc))
+                return
+            self._from_thread(self._pair_shown, index, shown)
+
+        self._work(render, group="detail")
+
+    def _pair_shown(self, index: int, shown: Any) -> None:
+        if self.query_one(RowsView).current_index != index:
+            return  # moved on meanwhile; the newer pair is on its way
+        self.pair_shown = shown
+        self.query_one(PairView).show(shown)
+
     # -- cleaning ---------------------------------------------------------------------------
 
     def _clean_request(self) -> tuple[list[str], dict] | str:
@@ -416,7 +584,7 @@ class DataScreen(Screen):
         self._clean_cancel.set()
         cancel = self._clean_cancel = threading.Event()
         records = self.records
-        if not records:
+        if not records or self.preference:
             return
         request = self._clean_request()
         panel = self.query_one(CleanPanel)
@@ -463,15 +631,23 @@ class DataScreen(Screen):
 
     def _save_worker(self, rows: list[dict], fractions: str, out_dir: str) -> None:
         path, report = self.loaded_path, self.clean_report
+        preference, formats = self.preference, list(self.formats)
 
         def save() -> None:
             from workbench.data.save import describe_sources, save_splits
             from workbench.data.split import split_records
 
             try:
-                split = split_records(rows, fractions)
-                extra = {"sources": describe_sources([path]), "split": split.report,
-                         "operations": report.summary() if report is not None else []}
+                if preference:  # every row of one prompt in one split, as `data split` does
+                    from workbench.data.preference_checks import split_preference_records
+
+                    split = split_preference_records(rows, fractions)
+                    extra = {"sources": describe_sources([path]), "kind": "preference",
+                             "detected_formats": formats, "split": split.report, "operations": []}
+                else:
+                    split = split_records(rows, fractions)
+                    extra = {"sources": describe_sources([path]), "split": split.report,
+                             "operations": report.summary() if report is not None else []}
                 folder = save_splits(out_dir, split.as_dict(), extra)
             except Exception as exc:  # noqa: BLE001
                 self._from_thread(self._error, "Split and save failed", exc)

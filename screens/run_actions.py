@@ -180,9 +180,16 @@ def poll_run(path: str, offset: int, log_size: int) -> RunPoll:
 
 def run_budget(path: str) -> float | None:
     """The run's budget.gpu_hourly_usd, or None when the profile cannot be read."""
+    return run_settings(path)[0]
+
+
+def run_settings(path: str) -> tuple[float | None, str | None]:
+    """(budget.gpu_hourly_usd, train.method) of the run's profile; Nones when it cannot be
+    read."""
     from workbench.profile import ProfileError, load_profile
 
     try:
-        return load_profile(Path(path) / "profile.toml").budget.gpu_hourly_usd
+        profile = load_profile(Path(path) / "profile.toml")
     except (ProfileError, OSError):
-        return None
+        return None, None
+    return profile.budget.gpu_hourly_usd, getattr(profile.train, "method", "sft")

@@ -3,7 +3,12 @@
 The run is a separate process; this screen only reads its events.jsonl, status.json and
 stdout.log, in a thread worker every half second while it trains (every two seconds once it
 has ended, to notice a resume). So the plot is redrawn at most twice a second, and closing
-the app or losing the connection does nothing to the run."""
+the app or losing the connection does nothing to the run.
+
+A preference run (DPO, ORPO, KTO, SimPO) also plots its method's signals, one small chart per
+`Chart` of the method (workbench.train.methods): under the loss plot when there is room for
+them, else one chart at a time in the loss plot's place (g shows the next). An SFT run looks as
+it always did."""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from screens.widgets.log_pane import LogPane
 from screens.widgets.loss_plot import LossPlot
 from screens.widgets.nav import NavBar
 from screens.widgets.run_view import RunView
+from screens.widgets.signal_plot import SignalPlot, charts_for, signal_label, signal_value
 
 LIVE_POLL_S = 0.5
 # Plotext is most of the monitor's CPU: the plot follows new points at most once a second
@@ -35,6 +41,9 @@ LIVE_POLL_S = 0.5
 PLOT_EVERY_S = 1.0
 IDLE_POLL_S = 2.0
 LIVE_STATES = ("starting", "running")
+# Signal charts go under the loss plot when each gets at least this many cells; in a smaller
+# plot area the charts take turns (g) in the loss plot's place.
+CHART_MIN_WIDTH, PLOTS_MIN_HEIGHT = 26, 16
 STATE_STYLE = {"running": "$success", "starting": "$warning", "finished": "$primary",
                "failed": "$error", "interrupted": "$warning", "stopped": "$warning"}
 
@@ -66,6 +75,7 @@ class TrainScreen(Screen):
         Binding("r", "resume", "Resume run", id="train.resume"),
         Binding("l", "focus_log", "Log", id="train.log"),
         Binding("p", "focus_plot", "Plot", id="train.plot"),
+        Binding("g", "next_chart", "Next chart", id="train.next_chart"),
     ]
 
     def __init__(self) -> None:
@@ -84,13 +94,19 @@ class TrainScreen(Screen):
         self._title_text = ""
         self._plot_pending = False
         self._plot_drawn = 0.0
+        self.method: str | None = None  # the run's train.method, once its profile is read
+        self.charts: tuple = ()         # the Charts of its signals
+        self.compact = False            # the charts take turns in the plot area
+        self.chart_index = 0            # which plot shows while compact (0: the loss)
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield NavBar("train")
         yield Static("No run attached: press 1 for Runs, pick one and press o.", id="run-title")
         with Horizontal(id="train-body"):
-            yield LossPlot(id="loss-plot")
+            with Vertical(id="train-plots"):
+                yield LossPlot(id="loss-plot")
+                yield Horizontal(id="signal-plots")
             with Vertical(id="train-side"):
                 yield Static(id="train-stats")
                 yield GpuPanel(id="train-gpus")
@@ -137,13 +153,64 @@ class TrainScreen(Screen):
         self._plot_pending, self._plot_drawn = False, 0.0
         self.query_one(LogPane).reset()
         self.query_one(LossPlot).show([], [], [], [])
-        self.app.run_in_thread(run_actions.run_budget, path, node=self, on_done=self._set_budget)
+        self.method = None
+        self._set_charts(())
+        self.app.run_in_thread(run_actions.run_settings, path, node=self,
+                               on_done=lambda facts: self._set_settings(path, *facts))
         self._poll()
         self._timer.resume()
 
-    def _set_budget(self, hourly: float | None) -> None:
-        self.hourly_usd = hourly
+    def _set_settings(self, path: str, hourly: float | None, method: str | None) -> None:
+        if path != self.run_path:
+            return
+        self.hourly_usd, self.method = hourly, method
+        self._set_charts(charts_for(method, self.view.seen_signals))
         self._show_stats()
+
+    # ---- the method's charts ---------------------------------------------------------------
+    def _set_charts(self, charts: tuple) -> None:
+        if charts == self.charts and (charts or not self.query(SignalPlot)):
+            return
+        self.charts = charts
+        row = self.query_one("#signal-plots", Horizontal)
+        row.remove_children()
+        row.mount_all([SignalPlot(chart, id=f"signal-plot-{n}") for n, chart in enumerate(charts)])
+        self.chart_index = 0
+        self._lay_out_charts()
+        self._draw_signals()
+
+    def _draw_signals(self) -> None:
+        for plot in self.query(SignalPlot):
+            plot.show(self.view.signals, self.view.eval_signals)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._lay_out_charts)
+
+    def _lay_out_charts(self) -> None:
+        """All charts under the loss plot when they fit, else one plot at a time."""
+        row = self.query_one("#signal-plots", Horizontal)
+        loss = self.query_one(LossPlot)
+        plots = list(self.query(SignalPlot))
+        area = self.query_one("#train-plots").size
+        compact = bool(plots) and (area.width < CHART_MIN_WIDTH * len(plots)
+                                   or area.height < PLOTS_MIN_HEIGHT)
+        self.compact = compact
+        row.display = bool(plots) and not compact
+        loss.display = not compact or self.chart_index == 0
+        for n, plot in enumerate(plots, 1):
+            plot.display = not compact or self.chart_index == n
+            plot.title_suffix = f" ({n + 1}/{len(plots) + 1}, g: next)" if compact else ""
+        if compact:
+            row.display = self.chart_index > 0
+        # Short: plotext leaves out a title wider than the plot.
+        loss.title_suffix = f" (1/{len(plots) + 1}, g: next)" if compact else ""
+        loss.refresh_title()
+        self._draw_signals()
+        self.refresh_bindings()
+
+    def action_next_chart(self) -> None:
+        self.chart_index = (self.chart_index + 1) % (len(self.charts) + 1)
+        self._lay_out_charts()
 
     def _poll(self) -> None:
         if self.run_path is None:
@@ -163,10 +230,14 @@ class TrainScreen(Screen):
         self._offset, self._log_size = poll.offset, poll.log_size
         self.status, self.state = poll.status, poll.state
         self._plot_pending |= self.view.add(poll.events)
+        if not self.charts and self.method is None and self.view.seen_signals:
+            # The profile is not read (yet, or at all): the signals say which charts.
+            self._set_charts(charts_for(None, self.view.seen_signals))
         now = time.monotonic()
         if self._plot_pending and now - self._plot_drawn >= PLOT_EVERY_S - 0.05:
             v = self.view
             self.query_one(LossPlot).show(v.steps, v.losses, v.eval_steps, v.eval_losses)
+            self._draw_signals()
             self._plot_pending, self._plot_drawn = False, now
         if self._loaded:
             for ev in poll.events:
@@ -230,6 +301,7 @@ class TrainScreen(Screen):
         ]
         lines = [
             *(f"{a:<11}{x:<9}{b:<8}{y}" for a, x, b, y in pairs),
+            *self._signal_lines(),
             *cost_lines(self.hourly_usd, seconds),
             *self._memory_lines(),
         ]
@@ -242,6 +314,22 @@ class TrainScreen(Screen):
         if text != self._stats_text:
             self._stats_text = text
             self.query_one("#train-stats", Static).update(text)
+
+    def _signal_lines(self) -> list[str]:
+        """The method's signals at the last logged step, two a row."""
+        names = [s for chart in self.charts for s in chart.signals]
+        names = list(dict.fromkeys(names))  # KTO's and DPO's charts share no name; keep order
+        if not names:
+            return []
+        values = self.view.last_log.get("signals") or {}
+        cells = [(signal_label(n), signal_value(n, values.get(n))) for n in names]
+        rows = []
+        for i in range(0, len(cells), 2):
+            (a, x), (b, y) = cells[i], cells[i + 1] if i + 1 < len(cells) else ("", "")
+            # One cell less for the first value (they are 6 wide): "rejected" and "pref acc"
+            # fit the second label, and the second values line up with the rows above.
+            rows.append(f"{a:<11}{x:<8}{b:<9}{y}".rstrip())
+        return rows
 
     def _memory_lines(self) -> list[str]:
         v = self.view
@@ -274,3 +362,8 @@ class TrainScreen(Screen):
 
     def action_focus_plot(self) -> None:
         self.query_one(LossPlot).focus()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "next_chart":  # only where the charts take turns
+            return self.compact
+        return True

@@ -59,16 +59,39 @@ def write_event(run, type_: str, t: float, **fields) -> None:
         fh.write(json.dumps({"type": type_, "time": t, **fields}, sort_keys=True) + "\n")
 
 
+def preference_signals(method: str, step: int, steps: int) -> dict:
+    """What a preference run logs besides the loss (workbench.train.methods' charts), made up
+    but shaped like a run that learns: the margin and accuracy grow with the step."""
+    x = step / steps
+    chosen, rejected = round(0.6 * x, 4), round(-0.3 * x, 4)
+    if method == "kto":
+        return {"kl": round(0.02 + 0.1 * x, 4), "rewards/chosen": chosen, "rewards/rejected": rejected}
+    signals = {"rewards/chosen": chosen, "rewards/rejected": rejected,
+               "rewards/margins": round(chosen - rejected, 4),
+               "rewards/accuracies": round(min(1.0, 0.5 + 0.5 * x), 4)}
+    if method == "orpo":
+        signals["log_odds_ratio"] = round(-0.7 + x, 4)
+    return signals
+
+
 def make_finished_run(runs_dir: Path, name: str = "demo", steps: int = 40, start: float = T0,
-                      state: str = "finished", gpus: list[dict] | None = None, hourly: float = 2.5):
-    """A run folder as the runner leaves it, written by hand with fixed times."""
+                      state: str = "finished", gpus: list[dict] | None = None, hourly: float = 2.5,
+                      method: str = "sft"):
+    """A run folder as the runner leaves it, written by hand with fixed times. A preference
+    `method` (dpo, orpo, kto, simpo) is written into its profile, and its log and eval events
+    carry the method's signals."""
     from workbench.profile import load_profile, save_profile
     from workbench.rundir import RunDir
 
     run = RunDir(runs_dir / f"{name}-{start:.0f}")
     run.path.mkdir(parents=True)
     (run.path / "checkpoints").mkdir()
-    save_profile(load_profile("demo", [f"budget.gpu_hourly_usd={hourly}"]), run.profile_path)
+    overrides = [f"budget.gpu_hourly_usd={hourly}"]
+    if method != "sft":
+        overrides.append(f"train.method={method}")
+    save_profile(load_profile("demo", overrides), run.profile_path)
+    extra = (lambda step: {"signals": preference_signals(method, step, steps)}) if method != "sft" \
+        else (lambda step: {})
     write_event(run, "status", start, state="running", message="loading model")
     write_event(run, "estimate", start + 1, peak_bytes=int(20 * GIB), reserved_bytes=int(22 * GIB),
                 breakdown={}, trainable_params=1_000_000)
@@ -79,10 +102,10 @@ def make_finished_run(runs_dir: Path, name: str = "demo", steps: int = 40, start
                     grad_norm=round(1.0 / (1 + step / 20), 3), tokens_per_s=1234.5,
                     gpu_mem_bytes=int(19 * GIB) if gpus else None,
                     gpu_mem_peak_bytes=int(21 * GIB) if gpus else None,
-                    eta_s=(steps - step) * 3.0)
+                    eta_s=(steps - step) * 3.0, **extra(step))
         if step % 10 == 0:
             write_event(run, "eval", t + 1, step=step, epoch=step / steps * 2,
-                        eval_loss=round(3.2 / (1 + step / 12), 4))
+                        eval_loss=round(3.2 / (1 + step / 12), 4), **extra(step))
         if gpus and step % 10 == 0:
             write_event(run, "gpu", t + 1, gpus=gpus)
     end = start + 10 + steps * 3 + 5

@@ -345,3 +345,91 @@ async def test_data_that_cannot_be_counted_says_why(monkeypatch):
         await pilot.pause()
         assert any("data was not counted (OSError: no tokenizer here)" in n
                    for n in screen.view.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# The training method: chosen in the form, its summary and data under it, the [preference]
+# keys it reads shown (the others hidden), the estimate following it.
+
+
+def _shown(form, key: str) -> bool:
+    return form.query_one("#f-" + key.replace(".", "-") + "-row").display
+
+
+@sync
+async def test_choosing_dpo_shows_its_summary_and_preference_settings(tmp_path):
+    from workbench.profile import load_profile
+    from workbench.train.methods import METHODS
+
+    app = make("demo")
+    async with app.run_test(size=(120, 48)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.view is not None)
+        form = screen.query_one(ProfileForm)
+        assert form.method == "sft"
+        assert not any(_shown(form, f"preference.{k}") for k in ("beta", "loss", "gamma"))
+        assert "Supervised fine-tuning" in screen_text(app)
+        sft_peak = screen.view.estimate.peak_bytes
+
+        form.widget("train.method").value = "dpo"
+        await pilot.pause()
+        assert screen.profile.train.method == "dpo"
+        text = " ".join(screen_text(app).split())
+        assert "prefer the chosen answer over the rejected one" in text
+        assert "trains on pairs: a prompt, a chosen and a rejected answer" in text
+        for key in METHODS["dpo"].settings:
+            assert _shown(form, key), key
+        for key in ("preference.gamma", "preference.desirable_weight"):
+            assert not _shown(form, key), key  # DPO does not read them
+        assert "beta" in text and "smoothing" in text and "gamma" not in text
+        # The estimate follows the method: DPO runs the frozen reference too.
+        assert "reference pass" in " ".join(screen.view.estimate.breakdown)
+        assert screen.view.estimate.peak_bytes > sft_peak
+        # The demo's data is conversations: said where the method is chosen.
+        await wait_for(pilot, lambda: screen.data_is_preference is False)
+        assert "this data is conversations: DPO needs preference rows" in " ".join(screen_text(app).split())
+
+        form.widget("preference.beta").focus()
+        await retype(pilot, "0.2")
+        form.widget("train.method").value = "simpo"  # SimPO reads gamma, not loss
+        await pilot.pause()
+        assert _shown(form, "preference.gamma") and not _shown(form, "preference.loss")
+        assert "SimPO" in screen_text(app)
+
+        target = tmp_path / "simpo.toml"
+        await pilot.press("f2")
+        await retype(pilot, str(target))
+        await pilot.press("enter")
+        await pilot.pause()
+        saved = load_profile(target)
+        assert saved.train.method == "simpo" and saved.preference.beta == 0.2
+
+
+@sync
+async def test_preference_data_under_sft_is_pointed_out():
+    app = make("demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.view is not None)
+        form = screen.query_one(ProfileForm)
+        pairs = str(REPO / "assets" / "demo" / "translate_en_fr_pairs.jsonl")
+        screen.base["data"]["train"] = pairs  # the form has no data field: as a loaded profile
+        screen.revalidate()
+        await wait_for(pilot, lambda: screen.data_is_preference is True)
+        assert "this data is preference rows: SFT needs conversations" in \
+            " ".join(screen_text(app).split())
+        form.widget("train.method").value = "dpo"
+        await pilot.pause()
+        assert "this data is" not in screen_text(app)
+
+
+async def _dpo_chosen(pilot) -> None:
+    await _estimated(pilot)
+    screen = pilot.app.screen
+    screen.query_one(ProfileForm).widget("train.method").value = "dpo"
+    await wait_for(pilot, lambda: screen.data_is_preference is not None)
+    await pilot.pause()
+
+
+def test_snapshot_configure_dpo_120x36(snap_compare):
+    assert snap_compare(_snapshot_app(), terminal_size=(120, 36), run_before=_dpo_chosen)

@@ -244,3 +244,156 @@ async def test_readme_screenshot():
         await wait_for(pilot, lambda: app.screen.detail_text is not None)
         (REPO / "assets" / "screenshots").mkdir(parents=True, exist_ok=True)
         app.save_screenshot("data.svg", path=str(REPO / "assets" / "screenshots"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Preference data: the checks in the stats pane, the pair view (prompt above, the two answers
+# side by side or stacked, trained tokens styled as the row detail styles them), n / p between
+# pairs, unpaired (KTO) rows with their label, and split + save keeping prompts together.
+
+PAIRS = "assets/demo/translate_en_fr_pairs.jsonl"
+
+
+def _trained(text) -> str:
+    return "".join(text.plain[s.start:s.end] for s in text.spans if s.style == TRAINED_STYLE)
+
+
+@sync
+async def test_preference_pairs_show_both_sides_and_move_between_pairs(tmp_path):
+    from screens.widgets.data_preference import PairView
+
+    app = DataApp(lambda: DataScreen(PAIRS, max_seq_len=128))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.report is not None)
+        assert screen.kind == "paired" and len(screen.records) == 600
+        text = screen_text(app)
+        assert "600 pairs" in text and "chosen" in text and "rejected" in text  # table header
+        assert "can train" in text and "chosen longer" in text                  # the checks
+
+        await pilot.press("down", "enter")  # the second pair
+        await wait_for(pilot, lambda: screen.pair_shown is not None)
+        record = screen.records[1]
+        shown = screen.pair_shown
+        assert [title.split(" ·")[0] for title, _, _ in shown.sides] == ["chosen", "rejected"]
+        for (_, body, _), side in zip(shown.sides, ("chosen", "rejected")):
+            answer = record[side][0]["content"]
+            assert answer in _trained(body)  # every answer token trains, styled as in SFT
+        assert record["prompt"][-1]["content"] in shown.prompt.plain
+        assert not _trained(shown.prompt)  # the prompt is not trained on
+        text = screen_text(app)
+        assert "pair 2 of 600" in text and "prompt" in text
+        assert record["chosen"][0]["content"] in text and record["rejected"][0]["content"] in text
+        assert not screen.query_one(RowsView).display  # the pair view takes its place
+
+        await pilot.press("n")  # next pair, the table's cursor follows
+        await wait_for(pilot, lambda: screen.pair_shown is not None and "pair 3 of" in screen.pair_shown.header)
+        assert screen.query_one(RowsView).current_index == 2
+        await pilot.press("p", "p")
+        await wait_for(pilot, lambda: screen.pair_shown is not None and "pair 1 of" in screen.pair_shown.header)
+        await pilot.press("p")  # before the first: said, not wrapped around
+        await pilot.pause()
+        assert "pair 1 of" in screen.pair_shown.header
+        assert any("first row" in str(n.message) for n in app._notifications)
+
+        await pilot.press("escape")  # back to the table, on the pair last shown
+        await pilot.pause()
+        assert screen.query_one(RowsView).has_focus and not screen.pairs_shown
+        assert screen.query_one(RowsView).current_index == 0
+        assert not screen.query_one(PairView).display
+
+
+@sync
+async def test_pairs_stack_when_the_terminal_is_narrow():
+    app = DataApp(lambda: DataScreen(PAIRS, max_seq_len=128, auto_inspect=False))
+    async with app.run_test(size=(70, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: len(screen.records) == 600)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.pair_shown is not None)
+        sides = screen.query_one("#pair-sides")
+        assert sides.has_class("-stacked")
+        a, b = screen.query_one("#pair-a"), screen.query_one("#pair-b")
+        assert b.region.y > a.region.y and a.region.x == b.region.x  # one above the other
+
+
+@sync
+async def test_preference_checks_flag_rows_that_cannot_train(tmp_path):
+    rows = [{"prompt": f"Say {i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(6)]
+    rows[2]["rejected"] = rows[2]["chosen"]  # identical sides: no preference in it
+    rows[4]["chosen"] = ""                   # an empty answer
+    rows.append(dict(rows[0]))               # an identical copy
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    app = DataApp(lambda: DataScreen(path, max_seq_len=256))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.report is not None)
+        assert screen.report["kept"] == 5
+        text = screen_text(app)
+        assert "identical sides" in text and "empty answer" in text
+        flagged = [screen.records[i]["source"]["row"] for i, f in enumerate(screen.flags) if f]
+        assert flagged == [3, 5, 7]  # file lines: identical, empty, the copy
+        await pilot.press("f", "f")  # flagged, then "cannot train"
+        assert "filter: cannot train (2)" in screen_text(app)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.pair_shown is not None)
+        assert any("chosen and rejected are the same answer" in n for n in screen.pair_shown.notes)
+        assert "pair 1 of 2 (row 3)  ·  filter: cannot train" in screen.pair_shown.header
+
+
+@sync
+async def test_unpaired_rows_show_the_answer_and_its_label(tmp_path):
+    rows = [{"prompt": "Capital of France?", "completion": "Paris.", "label": True},
+            {"prompt": "Capital of France?", "completion": "Berlin, I think.", "label": False}]
+    path = write_jsonl(tmp_path / "kto.jsonl", rows)
+    app = DataApp(lambda: DataScreen(path, max_seq_len=256))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.report is not None)
+        assert screen.kind == "unpaired"
+        text = screen_text(app)
+        assert "label" in text and "completion" in text and "1 desirable, 1 not" in text
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: screen.pair_shown is not None)
+        (title, body, style), = screen.pair_shown.sides
+        assert title.startswith("undesirable (label false)") and style == "rejected"
+        assert "Berlin, I think." in _trained(body)
+        assert "undesirable (label false)" in screen_text(app)
+
+
+@sync
+async def test_preference_split_keeps_each_prompt_in_one_split(tmp_path):
+    app = DataApp(lambda: DataScreen(PAIRS, auto_inspect=False))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: len(screen.records) == 600)
+        await pilot.press("c")
+        assert screen.query_one("#split-fractions").has_focus  # the steps are for conversations
+        assert screen.query_one("#step-drop_empty").disabled
+        assert "Preference data" in screen_text(app)
+        out = tmp_path / "pairs-split"
+        screen.query_one("#split-out").value = str(out)
+        await pilot.press("escape", "s")
+        await wait_for(pilot, lambda: screen.saved_to is not None)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["kind"] == "preference" and manifest["split"]["prompts_shared"] == 0
+        first = json.loads((out / "train.jsonl").read_text().splitlines()[0])
+        assert {"prompt", "chosen", "rejected"} <= set(first)
+
+
+def _pairs_app() -> DataApp:
+    return DataApp(lambda: DataScreen(PAIRS, max_seq_len=128, out_dir="pairs-split"))
+
+
+async def _pair_shown(pilot) -> None:
+    await _inspected(pilot)
+    await pilot.press("down", "down", "enter")
+    await wait_for(pilot, lambda: pilot.app.screen.pair_shown is not None)
+
+
+def test_snapshot_data_pairs_80x24(snap_compare):
+    assert snap_compare(_pairs_app(), terminal_size=(80, 24), run_before=_pair_shown)
+
+
+def test_snapshot_data_pairs_stats_160x48(snap_compare):
+    assert snap_compare(_pairs_app(), terminal_size=(160, 48), run_before=_inspected)

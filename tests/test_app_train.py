@@ -231,3 +231,107 @@ def test_a_live_run_shows_what_its_evaluation_will_cost(tmp_path):
         await settle(pilot, 2.5)
         assert "eval after" not in screen_text(app)
     drive(steps, size=(80, 24))
+
+
+# ---------------------------------------------------------------------------------------------
+# Preference runs: the method's signals as small charts beside the loss (one per Chart of the
+# method), their latest values in the numbers column; where the plot area is small the charts
+# take turns (g). SFT runs have none of it (their snapshots above are unchanged).
+
+
+def test_run_view_keeps_the_signals_of_log_and_eval_events():
+    view = RunView()
+    changed = view.add([
+        {"type": "log", "time": 1.0, "step": 2, "loss": 0.69,
+         "signals": {"rewards/margins": 0.1, "rewards/accuracies": 0.5}},
+        {"type": "log", "time": 2.0, "step": 4, "loss": 0.6,
+         "signals": {"rewards/margins": 0.3, "rewards/accuracies": 0.75, "bad": "x"}},
+        {"type": "eval", "time": 3.0, "step": 4, "eval_loss": 0.62, "signals": {"rewards/margins": 0.25}},
+    ])
+    assert changed
+    assert view.signals["rewards/margins"] == ([2, 4], [0.1, 0.3])
+    assert view.eval_signals == {"rewards/margins": ([4], [0.25])}
+    assert "bad" not in view.signals
+    assert view.seen_signals == {"rewards/margins", "rewards/accuracies"}
+
+
+def test_charts_come_from_the_method_or_else_from_the_signals():
+    from screens.widgets.signal_plot import charts_for
+    from workbench.train.methods import METHODS
+
+    assert charts_for("sft") == ()
+    assert charts_for("dpo") == METHODS["dpo"].charts
+    assert charts_for(None, {"kl", "rewards/chosen"}) == METHODS["kto"].charts
+    assert charts_for(None, set()) == ()
+
+
+def test_a_finished_dpo_run_shows_its_signal_charts(tmp_path):
+    from screens.widgets.loss_plot import LossPlot
+    from screens.widgets.signal_plot import SignalPlot
+
+    run = make_finished_run(tmp_path / "runs", "dpo", method="dpo", hourly=0.0)
+
+    async def steps(app, pilot):
+        app.open_run(run.path)
+        await settle(pilot, 0.6)
+        screen = app.screen
+        plots = list(screen.query(SignalPlot))
+        assert [p.chart.title for p in plots] == ["rewards", "reward margin", "preference accuracy"]
+        assert all(p.display and p.region.width >= 26 for p in plots) and not screen.compact
+        assert screen.query_one(LossPlot).display
+        assert screen.view.signals["rewards/margins"][1][-1] == 0.9
+        text = screen_text(app)
+        for part in ("rewards", "reward margin", "preference accuracy", "chosen", "rejected"):
+            assert part in text, part
+        assert "margin     +0.900" in text and "pref acc 100%" in text  # the numbers column
+        assert "g Next chart" not in text  # every chart is on screen: nothing to page through
+    drive(steps, size=(140, 40))
+
+
+def test_in_a_small_terminal_the_charts_take_turns(tmp_path):
+    from screens.widgets.loss_plot import LossPlot
+    from screens.widgets.signal_plot import SignalPlot
+
+    run = make_finished_run(tmp_path / "runs", "kto", method="kto", hourly=0.0)
+
+    async def steps(app, pilot):
+        app.open_run(run.path)
+        await settle(pilot, 0.6)
+        screen = app.screen
+        assert screen.compact
+        assert "g Next chart" in screen_text(app) and "loss (1/3, g: next)" in screen_text(app)
+        await pilot.press("g")
+        await pilot.pause()
+        shown = [p for p in screen.query(SignalPlot) if p.display]
+        assert [p.chart.title for p in shown] == ["rewards"] and not screen.query_one(LossPlot).display
+        await pilot.press("g")
+        await pilot.pause()
+        assert "KL to the reference" in screen_text(app)
+        await pilot.press("g")  # and round to the loss again
+        await pilot.pause()
+        assert screen.query_one(LossPlot).display
+        assert not any(p.display for p in screen.query(SignalPlot))
+        assert "kl" in screen_text(app)
+    drive(steps, size=(80, 24))
+
+
+def test_an_sft_run_has_no_signal_charts(tmp_path):
+    from screens.widgets.signal_plot import SignalPlot
+
+    run = make_finished_run(tmp_path / "runs", "demo")
+
+    async def steps(app, pilot):
+        app.open_run(run.path)
+        await settle(pilot, 0.6)
+        assert app.screen.method == "sft" and not list(app.screen.query(SignalPlot))
+        assert "g Next chart" not in screen_text(app)
+    drive(steps, size=(120, 40))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+def test_snapshot_train_dpo(snap_compare, tmp_path, size):
+    from screens.app import WorkbenchApp
+
+    run = make_finished_run(tmp_path / "runs", "dpo", method="dpo", hourly=0.0)
+    app = WorkbenchApp(runs_dir=Path("runs"), open_run=Path("runs") / run.name)
+    assert snap_compare(app, terminal_size=size, run_before=lambda pilot: settle(pilot, 0.6))

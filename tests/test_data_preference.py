@@ -491,6 +491,18 @@ def test_cli_clean_refuses_and_split_keeps_prompts_together(tmp_path, capsys):
     assert train and set(train[0]) == {"prompt", "chosen", "rejected", "source"}
 
 
+def test_split_output_reads_back_with_its_problems(tmp_path, capsys):
+    from workbench.data.cli import data_main
+
+    path = write_json(tmp_path / "implicit.json", IMPLICIT * 4)
+    assert data_main(["data", "split", str(path), "-o", str(tmp_path / "s"), "--fractions", "0.5,0.5"]) == 0
+    capsys.readouterr()
+    back = [r for name in ("train", "validation") for r in load_preference_records(tmp_path / "s" / f"{name}.jsonl")]
+    assert len(back) == 12
+    _, dropped = check_pairs(back)
+    assert len(dropped) == 8 and sum("differ at message 1" in why for _, _, why in dropped) == 4
+
+
 def test_cli_sft_loader_is_unchanged_for_sft_files(tmp_path):
     path = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": "q", "completion": "a"}])
     (record,) = load_records(path)

@@ -166,7 +166,7 @@ def test_scores_are_the_hand_computed_log_likelihoods(data, nudged):
         def forward(self, input_ids, attention_mask, use_cache=False):
             return self.inner(input_ids=input_ids, attention_mask=attention_mask)
 
-    for model, batch in ((nudged, 1), (Plain(nudged), 4)):
+    for model, batch in ((nudged, 1), (Plain(nudged).eval(), 4)):
         again = score_rows(model, rows, batch_size=batch)
         assert [[round(s[k].logp, 3) for k in s] for s in again] == \
             [[round(s[k].logp, 3) for k in s] for s in scored]
@@ -282,7 +282,7 @@ def test_end_of_training_report_has_the_preference_section(data, nudged, tmp_pat
     profile.eval.prompts = ""
     profile.eval.max_new_tokens = 8
     profile.eval.shots = 1
-    profile.eval.max_test_rows = 20  # of the 24 held-out pairs: a seeded sample
+    profile.eval.max_test_rows = 12  # of the 24 held-out pairs: a seeded sample
     run = RunDir.create(tmp_path / "runs", "pref")
     run.write_status(state="running", pid=None, step=4, total_steps=4)
     plan = SimpleNamespace(profile=profile, tokenizer=data.tok, device="cpu",
@@ -292,15 +292,15 @@ def test_end_of_training_report_has_the_preference_section(data, nudged, tmp_pat
     assert nudged.training is False  # put back as it was (eval, as the fixture left it)
 
     pref = result["preference"]
-    assert pref["rows_scored"] == 20 and pref["paired"]["pairs"] == 20
-    assert any("seeded sample of 20 of the 24 held-out preference rows" in n for n in pref["notes"])
+    assert pref["rows_scored"] == 12 and pref["paired"]["pairs"] == 12
+    assert any("seeded sample of 12 of the 24 held-out preference rows" in n for n in pref["notes"])
     assert verdict(result) == pref["verdict"]["text"]
     assert verdict(result).startswith("Preference tuning moved the model toward")
     # the side by side ran on the rows' prompts, the chosen answers as references
     test = result["test"]
-    assert test["rows"] == 20 and test["examples"][0]["reference"].endswith(SUFFIX)
+    assert test["rows"] == 12 and test["examples"][0]["reference"].endswith(SUFFIX)
     assert set(test["examples"][0]["answers"]) == {"base", "few-shot", "fine-tuned"}
-    assert pref["length"]["answers"] == 20 and "length_bias" in pref["length"]
+    assert pref["length"]["answers"] == 12 and "length_bias" in pref["length"]
 
     md = (run.path / "report.md").read_text()
     assert f"**{verdict(result)}**" in md
@@ -309,7 +309,7 @@ def test_end_of_training_report_has_the_preference_section(data, nudged, tmp_pat
     section = md.split("## Preference")[1].split("\n## ")[0]
     assert "| preference accuracy (summed log-likelihood) |" in section
     assert "| preference accuracy (mean per token) |" in section
-    assert "20 pairs scored" in section and "- length check: " in section
+    assert "12 pairs scored" in section and "- length check: " in section
     assert "decided on held-out preference accuracy" in md
     data_json = json.loads((run.path / "report.json").read_text())
     assert data_json["verdict"] == verdict(result)
@@ -317,3 +317,36 @@ def test_end_of_training_report_has_the_preference_section(data, nudged, tmp_pat
     stages = {e.get("stage") for e in events if e.get("type") == "eval_progress"}
     assert {"preference base", "preference fine-tuned", "test answers"} <= stages
     print(md.split("## Metrics")[0])  # shown with -s: the report's top, for people
+
+
+def test_workbench_eval_of_a_preference_run_prepares_its_rows_again(data, nudged, tmp_path):
+    """`workbench eval RUN` has no training plan: the method's data room prepares the held-out
+    pairs again from the run's profile, and the report is the preference one."""
+    from workbench.evaluate.evaluation import evaluate_run
+    from workbench.evaluate.report import verdict
+    from workbench.profile import load_profile, save_profile
+    from workbench.rundir import RunDir
+
+    records = [json.loads(line) for line in DEMO_DATA.read_text().splitlines()[:40]]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": r["messages"][0]["content"],
+                                         "chosen": r["messages"][1]["content"] + SUFFIX,
+                                         "rejected": r["messages"][1]["content"]}) + "\n"
+                             for r in records))
+    profile = load_profile(REPO / "profiles" / "demo.toml")
+    profile.data.train = str(pairs)
+    profile.data.validation_split = 0.25
+    profile.train.method = "dpo"
+    profile.lora.r, profile.lora.target_modules = 8, ["q_proj", "v_proj"]  # the fixture's adapter
+    profile.eval.prompts, profile.eval.max_new_tokens, profile.eval.shots = "", 4, 0
+    run = RunDir.create(tmp_path / "runs", "pref-cli")
+    save_profile(profile, run.profile_path)
+    run.write_status(state="finished", pid=None, step=4, total_steps=4)
+    nudged.save_pretrained(str(run.adapter_dir))
+
+    result = evaluate_run(run, device="cpu", max_test_rows=6)
+    pref = result["preference"]
+    assert pref["method"] == "dpo" and pref["paired"]["pairs"] == 6
+    assert all(r["source"]["file"].endswith("pairs.jsonl") for r in pref["rows"])
+    assert verdict(result).startswith(("Preference tuning moved", "No significant change"))
+    assert "## Preference" in (run.path / "report.md").read_text()

@@ -348,8 +348,10 @@ class DataSection:
                     path=True)
     validation: str = _f("", _string(), path=True)
     validation_split: float = _f(0.1, _number(0, 0.5))  # used when `validation` is ""
+    # Conversations for SFT; pairs (or labelled single answers, KTO) for preference methods.
     format: str = _f("auto", _choice("auto", "alpaca", "sharegpt", "messages",
-                                      "prompt_completion", "text"))
+                                      "prompt_completion", "text", "sharegpt_pairs",
+                                      "alpaca_pairs", "pairs", "hh", "kto_messages", "unpaired"))
     # Your column names for the schema's, e.g. { instruction = "question", output = "answer" }.
     columns: dict[str, str] = _f({}, _string_table("schema field = your column name"))
     on_bad_rows: str = _f("error", _choice("error", "skip"))  # skipped rows are counted, listed

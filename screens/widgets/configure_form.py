@@ -3,6 +3,10 @@
 Which keys appear is listed here; their defaults and choices come from `workbench.profile.
 iter_schema()`, so the form never disagrees with the validator. The form turns text into
 values (`parse_value`) and shows issues; validating and estimating are the screen's job.
+
+The training method (train.method) comes right after the model, with what it does and the data
+it needs under it (from the method registry, workbench.train.methods); the [preference] keys
+follow it, each shown only while the chosen method reads it (`Method.settings`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from textual.widgets import Input, Label, Select, Static
 from screens.widgets.keys import KeyedInput, KeyedSelect, with_ids
 from workbench.estimate.gpus import GPUS
 from workbench.profile import iter_schema
+from workbench.train.methods import METHODS
 
 DETECTED = "(detected)"  # budget.gpu = "": price against the GPU found, if any
 
@@ -30,10 +35,24 @@ class Field:
     kind: str = "value"  # value (TOML-ish number/bool/text), text, list, choice
 
 
+# The keys of the [preference] section; each shows only under a method that reads it.
+PREFERENCE_FIELDS: tuple[Field, ...] = (
+    Field("preference.beta", "beta"),
+    Field("preference.loss", "loss", "choice"),
+    Field("preference.label_smoothing", "smoothing"),
+    Field("preference.gamma", "gamma"),
+    Field("preference.desirable_weight", "desirable w"),
+    Field("preference.undesirable_weight", "undesired w"),
+    Field("preference.precompute_ref", "precompute", "choice"),
+)
+
 FIELDS: tuple[Field, ...] = (
     Field("name", "name", "text"),
     Field("model.name_or_path", "model", "text"),
-    Field("lora.method", "method", "choice"),
+    Field("train.method", "method", "choice"),
+    *PREFERENCE_FIELDS,
+    Field("model.adapter", "start from", "text"),
+    Field("lora.method", "adapter", "choice"),
     Field("lora.r", "LoRA r"),
     Field("lora.alpha", "LoRA alpha"),
     Field("lora.dropout", "dropout"),
@@ -56,10 +75,25 @@ def choices_for(key: str) -> tuple[str, ...]:
         return ("auto", "true", "false")
     if key == "budget.gpu":
         return ("",) + tuple(g.key for g in GPUS)
-    for dotted, _default, _required, choices in iter_schema():
+    for dotted, default, _required, choices in iter_schema():
         if dotted == key:
-            return choices
+            return ("true", "false") if isinstance(default, bool) and not choices else choices
     return ()
+
+
+def method_text(name: str) -> str:
+    """What a training method does and the data it needs, for under its choice."""
+    method = METHODS.get(name)
+    if method is None:
+        return ""
+    return f"{method.title}: {method.summary}; trains on {method.data}"
+
+
+def hidden_keys(method_name: str) -> set[str]:
+    """The [preference] keys the method does not read (all of them for SFT)."""
+    method = METHODS.get(method_name)
+    reads = set(method.settings) if method is not None else set()
+    return {f.key for f in PREFERENCE_FIELDS if f.key not in reads}
 
 
 def show_value(value: Any) -> str:
@@ -111,6 +145,11 @@ class ProfileForm(VerticalScroll):
     ProfileForm .form-row > Input, ProfileForm .form-row > Select { width: 1fr; }
     ProfileForm .form-error { color: $error; height: auto; padding-left: 12; display: none; }
     ProfileForm .form-error.-shown { display: block; }
+    ProfileForm #f-train-method-row > Label { color: $accent; text-style: bold; }
+    ProfileForm .form-row.-unread, ProfileForm .form-error.-unread { display: none; }
+    ProfileForm .method-note { height: auto; padding-left: 12; color: $text-muted; }
+    ProfileForm #method-data { color: $warning; display: none; }
+    ProfileForm #method-data.-shown { display: block; }
     """
     BINDINGS = with_ids(VerticalScroll, "form")
     MARK = "*"
@@ -135,6 +174,28 @@ class ProfileForm(VerticalScroll):
                 else:
                     yield KeyedInput(id=_dom_id(field.key), compact=True, select_on_focus=False)
             yield Static("", id=_dom_id(field.key) + "-error", classes="form-error")
+            if field.key == "train.method":
+                yield Static("", id="method-summary", classes="method-note")
+                yield Static("", id="method-data", classes="method-note")
+
+    @property
+    def method(self) -> str:
+        return str(self.widget("train.method").value)
+
+    def show_method(self) -> None:
+        """The chosen method's summary and data under it; the [preference] keys it does not
+        read are hidden (their values stay in the profile as they are)."""
+        self.query_one("#method-summary", Static).update(method_text(self.method))
+        hidden = hidden_keys(self.method)
+        for field in PREFERENCE_FIELDS:
+            self.query_one("#" + _dom_id(field.key) + "-row").set_class(field.key in hidden, "-unread")
+            self.query_one("#" + _dom_id(field.key) + "-error").set_class(field.key in hidden, "-unread")
+
+    def show_data_note(self, text: str) -> None:
+        """Whether the data suits the method (the screen finds out in a worker)."""
+        note = self.query_one("#method-data", Static)
+        note.update(text)
+        note.set_class(bool(text), "-shown")
 
     def widget(self, key: str) -> Input | Select:
         return self.query_one("#" + _dom_id(key))
@@ -153,6 +214,7 @@ class ProfileForm(VerticalScroll):
         for field in FIELDS:
             self.set_value(field.key, profile.get(field.key))
         self.mark_saved()
+        self.show_method()
 
     def mark_saved(self) -> None:
         """The values shown now are the profile's (just loaded or saved): nothing is modified."""
@@ -197,5 +259,7 @@ class ProfileForm(VerticalScroll):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
+        if event.select.id == _dom_id("train.method"):
+            self.show_method()
         self._show_modified()
         self.post_message(self.Changed(event.select.id or ""))

@@ -140,6 +140,22 @@ class CleanPanel(VerticalScroll):
                 self._typed[event.input.id] = event.value
                 self.post_message(self.Changed())
 
+    def set_preference(self, on: bool) -> None:
+        """Preference data is not cleaned here (the steps read conversations): its problems are
+        the checks in the stats pane, and those rows are dropped before training. Split and
+        save still work, keeping every prompt's rows in one split."""
+        for step, _ in STEP_LABELS:
+            box = self.query_one(f"#step-{step}", Checkbox)
+            if on:
+                box.value = False
+            box.disabled = on
+        for input_id, *_ in SETTINGS:
+            self.query_one(f"#clean-{input_id}", Input).disabled = on
+        self.show_result(
+            "Preference data: the cleaning steps are for conversations. Rows with a problem "
+            "(i shows them) are dropped before training; split + save keeps each prompt's rows "
+            "in one split." if on else "Toggle a step to see what it removes.")
+
     def show_result(self, renderable) -> None:
         self.query_one("#clean-result", Static).update(renderable)
 

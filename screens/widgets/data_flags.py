@@ -15,6 +15,7 @@ from screens.widgets.data_table import (
     FLAG_DUPLICATE,
     FLAG_EMPTY,
     FLAG_OVER_LIMIT,
+    FLAG_PAIR,
     FLAG_PLACEHOLDER,
     FLAG_SECRET,
     FLAG_SHORT,
@@ -31,6 +32,18 @@ FILTERS: tuple[tuple[str, int], ...] = (
     ("short / empty", FLAG_SHORT | FLAG_EMPTY),
     ("broken text", FLAG_BROKEN),
 )
+
+# Preference data is checked for other things (workbench.data.preference_checks): its filters.
+PREFERENCE_FILTERS: tuple[tuple[str, int], ...] = (
+    ("all rows", 0),
+    ("flagged", ~0),
+    ("cannot train", FLAG_PAIR | FLAG_EMPTY),
+    ("duplicates", FLAG_DUPLICATE),
+    ("over the limit", FLAG_OVER_LIMIT),
+)
+# A preference check -> the flag of the rows it drops.
+PREFERENCE_CHECK_FLAGS = {"prompt_mismatch": FLAG_PAIR, "identical": FLAG_PAIR,
+                          "empty_answer": FLAG_EMPTY, "empty_prompt": FLAG_EMPTY}
 
 
 def _key(source: dict | None) -> tuple:
@@ -69,6 +82,33 @@ def flags_from_report(report: dict, records: Sequence[dict]) -> array:
             mark(source, FLAG_EMPTY)
     for example in (report.get("broken_text") or {}).get("examples", []):
         mark(example["source"], FLAG_BROKEN)
+    return flags
+
+
+def preference_flags(report: dict, records: Sequence[dict]) -> array:
+    """One flag byte per record from a PreferenceReport.to_json() whose example lists are
+    complete (inspect_preferences with max_examples above the row count). The report names
+    rows as "file:row"."""
+    where = {f"{(r.get('source') or {}).get('file')}:{(r.get('source') or {}).get('row')}": i
+             for i, r in enumerate(records)}
+    flags = array("B", bytes(len(records)))
+
+    def mark(ref: str, bit: int) -> None:
+        i = where.get(ref)
+        if i is not None:
+            flags[i] |= bit
+
+    for check, entry in (report.get("checks") or {}).items():
+        for ref in entry.get("examples") or ():
+            mark(ref, PREFERENCE_CHECK_FLAGS.get(check, FLAG_PAIR))
+    for group in (report.get("duplicates") or {}).get("duplicate_examples") or ():
+        for ref in group[1:]:  # the first copy is the one a dedup would keep
+            mark(ref, FLAG_DUPLICATE)
+    tokens = report.get("tokens") or {}
+    for ref in (tokens.get("over_limit") or {}).get("examples") or ():
+        mark(ref, FLAG_OVER_LIMIT)
+    for example in (tokens.get("dropped") or {}).get("examples") or ():
+        mark(example.get("where"), FLAG_PAIR)
     return flags
 
 

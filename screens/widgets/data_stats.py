@@ -98,4 +98,14 @@ class StatsPanel(VerticalScroll):
 
     def show(self, report: dict) -> None:
         self.query_one("#stats-summary", Static).update(summary_table(report))
-        self.query_one(LengthHistogram).show(report)
+        histogram = self.query_one(LengthHistogram)
+        histogram.display = True
+        histogram.show(report)
+
+    def show_preference(self, report: dict) -> None:
+        """A preference report (workbench.data.preference_checks): no length histogram, the
+        chosen / rejected lengths are compared in the summary instead."""
+        from screens.widgets.data_preference import preference_summary
+
+        self.query_one("#stats-summary", Static).update(preference_summary(report))
+        self.query_one(LengthHistogram).display = False

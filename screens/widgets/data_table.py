@@ -26,6 +26,7 @@ FLAG_OVER_LIMIT = 8
 FLAG_SHORT = 16
 FLAG_EMPTY = 32
 FLAG_BROKEN = 64
+FLAG_PAIR = 128  # preference data: a pair that cannot train (identical sides, other prompts...)
 FLAG_CODES = (
     (FLAG_DUPLICATE, "D", "duplicate"),
     (FLAG_PLACEHOLDER, "P", "placeholder"),
@@ -34,6 +35,7 @@ FLAG_CODES = (
     (FLAG_SHORT, "s", "short answer"),
     (FLAG_EMPTY, "E", "empty field"),
     (FLAG_BROKEN, "B", "broken text"),
+    (FLAG_PAIR, "X", "cannot train"),
 )
 
 
@@ -52,6 +54,34 @@ def _first(record: dict, role: str) -> str:
     return ""
 
 
+def _text(messages) -> str:
+    """An answer's text (a text plus a tool call is two messages)."""
+    return " ".join(m.get("content") or "" for m in messages or ())
+
+
+def _question(record: dict) -> str:
+    """A preference record's question: the last user (or tool) turn of its prompt."""
+    for message in reversed(record.get("prompt") or ()):
+        if message.get("role") != "system":
+            return message.get("content") or ""
+    return ""
+
+
+def record_kind(record: dict) -> str:
+    """"paired" (chosen / rejected), "unpaired" (completion + label) or "sft" (messages)."""
+    if "chosen" in record:
+        return "paired"
+    return "unpaired" if "completion" in record else "sft"
+
+
+def record_chars(record: dict) -> int:
+    kind = record_kind(record)
+    if kind == "sft":
+        return sum(len(m.get("content") or "") for m in record.get("messages") or ())
+    sides = ("prompt", "chosen", "rejected") if kind == "paired" else ("prompt", "completion")
+    return sum(len(m.get("content") or "") for s in sides for m in record.get(s) or ())
+
+
 def _fit(text: str, width: int) -> str:
     """One line of exactly `width` cells: newlines shown as ⏎ so a row never wraps."""
     text = text.replace("\r", "").replace("\n", "⏎").replace("\t", " ")
@@ -60,8 +90,18 @@ def _fit(text: str, width: int) -> str:
     return text.ljust(width)
 
 
+# The text columns each kind of record shows: (header, text of a record).
+TEXT_COLUMNS = {
+    "sft": (("question", lambda r: _first(r, "user")), ("answer", lambda r: _first(r, "assistant"))),
+    "paired": (("prompt", _question), ("chosen", lambda r: _text(r.get("chosen"))),
+               ("rejected", lambda r: _text(r.get("rejected")))),
+    "unpaired": (("prompt", _question), ("completion", lambda r: _text(r.get("completion")))),
+}
+
+
 class RowsView(ScrollView, can_focus=True):
-    """Rows of the one record format: number, flags, characters, question and answer."""
+    """Rows of the one record format: number, flags, characters, question and answer; for
+    preference data the prompt and both answers (or the answer and its label)."""
 
     COMPONENT_CLASSES = {"rows--header", "rows--cursor", "rows--flagged", "rows--dim"}
     DEFAULT_CSS = """
@@ -100,11 +140,13 @@ class RowsView(ScrollView, can_focus=True):
         self._records: Sequence[dict] = ()
         self._flags: Sequence[int] = ()
         self._view: Sequence[int] = ()
+        self.kind = "sft"
 
     # -- data -------------------------------------------------------------------------------
 
     def set_records(self, records: Sequence[dict], flags: Sequence[int] | None = None) -> None:
         self._records = records
+        self.kind = record_kind(records[0]) if records else "sft"
         self._flags = flags if flags is not None else ()
         self._view = range(len(records))
         self._reset()
@@ -173,19 +215,26 @@ class RowsView(ScrollView, can_focus=True):
 
     # -- drawing ----------------------------------------------------------------------------
 
-    def _columns(self, width: int) -> tuple[int, int, int, int, int]:
+    def _columns(self, width: int) -> tuple[int, int, int, list[int]]:
+        """Widths of the number, flag and chars columns, then of each text column."""
         number = max(5, len(str(len(self._records))) + 1)
         flags, chars = 4, 6
-        rest = max(2, width - number - flags - chars - 4)
-        question = rest // 2
-        return number, flags, chars, question, rest - question
+        labels = 6 if self.kind == "unpaired" else 0  # "false " / "true  "
+        texts = len(TEXT_COLUMNS[self.kind])
+        rest = max(texts, width - number - flags - chars - labels - 2 - texts)
+        widths = [rest // texts] * texts
+        widths[-1] += rest - sum(widths)  # the last column takes the odd cells
+        return number, flags, chars, widths
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        number, flags, chars, question, answer = self._columns(width)
+        number, flags, chars, widths = self._columns(width)
+        columns = TEXT_COLUMNS[self.kind]
+        label = self.kind == "unpaired"
         if y == 0:
             text = (f"{'row':>{number}} {'flag':<{flags}} {'chars':>{chars}} "
-                    f"{_fit('question', question)} {_fit('answer', answer)}")
+                    + ("label " if label else "")
+                    + " ".join(_fit(name, w) for (name, _), w in zip(columns, widths)))
             style = self.get_component_rich_style("rows--header")
             return Strip([Segment(_fit(text, width), style)], width)
         line = self.scroll_offset.y + y - 1
@@ -196,7 +245,6 @@ class RowsView(ScrollView, can_focus=True):
         bits = self._flags[index] if index < len(self._flags) else 0
         source = record.get("source") or {}
         row = source.get("row", index + 1)
-        size = sum(len(m.get("content") or "") for m in record.get("messages") or ())
         base = self.rich_style
         if line == self.cursor:
             base = base + self.get_component_rich_style("rows--cursor")
@@ -205,10 +253,13 @@ class RowsView(ScrollView, can_focus=True):
         segments = [
             Segment(f"{row:>{number}} ", dim),
             Segment(f"{flag_letters(bits):<{flags}} ", flag_style if bits else base),
-            Segment(f"{size:>{chars}} ", dim),
-            Segment(_fit(_first(record, "user"), question) + " ", base),
-            Segment(_fit(_first(record, "assistant"), answer), base),
+            Segment(f"{record_chars(record):>{chars}} ", dim),
         ]
+        if label:
+            good = bool(record.get("label"))
+            segments.append(Segment(f"{'true' if good else 'false':<5} ", base if good else flag_style))
+        for n, ((_, text_of), w) in enumerate(zip(columns, widths)):
+            segments.append(Segment(_fit(text_of(record), w) + (" " if n < len(widths) - 1 else ""), base))
         return Strip(segments).adjust_cell_length(width, base)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:

@@ -20,8 +20,12 @@ class LossPlot(PlotextPlot):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._series: tuple = ([], [], [], [])
+        self.title_suffix = ""  # "(g: next chart, 1/4)" where the method's charts take turns
 
     def on_mount(self) -> None:
+        self._draw()
+
+    def refresh_title(self) -> None:
         self._draw()
 
     def show(self, steps: list, losses: list, eval_steps: list, eval_losses: list) -> None:
@@ -32,7 +36,7 @@ class LossPlot(PlotextPlot):
         steps, losses, eval_steps, eval_losses = self._series
         plt = self.plt
         plt.clear_data()
-        plt.title("loss")
+        plt.title("loss" + self.title_suffix)
         plt.xlabel("step")
         limit = max(self.size.width * 2, 100)
         if steps:

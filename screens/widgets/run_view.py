@@ -18,6 +18,9 @@ class RunView:
     eval_steps: list[int] = field(default_factory=list)
     eval_losses: list[float] = field(default_factory=list)
     last_log: dict = field(default_factory=dict)
+    # A method's own signals (log and eval events' `signals`): {name: (steps, values)}.
+    signals: dict[str, tuple[list, list]] = field(default_factory=dict)
+    eval_signals: dict[str, tuple[list, list]] = field(default_factory=dict)
     gpus: list[dict] = field(default_factory=list)
     estimate: dict | None = None   # the memory model's answer at start
     memory: dict | None = None     # measured peak at the end (GPU runs)
@@ -46,10 +49,13 @@ class RunView:
                     self.steps.append(ev["step"])
                     self.losses.append(ev["loss"])
                     plot_changed = True
-            elif kind == "eval" and isinstance(ev.get("eval_loss"), (int, float)):
-                self.eval_steps.append(ev.get("step") or 0)
-                self.eval_losses.append(ev["eval_loss"])
-                plot_changed = True
+                plot_changed |= _add_signals(self.signals, ev)
+            elif kind == "eval":
+                if isinstance(ev.get("eval_loss"), (int, float)):
+                    self.eval_steps.append(ev.get("step") or 0)
+                    self.eval_losses.append(ev["eval_loss"])
+                    plot_changed = True
+                plot_changed |= _add_signals(self.eval_signals, ev)
             elif kind == "gpu":
                 self.gpus = ev.get("gpus") or []
             elif kind == "estimate":
@@ -65,6 +71,10 @@ class RunView:
                 self.message_state = ev.get("state") or ""
                 self._segment(ev.get("state"), t)
         return plot_changed
+
+    @property
+    def seen_signals(self) -> set[str]:
+        return set(self.signals) | set(self.eval_signals)
 
     def _segment(self, state: str | None, t: float | None) -> None:
         if not isinstance(t, (int, float)):
@@ -86,3 +96,17 @@ class RunView:
                 end = now if live else (self.last_time or start)
             total += max(end - start, 0.0)
         return total
+
+
+def _add_signals(into: dict[str, tuple[list, list]], ev: dict) -> bool:
+    signals, step = ev.get("signals"), ev.get("step")
+    if not isinstance(signals, dict) or not isinstance(step, int):
+        return False
+    added = False
+    for name, value in signals.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            steps, values = into.setdefault(name, ([], []))
+            steps.append(step)
+            values.append(value)
+            added = True
+    return added

@@ -336,6 +336,10 @@ def _detect(source: RowSource, raw: RawRow, row: dict) -> str:
 
 def _to_record(chosen: str, row: dict, system_prompt: str) -> dict:
     record = _CONVERTERS[chosen](row)
+    if row.get("prompt_mismatch") and not record.get("prompt_mismatch"):
+        # A file this module wrote (`data split`) keeps the mark; reading it back must too.
+        why = row.get("prompt_mismatch_why")
+        _mark_mismatch(record, why if isinstance(why, str) and why else "marked prompt_mismatch in the data")
     if system_prompt and not any(m["role"] == "system" for m in record["prompt"]):
         record["prompt"].insert(0, {"role": "system", "content": system_prompt})
     tools = parse_tools(row)

@@ -27,12 +27,13 @@ import math
 import random
 import statistics
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.data.preference_problems import CHECKS, _answer_key, _answer_text, pair_problem
 from workbench.data.split import SPLIT_NAMES, SplitResult, _integer_targets, parse_fractions
 
 __all__ = [
@@ -48,12 +49,6 @@ __all__ = [
     "split_preference_records",
 ]
 
-CHECKS: dict[str, str] = {
-    "prompt_mismatch": "sides reply to different prompts",
-    "empty_answer": "empty answer",
-    "identical": "chosen equals rejected",
-    "empty_prompt": "empty prompt",
-}
 # Chosen answers count as systematically longer when more of the pairs than this have the longer
 # chosen answer, or the median chosen/rejected length ratio is above LENGTH_BIAS_RATIO.
 LENGTH_BIAS_SHARE = 0.6
@@ -64,25 +59,6 @@ _KTO_BALANCE = (1.0, 4 / 3)
 
 # ---------------------------------------------------------------------------------------------
 # Checks
-
-
-def pair_problem(record: dict) -> tuple[str, str] | None:
-    """(check, why) for the first problem of a preference record, or None when it can train."""
-    if record.get("prompt_mismatch"):
-        return "prompt_mismatch", record.get("prompt_mismatch_why") or "chosen and rejected reply to different prompts"
-    sides = ["chosen", "rejected"] if "chosen" in record else ["completion"]
-    empty = [s for s in sides if not _answer_text(record.get(s) or []).strip()]
-    if empty:
-        if len(empty) == 2:
-            return "empty_answer", "both answers are empty; the pair teaches nothing"
-        return "empty_answer", f"the {empty[0]} answer is empty (no text); fix the row or leave it out"
-    if "chosen" in record and _answer_key(record["chosen"]) == _answer_key(record["rejected"]):
-        exact = _answer_text(record["chosen"]) == _answer_text(record["rejected"])
-        return "identical", ("chosen and rejected are the same answer" + ("" if exact else " (they differ only in spacing)")
-                             + "; a pair without a difference teaches no preference")
-    if not any(m.get("content", "").strip() for m in record.get("prompt") or [] if m.get("role") != "system"):
-        return "empty_prompt", "the prompt is empty: there is no question for the answers to reply to"
-    return None
 
 
 def check_pairs(records: Iterable[dict]) -> tuple[list[dict], list[tuple[str | None, int | None, str]]]:
@@ -164,7 +140,13 @@ class PreferenceReport:
     lengths: {"chars": ..., "tokens": ... | None}; for pairs each holds {"pairs", "chosen":
     {mean, median}, "rejected": {mean, median}, "chosen_longer_share", "rejected_longer_share",
     "median_ratio"} over the kept pairs; for unpaired rows {"desirable": {count, mean, median},
-    "undesirable": {...}, "median_ratio"} (desirable over undesirable).
+    "undesirable": {...}, "median_ratio"} (desirable over undesirable). median_ratio is the
+    median of the per-pair log ratios, taken back: 2x in one pair and 0.5x in another balance.
+    duplicates: {"prompts_with_several_rows", "rows_sharing_a_prompt", "examples": [[where]],
+    "duplicate_rows" (identical copies beyond the first), "duplicate_examples": [[where]]}.
+    tokens (with a tokenizer): {"template", "notes", "max_seq_len", "sequence": {count, mean,
+    median, max} (prompt + the longer answer), "over_limit": {"rows", "answer_tokens_lost",
+    "examples"}, "dropped": {"count", "examples": [{"where", "why"}]}} (rows render would drop).
     """
 
     schema_version: int = 1
@@ -355,19 +337,6 @@ def _refs(where: list[str], limit: int = 5) -> str:
         return f"{Path(file).name}:{row}" if file and file != "None" else f"row {row}"
     shown = ", ".join(short(w) for w in where[:limit])
     return shown + (" …" if len(where) > limit else "")
-
-
-def _answer_text(messages: list[dict]) -> str:
-    parts = []
-    for m in messages:
-        parts.append(m.get("reasoning_content") or "")
-        parts.append(m.get("content") or "")
-    return "\n".join(p for p in parts if p)
-
-
-def _answer_key(messages: list[dict]) -> list[tuple[str, str]]:
-    return [(m.get("role", ""), " ".join(((m.get("reasoning_content") or "") + " " + (m.get("content") or "")).split()))
-            for m in messages]
 
 
 def _answer_chars(record: dict, side: str) -> int:

@@ -180,7 +180,7 @@ def render_preference_dataset(
     render at all raises DataError naming its file and row (as SFT's render_dataset does).
     progress(done, total) every 100 records and at the end; `cancel.is_set()` stops early.
     """
-    from workbench.data.preference_checks import pair_problem
+    from workbench.data.preference_problems import pair_problem
 
     fmt = fmt or chat_format(tokenizer)
     total = len(records) if hasattr(records, "__len__") else None

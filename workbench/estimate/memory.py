@@ -116,12 +116,36 @@ ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
 LOSS_PATHS = ("trl_fused", "full_logits")
 TRAIN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo")
 PREFERENCE_METHODS = ("dpo", "orpo", "kto", "simpo")
+PAIRED_METHODS = ("dpo", "orpo", "simpo")     # chosen + rejected stacked: 2 x batch rows a step
+METHOD_TITLES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO", "kto": "KTO", "simpo": "SimPO"}
+REFERENCE_METHODS = ("dpo", "kto")            # a reference forward in the step (unless precomputed)
+FULL_LOGITS_METHODS = ("orpo", "simpo")       # trl's experimental trainers build full logits
 STEP_MODELED = {
     "trl_fused": "the workbench runner's (trl SFTTrainer with its fused LM head, no full logits); "
                  "the H200 calibration measured the full-logits step (--loss-path full_logits)",
     "full_logits": "a plain loop with transformers' own loss over full logits, the model output "
                    "kept through the step (the H200 calibration step, bench/estimate_accuracy.md)",
 }
+# Preference methods: the step of trl 1.16's trainer, whatever --loss-path says.
+STEP_MODELED_METHOD = {
+    "dpo": "trl DPOTrainer's: chosen and rejected as one batch of 2 x batch rows through the "
+           "fused LM head, then the reference forward (the adapter disabled, no grad), the loss, "
+           "the backward",
+    "kto": "trl KTOTrainer's: a no-grad KL pass of the policy over mismatched completions, the "
+           "policy forward (batch rows, fused LM head), the reference's KL and completion forwards "
+           "(the adapter disabled, no grad), the loss, the backward",
+    "orpo": "trl ORPOTrainer's (trl.experimental): chosen and rejected as one batch of 2 x batch "
+            "rows with full logits, made fp32 by accelerate, the chosen rows' NLL and the "
+            "log-probabilities over them; no reference",
+    "simpo": "trl CPOTrainer's with loss_type=\"simpo\", cpo_alpha=0 (trl.experimental): chosen "
+             "and rejected as one batch of 2 x batch rows with full logits, made fp32 by "
+             "accelerate, the length-normalized log-probabilities; no reference",
+}
+
+
+def step_modeled(settings) -> str:
+    method = getattr(settings, "train_method", "sft")
+    return STEP_MODELED[settings.loss_path] if method == "sft" else STEP_MODELED_METHOD[method]
 
 # Model types whose SDPA path transformers removed, and the release that removed it: from then
 # on the model runs eager attention, asking for sdpa is an error, and the runner falls back to
@@ -260,6 +284,9 @@ class Estimate:
     model_type: str
     phase: str  # which moment of the step holds the peak
     notes: list[str] = field(default_factory=list)
+    # every moment of the step: the bytes allocated then (static bytes and cuBLAS workspaces
+    # included, the allocator reserve not), the peak's among them
+    moments: dict[str, int] = field(default_factory=dict)
 
     @property
     def all_params(self) -> int:
@@ -273,8 +300,12 @@ class Estimate:
 
     def explain(self) -> str:
         width = max(len(t.name) for t in self.terms)
+        training = ("" if self.settings.train_method == "sft" else
+                    f"{METHOD_TITLES[self.settings.train_method]}"
+                    + (" (reference precomputed)" if self.settings.precompute_ref
+                       and self.settings.train_method in REFERENCE_METHODS else "") + ", ")
         lines = [f"Peak GPU memory for one training step: {_gib(self.peak_bytes)} "
-                 f"({self.settings.method}, r={self.settings.r}, batch {self.settings.batch} "
+                 f"({training}{self.settings.method}, r={self.settings.r}, batch {self.settings.batch} "
                  f"x seq {self.settings.seq}, gradient checkpointing "
                  f"{'on' if self.settings.grad_ckpt else 'off'}, {self.settings.optimizer}, "
                  f"{self.settings.precision}, {self.settings.attn} attention)"]
@@ -282,7 +313,7 @@ class Estimate:
             lines.append(f"  {t.name:<{width}}  {_gib(t.bytes):>10}  {t.why}")
         lines.append(f"  {'total':<{width}}  {_gib(self.peak_bytes):>10}  peak while {self.phase}; "
                      f"torch's max_memory_reserved would read {_gib(self.reserved_bytes)}")
-        lines.append("Step modeled: " + STEP_MODELED[self.settings.loss_path])
+        lines.append("Step modeled: " + step_modeled(self.settings))
         lines.append(f"Trainable parameters: {self.trainable_params:,} of {self.all_params:,} "
                      f"({100 * self.trainable_share:.3f}%); tokens per step: "
                      f"{self.tokens_per_step:,}")
@@ -296,7 +327,8 @@ class Estimate:
             "breakdown": dict(self.breakdown),
             "explain": {t.name: t.why for t in self.terms},
             "peak_phase": self.phase,
-            "step_modeled": STEP_MODELED[self.settings.loss_path],
+            "step_modeled": step_modeled(self.settings),
+            "method": self.settings.train_method,
             "trainable_params": self.trainable_params,
             "total_params": self.total_params,
             "all_params": self.all_params,
@@ -377,7 +409,7 @@ def _per_layer_activations(arch: Architecture, s: EstimateSettings) -> tuple[int
     # training when checkpointing is off and the model's own forward runs, the full-logits
     # loop; trl's fused head passes use_cache=False) or by repeat_kv for grouped heads.
     repeated = (mask or s.attn == "eager") and arch.kv_heads != arch.heads
-    kv_cache = s.loss_path == "full_logits" and not s.grad_ckpt
+    kv_cache = s.loss_path == "full_logits" and not s.grad_ckpt and s.train_method == "sft"
     if any(lin.name == "qkv_proj" for lin in arch.linears) and not (kv_cache or repeated):
         parts["fused q/k/v output held by v"] = mw * (arch.q_dim + arch.kv_dim)
     if s.attn == "eager":
@@ -429,6 +461,93 @@ def _layer_backward_transient(arch: Architecture, s: EstimateSettings) -> int:
     return max(mlp, attn) + 2 * rs * h
 
 
+REFERENCE_MOMENT = "the reference forward runs"
+
+
+def _preference_settings(s: EstimateSettings) -> tuple[EstimateSettings, list[str]]:
+    """The settings a preference trainer really trains with, and what changed, said.
+    - trl's DPOConfig, KTOConfig, ORPOConfig and CPOConfig default to `disable_dropout=True`
+      (dpo_trainer.py:932 `disable_dropout_in_model`): every nn.Dropout, LoRA's included, gets
+      p = 0, which torch runs as the identity (no mask, no copy).
+    - the log-probabilities: DPO and KTO call `model(..., fused_lm_head=True)`
+      (dpo_trainer.py:1299, kto_trainer.py:1397), the chunked head SFT uses; ORPO and CPO
+      (trl.experimental) call the model for full logits (orpo_trainer.py:770)."""
+    notes = []
+    changes: dict = {"loss_path": "full_logits" if s.train_method in FULL_LOGITS_METHODS
+                     else "trl_fused"}
+    if s.dropout:
+        changes["dropout"] = 0.0
+        notes.append(f"LoRA dropout {s.dropout:g} is not applied: trl's {METHOD_TITLES[s.train_method]} "
+                     "trainer disables dropout (disable_dropout=True), so no dropout masks")
+    if s.train_method == "kto" and s.batch < 2:
+        notes.append("KTO needs batch_size >= 2 (its KL estimate pairs each prompt with another "
+                     "row's answer; trl refuses batch 1)")
+    return replace(s, **changes), notes
+
+
+def _pair_logits_peak(arch: Architecture, s: EstimateSettings, tokens: int,
+                      rows: int) -> tuple[int, int, str]:
+    """ORPO and SimPO (trl.experimental ORPOTrainer / CPOTrainer `concatenated_forward`):
+    (bytes at the loss/backward-start moment on top of saved activations, bytes still held
+    during the layers' backward, why). Per token of the 2 x batch rows, per vocabulary entry:
+    - forward: the model's bf16 logits, made fp32 by accelerate's `convert_outputs_to_fp32`
+      (the bf16 ones then die): 4 bytes, alive until the backward reaches them. ORPO's NLL on
+      the chosen rows (orpo_trainer.py:779 `cross_entropy_loss`) copies their shifted logits
+      (`.contiguous()`, 2 a token of the stacked batch) and saves log_softmax's fp32 output (2).
+    - backward: trl's log-prob kernel (trl/kernels/logprob_entropy.py, `selective_log_softmax`
+      on CUDA) writes a contiguous fp32 gradient of the logits (4) beside them; the slices'
+      backwards (`logits[:, :-1]`, `all_logits[:len_chosen]`) each write a zero-filled fp32
+      tensor of the whole logits' shape (4 each), summed in place by autograd. At ORPO's largest
+      moment the first slice's gradient, the chosen rows' (2) and the second whole one are alive:
+      10 bytes; SimPO (no NLL, cpo_alpha = 0): the logits and their gradient, 8 bytes.
+    Gemma-2's final softcapping keeps its bf16 tanh output (+2)."""
+    V, h = arch.vocab, arch.hidden
+    a = _width(s.precision)
+    qlora = s.method == "qlora"
+    rs = 4 if (qlora or s.precision == "fp32") else a
+    per_tok = (10 if s.train_method == "orpo" else 8) + (2 if arch.final_logit_softcapping else 0)
+    lm_cast = V * h * 2 if qlora else 0  # the fp32 output layer's bf16 cast, saved by its mm
+    grad_hidden = tokens * (rs + 4) * h
+    nll = "the chosen rows' NLL (a shifted copy and log_softmax's output), " if s.train_method == "orpo" else ""
+    return (per_tok * V * tokens + lm_cast + grad_hidden, grad_hidden,
+            f"full logits: {tokens:,} tokens (chosen and rejected) x {V:,} vocab x {per_tok} bytes "
+            f"(the fp32 logits accelerate returns, {nll}trl's log-prob kernel's fp32 gradient and "
+            "the slices' fp32 gradients)")
+
+
+def _reference_pass(arch: Architecture, s: EstimateSettings, tokens: int,
+                    rows: int) -> tuple[int, int, str]:
+    """DPO's and KTO's reference forward (dpo_trainer.py:1327-1338, kto_trainer.py:1426-1433):
+    under torch.no_grad(), gradient checkpointing switched off, the adapter disabled (peft's
+    `disable_adapter`: the base model, no second copy of the weights), through the fused LM
+    head. Nothing is saved for a backward: one layer's activations at a time (the MLP's
+    activation, up projection and their product beside the residual and its normed copy; eager
+    attention's scores and their fp32 softmax) or the head's (the backbone's
+    output, the scored positions' copy, a 4096 x 32768 tile). KTO runs it twice (its KL rows,
+    then its completions), one after the other, each `batch` rows.
+    Returns (the reference's transient bytes, the policy head's bytes kept meanwhile, why)."""
+    h, i, V = arch.hidden, arch.intermediate, arch.vocab
+    a = _width(s.precision)
+    wide = s.method == "qlora" or s.precision == "fp32"
+    mw = rs = 4 if wide else a
+    mlp = 3 * mw * i + 2 * rs * h
+    attn = 2 * rs * h + mw * (3 * arch.q_dim + 4 * arch.kv_dim)
+    if s.attn == "eager":
+        # the scaled scores with the mask added (a new tensor each, the last one alive), the
+        # fp32 softmax, then its copy in the compute dtype
+        attn += (2 * a + 4) * arch.heads * s.seq
+    layer = tokens * max(mlp, attn)
+    scored = rows * (s.seq - 1)
+    tile = min(scored, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * a
+    weight_chunk = min(V, TRL_VOCAB_CHUNK) * h * a if s.method == "qlora" else 0
+    head = tokens * rs * h + scored * (rs * h + 44) + tile + weight_chunk
+    kept = scored * rs * h + scored * 4 * 10  # as _loss_peak's: the policy head's saved tensors
+    where = ("one layer's activations" if layer >= head else
+             "the fused LM head's tile and hidden states")
+    return (max(layer, head), kept,
+            f"{tokens:,} tokens through the base model, nothing saved: {where} at a time")
+
+
 def _loss_peak(arch: Architecture, s: EstimateSettings, tokens: int, rows: int) -> tuple[int, int, str]:
     """(bytes at the loss/backward-start moment on top of saved activations, bytes of it
     still held during the layers' backward, why)."""
@@ -476,7 +595,12 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
         notes.append(f"{arch.model_type} has no SDPA attention in transformers "
                      f"{transformers_version or installed_transformers() or ''}: estimated with "
                      "eager attention, as the runner will run it")
-    rows = s.batch
+    preference = s.train_method != "sft"
+    if preference:
+        s, why_changed = _preference_settings(s)
+        notes.extend(why_changed)
+    # DPO, ORPO and SimPO stack each pair's chosen and rejected rows into one batch
+    rows = s.batch * (2 if s.train_method in PAIRED_METHODS else 1)
     tokens = rows * s.seq
     qlora, full = s.method == "qlora", s.method == "full"
     a = _width(s.precision)
@@ -516,8 +640,12 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
                      f"(norm upcasts, q/k/v/out, MLP, LoRA inputs)")
     saved += mask_b
 
-    loss_b, loss_held_b, why_loss = _loss_peak(arch, s, tokens, rows)
-    logits_held_b = a * arch.vocab * tokens if s.loss_path == "full_logits" else 0
+    if s.train_method in FULL_LOGITS_METHODS:
+        loss_b, loss_held_b, why_loss = _pair_logits_peak(arch, s, tokens, rows)
+        logits_held_b = 0  # the trainer keeps only the loss
+    else:
+        loss_b, loss_held_b, why_loss = _loss_peak(arch, s, tokens, rows)
+        logits_held_b = a * arch.vocab * tokens if s.loss_path == "full_logits" else 0
     layer_bwd_b = tokens * _layer_backward_transient(arch, s)
     # QLoRA: bitsandbytes' MatMul4Bit backward dequantizes its weight to bf16 for the input
     # gradient (as the forward and its recomputation do, one linear at a time): the largest
@@ -538,6 +666,13 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
         + dequant_b + autocast_cache_b + grads_during_backward,
         "the optimizer steps": grads_b + opt_temp_b + logits_held_b,
     }
+    reference_b, why_reference = 0, ""
+    if s.train_method in REFERENCE_METHODS and not s.precompute_ref:
+        # After the policy forward, before the loss: the policy's saved activations and the
+        # fused head's saved hidden states are alive while the reference runs beside them.
+        reference_b, policy_kept_b, why_reference = _reference_pass(arch, s, tokens, rows)
+        moments[REFERENCE_MOMENT] = (saved + policy_kept_b + reference_b + autocast_cache_b
+                                     + dequant_b)
     phase = max(moments, key=moments.get)
     dynamic = moments[phase]
 
@@ -566,7 +701,13 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
         if autocast_cache_b:
             add("autocast weight cache", autocast_cache_b, "bf16 copies of the fp32 adapters")
         add("saved activations", saved, why_saved + (f"; attention mask {mask_b:,} bytes" if mask_b else ""))
-        if phase == "the loss is computed and its backward starts":
+        if phase == REFERENCE_MOMENT:
+            add("policy log-probs held", policy_kept_b,
+                "the policy forward's fused LM head keeps its hidden states and per-token "
+                "statistics for the backward while the reference runs")
+            add("reference pass (no grad)", reference_b + dequant_b, why_reference
+                + (" + one 4-bit linear dequantized to bf16" if dequant_b else ""))
+        elif phase == "the loss is computed and its backward starts":
             add("logits and loss", loss_b, why_loss)
         else:
             add("recomputation", recompute,
@@ -576,6 +717,12 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
                 "one layer's intermediate gradients + residual gradient"
                 + (" + one 4-bit linear dequantized to bf16" if dequant_b else ""))
 
+    if reference_b and phase != REFERENCE_MOMENT:
+        # named even where it is not the peak: it is the method's own term
+        add("reference pass (no grad)", 0,
+            f"not at the peak: {fmt_gib(reference_b)} while the reference forward runs "
+            f"({why_reference}), {fmt_gib(moments[phase] - moments[REFERENCE_MOMENT])} below "
+            f"the peak")
     add("cuBLAS workspaces", CUBLAS_WORKSPACES * CUBLAS_WORKSPACE_BYTES,
         "one per thread that runs matmuls (the forward's and autograd's backward thread), "
         "allocated through torch's caching allocator")
@@ -593,7 +740,7 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
                      "max_memory_reserved does not see them")
     if qlora and s.precision != "bf16":
         notes.append("QLoRA compute dtype follows precision; estimate assumes bf16-sized activations")
-    if s.loss_path == "full_logits" and not s.grad_ckpt and not full:
+    if s.loss_path == "full_logits" and not s.grad_ckpt and not full and not preference:
         # bench/allocator_replay.md: when one activation splits the bf16-logits segment, the loss
         # needs a new fp32 one; whether it happens depends on how every transient packs.
         notes.append(f"{SPILL_NOTE} ({fmt_gib(4 * tokens * arch.vocab)}) reserved, depending on "
@@ -616,7 +763,9 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
     return Estimate(peak_bytes=int(total), reserved_bytes=int(reserved), breakdown=breakdown,
                     terms=terms, trainable_params=trainable, total_params=arch.total_params,
                     tokens_per_step=tokens * s.grad_accum, settings=s,
-                    model_type=arch.model_type, phase=phase, notes=notes)
+                    model_type=arch.model_type, phase=phase, notes=notes,
+                    moments={k: int(static + v + CUBLAS_WORKSPACES * CUBLAS_WORKSPACE_BYTES)
+                             for k, v in moments.items()})
 
 
 def estimate(config: dict | Architecture, settings: EstimateSettings | None = None,

@@ -158,7 +158,8 @@ def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STE
 
     events: list[tuple] = []
     live: dict[int, bool] = {}
-    state = {"phase": "build", "skip_scalars": False}
+    state = {"phase": "build", "skip_scalars": False,
+             "inplace_accumulate": settings.train_method != "sft" and not __import__("os").environ.get("NOINPLACE")}
 
     def on_free(key: int) -> None:
         if live.pop(key, None) is not None:
@@ -172,6 +173,9 @@ def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STE
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if cancel is not None and cancel():
                 raise TraceCancelled("the trace was cancelled")
+            if state.get("inplace_accumulate") and _accumulates_in_place(func, args, kwargs,
+                                                                          state, torch):
+                return args[0].add_(args[1])  # the buffer is reused: nothing allocated
             out = func(*args, **(kwargs or {}))
             name = func.overloadpacket.__name__
             for t in pytree.tree_leaves(out):
@@ -210,6 +214,25 @@ def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STE
                     delattr(obj, name)
                 else:
                     setattr(obj, name, value)
+
+
+def _accumulates_in_place(func, args, kwargs, state, torch) -> bool:
+    """Autograd's gradient accumulation (torch/csrc/autograd/input_buffer.cpp `accumulate`):
+    when a tensor feeds several ops, their gradients are summed into the first one in place
+    (`old_var.add_(var)`) if it is a dense, non-view tensor of its own, which fresh gradients
+    are; but never when either is a tensor subclass, and FakeTensors are one, so a fake trace
+    would allocate every such sum anew. That costs one logits-sized tensor in ORPO's backward
+    (the chosen rows' NLL and the log-probabilities both read the logits), so preference
+    traces sum in place where the device would. (The SFT trace keeps the fake behaviour: its
+    sums are activation-sized, and its committed traces stay as measured.)"""
+    if func is not torch.ops.aten.add.Tensor or torch.is_grad_enabled():
+        return False
+    if not state["phase"].endswith("backward") or (kwargs or {}).get("alpha", 1) != 1:
+        return False
+    old, new = args[0], args[1] if len(args) > 1 else None
+    return (isinstance(new, torch.Tensor) and old.shape == new.shape and old.dtype == new.dtype
+            and old.is_contiguous() and not old._is_view()
+            and old.untyped_storage().nbytes() == old.numel() * old.element_size())
 
 
 def _cuda_path_patches(torch, F) -> list[tuple]:

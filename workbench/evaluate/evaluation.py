@@ -368,16 +368,18 @@ def evaluate_preference(engine: ComparisonEngine, profile, rows: list[dict], tra
                                 "messages to show as examples")
     verdict = pref.preference_verdict(summary, length)
     out["preference"] = {"method": pref.training_method(profile), "rows_scored": len(rows),
-                         "source": "the run's held-out rows", **summary, "length": length,
-                         "verdict": verdict}
+                         "source": "held-out preference rows of the run", **summary,
+                         "length": length, "verdict": verdict}
     log(f"  preference verdict: {verdict['text']}")
     return out
 
 
 def _answer_tokens(engine, examples: list[dict]) -> tuple[list[int], list[int]]:
     """The base and fine-tuned answers' lengths in tokens, per prompt."""
-    def count(texts):
-        return [len(ids) for ids in engine.tokenizer(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
+    def count(texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(ids) for ids in engine.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     return (count([e["answers"]["base"] for e in examples]),
             count([e["answers"]["fine-tuned"] for e in examples]))

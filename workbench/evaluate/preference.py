@@ -540,10 +540,11 @@ def report_lines(pref: dict, adapter_note: str = "") -> list[str]:
     L: list[str] = []
     method = pref.get("method")
     paired, unpaired = pref.get("paired"), pref.get("unpaired")
-    L.append(f"held-out preference rows ({pref.get('source', 'the run held out')}), tokenized as "
-             f"trained{f', method {method}' if method else ''}: base = the adapter off, "
-             "fine-tuned = the adapter on; log-likelihoods in nats over the answer tokens given "
-             "the prompt")
+    n = pref.get("rows_scored")
+    L.append(f"{'' if n is None else f'{n} '}{pref.get('source') or 'held-out preference rows'}, "
+             f"tokenized as trained{f' (method {method})' if method else ''}: base = the adapter "
+             "off, fine-tuned = the adapter on; log-likelihoods in nats over the answer tokens "
+             "given the prompt")
     if adapter_note:
         L.append("")
         L.append(f"- note: {adapter_note}")

@@ -126,13 +126,14 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
     if preference:
         L += _preference_verdict_lines(preference, judged, primary)
         L += [f"## {PREFERENCE_SECTION}", ""] + _preference_lines(preference, profile)
-    elif primary:
-        L.append(f"- decided on {primary['metric']}: {primary['why']} (`eval.metric` chooses "
-                 "another); answer-token perplexity is below")
-    L += [f"- {line}" for line in judged.get("lines", [])[1:]]
-    if primary:
-        L += ["- paired bootstrap over the test rows (2,000 resamples): a system beats another "
-              "only when the 95% interval excludes zero", ""]
+    else:
+        if primary:
+            L.append(f"- decided on {primary['metric']}: {primary['why']} (`eval.metric` chooses "
+                     "another); answer-token perplexity is below")
+        L += [f"- {line}" for line in judged.get("lines", [])[1:]]
+        if primary:
+            L += ["- paired bootstrap over the test rows (2,000 resamples): a system beats another "
+                  "only when the 95% interval excludes zero", ""]
 
     L += ["## Metrics", ""]
     if metrics:
@@ -238,9 +239,9 @@ def _preference_verdict_lines(preference: dict, judged: dict, primary: dict) -> 
                "of desirable against undesirable answers; bootstrap over the rows: a change "
                "counts only when the 95% interval excludes 0")
     L = [how]
-    if judged.get("text"):
-        L.append(f"- generated answers against the chosen answers as references "
-                 f"({primary.get('metric', 'the primary metric')}): {judged['text']}")
+    for line in judged.get("lines") or ([judged["text"]] if judged.get("text") else []):
+        L.append(f"- answers generated to the held-out prompts, scored against the chosen answers "
+                 f"({primary.get('metric', 'the primary metric')}; see Metrics): {line}")
     return L + [""]
 
 

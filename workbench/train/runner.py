@@ -101,6 +101,7 @@ def save_adapter(trainer, plan: Plan, run: RunDir) -> str:
     with writing("the adapter", need=need):
         staging = run.path / ".adapter.partial"
         shutil.rmtree(staging, ignore_errors=True)
+        # Only the trained adapter: not trl's frozen reference copy ("ref") beside it.
         trainer.model.save_pretrained(str(staging), selected_adapters=["default"])
         plan.tokenizer.save_pretrained(str(staging))
         write_manifest(staging)  # export and eval check it before they load the adapter
@@ -110,20 +111,13 @@ def save_adapter(trainer, plan: Plan, run: RunDir) -> str:
     return str(run.adapter_dir)
 
 
-# The adapter a run trains is peft's "default"; a method with a reference model started from
-# an earlier run's adapter keeps a frozen copy named "ref" (trl uses that name), never saved.
-REFERENCE_ADAPTER = "ref"
-
-
 def _continue_adapter(model, plan: Plan):
-    """Train on from an earlier run's adapter (SFT, then DPO). The reference of DPO / KTO is
-    then that starting model, not the bare base: a frozen copy of the adapter (LoRA-sized)."""
+    """Train on from an earlier run's adapter (SFT, then DPO). trl's DPO / KTO trainers then
+    keep a frozen copy of it as the reference (adapter "ref", LoRA-sized), so the reference is
+    that starting model, not the bare base."""
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(model, plan.start_adapter, is_trainable=True)
-    if plan.method.name in ("dpo", "kto"):
-        model.load_adapter(plan.start_adapter, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
-        model.set_adapter("default")
     if plan.gradient_checkpointing:
         model.enable_input_require_grads()
     return model

@@ -85,7 +85,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "sft", "conversations (Alpaca, ShareGPT, messages, prompt/completion, text)",
            "generation"),
     Method("dpo", "DPO", "prefer the chosen answer over the rejected one, against a frozen "
-           "reference (the base with the adapter off)", "preference",
+           "reference (the model training starts from)", "preference",
            "pairs: a prompt, a chosen and a rejected answer", "preference", _PAIR_CHARTS,
            _PREFERENCE_KEYS + ("preference.loss", "preference.label_smoothing",
                                "preference.precompute_ref")),

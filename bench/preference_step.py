@@ -1,0 +1,664 @@
+"""Benchmark: is the workbench's DPO step as fast as TRL's DPOTrainer used directly?
+
+    HF_HUB_OFFLINE=1 python bench/preference_step.py [--models tiny,smollm2-360m]
+        [--steps 12] [--warmup 3] [--big-steps 3] [--big-warmup 1] [--repeats 3]
+        [--pairs 300] [--data translate|dpo_en] [--write bench/preference_step.md]
+
+Target (the issue): tokens/s and peak memory of a DPO step no worse than 1.05x TRL's
+`DPOTrainer` used directly, same model, same data, same settings.
+
+Two arms, each run in a fresh process, alternated (ours, trl, ours, trl, ...):
+
+- ours: a temporary profile (train.method = "dpo") planned by `plan_run`, a run folder made
+  by `control.create_run`, the model from `runner.load_model` + `runner.add_adapters`, the
+  trainer from `plan.method.build_trainer(model, plan, run, [RunRecorder, clock])` as
+  `runner.execute` builds it (PrinterCallback removed): TRL's DPOTrainer under our
+  RunDirTrainer mixin, fed the pairs our renderer tokenized;
+- trl: `trl.DPOTrainer` + `DPOConfig` with the same hyperparameters, the same weights (read
+  from the same folder) and a `peft.LoraConfig` passed as `peft_config`, given the same pairs
+  as TRL's conversational dataset (prompt / chosen / rejected message lists), so it applies
+  the chat template and tokenizes them itself. Bookkeeping options (tqdm, NaN filter, ...)
+  keep TRL's defaults; the report lists every TrainingArguments field that differs.
+
+Measured per run: seconds per optimizer step in the steady state (the intervals between
+consecutive `on_step_end`s after the warm-up steps: everything in the loop, callbacks and
+logging included), tokens fed per second (non-pad tokens of the collated batch:
+prompt + chosen and prompt + rejected, counted once although the reference pass reads them
+again), the step-1 loss (ln 2 when the adapter starts at zero) and the peak RSS during
+`trainer.train()` above the RSS just before it (Linux: VmHWM reset through
+/proc/self/clear_refs). Medians over the repeats.
+
+The models: the bundled assets/tiny-model, and (when named) a random-init model of a shipped
+architecture (assets/configs/NAME) with its vocabulary cut to the tiny tokenizer's, written
+once to a temporary folder as safetensors so both arms load it the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "assets" / "tiny-model"
+TRANSLATE = ROOT / "assets" / "demo" / "translate_en_fr_pairs.jsonl"
+DPO_EN = ROOT.parent / "shared" / "data" / "dpo_en_demo.json"
+TARGET = 1.05
+
+# One set of settings, written into our profile and passed to DPOConfig.
+SETTINGS = dict(batch_size=4, grad_accum=1, learning_rate=5e-4, scheduler="constant_with_warmup",
+                warmup_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0, optimizer="adamw_torch",
+                max_seq_len=128, seed=42, logging_steps=5, beta=0.1, loss="sigmoid",
+                lora_r=16, lora_alpha=32, lora_dropout=0.05,
+                targets=["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring, in the child process
+
+
+def _rss_kib(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"{field}:\s+(\d+)", text).group(1))
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _clock_callback():
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        """perf_counter at each optimizer step's end, and the logged losses."""
+
+        def __init__(self):
+            self.ends: list[float] = []
+            self.cpu: list[float] = []
+            self.losses: dict[int, float] = {}
+
+        def on_step_end(self, args, state, control, **kw):
+            self.ends.append(time.perf_counter())
+            self.cpu.append(time.process_time())
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                self.losses[state.global_step] = float(logs["loss"])
+
+    return StepClock()
+
+
+def _count_tokens(trainer, fed: list, trained: list) -> None:
+    """Wrap the trainer's collator: the non-pad tokens and completion tokens of each batch."""
+    inner = trainer.data_collator
+
+    def counting(examples):
+        out = inner(examples)
+        fed.append(int(out["attention_mask"].sum()))
+        trained.append(int(out["completion_mask"].sum()))
+        return out
+
+    trainer.data_collator = counting
+
+
+def _train_and_measure(trainer, clock, warmup: int, out: dict) -> dict:
+    import gc
+
+    import torch
+
+    fed: list[int] = []
+    trained: list[int] = []
+    _count_tokens(trainer, fed, trained)
+    gc.collect()
+    resettable = _reset_peak()
+    rss0 = _rss_kib("VmRSS")
+    t0 = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - t0
+    peak = _rss_kib("VmHWM")
+    ends = clock.ends
+    steady = [b - a for a, b in zip(ends[warmup - 1:], ends[warmup:])] if warmup >= 1 else []
+    cpu = [b - a for a, b in zip(clock.cpu[warmup - 1:], clock.cpu[warmup:])] if warmup >= 1 else []
+    tokens = fed[warmup:len(ends)]
+    out.update(
+        steps=len(ends), warmup=warmup, step_s=steady, train_wall_s=wall,
+        steady_s=sum(steady), steady_cpu_s=sum(cpu), steady_tokens=sum(tokens),
+        tokens_per_step=fed[:len(ends)],
+        trained_per_step=trained[:len(ends)], loss_step1=clock.losses.get(1),
+        losses=clock.losses, peak_rss_delta_mib=(peak - rss0) / 1024 if resettable else None,
+        rss_before_mib=rss0 / 1024, peak_rss_mib=peak / 1024, threads=torch.get_num_threads(),
+        args={k: _jsonable(v) for k, v in trainer.args.to_dict().items()})
+    return out
+
+
+def _jsonable(v):
+    try:
+        json.dumps(v)
+        return v
+    except TypeError:
+        return str(v)
+
+
+def write_profile(folder: Path, model_dir: Path, data_file: Path, max_steps: int,
+                  s: dict) -> Path:
+    text = f"""name = "dpo-bench"
+[model]
+name_or_path = {json.dumps(str(model_dir))}
+[data]
+train = {json.dumps(str(data_file))}
+validation_split = 0.0
+[lora]
+method = "lora"
+r = {s['lora_r']}
+alpha = {s['lora_alpha']}
+dropout = {s['lora_dropout']}
+target_modules = {json.dumps(s['targets'])}
+[train]
+method = "dpo"
+max_steps = {max_steps}
+batch_size = {s['batch_size']}
+grad_accum = {s['grad_accum']}
+learning_rate = {s['learning_rate']}
+scheduler = "{s['scheduler']}"
+warmup_ratio = {s['warmup_ratio']}
+weight_decay = {s['weight_decay']}
+max_grad_norm = {s['max_grad_norm']}
+optimizer = "{s['optimizer']}"
+logging_steps = {s['logging_steps']}
+save_steps = 100000
+max_seq_len = {s['max_seq_len']}
+seed = {s['seed']}
+device = "cpu"
+precision = "fp32"
+gradient_checkpointing = false
+runs_dir = {json.dumps(str(folder / 'runs'))}
+[preference]
+beta = {s['beta']}
+loss = "{s['loss']}"
+[eval]
+after_training = false
+"""
+    path = folder / "dpo-bench.toml"
+    path.write_text(text)
+    return path
+
+
+def child_ours(a) -> dict:
+    from transformers import set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    from workbench.profile import load_profile
+    from workbench.quiet import quiet_libraries
+    from workbench.train import runner
+    from workbench.train.control import create_run
+    from workbench.train.plan import plan_run
+    from workbench.train.trainer import RunRecorder, StopFlag
+
+    quiet_libraries()  # as runner.execute does
+    s = json.loads(a.settings)
+    folder = Path(a.tmp)
+    profile = load_profile(write_profile(folder, Path(a.model_dir), Path(a.data_file),
+                                         a.steps + a.warmup, s))
+    plan = plan_run(profile)
+    run = create_run(plan, runs_dir=folder / "runs")
+    set_seed(profile.train.seed)
+    model = runner.add_adapters(runner.load_model(plan), plan)
+    recorder = RunRecorder(run, StopFlag(), device=plan.device, signals=plan.method.signals)
+    spent = _time_bookkeeping(recorder, run)
+    clock = _clock_callback()
+    trainer = plan.method.build_trainer(model, plan, run, [recorder, clock])
+    trainer.remove_callback(PrinterCallback)
+    _time_loss_check(trainer, spent)
+    out = {"arm": "ours", "trainer": type(trainer).__name__,
+           "rows": [{k: list(r[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
+                    for r in plan.train_rows] if a.dump_rows else None,
+           "attn": model.config._attn_implementation}
+    out = _train_and_measure(trainer, clock, a.warmup, out)
+    out["bookkeeping"] = spent
+    return out
+
+
+def _time_loss_check(trainer, spent: dict) -> None:
+    """Time RunDirTrainer.compute_loss (ours: TRL's loss, then the NaN check) and TRL's own
+    compute_loss inside it; the difference is the check's cost. Patched in this process only."""
+    from trl import DPOTrainer
+
+    outer_cell = spent.setdefault("RunDirTrainer.compute_loss (whole)", [0, 0.0])
+    inner_cell = spent.setdefault("DPOTrainer.compute_loss (inside it)", [0, 0.0])
+    inner = DPOTrainer.compute_loss
+    outer = trainer.compute_loss
+
+    def timed_inner(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(self, *args, **kwargs)
+        finally:
+            inner_cell[0] += 1
+            inner_cell[1] += time.perf_counter() - t0
+
+    def timed_outer(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return outer(*args, **kwargs)
+        finally:
+            outer_cell[0] += 1
+            outer_cell[1] += time.perf_counter() - t0
+
+    DPOTrainer.compute_loss = timed_inner
+    trainer.compute_loss = timed_outer
+
+
+def _time_bookkeeping(recorder, run) -> dict:
+    """Wrap the RunRecorder's hooks and the run folder's writes (instance attributes, so only
+    this run is touched): {name: [calls, seconds]}."""
+    spent: dict[str, list] = {}
+
+    def timed(obj, name: str, label: str) -> None:
+        inner = getattr(obj, name)
+        cell = spent.setdefault(label, [0, 0.0])
+
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                cell[0] += 1
+                cell[1] += time.perf_counter() - t0
+
+        setattr(obj, name, wrapper)
+
+    for hook in ("on_train_begin", "on_step_end", "on_log"):
+        timed(recorder, hook, f"RunRecorder.{hook}")
+    timed(run, "write_status", "RunDir.write_status")
+    timed(run, "append_event", "RunDir.append_event")
+    return spent
+
+
+def child_trl(a) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    s = json.loads(a.settings)
+    records = [json.loads(line) for line in Path(a.data_file).read_text().splitlines() if line.strip()]
+    records = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in records]
+    set_seed(s["seed"])
+    tokenizer = AutoTokenizer.from_pretrained(a.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(a.model_dir, dtype=torch.float32)
+    peft_config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
+                             target_modules=s["targets"], task_type="CAUSAL_LM")
+    args = DPOConfig(
+        output_dir=str(Path(a.tmp) / "trl-out"), max_steps=a.steps + a.warmup,
+        per_device_train_batch_size=s["batch_size"], gradient_accumulation_steps=s["grad_accum"],
+        learning_rate=s["learning_rate"], lr_scheduler_type=s["scheduler"],
+        warmup_steps=s["warmup_ratio"], weight_decay=s["weight_decay"],
+        max_grad_norm=s["max_grad_norm"], optim=s["optimizer"], seed=s["seed"], data_seed=s["seed"],
+        use_cpu=True, bf16=False,  # DPOConfig's default is bf16 = True, even on a CPU
+        gradient_checkpointing=False,  # and gradient checkpointing on
+        logging_steps=s["logging_steps"], logging_first_step=True,
+        save_strategy="steps", save_steps=100000, report_to="none",
+        max_length=s["max_seq_len"], beta=s["beta"], loss_type=[s["loss"]])
+    clock = _clock_callback()
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(records),
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=[clock])
+    ds = trainer.train_dataset
+    out = {"arm": "trl", "trainer": type(trainer).__name__,
+           "rows": [{k: list(ds[i][k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
+                    for i in range(len(ds))] if a.dump_rows else None,
+           "attn": trainer.model.config._attn_implementation}
+    return _train_and_measure(trainer, clock, a.warmup, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# preparing, in the parent
+
+
+def prepare_data(kind: str, pairs: int, folder: Path) -> tuple[Path, str]:
+    """The pairs as TRL's conversational records (prompt / chosen / rejected message lists), one
+    JSON line each: the file our profile trains on and TRL reads."""
+    if kind == "translate":
+        records = [json.loads(line) for line in TRANSLATE.read_text().splitlines() if line.strip()]
+        what = f"{TRANSLATE.relative_to(ROOT)}"
+    else:
+        if not DPO_EN.is_file():
+            raise FileNotFoundError(f"{DPO_EN} is missing")
+        role = {"human": "user", "gpt": "assistant", "system": "system"}
+        records = []
+        for row in json.loads(DPO_EN.read_text()):
+            prompt = [{"role": role[m["from"]], "content": m["value"]} for m in row["conversations"]]
+            records.append({"prompt": prompt,
+                            "chosen": [{"role": "assistant", "content": row["chosen"]["value"]}],
+                            "rejected": [{"role": "assistant", "content": row["rejected"]["value"]}]})
+        what = "../shared/data/dpo_en_demo.json"
+    records = records[:pairs]
+    path = folder / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return path, f"{len(records)} pairs of {what}"
+
+
+def random_model_dir(name: str, folder: Path) -> tuple[Path, str]:
+    """A random-init model of a shipped architecture, vocabulary cut to the tiny tokenizer's,
+    saved as safetensors with that tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.estimate.config import load_model_config
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY)
+    config, _ = load_model_config(name)
+    config = {**config, "vocab_size": len(tokenizer), "use_cache": False}
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        config[key] = getattr(tokenizer, f"{key[:-3]}_id", None) or tokenizer.eos_token_id
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=torch.float32)
+    params = sum(p.numel() for p in model.parameters())
+    out = folder / name
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    del model
+    return out, f"random-init {name} ({params / 1e6:.0f}M parameters, vocab cut to {len(tokenizer)})"
+
+
+def run_child(arm: str, model_dir: Path, data_file: Path, steps: int, warmup: int,
+              dump_rows: bool, threads: int | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"dpo-bench-{arm}-") as tmp:
+        result = Path(tmp) / "result.json"
+        cmd = [sys.executable, __file__, "--child", arm, "--model-dir", str(model_dir),
+               "--data-file", str(data_file), "--steps", str(steps), "--warmup", str(warmup),
+               "--tmp", tmp, "--result", str(result), "--settings", json.dumps(SETTINGS)]
+        if dump_rows:
+            cmd.append("--dump-rows")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0 or not result.is_file():
+            raise SystemExit(f"{arm} run failed (exit {proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        return json.loads(result.read_text())
+
+
+def summarize(runs: list[dict]) -> dict:
+    per_step = [r["steady_s"] / len(r["step_s"]) for r in runs]
+    cpu_step = [r["steady_cpu_s"] / len(r["step_s"]) for r in runs]
+    tps = [r["steady_tokens"] / r["steady_s"] for r in runs]
+    cpu_tps = [r["steady_tokens"] / r["steady_cpu_s"] for r in runs]
+    mem = [r["peak_rss_delta_mib"] for r in runs if r["peak_rss_delta_mib"] is not None]
+    return {"s_per_step": statistics.median(per_step), "all_s": per_step,
+            "tokens_per_s": statistics.median(tps), "all_tps": tps,
+            "cpu_s_per_step": statistics.median(cpu_step), "all_cpu_s": cpu_step,
+            "tokens_per_cpu_s": statistics.median(cpu_tps),
+            "mem_mib": statistics.median(mem) if mem else None, "all_mem": mem,
+            "loss1": [r["loss_step1"] for r in runs],
+            "tokens_per_step": runs[0]["tokens_per_step"],
+            "trained_per_step": runs[0]["trained_per_step"]}
+
+
+ARG_SKIP = {"output_dir", "logging_dir", "run_name", "hub_token", "push_to_hub_token",
+            "accelerator_config", "deepspeed_plugin"}
+
+
+def args_diff(ours: dict, trl: dict) -> list[str]:
+    keys = sorted((set(ours) | set(trl)) - ARG_SKIP)
+    return [f"`{k}`: ours {ours.get(k)!r}, trl {trl.get(k)!r}" for k in keys
+            if ours.get(k) != trl.get(k)]
+
+
+def tokenization(ours_rows: list[dict], trl_rows: list[dict], tokenizer_dir: Path) -> dict:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    differ, example, trained_diff = 0, None, 0
+    n = min(len(ours_rows), len(trl_rows))
+    for i in range(n):
+        a, b = ours_rows[i], trl_rows[i]
+        if any(a[k] != b[k] for k in a):
+            differ += 1
+            if example is None:
+                example = {k: (tok.decode(a[k]), tok.decode(b[k]), a[k], b[k]) for k in a if a[k] != b[k]}
+        if (len(a["chosen_ids"]) + len(a["rejected_ids"])
+                != len(b["chosen_ids"]) + len(b["rejected_ids"])):
+            trained_diff += 1
+    per_pair = lambda rows: [len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows]
+    return {"ours_pairs": len(ours_rows), "trl_pairs": len(trl_rows), "compared": n,
+            "differ": differ, "trained_diff": trained_diff, "example": example,
+            "ours_trained_mean": statistics.mean(per_pair(ours_rows)) if ours_rows else 0,
+            "trl_trained_mean": statistics.mean(per_pair(trl_rows)) if trl_rows else 0}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="tiny,smollm2-360m",
+                    help="comma-separated: tiny and/or names under assets/configs (random init)")
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per run (tiny model)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed first steps per run (tiny)")
+    ap.add_argument("--big-steps", type=int, default=3, help="timed steps per run (random-init models)")
+    ap.add_argument("--big-warmup", type=int, default=1, help="untimed steps (random-init models)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per arm, alternated")
+    ap.add_argument("--pairs", type=int, default=300)
+    ap.add_argument("--data", choices=("translate", "dpo_en"), default="translate")
+    ap.add_argument("--logging-steps", type=int, default=SETTINGS["logging_steps"])
+    ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the runs (default: torch's)")
+    ap.add_argument("--write", type=Path)
+    # internal: one measured run
+    ap.add_argument("--child", choices=("ours", "trl"), help=argparse.SUPPRESS)
+    ap.add_argument("--model-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--data-file", help=argparse.SUPPRESS)
+    ap.add_argument("--tmp", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    ap.add_argument("--settings", help=argparse.SUPPRESS)
+    ap.add_argument("--dump-rows", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+
+    if min(a.warmup, a.big_warmup) < 1 or min(a.steps, a.big_steps, a.repeats) < 1:
+        ap.error("--warmup/--big-warmup, --steps/--big-steps and --repeats must be at least 1")
+    if a.child:
+        sys.path.insert(0, str(ROOT))
+        out = (child_ours if a.child == "ours" else child_trl)(a)
+        Path(a.result).write_text(json.dumps(out))
+        return 0
+
+    SETTINGS["logging_steps"] = a.logging_steps
+    command = "HF_HUB_OFFLINE=1 python bench/preference_step.py " + " ".join(sys.argv[1:])
+    started = time.time()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="dpo-bench-") as tmp:
+        folder = Path(tmp)
+        try:
+            data_file, data_what = prepare_data(a.data, a.pairs, folder)
+        except FileNotFoundError as exc:
+            print(f"{exc}: nothing was measured", file=sys.stderr)
+            return 2
+        for name in [m.strip() for m in a.models.split(",") if m.strip()]:
+            if name == "tiny":
+                model_dir, what = TINY, "assets/tiny-model (bundled)"
+                steps, warmup = a.steps, a.warmup
+            else:
+                print(f"building {name} ...", flush=True)
+                model_dir, what = random_model_dir(name, folder)
+                steps, warmup = a.big_steps, a.big_warmup
+            runs = {"ours": [], "trl": []}
+            for rep in range(a.repeats):
+                for arm in ("ours", "trl"):
+                    r = run_child(arm, model_dir, data_file, steps, warmup, rep == 0, a.threads)
+                    runs[arm].append(r)
+                    print(f"{name} {arm} #{rep + 1}: {r['steady_s'] / len(r['step_s']):.3f} s/step, "
+                          f"{r['steady_tokens'] / r['steady_s']:.0f} tokens/s, "
+                          f"peak RSS +{r['peak_rss_delta_mib'] or 0:.0f} MiB, "
+                          f"step-1 loss {r['loss_step1']}"
+                          + (f", bookkeeping {_bookkeeping_ms(r):.1f} ms/step" if arm == "ours" else ""),
+                          flush=True)
+            tok = tokenization(runs["ours"][0]["rows"], runs["trl"][0]["rows"], model_dir)
+            results.append({"name": name, "what": what, "steps": steps, "warmup": warmup,
+                            "ours": summarize(runs["ours"]), "trl": summarize(runs["trl"]),
+                            "tok": tok, "diff": args_diff(runs["ours"][0]["args"], runs["trl"][0]["args"]),
+                            "attn": (runs["ours"][0]["attn"], runs["trl"][0]["attn"]),
+                            "bookkeeping": [r["bookkeeping"] for r in runs["ours"]],
+                            "ours_steps": [r["steps"] for r in runs["ours"]],
+                            "threads": runs["ours"][0]["threads"]})
+    text = report(results, a, command, data_what, time.time() - started)
+    print(text)
+    if a.write:
+        a.write.write_text(text)
+    return 0 if all(verdict(r)["ok"] for r in results) else 1
+
+
+def report(results: list[dict], a, command: str, data_what: str, wall: float) -> str:
+    versions = ", ".join(f"{n} {metadata.version(n)}" for n in
+                         ("torch", "transformers", "trl", "peft", "accelerate", "datasets"))
+    from _shared import cpu_machine
+
+    s = SETTINGS
+    lines = [
+        "# DPO step: the workbench's trainer vs TRL's DPOTrainer used directly",
+        "",
+        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {cpu_machine()}, no GPU; torch threads {results[0]['threads'] if results else '?'}; "
+        "other processes (tests of other engineers) shared the cores, so the runs alternate",
+        f"- Python {platform.python_version()}; {versions}",
+        f"- command: `{command}` (wall {wall / 60:.1f} min)",
+        f"- data: {data_what}; settings for both: batch {s['batch_size']} x grad_accum "
+        f"{s['grad_accum']}, fp32, max_length {s['max_seq_len']}, LoRA r {s['lora_r']} alpha "
+        f"{s['lora_alpha']} dropout {s['lora_dropout']} on {', '.join(s['targets'])}, lr "
+        f"{s['learning_rate']} {s['scheduler']} (warmup {s['warmup_ratio']}), {s['optimizer']}, beta "
+        f"{s['beta']} {s['loss']}, logging every {s['logging_steps']} steps (and step 1), no eval, "
+        "no checkpoint inside the timed steps, gradient checkpointing off",
+        "- s/step: median over the repeats of each run's mean steady-state step (intervals between "
+        "consecutive `on_step_end` after the warm-up steps: data, forward/backward, optimizer, "
+        "callbacks, logging); tokens/s: non-pad tokens fed (prompt+chosen and prompt+rejected) / "
+        "that time; CPU s/step: the same intervals in process CPU time (less disturbed by other "
+        "processes on the cores); slowdown: trl's tokens/s / ours (>1 = ours slower)",
+        "- peak memory: peak RSS during `trainer.train()` above the RSS just before it (VmHWM reset "
+        "through /proc/self/clear_refs), each run in its own process. The workbench's tracer "
+        "(`workbench estimate --trace`) models a CUDA step and gives the same number for both "
+        "arms, so it cannot compare them; the GPU peak of our runner's step is what "
+        "bench/gpu_checks.sh measures on a lent GPU",
+        "",
+        "| model | timed steps (warm-up) x runs | s/step ours | s/step trl | CPU s/step ours | "
+        "CPU s/step trl | tokens/s ours | tokens/s trl | slowdown by tokens/s (wall / CPU) | "
+        "peak RSS delta ours | peak RSS delta trl |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        o, t = r["ours"], r["trl"]
+        mem = lambda x: f"{x:.0f} MiB" if x is not None else "n/a"
+        lines.append(f"| {r['what']} | {r['steps']} ({r['warmup']}) x {len(o['all_s'])} | "
+                     f"{o['s_per_step']:.3f} | {t['s_per_step']:.3f} | {o['cpu_s_per_step']:.3f} | "
+                     f"{t['cpu_s_per_step']:.3f} | {o['tokens_per_s']:.0f} | {t['tokens_per_s']:.0f} | "
+                     f"{t['tokens_per_s'] / o['tokens_per_s']:.3f}x / "
+                     f"{t['tokens_per_cpu_s'] / o['tokens_per_cpu_s']:.3f}x | "
+                     f"{mem(o['mem_mib'])} | {mem(t['mem_mib'])} |")
+    lines += ["", "Every run, in the order run (s/step; CPU s/step; peak RSS delta MiB):", ""]
+    for r in results:
+        for arm in ("ours", "trl"):
+            x = r[arm]
+            lines.append(f"- {r['name']} {arm}: " + ", ".join(f"{v:.3f}" for v in x["all_s"])
+                         + "; " + ", ".join(f"{v:.3f}" for v in x["all_cpu_s"])
+                         + "; " + ", ".join(f"{v:.0f}" for v in x["all_mem"]))
+    lines += ["", "## Do the two train the same thing?", ""]
+    for r in results:
+        tk, o, t = r["tok"], r["ours"], r["trl"]
+        same_tokens = o["tokens_per_step"] == t["tokens_per_step"]
+        same_trained = o["trained_per_step"] == t["trained_per_step"]
+        lines.append(f"- {r['name']}: step-1 loss ours {_fmt_losses(o['loss1'])}, trl "
+                     f"{_fmt_losses(t['loss1'])} (ln 2 = {math.log(2):.4f}); pairs trained: ours "
+                     f"{tk['ours_pairs']}, trl {tk['trl_pairs']}; pairs whose token ids differ: "
+                     f"{tk['differ']} of {tk['compared']}; pairs whose trained (completion) token "
+                     f"count differs: {tk['trained_diff']} (mean per pair, chosen+rejected: ours "
+                     f"{tk['ours_trained_mean']:.2f}, trl {tk['trl_trained_mean']:.2f}); tokens fed per "
+                     f"step {'identical' if same_tokens else 'differ'}, completion tokens per step "
+                     f"{'identical' if same_trained else 'differ'} (first run: ours "
+                     f"{o['tokens_per_step'][:6]} vs trl {t['tokens_per_step'][:6]}); attention "
+                     f"ours {r['attn'][0]}, trl {r['attn'][1]}")
+        if tk["example"]:
+            lines.append("  - first pair that differs:")
+            for k, (da, db, ia, ib) in tk["example"].items():
+                lines.append(f"    - {k}: ours {da!r} {ia} / trl {db!r} {ib}")
+    lines += ["", "## What ours does that TRL used directly does not", "",
+              "Timed inside our runs (RunRecorder's hooks and the run folder's writes wrapped; "
+              "RunDirTrainer.compute_loss timed around TRL's compute_loss; the writes are inside "
+              "the hooks' time):", ""]
+    for r in results:
+        lines += bookkeeping_lines(r)
+    if results:
+        lines += ["", "TrainingArguments fields that differ (ours / trl), from the first model's runs:", ""]
+        lines += [f"- {d}" for d in results[0]["diff"]] or ["- none"]
+    lines += ["", "## Verdict", ""]
+    for r in results:
+        v = verdict(r)
+        om, tm = r["ours"]["mem_mib"], r["trl"]["mem_mib"]
+        mem = (f"peak RSS delta {om:.0f} vs {tm:.0f} MiB ({om / tm:.2f}x)" if om and tm else "memory n/a")
+        lines.append(f"- {r['name']}: ours reaches 1/{v['wall']:.3f} of TRL's tokens/s by the wall "
+                     f"clock, 1/{v['cpu']:.3f} by CPU time (time per step {v['step']:.3f}x TRL's); "
+                     f"{mem}: {'within' if v['ok'] else 'MISSES'} the {TARGET}x target")
+    return "\n".join(lines) + "\n"
+
+
+def _bookkeeping_ms(run: dict) -> float:
+    """Our recorder's hooks plus the NaN check, per optimizer step, in ms (all steps)."""
+    b = run["bookkeeping"]
+    hooks = sum(b[k][1] for k in b if k.startswith("RunRecorder."))
+    check = b["RunDirTrainer.compute_loss (whole)"][1] - b["DPOTrainer.compute_loss (inside it)"][1]
+    return (hooks + check) / run["steps"] * 1000
+
+
+def bookkeeping_lines(r: dict) -> list[str]:
+    """What ours does per step that TRL used directly does not, summed over the repeats."""
+    total: dict[str, list] = {}
+    for b in r["bookkeeping"]:
+        for k, (n, sec) in b.items():
+            cell = total.setdefault(k, [0, 0.0])
+            cell[0] += n
+            cell[1] += sec
+    steps = sum(r["ours_steps"])
+    lines = [f"- {r['name']} ({steps} steps over {len(r['ours_steps'])} runs, wall time; "
+             f"median step {r['ours']['s_per_step'] * 1000:.0f} ms):"]
+    for k, (n, sec) in total.items():
+        lines.append(f"  - {k}: {n} calls, {sec * 1000 / max(n, 1):.2f} ms a call, "
+                     f"{sec * 1000 / steps:.2f} ms a step")
+    outer = total["RunDirTrainer.compute_loss (whole)"][1]
+    inner = total["DPOTrainer.compute_loss (inside it)"][1]
+    hooks = sum(v[1] for k, v in total.items() if k.startswith("RunRecorder."))
+    share = (hooks + outer - inner) / steps / r["ours"]["s_per_step"]
+    lines.append(f"  - the NaN check (the difference of the two): {(outer - inner) * 1000 / steps:.3f} ms "
+                 f"a step; recorder hooks + NaN check: {(hooks + outer - inner) * 1000 / steps:.2f} ms "
+                 f"a step = {share:.2%} of the median step")
+    return lines
+
+
+def verdict(r: dict) -> dict:
+    """Slowdowns of ours against trl (>1 = ours slower) and whether the target holds: tokens/s
+    by wall and by CPU time, and the peak RSS delta."""
+    o, t = r["ours"], r["trl"]
+    wall = t["tokens_per_s"] / o["tokens_per_s"]
+    cpu = t["tokens_per_cpu_s"] / o["tokens_per_cpu_s"]
+    mem = (o["mem_mib"] / t["mem_mib"]) if o["mem_mib"] and t["mem_mib"] else None
+    ok = wall <= TARGET and cpu <= TARGET and (mem is None or mem <= TARGET)
+    return {"wall": wall, "cpu": cpu, "mem": mem, "step": o["s_per_step"] / t["s_per_step"], "ok": ok}
+
+
+def _fmt_losses(xs: list) -> str:
+    return "/".join("?" if x is None else f"{x:.4f}" for x in xs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
