@@ -3,9 +3,13 @@
 # 15 minutes of device time per session). Prepare with `bash bench/fetch_gpu_wheels.sh`, then:
 #   run(command="bash bench/gpu_checks.sh", carry=[".whl"], timeout_s=590)
 # Results land in $OUT (at most 8 files come back): estimate_memory_gpu.{json,md},
-# compare_batched_7b.md, compare_batched_tiny.md, bnb4.json, gpu_checks.log.
-# Each step runs even when an earlier one failed; the log says which did.
+# preference_gpu_step.{json,md}, compare_batched_7b.md, compare_batched_tiny.md, bnb4.json,
+# gpu_checks.log.
+# Each step runs even when an earlier one failed; the log says which did. Arguments pick steps
+# by key (memory, preference, compare-7b, compare-tiny, bnb4), e.g. `bash bench/gpu_checks.sh
+# preference` for the preference step alone (~2.5 min); none: all of them.
 set -u
+ONLY=" $* "
 OUT=${OUT:-bench/out}; mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_checks.log") 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -15,23 +19,31 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers, peft, trl, bitsandbytes; print('torch', torch.__version__, \
 'transformers', transformers.__version__, 'peft', peft.__version__, 'trl', trl.__version__, \
 'bitsandbytes', bitsandbytes.__version__)"
-step() { echo; echo "== $1 ($(date -u +%T))"; shift; "$@"; echo "== exit $?"; }
+step() {
+  if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $1 "* ]]; then return; fi
+  echo; echo "== $1: $2 ($(date -u +%T))"; shift 2; "$@"; echo "== exit $?"
+}
 
 # Issues 4 and 10: the memory estimate against max_memory_reserved, 72 planned points, small
 # first; the runner's-step points also against `estimate --trace` (traced on a CPU beforehand:
 # bench/estimate_memory_gpu_traces.json).
-step "memory sweep" timeout 330 python3 bench/estimate_memory_gpu.py --budget-s 270
+step memory "memory sweep" timeout 330 python3 bench/estimate_memory_gpu.py --budget-s 270
+# Preference tuning: a DPO step's peak (max_memory_reserved / allocated) and step time through
+# trl's DPOTrainer (and KTO, ORPO, SimPO as time allows), random-init Qwen2.5-0.5B and a 4-layer
+# Llama-3.1-8B, LoRA, bf16, against `workbench estimate` for the same settings (analytic, and the
+# CPU trace committed in bench/preference_gpu_step_traces.json).
+step preference "preference step" timeout 150 python3 bench/preference_gpu_step.py --budget-s 110
 # Issues 5 and 12: how the engine batches its three systems, timed three ways (now: sorted,
 # few-shot apart, base + fine-tuned sharing calls; one adapter a call; before: all mixed in
 # prompt order), in calls of 48 rows as the evaluation makes them, on a 7B-class model (random
 # weights) and on the demo. "one adapter a call / now" above 1 means sharing calls pays here.
-step "compare 7B" timeout 150 python3 bench/compare_batched.py --device cuda \
+step compare-7b "compare 7B" timeout 150 python3 bench/compare_batched.py --device cuda \
   --model-config qwen2.5-7b --prompts 32 --max-new-tokens 64 --repeat 2 --batch-size 48 \
   --write "$OUT/compare_batched_7b.md"
-step "compare tiny" timeout 90 python3 bench/compare_batched.py --device cuda --prompts 16 \
+step compare-tiny "compare tiny" timeout 90 python3 bench/compare_batched.py --device cuda --prompts 16 \
   --max-new-tokens 32 --repeat 3 --batch-size 48 --write "$OUT/compare_batched_tiny.md"
 # Issue 5: the bnb4 export (GPU only) of a short demo run, with its proof.
-step "bnb4 export" timeout 120 bash -c '
+step bnb4 "bnb4 export" timeout 120 bash -c '
   python3 -m workbench run profiles/demo.toml --set train.max_steps=20 --set eval.prompts= \
     --set train.device=cuda --runs-dir /tmp/runs >/dev/null &&
   python3 -m workbench export "$(ls -d /tmp/runs/*/ | head -1)" --format bnb4 --json > "$OUT/bnb4.json";

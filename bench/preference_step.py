@@ -57,6 +57,7 @@ TINY = ROOT / "assets" / "tiny-model"
 TRANSLATE = ROOT / "assets" / "demo" / "translate_en_fr_pairs.jsonl"
 DPO_EN = ROOT.parent / "shared" / "data" / "dpo_en_demo.json"
 TARGET = 1.05
+ARMS = ("ours", "trl", "ours-norec")
 
 # One set of settings, written into our profile and passed to DPOConfig.
 SETTINGS = dict(batch_size=4, grad_accum=1, learning_rate=5e-4, scheduler="constant_with_warmup",
@@ -83,6 +84,21 @@ def _reset_peak() -> bool:
         return False
 
 
+def _schedstat() -> float:
+    """Seconds this process's threads have spent runnable but waiting for a core (Linux
+    /proc/self/task/*/schedstat, second field); 0.0 where there is none."""
+    waited = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                waited += int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    except OSError:
+        return 0.0
+    return waited / 1e9
+
+
 def _clock_callback():
     from transformers import TrainerCallback
 
@@ -92,11 +108,13 @@ def _clock_callback():
         def __init__(self):
             self.ends: list[float] = []
             self.cpu: list[float] = []
+            self.waited: list[float] = []
             self.losses: dict[int, float] = {}
 
         def on_step_end(self, args, state, control, **kw):
             self.ends.append(time.perf_counter())
             self.cpu.append(time.process_time())
+            self.waited.append(_schedstat())
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
@@ -136,10 +154,12 @@ def _train_and_measure(trainer, clock, warmup: int, out: dict) -> dict:
     ends = clock.ends
     steady = [b - a for a, b in zip(ends[warmup - 1:], ends[warmup:])] if warmup >= 1 else []
     cpu = [b - a for a, b in zip(clock.cpu[warmup - 1:], clock.cpu[warmup:])] if warmup >= 1 else []
+    waited = [b - a for a, b in zip(clock.waited[warmup - 1:], clock.waited[warmup:])]
+    own = [w - q for w, q in zip(steady, waited)]
     tokens = fed[warmup:len(ends)]
     out.update(
-        steps=len(ends), warmup=warmup, step_s=steady, train_wall_s=wall,
-        steady_s=sum(steady), steady_cpu_s=sum(cpu), steady_tokens=sum(tokens),
+        steps=len(ends), warmup=warmup, step_s=steady, step_cpu_s=cpu, step_own_s=own,
+        train_wall_s=wall, steady_s=sum(steady), steady_cpu_s=sum(cpu), steady_own_s=sum(own), steady_tokens=sum(tokens),
         tokens_per_step=fed[:len(ends)],
         trained_per_step=trained[:len(ends)], loss_step1=clock.losses.get(1),
         losses=clock.losses, peak_rss_delta_mib=(peak - rss0) / 1024 if resettable else None,
@@ -220,13 +240,17 @@ def child_ours(a) -> dict:
     run = create_run(plan, runs_dir=folder / "runs")
     set_seed(profile.train.seed)
     model = runner.add_adapters(runner.load_model(plan), plan)
-    recorder = RunRecorder(run, StopFlag(), device=plan.device, signals=plan.method.signals)
-    spent = _time_bookkeeping(recorder, run)
     clock = _clock_callback()
-    trainer = plan.method.build_trainer(model, plan, run, [recorder, clock])
+    if a.child == "ours":
+        recorder = RunRecorder(run, StopFlag(), device=plan.device, signals=plan.method.signals)
+        spent = _time_bookkeeping(recorder, run)
+        callbacks = [recorder, clock]
+    else:  # "ours-norec": the same trainer without the RunRecorder (an ablation)
+        spent, callbacks = {}, [clock]
+    trainer = plan.method.build_trainer(model, plan, run, callbacks)
     trainer.remove_callback(PrinterCallback)
     _time_loss_check(trainer, spent)
-    out = {"arm": "ours", "trainer": type(trainer).__name__,
+    out = {"arm": a.child, "trainer": type(trainer).__name__,
            "rows": [{k: list(r[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
                     for r in plan.train_rows] if a.dump_rows else None,
            "attn": model.config._attn_implementation}
@@ -390,6 +414,8 @@ def run_child(arm: str, model_dir: Path, data_file: Path, steps: int, warmup: in
         env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
+        else:
+            env.pop("OMP_NUM_THREADS", None)
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if proc.returncode != 0 or not result.is_file():
             raise SystemExit(f"{arm} run failed (exit {proc.returncode}):\n"
@@ -397,20 +423,49 @@ def run_child(arm: str, model_dir: Path, data_file: Path, steps: int, warmup: in
         return json.loads(result.read_text())
 
 
+def status_write_cost(folder: Path, n: int = 40) -> dict:
+    """One RunDir.write_status here (read, update, write a temporary file, fsync, rename), and
+    the same write without the fsync, alternated: medians in ms."""
+    from workbench.rundir import RunDir
+
+    run_dir = folder / "status-cost"
+    run_dir.mkdir()
+    run = RunDir(run_dir)
+    run.write_status(state="running", step=0, total_steps=100, pid=os.getpid())
+
+    def without_fsync(**fields):
+        status = run.read_status()
+        status.update(fields)
+        tmp = run.status_path.with_name(".status.json.tmp")
+        tmp.write_text(json.dumps(status, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, run.status_path)
+
+    durable, plain = [], []
+    for i in range(n):
+        for fn, out in ((run.write_status, durable), (without_fsync, plain)):
+            t0 = time.perf_counter()
+            fn(step=i, loss=0.5)
+            out.append((time.perf_counter() - t0) * 1000)
+    return {"fsync_ms": statistics.median(durable), "plain_ms": statistics.median(plain),
+            "fsync_max_ms": max(durable), "n": n}
+
+
 def summarize(runs: list[dict]) -> dict:
-    per_step = [r["steady_s"] / len(r["step_s"]) for r in runs]
-    cpu_step = [r["steady_cpu_s"] / len(r["step_s"]) for r in runs]
-    tps = [r["steady_tokens"] / r["steady_s"] for r in runs]
-    cpu_tps = [r["steady_tokens"] / r["steady_cpu_s"] for r in runs]
+    """Medians over an arm's runs: seconds a step by the wall clock, by the wall clock less the
+    time spent waiting for a core ("own time": what the run would take alone on its core,
+    blocking I/O such as fsync included), and by process CPU time; tokens fed per second."""
+    per_step = lambda key: [r[key] / len(r["step_s"]) for r in runs]
+    tps = lambda key: [r["steady_tokens"] / r[key] for r in runs]
     mem = [r["peak_rss_delta_mib"] for r in runs if r["peak_rss_delta_mib"] is not None]
-    return {"s_per_step": statistics.median(per_step), "all_s": per_step,
-            "tokens_per_s": statistics.median(tps), "all_tps": tps,
-            "cpu_s_per_step": statistics.median(cpu_step), "all_cpu_s": cpu_step,
-            "tokens_per_cpu_s": statistics.median(cpu_tps),
-            "mem_mib": statistics.median(mem) if mem else None, "all_mem": mem,
-            "loss1": [r["loss_step1"] for r in runs],
-            "tokens_per_step": runs[0]["tokens_per_step"],
-            "trained_per_step": runs[0]["trained_per_step"]}
+    out = {"mem_mib": statistics.median(mem) if mem else None, "all_mem": mem,
+           "loss1": [r["loss_step1"] for r in runs],
+           "tokens_per_step": runs[0]["tokens_per_step"],
+           "trained_per_step": runs[0]["trained_per_step"]}
+    for name, key in (("wall", "steady_s"), ("own", "steady_own_s"), ("cpu", "steady_cpu_s")):
+        out[f"{name}_all"] = per_step(key)
+        out[f"{name}_s"] = statistics.median(per_step(key))
+        out[f"{name}_tps"] = statistics.median(tps(key))
+    return out
 
 
 ARG_SKIP = {"output_dir", "logging_dir", "run_name", "hub_token", "push_to_hub_token",
@@ -424,10 +479,15 @@ def args_diff(ours: dict, trl: dict) -> list[str]:
 
 
 def tokenization(ours_rows: list[dict], trl_rows: list[dict], tokenizer_dir: Path) -> dict:
+    """Pair by pair (the same records in the same order): do the token ids differ, and how."""
+    from collections import Counter
+
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    differ, example, trained_diff = 0, None, 0
+    differ = prompt_differ = trained_diff = tail_only = 0
+    tails: Counter = Counter()
+    example = None
     n = min(len(ours_rows), len(trl_rows))
     for i in range(n):
         a, b = ours_rows[i], trl_rows[i]
@@ -435,12 +495,21 @@ def tokenization(ours_rows: list[dict], trl_rows: list[dict], tokenizer_dir: Pat
             differ += 1
             if example is None:
                 example = {k: (tok.decode(a[k]), tok.decode(b[k]), a[k], b[k]) for k in a if a[k] != b[k]}
+        prompt_differ += a["prompt_ids"] != b["prompt_ids"]
         if (len(a["chosen_ids"]) + len(a["rejected_ids"])
                 != len(b["chosen_ids"]) + len(b["rejected_ids"])):
             trained_diff += 1
+        extra = []
+        for k in ("chosen_ids", "rejected_ids"):
+            if b[k][:len(a[k])] == a[k]:
+                extra.append(tuple(b[k][len(a[k]):]))
+        if a["prompt_ids"] == b["prompt_ids"] and len(extra) == 2 and any(extra):
+            tail_only += 1
+            tails.update(tok.decode(list(e)) for e in extra if e)
     per_pair = lambda rows: [len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows]
     return {"ours_pairs": len(ours_rows), "trl_pairs": len(trl_rows), "compared": n,
-            "differ": differ, "trained_diff": trained_diff, "example": example,
+            "differ": differ, "prompt_differ": prompt_differ, "trained_diff": trained_diff,
+            "tail_only": tail_only, "tails": dict(tails.most_common(3)), "example": example,
             "ours_trained_mean": statistics.mean(per_pair(ours_rows)) if ours_rows else 0,
             "trl_trained_mean": statistics.mean(per_pair(trl_rows)) if trl_rows else 0}
 
@@ -449,18 +518,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="tiny,smollm2-360m",
                     help="comma-separated: tiny and/or names under assets/configs (random init)")
-    ap.add_argument("--steps", type=int, default=12, help="timed steps per run (tiny model)")
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per run (tiny model)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed first steps per run (tiny)")
-    ap.add_argument("--big-steps", type=int, default=3, help="timed steps per run (random-init models)")
+    ap.add_argument("--big-steps", type=int, default=2, help="timed steps per run (random-init models)")
     ap.add_argument("--big-warmup", type=int, default=1, help="untimed steps (random-init models)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per arm, alternated")
     ap.add_argument("--pairs", type=int, default=300)
     ap.add_argument("--data", choices=("translate", "dpo_en"), default="translate")
     ap.add_argument("--logging-steps", type=int, default=SETTINGS["logging_steps"])
-    ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the runs (default: torch's)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="OMP_NUM_THREADS for the runs; 1 by default: on 2 shared cores two "
+                         "threads a run stall each other (0 = torch's default)")
     ap.add_argument("--write", type=Path)
     # internal: one measured run
-    ap.add_argument("--child", choices=("ours", "trl"), help=argparse.SUPPRESS)
+    ap.add_argument("--ablate", action="store_true",
+                    help="a third arm, ours-norec: our trainer without the RunRecorder callback")
+    ap.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
     ap.add_argument("--data-file", help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -473,7 +546,7 @@ def main() -> int:
         ap.error("--warmup/--big-warmup, --steps/--big-steps and --repeats must be at least 1")
     if a.child:
         sys.path.insert(0, str(ROOT))
-        out = (child_ours if a.child == "ours" else child_trl)(a)
+        out = (child_trl if a.child == "trl" else child_ours)(a)
         Path(a.result).write_text(json.dumps(out))
         return 0
 
@@ -496,33 +569,37 @@ def main() -> int:
                 print(f"building {name} ...", flush=True)
                 model_dir, what = random_model_dir(name, folder)
                 steps, warmup = a.big_steps, a.big_warmup
-            runs = {"ours": [], "trl": []}
+            arms = ARMS if a.ablate else ("ours", "trl")
+            runs = {arm: [] for arm in arms}
             for rep in range(a.repeats):
-                for arm in ("ours", "trl"):
+                for arm in arms:
                     r = run_child(arm, model_dir, data_file, steps, warmup, rep == 0, a.threads)
                     runs[arm].append(r)
-                    print(f"{name} {arm} #{rep + 1}: {r['steady_s'] / len(r['step_s']):.3f} s/step, "
-                          f"{r['steady_tokens'] / r['steady_s']:.0f} tokens/s, "
+                    n = len(r["step_s"])
+                    print(f"{name} {arm} #{rep + 1}: {r['steady_s'] / n:.3f} s/step wall, "
+                          f"{r['steady_own_s'] / n:.3f} own, {r['steady_cpu_s'] / n:.3f} CPU, "
+                          f"{r['steady_tokens'] / r['steady_own_s']:.0f} tokens/s own, "
                           f"peak RSS +{r['peak_rss_delta_mib'] or 0:.0f} MiB, "
                           f"step-1 loss {r['loss_step1']}"
                           + (f", bookkeeping {_bookkeeping_ms(r):.1f} ms/step" if arm == "ours" else ""),
                           flush=True)
             tok = tokenization(runs["ours"][0]["rows"], runs["trl"][0]["rows"], model_dir)
             results.append({"name": name, "what": what, "steps": steps, "warmup": warmup,
-                            "ours": summarize(runs["ours"]), "trl": summarize(runs["trl"]),
+                            **{arm: summarize(runs[arm]) for arm in arms}, "arms": arms,
                             "tok": tok, "diff": args_diff(runs["ours"][0]["args"], runs["trl"][0]["args"]),
                             "attn": (runs["ours"][0]["attn"], runs["trl"][0]["attn"]),
                             "bookkeeping": [r["bookkeeping"] for r in runs["ours"]],
                             "ours_steps": [r["steps"] for r in runs["ours"]],
                             "threads": runs["ours"][0]["threads"]})
-    text = report(results, a, command, data_what, time.time() - started)
+        cost = status_write_cost(folder)
+    text = report(results, a, command, data_what, time.time() - started, cost)
     print(text)
     if a.write:
         a.write.write_text(text)
     return 0 if all(verdict(r)["ok"] for r in results) else 1
 
 
-def report(results: list[dict], a, command: str, data_what: str, wall: float) -> str:
+def report(results: list[dict], a, command: str, data_what: str, wall: float, cost: dict) -> str:
     versions = ", ".join(f"{n} {metadata.version(n)}" for n in
                          ("torch", "transformers", "trl", "peft", "accelerate", "datasets"))
     from _shared import cpu_machine
@@ -532,47 +609,53 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float) ->
         "# DPO step: the workbench's trainer vs TRL's DPOTrainer used directly",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {cpu_machine()}, no GPU; torch threads {results[0]['threads'] if results else '?'}; "
-        "other processes (tests of other engineers) shared the cores, so the runs alternate",
+        f"- machine: {cpu_machine()}, no GPU; torch threads a run: "
+        f"{results[0]['threads'] if results else '?'}; other engineers' tests shared the two cores "
+        "(load average 3-9), so the arms alternate, each run in its own process",
         f"- Python {platform.python_version()}; {versions}",
         f"- command: `{command}` (wall {wall / 60:.1f} min)",
-        f"- data: {data_what}; settings for both: batch {s['batch_size']} x grad_accum "
+        f"- data: {data_what}; the same settings for both: batch {s['batch_size']} x grad_accum "
         f"{s['grad_accum']}, fp32, max_length {s['max_seq_len']}, LoRA r {s['lora_r']} alpha "
         f"{s['lora_alpha']} dropout {s['lora_dropout']} on {', '.join(s['targets'])}, lr "
         f"{s['learning_rate']} {s['scheduler']} (warmup {s['warmup_ratio']}), {s['optimizer']}, beta "
         f"{s['beta']} {s['loss']}, logging every {s['logging_steps']} steps (and step 1), no eval, "
         "no checkpoint inside the timed steps, gradient checkpointing off",
-        "- s/step: median over the repeats of each run's mean steady-state step (intervals between "
-        "consecutive `on_step_end` after the warm-up steps: data, forward/backward, optimizer, "
-        "callbacks, logging); tokens/s: non-pad tokens fed (prompt+chosen and prompt+rejected) / "
-        "that time; CPU s/step: the same intervals in process CPU time (less disturbed by other "
-        "processes on the cores); slowdown: trl's tokens/s / ours (>1 = ours slower)",
+        "- s/step: median over the runs of each run's mean steady-state step (the intervals between "
+        "consecutive `on_step_end` after the warm-up steps: data, forward/backward of policy and "
+        "reference, optimizer, callbacks, logging). **own**: the wall clock less the time the "
+        "process spent runnable but waiting for a core (/proc/self/task/*/schedstat), i.e. what the "
+        "step takes alone on its core, blocking I/O such as fsync included: the figure compared. "
+        "wall: the raw wall clock (other processes' load swings it by +-50%). CPU: process CPU "
+        "time (leaves out blocking I/O)",
+        "- tokens/s: non-pad tokens fed (prompt+chosen and prompt+rejected, counted once although "
+        "the reference pass reads them again) / own time; slowdown: trl's tokens/s / ours, and "
+        "ours' s/step / trl's (>1 = ours slower)",
         "- peak memory: peak RSS during `trainer.train()` above the RSS just before it (VmHWM reset "
-        "through /proc/self/clear_refs), each run in its own process. The workbench's tracer "
-        "(`workbench estimate --trace`) models a CUDA step and gives the same number for both "
-        "arms, so it cannot compare them; the GPU peak of our runner's step is what "
-        "bench/gpu_checks.sh measures on a lent GPU",
+        "through /proc/self/clear_refs). The workbench's tracer (`workbench estimate --trace`) "
+        "models a CUDA step of TRL's DPO loss: the same number for both arms, so it cannot compare "
+        "them; the GPU peak of our runner's step is measured by bench/gpu_checks.sh on a lent GPU",
         "",
-        "| model | timed steps (warm-up) x runs | s/step ours | s/step trl | CPU s/step ours | "
-        "CPU s/step trl | tokens/s ours | tokens/s trl | slowdown by tokens/s (wall / CPU) | "
-        "peak RSS delta ours | peak RSS delta trl |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | arm | timed steps (warm-up) x runs | s/step own | s/step wall | s/step CPU | "
+        "tokens/s (own) | peak RSS delta | slowdown vs trl: tokens/s (s/step) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        o, t = r["ours"], r["trl"]
-        mem = lambda x: f"{x:.0f} MiB" if x is not None else "n/a"
-        lines.append(f"| {r['what']} | {r['steps']} ({r['warmup']}) x {len(o['all_s'])} | "
-                     f"{o['s_per_step']:.3f} | {t['s_per_step']:.3f} | {o['cpu_s_per_step']:.3f} | "
-                     f"{t['cpu_s_per_step']:.3f} | {o['tokens_per_s']:.0f} | {t['tokens_per_s']:.0f} | "
-                     f"{t['tokens_per_s'] / o['tokens_per_s']:.3f}x / "
-                     f"{t['tokens_per_cpu_s'] / o['tokens_per_cpu_s']:.3f}x | "
-                     f"{mem(o['mem_mib'])} | {mem(t['mem_mib'])} |")
-    lines += ["", "Every run, in the order run (s/step; CPU s/step; peak RSS delta MiB):", ""]
+        t = r["trl"]
+        for arm in r["arms"]:
+            o = r[arm]
+            mem = f"{o['mem_mib']:.0f} MiB" if o["mem_mib"] is not None else "n/a"
+            slow = ("-" if arm == "trl" else
+                    f"{t['own_tps'] / o['own_tps']:.3f}x ({o['own_s'] / t['own_s']:.3f}x)")
+            lines.append(f"| {r['what']} | {arm} | {r['steps']} ({r['warmup']}) x {len(o['own_all'])} | "
+                         f"{o['own_s']:.3f} | {o['wall_s']:.3f} | {o['cpu_s']:.3f} | "
+                         f"{o['own_tps']:.0f} | {mem} | {slow} |")
+    lines += ["", "Every run, in the order run (s/step own; wall; CPU; peak RSS delta MiB):", ""]
     for r in results:
-        for arm in ("ours", "trl"):
+        for arm in r["arms"]:
             x = r[arm]
-            lines.append(f"- {r['name']} {arm}: " + ", ".join(f"{v:.3f}" for v in x["all_s"])
-                         + "; " + ", ".join(f"{v:.3f}" for v in x["all_cpu_s"])
+            lines.append(f"- {r['name']} {arm}: "
+                         + "; ".join(", ".join(f"{v:.3f}" for v in x[f"{k}_all"])
+                                     for k in ("own", "wall", "cpu"))
                          + "; " + ", ".join(f"{v:.0f}" for v in x["all_mem"]))
     lines += ["", "## Do the two train the same thing?", ""]
     for r in results:
@@ -582,34 +665,42 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float) ->
         lines.append(f"- {r['name']}: step-1 loss ours {_fmt_losses(o['loss1'])}, trl "
                      f"{_fmt_losses(t['loss1'])} (ln 2 = {math.log(2):.4f}); pairs trained: ours "
                      f"{tk['ours_pairs']}, trl {tk['trl_pairs']}; pairs whose token ids differ: "
-                     f"{tk['differ']} of {tk['compared']}; pairs whose trained (completion) token "
-                     f"count differs: {tk['trained_diff']} (mean per pair, chosen+rejected: ours "
-                     f"{tk['ours_trained_mean']:.2f}, trl {tk['trl_trained_mean']:.2f}); tokens fed per "
-                     f"step {'identical' if same_tokens else 'differ'}, completion tokens per step "
-                     f"{'identical' if same_trained else 'differ'} (first run: ours "
-                     f"{o['tokens_per_step'][:6]} vs trl {t['tokens_per_step'][:6]}); attention "
-                     f"ours {r['attn'][0]}, trl {r['attn'][1]}")
+                     f"{tk['differ']} of {tk['compared']} (prompt ids differ in {tk['prompt_differ']}; "
+                     f"in {tk['tail_only']} the only difference is tokens TRL adds after each answer: "
+                     f"{tk['tails']}); trained (completion) tokens a pair, chosen + rejected: ours "
+                     f"{tk['ours_trained_mean']:.2f}, trl {tk['trl_trained_mean']:.2f} (differ in "
+                     f"{tk['trained_diff']} pairs); tokens fed a step "
+                     f"{'identical' if same_tokens else 'differ'} (first steps: ours "
+                     f"{o['tokens_per_step'][:6]}, trl {t['tokens_per_step'][:6]}); completion tokens a "
+                     f"step {'identical' if same_trained else 'differ'}; attention ours {r['attn'][0]}, "
+                     f"trl {r['attn'][1]}")
         if tk["example"]:
-            lines.append("  - first pair that differs:")
+            lines.append("  - the first pair that differs:")
             for k, (da, db, ia, ib) in tk["example"].items():
-                lines.append(f"    - {k}: ours {da!r} {ia} / trl {db!r} {ib}")
+                lines.append(f"    - {k}: ours {da!r} {ia}; trl {db!r} {ib}")
     lines += ["", "## What ours does that TRL used directly does not", "",
               "Timed inside our runs (RunRecorder's hooks and the run folder's writes wrapped; "
               "RunDirTrainer.compute_loss timed around TRL's compute_loss; the writes are inside "
-              "the hooks' time):", ""]
+              "the hooks' time; wall clock):", ""]
     for r in results:
         lines += bookkeeping_lines(r)
+    lines += ["", f"One status write on this disk, alternated {cost['n']} times: "
+              f"{cost['fsync_ms']:.2f} ms median (max {cost['fsync_max_ms']:.1f} ms) as "
+              f"RunDir.write_status does it (fsync, then rename); {cost['plain_ms']:.2f} ms without "
+              "the fsync."]
     if results:
         lines += ["", "TrainingArguments fields that differ (ours / trl), from the first model's runs:", ""]
         lines += [f"- {d}" for d in results[0]["diff"]] or ["- none"]
-    lines += ["", "## Verdict", ""]
+    lines += ["", "## Verdict", "",
+              f"Target: ours no slower than {TARGET}x TRL used directly, by tokens/s (own time) and "
+              "by peak memory (median peak RSS delta).", ""]
     for r in results:
         v = verdict(r)
         om, tm = r["ours"]["mem_mib"], r["trl"]["mem_mib"]
         mem = (f"peak RSS delta {om:.0f} vs {tm:.0f} MiB ({om / tm:.2f}x)" if om and tm else "memory n/a")
-        lines.append(f"- {r['name']}: ours reaches 1/{v['wall']:.3f} of TRL's tokens/s by the wall "
-                     f"clock, 1/{v['cpu']:.3f} by CPU time (time per step {v['step']:.3f}x TRL's); "
-                     f"{mem}: {'within' if v['ok'] else 'MISSES'} the {TARGET}x target")
+        lines.append(f"- {r['name']}: tokens/s {v['tps']:.3f}x slower than TRL's, time a step "
+                     f"{v['step']:.3f}x TRL's (wall clock {v['wall']:.3f}x, CPU {v['cpu']:.3f}x); "
+                     f"{mem}: **{'within' if v['ok'] else 'MISSES'} the {TARGET}x target**")
     return "\n".join(lines) + "\n"
 
 
@@ -622,7 +713,7 @@ def _bookkeeping_ms(run: dict) -> float:
 
 
 def bookkeeping_lines(r: dict) -> list[str]:
-    """What ours does per step that TRL used directly does not, summed over the repeats."""
+    """What ours does per step that TRL used directly does not, summed over the runs."""
     total: dict[str, list] = {}
     for b in r["bookkeeping"]:
         for k, (n, sec) in b.items():
@@ -630,30 +721,29 @@ def bookkeeping_lines(r: dict) -> list[str]:
             cell[0] += n
             cell[1] += sec
     steps = sum(r["ours_steps"])
-    lines = [f"- {r['name']} ({steps} steps over {len(r['ours_steps'])} runs, wall time; "
-             f"median step {r['ours']['s_per_step'] * 1000:.0f} ms):"]
+    lines = [f"- {r['name']} ({steps} steps over {len(r['ours_steps'])} runs; median step "
+             f"{r['ours']['own_s'] * 1000:.0f} ms own time):"]
     for k, (n, sec) in total.items():
         lines.append(f"  - {k}: {n} calls, {sec * 1000 / max(n, 1):.2f} ms a call, "
                      f"{sec * 1000 / steps:.2f} ms a step")
     outer = total["RunDirTrainer.compute_loss (whole)"][1]
     inner = total["DPOTrainer.compute_loss (inside it)"][1]
     hooks = sum(v[1] for k, v in total.items() if k.startswith("RunRecorder."))
-    share = (hooks + outer - inner) / steps / r["ours"]["s_per_step"]
+    share = (hooks + outer - inner) / steps / r["ours"]["own_s"]
     lines.append(f"  - the NaN check (the difference of the two): {(outer - inner) * 1000 / steps:.3f} ms "
                  f"a step; recorder hooks + NaN check: {(hooks + outer - inner) * 1000 / steps:.2f} ms "
-                 f"a step = {share:.2%} of the median step")
+                 f"a step = {share:.1%} of the median step")
     return lines
 
 
 def verdict(r: dict) -> dict:
-    """Slowdowns of ours against trl (>1 = ours slower) and whether the target holds: tokens/s
-    by wall and by CPU time, and the peak RSS delta."""
+    """Slowdowns of ours against trl (>1 = ours slower) and whether the target holds."""
     o, t = r["ours"], r["trl"]
-    wall = t["tokens_per_s"] / o["tokens_per_s"]
-    cpu = t["tokens_per_cpu_s"] / o["tokens_per_cpu_s"]
     mem = (o["mem_mib"] / t["mem_mib"]) if o["mem_mib"] and t["mem_mib"] else None
-    ok = wall <= TARGET and cpu <= TARGET and (mem is None or mem <= TARGET)
-    return {"wall": wall, "cpu": cpu, "mem": mem, "step": o["s_per_step"] / t["s_per_step"], "ok": ok}
+    tps = t["own_tps"] / o["own_tps"]
+    return {"tps": tps, "step": o["own_s"] / t["own_s"], "wall": o["wall_s"] / t["wall_s"],
+            "cpu": o["cpu_s"] / t["cpu_s"], "mem": mem,
+            "ok": tps <= TARGET and (mem is None or mem <= TARGET)}
 
 
 def _fmt_losses(xs: list) -> str:

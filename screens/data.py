@@ -192,9 +192,12 @@ class DataScreen(Screen):
             return
         self.set_class(on, "-pairs")
         self.sub_title = self.SUB_TITLE_PAIRS if on else self.SUB_TITLE
+        table = self.query_one(RowsView)
         if on:
             self.query_one(PairView).focus()
-            self._show_detail(self.query_one(RowsView).current_index)
+            self._show_detail(table.current_index)
+        else:  # n / p moved the cursor while the table was hidden
+            self.call_after_refresh(table.reveal_cursor)
 
     def action_pane(self, pane: str) -> None:
         if pane == "detail" and self.preference:

@@ -356,6 +356,13 @@ def _shown(form, key: str) -> bool:
     return form.query_one("#f-" + key.replace(".", "-") + "-row").display
 
 
+def _note(form, which: str) -> str:
+    """The text under the method's choice ("summary" or "data"), as one line: it wraps on
+    screen, beside the estimate panel."""
+    widget = form.query_one(f"#method-{which}")
+    return " ".join(str(widget.content).split()) if widget.display else ""
+
+
 @sync
 async def test_choosing_dpo_shows_its_summary_and_preference_settings(tmp_path):
     from workbench.profile import load_profile
@@ -374,20 +381,23 @@ async def test_choosing_dpo_shows_its_summary_and_preference_settings(tmp_path):
         form.widget("train.method").value = "dpo"
         await pilot.pause()
         assert screen.profile.train.method == "dpo"
-        text = " ".join(screen_text(app).split())
-        assert "prefer the chosen answer over the rejected one" in text
-        assert "trains on pairs: a prompt, a chosen and a rejected answer" in text
+        summary = _note(form, "summary")
+        assert "prefer the chosen answer over the rejected one" in summary
+        assert "trains on pairs: a prompt, a chosen and a rejected answer" in summary
+        assert "DPO: prefer the chosen" in screen_text(app)
+        text = screen_text(app)
         for key in METHODS["dpo"].settings:
             assert _shown(form, key), key
         for key in ("preference.gamma", "preference.desirable_weight"):
             assert not _shown(form, key), key  # DPO does not read them
         assert "beta" in text and "smoothing" in text and "gamma" not in text
         # The estimate follows the method: DPO runs the frozen reference too.
-        assert "reference pass" in " ".join(screen.view.estimate.breakdown)
+        assert screen.view.estimate.settings.train_method == "dpo"
         assert screen.view.estimate.peak_bytes > sft_peak
         # The demo's data is conversations: said where the method is chosen.
         await wait_for(pilot, lambda: screen.data_is_preference is False)
-        assert "this data is conversations: DPO needs preference rows" in " ".join(screen_text(app).split())
+        assert _note(form, "data") == "! this data is conversations: DPO needs preference rows"
+        assert "! this data is conversations" in screen_text(app)
 
         form.widget("preference.beta").focus()
         await retype(pilot, "0.2")
@@ -416,11 +426,11 @@ async def test_preference_data_under_sft_is_pointed_out():
         screen.base["data"]["train"] = pairs  # the form has no data field: as a loaded profile
         screen.revalidate()
         await wait_for(pilot, lambda: screen.data_is_preference is True)
-        assert "this data is preference rows: SFT needs conversations" in \
-            " ".join(screen_text(app).split())
+        assert _note(form, "data").startswith("! this data is preference rows: SFT needs conversations")
+        assert "! this data is preference rows" in screen_text(app)
         form.widget("train.method").value = "dpo"
         await pilot.pause()
-        assert "this data is" not in screen_text(app)
+        assert _note(form, "data") == "" and "this data is" not in screen_text(app)
 
 
 async def _dpo_chosen(pilot) -> None:

@@ -197,6 +197,38 @@ def test_a_nudged_adapter_moves_preferences_toward_the_data(data, nudged):
     assert text.endswith(f", {N_HELD} pairs)")
 
 
+def test_a_run_that_started_from_an_adapter_is_compared_with_that_adapter(data, nudged):
+    """SFT, then DPO: the base is the starting adapter (trl's frozen copy "ref" when the
+    training model holds it), not the bare model."""
+    from peft import LoraConfig
+
+    from workbench.evaluate.evaluation import _reference_adapter
+    from workbench.evaluate.preference import preference_evaluation
+
+    rows = data.held[:8]
+    off = preference_evaluation(nudged, rows)
+    # a "ref" adapter as trained as "default": nothing moved since the start
+    nudged.add_adapter("ref", LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                         lora_dropout=0.0, task_type="CAUSAL_LM"))
+    try:
+        state = {k.replace(".default.", ".ref."): v for k, v in nudged.state_dict().items()
+                 if ".default." in k}
+        nudged.load_state_dict(state, strict=False)
+        same = preference_evaluation(nudged, rows, adapter="default", reference="ref")
+        engine = SimpleNamespace(adapters=list(nudged.peft_config), model=nudged)
+        chained = SimpleNamespace(model=SimpleNamespace(adapter="runs/sft-run"))
+        assert _reference_adapter(engine, chained)[:3] == (
+            "ref", "the starting adapter (model.adapter = runs/sft-run)", False)
+        assert _reference_adapter(engine, SimpleNamespace(model=SimpleNamespace(adapter="")))[0] is None
+    finally:
+        nudged.set_adapter("default")
+        nudged.delete_adapter("ref")
+    assert list(nudged.peft_config) == ["default"]
+    acc = same["paired"]["accuracy"]
+    assert acc["base"] == acc["fine-tuned"] == off["paired"]["accuracy"]["fine-tuned"]
+    assert off["paired"]["accuracy"]["base"] < acc["base"]
+
+
 def test_an_adapter_that_changes_nothing_is_no_significant_change(data):
     from workbench.evaluate.preference import (Scored, compare_scores, preference_evaluation,
                                                preference_verdict)
@@ -339,6 +371,9 @@ def test_workbench_eval_of_a_preference_run_prepares_its_rows_again(data, nudged
     profile.train.method = "dpo"
     profile.lora.r, profile.lora.target_modules = 8, ["q_proj", "v_proj"]  # the fixture's adapter
     profile.eval.prompts, profile.eval.max_new_tokens, profile.eval.shots = "", 4, 0
+    # It trained on from an SFT adapter, here the very adapter it ended with: nothing moved.
+    nudged.save_pretrained(str(tmp_path / "sft"))
+    profile.model.adapter = str(tmp_path / "sft")
     run = RunDir.create(tmp_path / "runs", "pref-cli")
     save_profile(profile, run.profile_path)
     run.write_status(state="finished", pid=None, step=4, total_steps=4)
@@ -348,5 +383,13 @@ def test_workbench_eval_of_a_preference_run_prepares_its_rows_again(data, nudged
     pref = result["preference"]
     assert pref["method"] == "dpo" and pref["paired"]["pairs"] == 6
     assert all(r["source"]["file"].endswith("pairs.jsonl") for r in pref["rows"])
-    assert verdict(result).startswith(("Preference tuning moved", "No significant change"))
-    assert "## Preference" in (run.path / "report.md").read_text()
+    assert pref["base"] == f"the starting adapter (model.adapter = {tmp_path / 'sft'})"
+    assert verdict(result).startswith("No significant change in the model's preferences")
+    assert verdict(result).endswith("6 pairs); no pair changed sides")
+    # the length check compared the fine-tuned answers with the starting adapter's
+    assert pref["length"]["against"] == "start" and pref["length"]["delta_tokens"] == 0
+    examples = result["test"]["examples"]
+    assert all(e["answers"]["start"] == e["answers"]["fine-tuned"] for e in examples)
+    md = (run.path / "report.md").read_text()
+    assert "## Preference" in md and "base = the starting adapter (model.adapter = " in md
+    assert "| start |" in md  # the starting adapter's answers in the side by side

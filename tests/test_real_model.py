@@ -265,3 +265,58 @@ def test_conversion_without_gguf_names_the_extra(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "needs the `gguf` package" in proc.stderr and ".[real]" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "cache").exists()
+
+
+# ---- preference tuning on the real model -----------------------------------------------------
+
+DPO_DEMO = SHARED_DATA / "dpo_en_demo.json"
+DPO_PAIRS, DPO_HELD_OUT, DPO_STEPS = 24, 16, 4
+MAX_PAIR_CHARS = 900  # prompt + both answers: short pairs keep 2 x 135M passes per pair cheap
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tmp_path_factory, smollm2) -> Path:
+    """DPO on LLaMA-Factory's real preference sample, a few steps, then the evaluation."""
+    if not DPO_DEMO.is_file():
+        pytest.skip(f"{DPO_DEMO} is absent (the shared sample data)")
+    from workbench.data.preference import load_preference_records
+
+    def chars(r: dict) -> int:
+        return sum(len(m["content"]) for side in ("prompt", "chosen", "rejected") for m in r[side])
+
+    rows = json.loads(DPO_DEMO.read_text(encoding="utf-8"))
+    records = load_preference_records(DPO_DEMO)
+    short = [rows[i] for i, r in enumerate(records) if chars(r) <= MAX_PAIR_CHARS]
+    assert len(short) >= DPO_PAIRS + DPO_HELD_OUT, len(short)
+    root = tmp_path_factory.mktemp("real-dpo")
+    (root / "train.json").write_text(json.dumps(short[:DPO_PAIRS]), encoding="utf-8")
+    (root / "held_out.json").write_text(json.dumps(short[DPO_PAIRS:DPO_PAIRS + DPO_HELD_OUT]),
+                                        encoding="utf-8")
+    profile = {
+        "name": "smollm2-dpo",
+        "model": {"name_or_path": str(smollm2)},
+        "data": {"train": str(root / "train.json"), "validation": str(root / "held_out.json")},
+        "lora": {"method": "lora", "r": 8, "alpha": 16, "target_modules": "all-linear"},
+        "train": {"method": "dpo", "max_steps": DPO_STEPS, "batch_size": 2, "grad_accum": 1,
+                  "learning_rate": 5e-4, "warmup_ratio": 0.0, "logging_steps": 1,
+                  "eval_steps": 0, "save_steps": DPO_STEPS, "max_seq_len": 384,
+                  "device": "cpu", "precision": "fp32", "gradient_checkpointing": False},
+        "preference": {"beta": 0.1},
+        "eval": {"max_test_rows": DPO_HELD_OUT, "max_new_tokens": 16, "shots": 0},
+    }
+    (root / "dpo.toml").write_text(tomli_w.dumps(profile), encoding="utf-8")
+    proc = workbench("run", "dpo.toml", "--runs-dir", "runs", cwd=root, timeout=1200, check=True)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return next((root / "runs").iterdir())
+
+
+def test_dpo_on_the_real_model_reports_preference_accuracy_with_its_interval(dpo_run):
+    status = json.loads((dpo_run / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == DPO_STEPS, status
+    logs = [json.loads(line) for line in (dpo_run / "events.jsonl").read_text().splitlines()]
+    signals = [e["signals"] for e in logs if e["type"] == "log"]
+    assert len(signals) == DPO_STEPS and all("rewards/margins" in s for s in signals)
+    report = (dpo_run / "report.md").read_text(encoding="utf-8")
+    assert "preference accuracy" in report.lower() and "95% CI" in report, report[:3000]
+    data = json.loads((dpo_run / "report.json").read_text())
+    assert "preference" in json.dumps(data).lower()

@@ -59,7 +59,11 @@ def preference_summary(report: dict) -> Group:
     labels = report.get("labels")
     if labels:
         table.add_row("labels", f"{labels['desirable']:,} desirable, {labels['undesirable']:,} not")
-    row("can train", report.get("kept"))
+    tokens = report.get("tokens") or {}
+    dropped = (tokens.get("dropped") or {}).get("count") or 0
+    kept = (report.get("kept") or 0) - dropped  # the checks' survivors that also render
+    table.add_row("can train", Text(f"{kept:,} of {report.get('rows', 0):,}",
+                                    style="bold yellow" if kept < report.get("rows", 0) else ""))
     for entry in (report.get("checks") or {}).values():
         row(_short_check(entry["label"]), entry["count"], warn=True)
     dups = report.get("duplicates") or {}
@@ -77,12 +81,13 @@ def preference_summary(report: dict) -> Group:
     elif block:
         table.add_row(f"{basis} p50", f"good {_n(block['desirable']['median'])} · "
                                       f"bad {_n(block['undesirable']['median'])}")
-    tokens = report.get("tokens") or {}
     if tokens:
         over = tokens.get("over_limit") or {}
         if tokens.get("max_seq_len") is not None:
             row(f"over {tokens['max_seq_len']}", over.get("rows"), warn=True)
-        row("render drops", (tokens.get("dropped") or {}).get("count"), warn=True)
+        whys = [e.get("why", "") for e in (tokens.get("dropped") or {}).get("examples") or ()]
+        long = all(w.startswith("the prompt alone") for w in whys)
+        row("prompt too long" if long else "render drops", dropped, warn=True)
     parts: list[Any] = [table]
     if report.get("length_bias"):
         parts.append(Text(report["length_bias"], style="yellow"))

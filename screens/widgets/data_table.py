@@ -198,15 +198,22 @@ class RowsView(ScrollView, can_focus=True):
         self.cursor = max(0, min(len(self._view) - 1, position))
 
     def watch_cursor(self, old: int, new: int) -> None:
-        # Keep the cursor row on screen: line new + 1 (the header is line 0, pinned on top).
-        top = self.scroll_offset.y
-        body = max(1, self.size.height - 1)
+        self.reveal_cursor()
+        self.refresh()
+        self.post_message(self.RowHighlighted(self.current_index))
+
+    def reveal_cursor(self) -> None:
+        """Keep the cursor row on screen: line cursor + 1 (the header is line 0, pinned on
+        top). While hidden (the pair view moves the cursor) there is no screen to keep it on:
+        call again once shown."""
+        if self.size.height < 2:
+            return
+        top, new = self.scroll_offset.y, self.cursor
+        body = self.size.height - 1
         if new < top:
             self.scroll_to(y=new, animate=False, immediate=True)
         elif new >= top + body:
             self.scroll_to(y=new - body + 1, animate=False, immediate=True)
-        self.refresh()
-        self.post_message(self.RowHighlighted(self.current_index))
 
     def _on_click(self, event) -> None:  # mouse is optional, but should work when present
         if event.y >= 1:

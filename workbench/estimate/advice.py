@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from workbench.estimate.memory import Estimate, EstimateSettings, estimate_memory
+from workbench.estimate.memory import (REFERENCE_METHODS, REFERENCE_MOMENT, Estimate,
+                                       EstimateSettings, estimate_memory)
 from workbench.estimate.params import Architecture, attention_only_targets
 
 TIGHT_HEADROOM = 0.10
@@ -41,10 +42,16 @@ def verdict(peak_bytes: int, available_bytes: int) -> str:
 
 def remedies(arch: Architecture, s: EstimateSettings, available_bytes: int) -> list[Remedy]:
     candidates: list[tuple[str, EstimateSettings, str]] = []
+    if s.train_method in REFERENCE_METHODS and not s.precompute_ref:
+        # only worth saying where the reference forward holds the peak
+        if estimate_memory(arch, s).phase == REFERENCE_MOMENT:
+            candidates.append(("precompute the reference log-probs ([preference] "
+                               "precompute_ref = true)", replace(s, precompute_ref=True),
+                               "one reference pass over the data before training; faster steps"))
     if not s.grad_ckpt:
         candidates.append(("turn on gradient checkpointing", replace(s, grad_ckpt=True),
                            "about 30% slower (one extra forward)"))
-    if s.batch > 1:
+    if s.batch > (2 if s.train_method == "kto" else 1):  # KTO needs 2 rows a batch
         candidates.append((f"batch {s.batch // 2} with gradient accumulation {s.grad_accum * 2}",
                            replace(s, batch=s.batch // 2, grad_accum=s.grad_accum * 2),
                            "same effective batch, somewhat slower"))

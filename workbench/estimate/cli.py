@@ -2,7 +2,8 @@
 is loaded.
 
     workbench estimate PROFILE [--gpu NAME] [--json]
-    workbench estimate --model PATH_OR_ID_OR_NAME [--method lora|qlora|dora|full] [--r N]
+    workbench estimate --model PATH_OR_ID_OR_NAME [--method lora|qlora|dora|full]
+        [--train-method sft|dpo|orpo|kto|simpo] [--precompute-ref] [--r N]
         [--alpha N] [--dropout X] [--targets a,b,c|all-linear] [--batch N] [--seq N]
         [--grad-ckpt|--no-grad-ckpt] [--optimizer NAME] [--precision bf16|fp16|fp32]
         [--attn sdpa|eager] [--packing] [--grad-accum N] [--loss-path trl_fused|full_logits]
@@ -14,13 +15,17 @@ from assets/configs (`llama-3.1-8b`, `qwen2.5-0.5b`, ...).
 
 JSON output (`--json`), one object:
 
+    method            str   the training method: "sft", "dpo", "orpo", "kto" or "simpo"
+                      (train.method; the adapter is settings.method)
     peak_bytes        int   GPU memory the step needs, CUDA context included
     reserved_bytes    int   the part torch.cuda.max_memory_reserved() would report
     breakdown         {term: bytes}, in order, summing to peak_bytes; terms among
                       "frozen weights", "quantization constants", "trainable params",
                       "optimizer states", "gradients", "optimizer step temporaries",
                       "autocast weight cache", "saved activations", "logits and loss",
-                      "recomputation", "backward gradient buffers", "traced vs the terms" (--trace), "allocator reserve",
+                      "recomputation", "backward gradient buffers", "policy log-probs held" and
+                      "reference pass (no grad)" (DPO, KTO: 0 where the reference forward is
+                      not the peak), "traced vs the terms" (--trace), "allocator reserve",
                       "CUDA context"
     explain           {term: one line saying how it was computed}
     peak_phase        str   the moment of the step that holds the peak
@@ -78,7 +83,14 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("profile", nargs="?", help="a profile path or name (optional with --model)")
     p.add_argument("--model", help="folder with config.json, hub id, or a shipped name "
                    "such as llama-3.1-8b")
-    p.add_argument("--method", choices=("lora", "qlora", "dora", "full"))
+    p.add_argument("--method", choices=("lora", "qlora", "dora", "full"),
+                   help="the adapter (lora.method), or a full fine-tune")
+    p.add_argument("--train-method", choices=("sft", "dpo", "orpo", "kto", "simpo"),
+                   help="how to train (train.method): supervised, or a preference method; DPO, "
+                        "ORPO and SimPO put 2 x batch rows (chosen and rejected) through the model")
+    p.add_argument("--precompute-ref", dest="precompute_ref", action="store_true", default=None,
+                   help="DPO / KTO: the reference log-probs scored once before training "
+                        "([preference] precompute_ref)")
     p.add_argument("--r", type=int)
     p.add_argument("--alpha", type=float)
     p.add_argument("--dropout", type=float)
@@ -149,7 +161,8 @@ def _settings_and_model(args):
     flags = {"method": args.method, "r": args.r, "alpha": args.alpha, "dropout": args.dropout,
              "batch": args.batch, "seq": args.seq, "grad_ckpt": args.grad_ckpt,
              "optimizer": args.optimizer, "precision": args.precision, "attn": args.attn,
-             "packing": args.packing, "grad_accum": args.grad_accum, "loss_path": args.loss_path}
+             "packing": args.packing, "grad_accum": args.grad_accum, "loss_path": args.loss_path,
+             "train_method": args.train_method, "precompute_ref": args.precompute_ref}
     if args.targets:
         flags["targets"] = ("all-linear" if args.targets.strip() == "all-linear"
                             else tuple(t.strip() for t in args.targets.split(",") if t.strip()))
@@ -335,8 +348,11 @@ def count_dataset_tokens(profile) -> tuple[DataCount | None, str]:
     """One epoch of the profile's training data, rendered exactly as training will render it
     (a seeded sample of SAMPLE_ROWS rows scaled up for larger sets): rows, tokens and the
     sample's row lengths. None with the reason when the tokenizer or the data cannot be read
-    here (e.g. a hub model offline)."""
+    here (e.g. a hub model offline). Preference methods: see `count_preference_tokens`."""
     import random
+
+    if getattr(profile.train, "method", "sft") != "sft":
+        return count_preference_tokens(profile)
 
     try:
         from workbench.data.render import render_dataset
@@ -359,6 +375,37 @@ def count_dataset_tokens(profile) -> tuple[DataCount | None, str]:
     data = DataCount(tokens=round(stats.total_tokens * scale), rows=round(stats.rows_out * scale),
                      lengths=tuple(len(r["input_ids"]) for r in rows))
     return data, how
+
+
+def count_preference_tokens(profile) -> tuple[DataCount | None, str]:
+    """A preference method's training rows, prepared exactly as its trainer gets them
+    (workbench/train/methods: the split, KTO's pairs as two answers, the rendering): rows are
+    examples (pairs for DPO / ORPO / SimPO, answers for KTO), a row's length the longer of its
+    sides (the collator pads chosen and rejected to the longest sequence of the batch), tokens
+    both sides' (each pads to that length: 2 x the row's length per pair)."""
+    try:
+        from workbench.train.methods import get_method
+        from workbench.train.plan import load_tokenizer, profile_chat_format
+
+        tokenizer = load_tokenizer(profile)
+        method = get_method(profile.train.method)
+        prepared = method.prepare_data(profile, tokenizer, profile_chat_format(tokenizer, profile),
+                                       lambda _message: None)
+    except Exception as exc:  # noqa: BLE001 - the reason is printed; time is then not priced
+        first = (str(exc).splitlines() or [""])[0]
+        return None, f"not counted ({type(exc).__name__}: {first})"
+    rows = prepared.train_rows
+    if not rows:
+        return None, "not counted (no trainable rows)"
+    if "chosen_ids" in rows[0]:
+        lengths = tuple(len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"]))
+                        for r in rows)
+        sides, unit = 2, "pairs"
+    else:
+        lengths = tuple(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in rows)
+        sides, unit = 1, "answers"
+    how = f"rendered {len(rows)} training {unit} as {method.title} trains on them"
+    return DataCount(tokens=sides * sum(lengths), rows=len(rows), lengths=lengths), how
 
 
 def _print_text(report: dict) -> None:

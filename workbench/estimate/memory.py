@@ -44,6 +44,37 @@ Each term below says which code it follows (versions in the venv: torch 2.13, tr
     log_softmax output saved; the backward's first moment holds the saved log-probs, their
     gradient and log_softmax's input gradient: 14 bytes x vocab per token (Gemma-2's final
     softcapping adds a saved bf16 tanh output).
+- Training method (`train_method`, the profile's train.method; `method` is the adapter), as
+  trl 1.16's trainers run it with a peft model and no separate reference model (the workbench's
+  preference trainers, workbench/train/methods/preference.py):
+  * every trainer's config defaults to `disable_dropout=True` (dpo_trainer.py:932): LoRA's
+    dropout runs with p = 0, no masks;
+  * DPO (dpo_trainer.py:1285 `_compute_loss`): the collator stacks each pair's chosen and
+    rejected rows (DataCollatorForPreference, padded to the longest of the 2 x batch), so the
+    policy's step is SFT's at twice the rows, through the same fused LM head
+    (`fused_lm_head=True`, dpo_trainer.py:1299: trl/trainer/utils.py `add_fused_lm_head`, which
+    projects the scored positions tile by tile and never builds the logits). Then, before the
+    loss, the reference forward (dpo_trainer.py:1327-1336): `torch.no_grad()`, checkpointing
+    switched off, `use_adapter(model, None)` (peft's `disable_adapter`: the same weights, no
+    copy): it saves nothing, so its cost is a transient beside the policy's saved activations
+    and the fused head's saved hidden states ("reference pass (no grad)"): one layer's no-grad
+    activations or the head's tile, whichever is larger. Named, at 0 bytes, where it is not the
+    peak (with checkpointing the backward's recomputation is larger; without, it holds the peak
+    for large MLPs or eager attention). precompute_ref (`precompute_ref_log_probs`) drops it:
+    the reference log-probs are read from the batch (dpo_trainer.py:1318), scored in a
+    no-grad pass over the data before training;
+  * KTO (kto_trainer.py:1370): `batch` rows (one answer each) through the fused head; a no-grad
+    KL pass of the policy over mismatched completions before the policy forward (kto_trainer.py
+    :1364, below every later moment: not counted); the reference's KL and completion forwards,
+    each `batch` rows, one after the other (kto_trainer.py:1426-1433): the reference moment;
+  * ORPO and SimPO (trl/experimental/orpo/orpo_trainer.py:745 and cpo/cpo_trainer.py:792
+    `concatenated_forward`): 2 x batch rows with full logits (no fused head), made fp32 by
+    accelerate's `convert_outputs_to_fp32` (the Trainer's prepared forward); ORPO's NLL on the
+    chosen rows (`cross_entropy_loss`) and `selective_log_softmax` (trl's Triton kernel on
+    CUDA, trl/kernels/logprob_entropy.py) over them: 10 bytes per token per vocabulary entry
+    at the backward's start for ORPO, 8 for SimPO (`_pair_logits_peak`), plus a reserve for
+    their logits-sized blocks (LOGITS_RESERVE_SHARE). No reference. Below DPO only for small
+    vocabularies.
 - Gradient checkpointing (transformers' GradientCheckpointingLayer, use_reentrant=False)
   keeps each layer's input; the backward recomputes one layer at a time.
 - Gradients: the previous step set them to None, so when the loss is computed no adapter
@@ -184,6 +215,17 @@ CUBLAS_WORKSPACES = 2
 RESERVE_DYNAMIC_SHARE = 0.10
 RESERVE_TRAINABLE_SHARE = 0.5
 SPILL_NOTE = "without checkpointing torch's caching allocator may keep one more fp32 logits block"
+# ORPO and SimPO (full logits, 2 x batch rows): the reserve their logits-sized blocks leave, in
+# fp32 logits blocks, on top of the rule above. From 40 steps traced and replayed through the
+# allocator model (Qwen2.5-0.5B, Llama-3.1-8B, SmolLM2-360M, Phi-3-mini; batch 1-4 x seq
+# 512-4096; not yet measured on a GPU: bench/preference_gpu_step.py will): what the rule above
+# lacked was 0.3-0.6 block for SimPO (1.4 on three Phi-3 points, whose allocated terms lean over
+# by 2-6%) and, for ORPO, either about none (-0.2 to +0.3) or 1.3-1.5 blocks: a fragmentation
+# event or not, as the SFT calibration found for its full-logits loop (bench/allocator_replay.md).
+# One block for ORPO leans over (worst under-estimate 10.5% of the traced reserved, worst over
+# +45% where no fragmentation happens); `--trace` replays the step and settles it.
+LOGITS_RESERVE_SHARE = {"orpo": 1.0, "simpo": 0.5}
+ORPO_RESERVE_NOTE = "ORPO's allocator reserve is a fragmentation event or not"
 
 # trl/kernels/chunked_logprob.py: TOKEN_CHUNK_SIZE, and _CHUNKED_LOGPROB_CHUNK_SIZE in
 # trl/trainer/utils.py (the vocabulary tile).
@@ -720,18 +762,24 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
     if reference_b and phase != REFERENCE_MOMENT:
         # named even where it is not the peak: it is the method's own term
         add("reference pass (no grad)", 0,
-            f"not at the peak: {fmt_gib(reference_b)} while the reference forward runs "
-            f"({why_reference}), {fmt_gib(moments[phase] - moments[REFERENCE_MOMENT])} below "
+            f"not at the peak: {_gib(reference_b)} while the reference forward runs "
+            f"({why_reference}), {_gib(moments[phase] - moments[REFERENCE_MOMENT])} below "
             f"the peak")
     add("cuBLAS workspaces", CUBLAS_WORKSPACES * CUBLAS_WORKSPACE_BYTES,
         "one per thread that runs matmuls (the forward's and autograd's backward thread), "
         "allocated through torch's caching allocator")
     subtotal = sum(t.bytes for t in terms)
     reserve = int(RESERVE_DYNAMIC_SHARE * dynamic + RESERVE_TRAINABLE_SHARE * params_b)
+    logits_share = LOGITS_RESERVE_SHARE.get(s.train_method, 0.0)
+    fp32_logits = 4 * tokens * arch.vocab
+    reserve += int(logits_share * fp32_logits)
     add("allocator reserve", reserve, f"{RESERVE_DYNAMIC_SHARE:.0%} of the step's transient bytes "
         f"+ {RESERVE_TRAINABLE_SHARE:.0%} of the trainable parameters' bytes: freed blocks the "
         "caching allocator keeps, split by later smaller requests, and segments pinned by "
-        "gradients and optimizer temporaries allocated between activations")
+        "gradients and optimizer temporaries allocated between activations"
+        + (f"; + {logits_share:g} x one fp32 logits block ({_gib(fp32_logits)}): the "
+           "logits-sized blocks of slightly different shapes (the whole logits, the shifted "
+           "ones, the chosen rows') that do not fit each other's segments" if logits_share else ""))
     reserved = subtotal + reserve
     add("CUDA context", CUDA_CONTEXT_BYTES, "driver/runtime/kernels; outside torch's counters")
 
@@ -747,6 +795,11 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
                      "how the step's activations pack into its segments (bench/allocator_replay.md); "
                      "not in the estimate: `workbench estimate --trace` replays the step and "
                      "settles it, or leave that much free, or turn checkpointing on")
+    if s.train_method == "orpo":
+        notes.append(f"{ORPO_RESERVE_NOTE}: its logits-sized blocks left about none or 1.3-1.5 "
+                     f"fp32 logits blocks ({_gib(fp32_logits)} each) reserved on traced steps; "
+                     "the estimate counts one; `workbench estimate --trace` replays this step and "
+                     "settles it")
     if s.packing and s.attn == "sdpa":
         notes.append("packing with sdpa needs a block mask: counted as a (batch x seq x seq) mask")
 

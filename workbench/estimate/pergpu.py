@@ -242,7 +242,7 @@ def estimate_time_multi(one_gpu, s, world: int, strategy: str, zero_stage: int =
     """`one_gpu`: speed.estimate_time's answer for one GPU with the same per-GPU settings `s`.
     Each optimizer step on `world` GPUs takes `world` micro-batches per accumulation step,
     so an epoch has 1/world of the steps, and a fixed `max_steps` trains on more data."""
-    from workbench.estimate.speed import plan_steps
+    from workbench.estimate.speed import passes, plan_steps
 
     factor = scaling_factor(strategy, zero_stage, nnodes) if world > 1 else 1.0
     plan = plan_steps(s, data, epochs, max_steps, world)
@@ -253,7 +253,8 @@ def estimate_time_multi(one_gpu, s, world: int, strategy: str, zero_stage: int =
     return MultiGpuTime(gpu=one_gpu.gpu, gpus=world, strategy=strategy_key(strategy, zero_stage),
                         scaling=factor, tokens_per_step=one_gpu.tokens_per_step * world,
                         steps=plan.steps,
-                        tokens_total=(round(plan.micro_batches * s.batch * plan.row_tokens * world)
+                        tokens_total=(round(plan.micro_batches * passes(s).trained
+                                            * plan.row_tokens * world)
                                       if plan.micro_batches is not None else None),
                         tokens_per_second=one_gpu.tokens_per_second * world * factor,
                         seconds=seconds, usd=seconds / 3600 * rate if seconds is not None else None,

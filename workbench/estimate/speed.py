@@ -19,6 +19,21 @@ weights, L layers, sequence S, attention width q_dim:
 The output layer (vocab x hidden) counts as a frozen matmul (N includes it; embeddings are a
 lookup, no FLOPs).
 
+Preference methods (trl 1.16's trainers; workbench/estimate/memory.py says what each step holds):
+- DPO, ORPO, SimPO put each pair's chosen and rejected rows through the model as one batch: a
+  micro-batch of `batch` pairs is 2 x batch rows, every one trained (forward + backward), so a
+  step does twice SFT's work at the same batch; the tokens counted are both sides';
+- DPO's reference forward (dpo_trainer.py:1327) runs the same 2 x batch rows through the base
+  model (the adapter disabled), no grad, no recomputation: one forward, 2 * N_frozen per token
+  + attention, about a third of a training pass with checkpointing;
+- KTO (kto_trainer.py:1370) trains `batch` rows and runs three no-grad forwards of `batch` rows:
+  the policy over the mismatched KL completions, then the reference over those and over the
+  completions;
+- precompute_ref (DPO, KTO) drops the reference forwards from the step; they run once, over one
+  epoch of the data, before training (`_precompute_ref_logps`), counted in the run's time;
+- each no-grad forward pays the per-layer overhead of a forward (RECOMPUTE_OVERHEAD, the share
+  the recomputed forward was measured at) and, for QLoRA, a forward's share of the dequantization.
+
 What the H200 measurements showed (56 points, `../shared/data/gpu-truth`, fitted by non-negative
 least squares on relative error; `bench/estimate_accuracy.md` has every point): the measured
 utilization runs from 0.2% (SmolLM2-135M, 512 tokens a step) to 45% (Llama-3.1-8B, 8192 tokens),
@@ -135,10 +150,64 @@ class TimeEstimate:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-def flops_per_token(arch: Architecture, s: EstimateSettings) -> float:
+PAIRED_METHODS = ("dpo", "orpo", "simpo")
+
+
+@dataclass(frozen=True)
+class Passes:
+    """What one micro-batch of `batch` examples runs, in rows of `seq` tokens: trained rows
+    (forward + backward), no-grad forwards with the adapter (KTO's KL pass) and without it
+    (the reference), and the reference forwards run once before training (precompute_ref)."""
+
+    trained: int
+    forward_adapter: int = 0
+    forward_reference: int = 0
+    precomputed_reference: int = 0
+
+
+def passes(s: EstimateSettings) -> Passes:
+    method = getattr(s, "train_method", "sft")
+    b = s.batch
+    if method in ("orpo", "simpo"):
+        return Passes(2 * b)
+    if method == "dpo":
+        return (Passes(2 * b, precomputed_reference=2 * b) if s.precompute_ref
+                else Passes(2 * b, forward_reference=2 * b))
+    if method == "kto":
+        return (Passes(b, forward_adapter=b, precomputed_reference=2 * b) if s.precompute_ref
+                else Passes(b, forward_adapter=b, forward_reference=2 * b))
+    return Passes(b)
+
+
+def _matmul_params(arch: Architecture) -> int:
     n_matmul = arch.total_params - arch.embedding_params + (
         arch.embedding_params if arch.tied_embeddings else 0)  # tied: the head still multiplies
-    n_matmul -= arch.layers * arch.layer_norm_params + arch.hidden  # norms are not matmuls
+    return n_matmul - (arch.layers * arch.layer_norm_params + arch.hidden)  # norms are not matmuls
+
+
+def forward_flops_per_token(arch: Architecture, s: EstimateSettings, adapter: bool) -> float:
+    """One no-grad forward: the frozen matmuls, the adapters' when they are on, attention."""
+    n_lora = (lora_params(arch, s.targets, s.r, dora=s.method == "dora")
+              if adapter and s.method != "full" else 0)
+    return 2 * (_matmul_params(arch) + n_lora) + 4 * arch.layers * (s.seq / 2) * arch.q_dim
+
+
+def flops_per_token(arch: Architecture, s: EstimateSettings) -> float:
+    """FLOPs per trained token of a step: its forward, backward and recomputation, plus the
+    no-grad forwards a preference step runs beside them (DPO's reference; KTO's KL pass and
+    reference), spread over the trained tokens."""
+    training = _training_flops_per_token(arch, s)
+    p = passes(s)
+    extra = 0.0
+    if p.forward_adapter:
+        extra += p.forward_adapter / p.trained * forward_flops_per_token(arch, s, adapter=True)
+    if p.forward_reference:
+        extra += p.forward_reference / p.trained * forward_flops_per_token(arch, s, adapter=False)
+    return training + extra
+
+
+def _training_flops_per_token(arch: Architecture, s: EstimateSettings) -> float:
+    n_matmul = _matmul_params(arch)
     attn_fwd = 4 * arch.layers * (s.seq / 2) * arch.q_dim
     if s.method == "full":
         fwd = 2 * n_matmul + attn_fwd
@@ -153,8 +222,9 @@ def flops_per_token(arch: Architecture, s: EstimateSettings) -> float:
 
 def step_seconds(arch: Architecture, s: EstimateSettings, gpu: GpuSpec,
                  efficiency: float | None = None) -> tuple[float, float]:
-    """(seconds of one micro-batch step, FLOPs per token)."""
-    tokens = s.batch * s.seq
+    """(seconds of one micro-batch step, FLOPs per trained token)."""
+    p = passes(s)
+    tokens = p.trained * s.seq
     fpt = flops_per_token(arch, s)
     compute = fpt * tokens / (gpu.bf16_tflops * 1e12 * (efficiency or COMPUTE_EFFICIENCY))
     again = 1 + RECOMPUTE_OVERHEAD * s.grad_ckpt
@@ -162,9 +232,38 @@ def step_seconds(arch: Architecture, s: EstimateSettings, gpu: GpuSpec,
     quantized = len(arch.linears) if s.method == "qlora" else 0
     overhead = arch.layers * again * (LAYER_OVERHEAD_S + ADAPTER_OVERHEAD_S * adapted
                                       + QUANT_OVERHEAD_S * quantized)
-    dequant = (arch.quantizable_params * DEQUANT_BYTES * again / (gpu.bandwidth_tbs * 1e12)
+    # the no-grad forwards: a pass each (KTO's three are each its own call), whatever its rows
+    forwards_adapter = 1 if p.forward_adapter else 0
+    forwards_reference = (2 if getattr(s, "train_method", "sft") == "kto" else 1) if p.forward_reference else 0
+    overhead += arch.layers * RECOMPUTE_OVERHEAD * (
+        forwards_adapter * (LAYER_OVERHEAD_S + ADAPTER_OVERHEAD_S * adapted + QUANT_OVERHEAD_S * quantized)
+        + forwards_reference * (LAYER_OVERHEAD_S + QUANT_OVERHEAD_S * quantized))
+    again_dequant = again + RECOMPUTE_OVERHEAD * (forwards_adapter + forwards_reference)
+    dequant = (arch.quantizable_params * DEQUANT_BYTES * again_dequant / (gpu.bandwidth_tbs * 1e12)
                if quantized else 0.0)
     return compute + overhead + dequant, fpt
+
+
+def precompute_seconds(arch: Architecture, s: EstimateSettings, gpu: GpuSpec, rows: int,
+                       row_tokens: float, efficiency: float | None = None) -> float:
+    """precompute_ref: the reference forwards over one epoch of `rows` examples, before
+    training, in micro-batches of `batch` (trl's precompute_ref_batch_size defaults to it)."""
+    p = passes(s)
+    if not p.precomputed_reference or not rows:
+        return 0.0
+    seq = max(1, round(row_tokens))
+    one = replace(s, seq=seq)
+    fwd = forward_flops_per_token(arch, one, adapter=False)
+    micro = -(-rows // s.batch)
+    tokens = micro * p.precomputed_reference * seq
+    compute = fwd * tokens / (gpu.bf16_tflops * 1e12 * (efficiency or COMPUTE_EFFICIENCY))
+    quantized = len(arch.linears) if s.method == "qlora" else 0
+    calls = 2 if getattr(s, "train_method", "sft") == "kto" else 1
+    overhead = micro * calls * arch.layers * RECOMPUTE_OVERHEAD * (
+        LAYER_OVERHEAD_S + QUANT_OVERHEAD_S * quantized)
+    dequant = (micro * calls * arch.quantizable_params * DEQUANT_BYTES * RECOMPUTE_OVERHEAD
+               / (gpu.bandwidth_tbs * 1e12) if quantized else 0.0)
+    return compute + overhead + dequant
 
 
 def estimate_time(arch: Architecture, s: EstimateSettings, gpu: GpuSpec, *,
@@ -175,15 +274,21 @@ def estimate_time(arch: Architecture, s: EstimateSettings, gpu: GpuSpec, *,
     overrides the compute efficiency (the share of the bf16 peak of compute-bound steps)."""
     plan = plan_steps(s, data, epochs, max_steps)
     seconds_full, fpt = step_seconds(arch, s, gpu, mfu)
-    throughput = s.batch * s.seq / seconds_full
+    trained_rows = passes(s).trained  # 2 x batch for pairs: both sides are trained tokens
+    throughput = trained_rows * s.seq / seconds_full
     row_seq = max(1, round(plan.row_tokens))
     seconds_micro = step_seconds(arch, replace(s, seq=row_seq), gpu, mfu)[0]
     price = gpu.usd_per_hour if usd_per_hour is None else usd_per_hour
     seconds = plan.micro_batches * seconds_micro if plan.micro_batches is not None else None
+    if seconds is not None and passes(s).precomputed_reference:
+        # the whole training set once, whatever the epochs or max_steps
+        rows = (data.rows or -(-data.tokens // s.seq)) if data is not None else (
+            plan.micro_batches * s.batch)
+        seconds += precompute_seconds(arch, s, gpu, rows, plan.row_tokens, mfu)
     achieved = throughput * fpt / (gpu.bf16_tflops * 1e12)  # the model FLOPs utilization
-    return TimeEstimate(gpu=gpu.key, tokens_per_step=s.batch * s.seq * s.grad_accum,
+    return TimeEstimate(gpu=gpu.key, tokens_per_step=trained_rows * s.seq * s.grad_accum,
                         steps=plan.steps,
-                        tokens_total=(round(plan.micro_batches * s.batch * plan.row_tokens)
+                        tokens_total=(round(plan.micro_batches * trained_rows * plan.row_tokens)
                                       if plan.micro_batches is not None else None),
                         flops_per_token=fpt, tokens_per_second=throughput,
                         step_seconds=seconds_micro * s.grad_accum, seconds=seconds,

@@ -13,6 +13,10 @@ Two steps, on the CUDA code paths:
   logits, the model output kept until the optimizer has stepped);
   `loss_path="trl_fused"`: the runner's SFTTrainer step, trl's fused LM head as it runs with
   Triton on CUDA (see `_trl_triton_patches`), only the loss kept;
+  `train_method` "dpo", "kto", "orpo", "simpo": that trl trainer's step, with its reference
+  forward where it has one (workbench/estimate/trace_preference.py says what runs: TRL's own
+  ORPO / CPO code, a call-for-call copy of DPO's and KTO's `_compute_loss`); autograd's
+  in-place gradient sums are kept in place there (`_accumulates_in_place`);
 - bf16/fp16 autocast (the CPU autocast: it casts linear and matmul exactly as CUDA's does);
 - SDPA's CUDA kernels are emulated by what they allocate: flash attention (causal, no mask:
   output, fp32 log-sum-exp; in backward dq/dk/dv, fp32 softmax_d and dq_accum, and k/v
@@ -50,8 +54,9 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from workbench.estimate.allocator import Replay, replay
-from workbench.estimate.memory import (CUBLAS_WORKSPACE_BYTES, CUBLAS_WORKSPACES, Estimate,
-                                       EstimateSettings, SPILL_NOTE, Term, runs_eager)
+from workbench.estimate.memory import (CUBLAS_WORKSPACE_BYTES, CUBLAS_WORKSPACES,
+                                       ORPO_RESERVE_NOTE, SPILL_NOTE, Estimate, EstimateSettings,
+                                       Term, runs_eager)
 from workbench.fmt import fmt_gib
 from workbench.estimate.params import ConfigError, architecture_from_config, resolve_targets
 
@@ -159,7 +164,7 @@ def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STE
     events: list[tuple] = []
     live: dict[int, bool] = {}
     state = {"phase": "build", "skip_scalars": False,
-             "inplace_accumulate": settings.train_method != "sft" and not __import__("os").environ.get("NOINPLACE")}
+             "inplace_accumulate": settings.train_method != "sft"}
 
     def on_free(key: int) -> None:
         if live.pop(key, None) is not None:
@@ -428,6 +433,11 @@ def _run_steps(config, settings, steps, events, state, recorder, transformers_ve
         if preference:
             step_loss = _preference_step(model, arch, settings, state)
         model = _trainable(model, arch, settings, torch)
+        if preference:  # trl's configs default to disable_dropout=True: on the peft model, so
+            # LoRA's dropout gets p = 0 too (dpo_trainer.py:932)
+            from trl.trainer.utils import disable_dropout_in_model
+
+            disable_dropout_in_model(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = _optimizer(settings, trainable, torch)
         ids = torch.randint(0, arch.vocab, (settings.batch, settings.seq))
@@ -469,13 +479,11 @@ def _preference_step(model, arch, settings: EstimateSettings, state):
     function (workbench/estimate/trace_preference.py)."""
     import torch
     import torch.nn.functional as F
-    from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
+    from trl.trainer.utils import add_fused_lm_head
 
     from workbench.estimate import trace_preference as tp
 
     method = settings.train_method
-    # every trainer's config defaults to disable_dropout=True: LoRA's dropout becomes p = 0
-    disable_dropout_in_model(model)
     if tp.uses_fused_head(method):  # on the base model, before peft (dpo_trainer.py:960)
         add_fused_lm_head(model, outputs=tp.FUSED_OUTPUTS[method])
     rows = settings.batch
@@ -577,7 +585,8 @@ def _with_terms(est: Estimate, terms: list[Term], notes: list[str]) -> Estimate:
     reserved = sum(t.bytes for t in terms if t.name != "CUDA context")
     return replace(est, terms=terms, breakdown=OrderedDict((t.name, t.bytes) for t in terms),
                    reserved_bytes=reserved, peak_bytes=sum(t.bytes for t in terms),
-                   notes=[n for n in est.notes if not n.startswith(SPILL_NOTE)] + notes)
+                   notes=[n for n in est.notes if not n.startswith((SPILL_NOTE, ORPO_RESERVE_NOTE))]
+                   + notes)
 
 
 def _with_qlora_reserve(est: Estimate, traced: TracedStep) -> Estimate:

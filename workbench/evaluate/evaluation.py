@@ -236,7 +236,7 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
     adapters = None if engine is not None else run_adapters(run, checkpoints=options.checkpoints)
     suite_path = prompts_file or profile.eval.prompts
     prompts = load_prompts(suite_path) if suite_path else None
-    from workbench.evaluate.preference import is_preference_run
+    from workbench.evaluate.preference import is_preference_run, load_preference_rows
 
     preference = is_preference_run(profile)
     if preference and preference_rows is None:
@@ -290,27 +290,6 @@ def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambd
 # ---- preference runs ---------------------------------------------------------------------------
 
 
-def load_preference_rows(profile, log: Callable[[str], None] = lambda s: None):
-    """(held-out rows, train rows) of a preference run, prepared by its method's data room
-    exactly as training prepared them (`workbench eval RUN` has no training plan to take them
-    from)."""
-    from workbench.data import DataError
-    from workbench.evaluate.preference import training_method
-    from workbench.train.plan import RunError, load_tokenizer, profile_chat_format
-
-    try:
-        from workbench.train.methods import get_method
-
-        tokenizer = load_tokenizer(profile)
-        prepared = get_method(training_method(profile)).prepare_data(
-            profile, tokenizer, profile_chat_format(tokenizer, profile), log)
-    except (RunError, DataError, ValueError, ImportError) as exc:
-        raise EvaluateError(f"could not prepare the run's preference data: {exc}",
-                            hint="the run reads data.train from its profile.toml; check the file "
-                                 "is still there") from exc
-    return prepared.eval_rows, prepared.train_rows
-
-
 def evaluate_preference(engine: ComparisonEngine, profile, rows: list[dict], train_rows: list[dict],
                         prompts: list[dict] | None, options: EvalOptions,
                         log: Callable[[str], None] = lambda s: None, cancel=None,
@@ -322,11 +301,12 @@ def evaluate_preference(engine: ComparisonEngine, profile, rows: list[dict], tra
     whose base and fine-tuned answer lengths make the length-bias check. eval.time_budget_s:
     scoring the rows is a few forward passes each, and always runs; the generations get what
     is left of the budget (at least a pilot's rows). The result is `evaluate`'s dict plus
-    "preference" (report.py's Preference section; its verdict is the run's verdict)."""
-    from dataclasses import replace
+    "preference" (report.py's Preference section; its verdict is the run's verdict).
 
+    The base is the model preference tuning started from: the adapter off, or, for a run that
+    trained on from model.adapter (SFT, then DPO), that starting adapter (`_reference_adapter`);
+    the length check then compares the fine-tuned answers with the starting adapter's."""
     from workbench.evaluate import preference as pref
-    from workbench.evaluate.testset import Splits
 
     tuned = getattr(engine, "tuned_adapter", None) or (
         "tuned" if "tuned" in engine.adapters else (engine.adapters or [BASE])[0])
@@ -335,11 +315,40 @@ def evaluate_preference(engine: ComparisonEngine, profile, rows: list[dict], tra
         raise EvaluateError("the run has no held-out preference rows to evaluate on",
                             hint="keep data.validation_split above 0, or give data.validation")
     started = time.perf_counter()
-    log(f"preference: {len(rows)} held-out rows, base (adapter off) vs fine-tuned ({tuned})")
-    summary = pref.preference_evaluation(engine.model, rows, adapter=tuned, device=engine.device,
-                                         progress=progress, cancel=cancel, seed=options.seed)
-    spent = time.perf_counter() - started
-    summary["notes"] = ([note] if note else []) + summary["notes"]
+    reference, base_is, loaded, ref_notes = _reference_adapter(engine, profile)
+    try:
+        log(f"preference: {len(rows)} held-out rows, base ({base_is}) vs fine-tuned ({tuned})")
+        summary = pref.preference_evaluation(engine.model, rows, adapter=tuned,
+                                             reference=reference, device=engine.device,
+                                             progress=progress, cancel=cancel, seed=options.seed)
+        spent = time.perf_counter() - started
+        summary["notes"] = ([note] if note else []) + ref_notes + summary["notes"]
+        out, length = _preference_generations(engine, profile, rows, train_rows, prompts, options,
+                                              spent, reference, summary, log, cancel, progress)
+    finally:
+        if loaded:  # the model as it came: only its own adapters, the fine-tuned one active
+            engine.model.set_adapter(tuned)
+            engine.model.delete_adapter(reference)
+    verdict = pref.preference_verdict(summary, length)
+    out["preference"] = {"method": pref.training_method(profile), "rows_scored": len(rows),
+                         "source": "held-out preference rows of the run", "base": base_is,
+                         **summary, "length": length, "verdict": verdict}
+    log(f"  preference verdict: {verdict['text']}")
+    return out
+
+
+def _preference_generations(engine, profile, rows, train_rows, prompts, options, spent, reference,
+                            summary, log, cancel, progress):
+    """`evaluate` on the rows' prompts, and the length check it makes possible: fine-tuned
+    against the base's answers, or against the starting adapter's (`reference`, answered in
+    one more pass) when the run trained on from one. Returns (evaluate's dict, length check)."""
+    from dataclasses import replace
+
+    from workbench.evaluate import preference as pref
+    from workbench.evaluate.fewshot import prompt_of
+    from workbench.evaluate.testset import Splits
+
+
     for key in ("accuracy", "accuracy_normalized"):
         if summary["paired"]:
             a = summary["paired"][key]
@@ -351,38 +360,72 @@ def evaluate_preference(engine: ComparisonEngine, profile, rows: list[dict], tra
     gen_options = replace(options, shots=options.shots if pool else 0)
     if options.time_budget_s:
         gen_options.time_budget_s = max(options.time_budget_s - spent, 1e-3)
-    if records:
-        splits = Splits(train=pool, test=records, notes=notes,
-                        source="the held-out preference rows' prompts, their chosen answers as "
-                               "references")
-        out = evaluate(engine, profile, splits, prompts, gen_options, log=log, cancel=cancel,
-                       progress=progress)
-        out["options"] = asdict(options)
-        length = pref.length_check(*_answer_tokens(engine, out["test"]["examples"]),
-                                   seed=options.seed, max_new_tokens=options.max_new_tokens)
-    else:
-        summary["notes"] += notes + ["no prompt to generate answers for: no length check"]
-        out, length = {"options": asdict(options)}, None
     if not pool and options.shots:
         summary["notes"].append("no few-shot system: the train rows carry no prompt / answer "
                                 "messages to show as examples")
-    verdict = pref.preference_verdict(summary, length)
-    out["preference"] = {"method": pref.training_method(profile), "rows_scored": len(rows),
-                         "source": "held-out preference rows of the run", **summary,
-                         "length": length, "verdict": verdict}
-    log(f"  preference verdict: {verdict['text']}")
-    return out
+    if not records:
+        summary["notes"] += notes + ["no prompt to generate answers for: no length check"]
+        return {"options": asdict(options)}, None
+    splits = Splits(train=pool, test=records, notes=notes,
+                    source="the held-out preference rows' prompts, their chosen answers as "
+                           "references")
+    out = evaluate(engine, profile, splits, prompts, gen_options, log=log, cancel=cancel,
+                   progress=progress)
+    out["options"] = asdict(options)
+    examples = out["test"]["examples"]
+    base_texts = [e["answers"]["base"] for e in examples]
+    if reference is not None:
+        # The rows evaluate answered (a time budget may have sampled them), by their prompt.
+        by_prompt: dict[str, dict] = {}
+        for r in records:
+            by_prompt.setdefault(prompt_of(r), r)
+        convos = [split_for_generation(by_prompt[e["prompt"]])[0] for e in examples]
+        stage = "start answers"
+        say = progress or (lambda stage, done, total: None)
+        say(stage, 0, len(convos))
+        gens = engine.generate(engine.rows(convos, [System("start", reference)]),
+                               max_new_tokens=options.max_new_tokens, seed=options.seed,
+                               batch_size=options.batch_size, cancel=cancel,
+                               on_row_done=lambda ev: say(stage, ev.done, ev.total))
+        base_texts = [gens.text("start", i) for i in range(len(examples))]
+        for e, text in zip(examples, base_texts):
+            e["answers"]["start"] = text
+    tuned_texts = [e["answers"]["fine-tuned"] for e in examples]
+    length = pref.length_check(_token_counts(engine, base_texts), _token_counts(engine, tuned_texts),
+                               seed=options.seed, max_new_tokens=options.max_new_tokens,
+                               against="base" if reference is None else "start")
+    return out, length
 
 
-def _answer_tokens(engine, examples: list[dict]) -> tuple[list[int], list[int]]:
-    """The base and fine-tuned answers' lengths in tokens, per prompt."""
-    def count(texts: list[str]) -> list[int]:
-        if not texts:
-            return []
-        return [len(ids) for ids in engine.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+def _reference_adapter(engine, profile) -> tuple[str | None, str, bool, list[str]]:
+    """What the preference comparison's base is: (the adapter to score it with, None for the
+    adapter off; how the report names it; whether it was loaded here and is to be removed;
+    notes). A run that trained on from an earlier adapter (model.adapter: SFT, then DPO) is
+    compared with that starting model, not the bare base: trl's frozen copy of it ("ref") when
+    the training model holds one, else the adapter loaded again from model.adapter."""
+    start = getattr(profile.model, "adapter", "")
+    if not start:
+        return None, "the adapter off", False, []
+    if "ref" in engine.adapters:
+        return "ref", f"the starting adapter (model.adapter = {start})", False, []
+    from workbench.train.plan import RunError, resolve_start_adapter
 
-    return (count([e["answers"]["base"] for e in examples]),
-            count([e["answers"]["fine-tuned"] for e in examples]))
+    try:
+        folder = resolve_start_adapter(profile)
+        engine.model.load_adapter(folder, adapter_name="start")
+    except (RunError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        return None, "the adapter off", False, [
+            f"the run trained on from model.adapter = {start}, which could not be loaded again "
+            f"({str(exc).splitlines()[0]}): the base is the model without any adapter, so the "
+            "change includes that adapter's own training"]
+    return "start", f"the starting adapter (model.adapter = {start})", True, []
+
+
+def _token_counts(engine, texts: list[str]) -> list[int]:
+    """Answers' lengths in tokens."""
+    if not texts:
+        return []
+    return [len(ids) for ids in engine.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 @contextlib.contextmanager

@@ -227,13 +227,17 @@ def _forward(model, ids, attn, keep: int, keep_logits: list[bool]):
 
 
 def preference_evaluation(model, rows: Sequence[dict], *, adapter: str | None = None,
-                          batch_size: int = 8, device=None,
+                          reference: str | None = None, batch_size: int = 8, device=None,
                           progress: Callable[[str, int, int], None] | None = None,
                           cancel=None, seed: int = 0, max_len: int | None = None) -> dict:
-    """Base (the adapter off: `model.disable_adapter()`) against fine-tuned (`adapter`, or the
-    active adapter when None) on held-out preference rows: the dict `compare_scores` returns.
-    `progress(stage, done, total)` hears the stages "preference base" and "preference
-    fine-tuned" (EvalProgress's signature, like `evaluate`)."""
+    """Base against fine-tuned (`adapter`, or the active adapter when None) on held-out
+    preference rows: the dict `compare_scores` returns. The base is the model preference tuning
+    started from: the adapter off (`model.disable_adapter()`), or the adapter named `reference`
+    when the run trained on from an earlier adapter (SFT, then DPO). `progress(stage, done,
+    total)` hears the stages "preference base" and "preference fine-tuned" (EvalProgress's
+    signature, like `evaluate`)."""
+    import contextlib
+
     if not hasattr(model, "disable_adapter"):
         raise EvaluateError("the preference evaluation compares the model with its adapter on and "
                             "off, but this model has no adapter (not a PEFT model)",
@@ -248,7 +252,9 @@ def preference_evaluation(model, rows: Sequence[dict], *, adapter: str | None = 
         return score_rows(model, rows, batch_size=batch_size, device=device, cancel=cancel,
                           max_len=max_len, progress=lambda d, t: say(stage, d, t))
 
-    with model.disable_adapter():
+    if reference is not None:
+        model.set_adapter(reference)
+    with model.disable_adapter() if reference is None else contextlib.nullcontext():
         base = scored("preference base")
     if adapter is not None and hasattr(model, "set_adapter"):
         model.set_adapter(adapter)
@@ -361,16 +367,18 @@ def _round(x, nd: int = 4):
 
 
 def length_check(base_tokens: Sequence[int], tuned_tokens: Sequence[int], *, seed: int = 0,
-                 max_new_tokens: int | None = None) -> dict:
+                 max_new_tokens: int | None = None, against: str = "base") -> dict:
     """Generated answer lengths (tokens), fine-tuned against base, per prompt. `length_bias`
     is True when the fine-tuned answers are on average more than LENGTH_BIAS_SHARE (20%) longer
     AND the paired-bootstrap 95% interval of the per-prompt difference lies above 0. Answers
-    that ran to `max_new_tokens` were cut, so their true length is longer: counted and said."""
+    that ran to `max_new_tokens` were cut, so their true length is longer: counted and said.
+    `against` names what the fine-tuned answers are compared with: "base", or "start" (the
+    adapter a chained run started from)."""
     from workbench.evaluate.verdict import paired_bootstrap
 
     n = len(base_tokens)
     if not n:
-        return {"answers": 0, "length_bias": False, "rule": _LENGTH_RULE}
+        return {"answers": 0, "length_bias": False, "rule": _LENGTH_RULE, "against": against}
     d = paired_bootstrap("fine-tuned", [float(x) for x in tuned_tokens], "base",
                          [float(x) for x in base_tokens], "answer tokens", seed=seed)
     change = d.delta / d.b_mean if d.b_mean else (math.inf if d.delta > 0 else 0.0)
@@ -378,26 +386,29 @@ def length_check(base_tokens: Sequence[int], tuned_tokens: Sequence[int], *, see
            "fine_tuned_mean_tokens": round(d.a_mean, 2), "delta_tokens": round(d.delta, 2),
            "ci95_tokens": [round(d.low, 2), round(d.high, 2)],
            "change_pct": None if math.isinf(change) else round(100 * change, 1),
-           "length_bias": change > LENGTH_BIAS_SHARE and d.low > 0, "rule": _LENGTH_RULE}
+           "length_bias": change > LENGTH_BIAS_SHARE and d.low > 0, "rule": _LENGTH_RULE,
+           "against": against}
     if max_new_tokens:
-        out["at_cap"] = {"base": sum(1 for x in base_tokens if x >= max_new_tokens),
+        out["at_cap"] = {against: sum(1 for x in base_tokens if x >= max_new_tokens),
                          "fine-tuned": sum(1 for x in tuned_tokens if x >= max_new_tokens),
                          "max_new_tokens": max_new_tokens}
     return out
 
 
 _LENGTH_RULE = (f"flagged when the fine-tuned answers are on average more than "
-                f"{LENGTH_BIAS_SHARE:.0%} longer than the base's and the 95% interval of the "
-                f"per-prompt difference lies above 0")
+                f"{LENGTH_BIAS_SHARE:.0%} longer and the 95% interval of the per-prompt "
+                f"difference lies above 0")
+AGAINST = {"base": "the base's", "start": "the starting adapter's"}
 
 
 def length_clause(length: dict | None) -> str:
     """"answers got 35% longer than the base's (length bias)", or "" when not flagged."""
     if not length or not length.get("length_bias"):
         return ""
+    whose = AGAINST.get(length.get("against", "base"), "the base's")
     pct = length.get("change_pct")
-    how = f"{pct:.0f}% longer" if pct is not None else "longer (the base's were empty)"
-    return f"answers got {how} than the base's (length bias)"
+    how = f"{pct:.0f}% longer" if pct is not None else f"longer ({whose} were empty)"
+    return f"answers got {how} than {whose} (length bias)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,19 +546,16 @@ def cap_rows(rows: Sequence[dict], cap: int, seed: int) -> tuple[list[dict], str
 # report.md
 
 
-def report_lines(pref: dict, adapter_note: str = "") -> list[str]:
+def report_lines(pref: dict) -> list[str]:
     """The "## Preference" section of report.md (without its heading)."""
     L: list[str] = []
     method = pref.get("method")
     paired, unpaired = pref.get("paired"), pref.get("unpaired")
     n = pref.get("rows_scored")
     L.append(f"{'' if n is None else f'{n} '}{pref.get('source') or 'held-out preference rows'}, "
-             f"tokenized as trained{f' (method {method})' if method else ''}: base = the adapter "
-             "off, fine-tuned = the adapter on; log-likelihoods in nats over the answer tokens "
-             "given the prompt")
-    if adapter_note:
-        L.append("")
-        L.append(f"- note: {adapter_note}")
+             f"tokenized as trained{f' (method {method})' if method else ''}: base = "
+             f"{pref.get('base') or 'the adapter off'}, fine-tuned = the adapter on; "
+             "log-likelihoods in nats over the answer tokens given the prompt")
     L += [""] + [f"- note: {n}" for n in pref.get("notes", [])]
     if pref.get("notes"):
         L.append("")
@@ -599,15 +607,37 @@ def report_lines(pref: dict, adapter_note: str = "") -> list[str]:
         how = "n/a" if pct is None else f"{pct:+.1f}%"
         flag = "**length bias**" if length["length_bias"] else "no length bias"
         lo, hi = length["ci95_tokens"]
-        L.append(f"- length check: {flag}: fine-tuned answers {how} vs the base's (mean "
+        whose = AGAINST.get(length.get("against", "base"), "the base's")
+        L.append(f"- length check: {flag}: fine-tuned answers {how} vs {whose} (mean "
                  f"{length['fine_tuned_mean_tokens']:.1f} vs {length['base_mean_tokens']:.1f} "
                  f"tokens, {length['delta_tokens']:+.1f} tokens, 95% CI {lo:+.1f}..{hi:+.1f}, "
                  f"{length['answers']} prompts); {length['rule']}")
         cap = length.get("at_cap")
-        if cap and (cap["base"] or cap["fine-tuned"]):
+        if cap and any(v for k, v in cap.items() if k != "max_new_tokens"):
             L.append(f"- answers that ran to eval.max_new_tokens = {cap['max_new_tokens']} (cut, so "
-                     f"longer than counted): base {cap['base']}, fine-tuned {cap['fine-tuned']}")
+                     "longer than counted): " + ", ".join(f"{k} {v}" for k, v in cap.items()
+                                                          if k != "max_new_tokens"))
     else:
         L.append("- length check: n/a (no answers were generated)")
     L.append("")
     return L
+
+
+def load_preference_rows(profile, log: Callable[[str], None] = lambda s: None):
+    """(held-out rows, train rows) of a preference run, prepared by its method's data room
+    exactly as training prepared them (`workbench eval RUN` has no training plan to take them
+    from)."""
+    from workbench.data import DataError
+    from workbench.train.plan import RunError, load_tokenizer, profile_chat_format
+
+    try:
+        from workbench.train.methods import get_method
+
+        tokenizer = load_tokenizer(profile)
+        prepared = get_method(training_method(profile)).prepare_data(
+            profile, tokenizer, profile_chat_format(tokenizer, profile), log)
+    except (RunError, DataError, ValueError, ImportError) as exc:
+        raise EvaluateError(f"could not prepare the run's preference data: {exc}",
+                            hint="the run reads data.train from its profile.toml; check the file "
+                                 "is still there") from exc
+    return prepared.eval_rows, prepared.train_rows

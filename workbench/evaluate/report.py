@@ -125,7 +125,7 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
     preference = result.get("preference")
     if preference:
         L += _preference_verdict_lines(preference, judged, primary)
-        L += [f"## {PREFERENCE_SECTION}", ""] + _preference_lines(preference, profile)
+        L += [f"## {PREFERENCE_SECTION}", ""] + _preference_lines(preference)
     else:
         if primary:
             L.append(f"- decided on {primary['metric']}: {primary['why']} (`eval.metric` chooses "
@@ -228,11 +228,12 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
 
 
 def _preference_verdict_lines(preference: dict, judged: dict, primary: dict) -> list[str]:
+    base = preference.get("base") or "the adapter off"
     if preference.get("paired"):
         how = ("- decided on held-out preference accuracy: the share of pairs in which the model "
                "finds the chosen answer more likely than the rejected one (summed log-likelihood "
                "of the answer tokens given the prompt), fine-tuned (adapter on) against base "
-               "(adapter off); paired bootstrap over the pairs (2,000 resamples): a change counts "
+               f"({base}); paired bootstrap over the pairs (2,000 resamples): a change counts "
                "only when the 95% interval excludes 0")
     else:
         how = ("- decided on the change (fine-tuned - base) in the mean per-token log-likelihood "
@@ -245,14 +246,10 @@ def _preference_verdict_lines(preference: dict, judged: dict, primary: dict) -> 
     return L + [""]
 
 
-def _preference_lines(preference: dict, profile) -> list[str]:
+def _preference_lines(preference: dict) -> list[str]:
     from workbench.evaluate.preference import report_lines
 
-    adapter = getattr(profile.model, "adapter", "")
-    note = (f"the run started from the adapter {adapter}: the base (adapter off) is the model "
-            "without any adapter, so the change includes that adapter's training too"
-            if adapter else "")
-    return report_lines(preference, note)
+    return report_lines(preference)
 
 
 def _delta(a, b) -> str:

@@ -39,6 +39,13 @@ def suite_records(prompts: list[dict], system_prompt: str = "") -> list[dict]:
 
 
 def load_splits(profile, test_file: str | Path | None = None) -> Splits:
+    """The run's train and test records as conversations. A preference run's are its held-out
+    pairs' prompts with their chosen answers (and its training pairs for few-shot examples),
+    prepared as training prepared them; `test_file` is then an ordinary conversation file."""
+    from workbench.evaluate.preference import is_preference_run
+
+    if is_preference_run(profile) and not test_file:
+        return _preference_splits(profile)
     from workbench.data import DataError, load_records
     from workbench.data.save import is_saved_dataset
     from workbench.train.plan import load_training_data
@@ -75,6 +82,19 @@ def load_splits(profile, test_file: str | Path | None = None) -> Splits:
             hint="train from a folder saved by `workbench data clean` (it writes test.jsonl), keep "
                  "data.validation_split above 0, or give eval.prompts with reference answers")
     return Splits(train=data.train, test=test, source=source, notes=notes)
+
+
+def _preference_splits(profile) -> Splits:
+    from workbench.evaluate.preference import generation_records, load_preference_rows
+
+    held_out, train_rows = load_preference_rows(profile)
+    test, notes = generation_records(held_out)
+    train, _ = generation_records(train_rows)
+    if not test:
+        raise EvaluateError("the run has no held-out preference pairs to answer",
+                            hint="keep data.validation_split above 0 or give data.validation")
+    return Splits(train=train, test=test, source="the held-out preference pairs' prompts "
+                  "(their chosen answers as references)", notes=notes)
 
 
 def _load(load_records, path: Path, kw: dict) -> list[dict]:
