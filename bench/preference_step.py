@@ -57,7 +57,7 @@ TINY = ROOT / "assets" / "tiny-model"
 TRANSLATE = ROOT / "assets" / "demo" / "translate_en_fr_pairs.jsonl"
 DPO_EN = ROOT.parent / "shared" / "data" / "dpo_en_demo.json"
 TARGET = 1.05
-ARMS = ("ours", "trl", "ours-norec")
+ARMS = ("ours", "trl", "ours-fix", "trl-ids", "ours-norec")
 
 # One set of settings, written into our profile and passed to DPOConfig.
 SETTINGS = dict(batch_size=4, grad_accum=1, learning_rate=5e-4, scheduler="constant_with_warmup",
@@ -99,6 +99,14 @@ def _schedstat() -> float:
     return waited / 1e9
 
 
+def _thread_waited() -> float:
+    """Seconds this thread has spent runnable but waiting for a core."""
+    try:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _clock_callback():
     from transformers import TrainerCallback
 
@@ -136,7 +144,7 @@ def _count_tokens(trainer, fed: list, trained: list) -> None:
     trainer.data_collator = counting
 
 
-def _train_and_measure(trainer, clock, warmup: int, out: dict) -> dict:
+def _train_and_measure(trainer, clock, warmup: int, out: dict, barrier=None) -> dict:
     import gc
 
     import torch
@@ -144,11 +152,20 @@ def _train_and_measure(trainer, clock, warmup: int, out: dict) -> dict:
     fed: list[int] = []
     trained: list[int] = []
     _count_tokens(trainer, fed, trained)
+    if barrier is not None and barrier.barrier:
+        _wait_at_barrier(barrier)
     gc.collect()
     resettable = _reset_peak()
     rss0 = _rss_kib("VmRSS")
     t0 = time.perf_counter()
-    trainer.train()
+    if getattr(barrier, "profile", None):  # --profile FILE: cProfile around train() only
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            trainer.train()
+        prof.dump_stats(barrier.profile)
+    else:
+        trainer.train()
     wall = time.perf_counter() - t0
     peak = _rss_kib("VmHWM")
     ends = clock.ends
@@ -241,7 +258,7 @@ def child_ours(a) -> dict:
     set_seed(profile.train.seed)
     model = runner.add_adapters(runner.load_model(plan), plan)
     clock = _clock_callback()
-    if a.child == "ours":
+    if a.child in ("ours", "ours-fix"):
         recorder = RunRecorder(run, StopFlag(), device=plan.device, signals=plan.method.signals)
         spent = _time_bookkeeping(recorder, run)
         callbacks = [recorder, clock]
@@ -249,12 +266,20 @@ def child_ours(a) -> dict:
         spent, callbacks = {}, [clock]
     trainer = plan.method.build_trainer(model, plan, run, callbacks)
     trainer.remove_callback(PrinterCallback)
+    adapters = list(trainer.model.peft_config)
+    if a.child == "ours-fix" and not plan.start_adapter and "ref" in trainer.model.peft_config:
+        # The proposed fix: trl's DPOTrainer, handed a PeftModel and no peft_config, adds a
+        # frozen copy of its adapter ("ref") and runs every reference pass through it. A fresh
+        # adapter is zero (B = 0), so the copy is the base model: use the base (adapters off),
+        # as trl does when it is given the peft_config.
+        trainer.model.delete_adapter("ref")
     _time_loss_check(trainer, spent)
-    out = {"arm": a.child, "trainer": type(trainer).__name__,
+    out = {"arm": a.child, "trainer": type(trainer).__name__, "adapters": adapters,
+           "adapters_trained_with": list(trainer.model.peft_config),
            "rows": [{k: list(r[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
                     for r in plan.train_rows] if a.dump_rows else None,
            "attn": model.config._attn_implementation}
-    out = _train_and_measure(trainer, clock, a.warmup, out)
+    out = _train_and_measure(trainer, clock, a.warmup, out, barrier=a)
     out["bookkeeping"] = spent
     return out
 
@@ -264,47 +289,52 @@ def _time_loss_check(trainer, spent: dict) -> None:
     compute_loss inside it; the difference is the check's cost. Patched in this process only."""
     from trl import DPOTrainer
 
-    outer_cell = spent.setdefault("RunDirTrainer.compute_loss (whole)", [0, 0.0])
-    inner_cell = spent.setdefault("DPOTrainer.compute_loss (inside it)", [0, 0.0])
+    outer_cell = spent.setdefault("RunDirTrainer.compute_loss (whole)", [0, 0.0, 0.0])
+    inner_cell = spent.setdefault("DPOTrainer.compute_loss (inside it)", [0, 0.0, 0.0])
     inner = DPOTrainer.compute_loss
     outer = trainer.compute_loss
 
     def timed_inner(self, *args, **kwargs):
-        t0 = time.perf_counter()
+        t0, w0 = time.perf_counter(), _thread_waited()
         try:
             return inner(self, *args, **kwargs)
         finally:
-            inner_cell[0] += 1
-            inner_cell[1] += time.perf_counter() - t0
+            _add(inner_cell, t0, w0)
 
     def timed_outer(*args, **kwargs):
-        t0 = time.perf_counter()
+        t0, w0 = time.perf_counter(), _thread_waited()
         try:
             return outer(*args, **kwargs)
         finally:
-            outer_cell[0] += 1
-            outer_cell[1] += time.perf_counter() - t0
+            _add(outer_cell, t0, w0)
 
     DPOTrainer.compute_loss = timed_inner
     trainer.compute_loss = timed_outer
 
 
+def _add(cell: list, t0: float, w0: float) -> None:
+    """One more call into [calls, wall seconds, own seconds (wall less waiting for a core)]."""
+    wall = time.perf_counter() - t0
+    cell[0] += 1
+    cell[1] += wall
+    cell[2] += wall - (_thread_waited() - w0)
+
+
 def _time_bookkeeping(recorder, run) -> dict:
     """Wrap the RunRecorder's hooks and the run folder's writes (instance attributes, so only
-    this run is touched): {name: [calls, seconds]}."""
+    this run is touched): {name: [calls, wall seconds, own seconds]}."""
     spent: dict[str, list] = {}
 
     def timed(obj, name: str, label: str) -> None:
         inner = getattr(obj, name)
-        cell = spent.setdefault(label, [0, 0.0])
+        cell = spent.setdefault(label, [0, 0.0, 0.0])
 
         def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
+            t0, w0 = time.perf_counter(), _thread_waited()
             try:
                 return inner(*args, **kwargs)
             finally:
-                cell[0] += 1
-                cell[1] += time.perf_counter() - t0
+                _add(cell, t0, w0)
 
         setattr(obj, name, wrapper)
 
@@ -323,8 +353,27 @@ def child_trl(a) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     s = json.loads(a.settings)
-    records = [json.loads(line) for line in Path(a.data_file).read_text().splitlines() if line.strip()]
-    records = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in records]
+    trainer_class = DPOTrainer
+    if a.child == "trl-ids":
+        # TRL used directly, but fed the token ids our renderer makes (as the workbench's
+        # trainer is): the same tokens as ours, TRL's own preparation skipped.
+        from workbench.profile import load_profile
+        from workbench.train.plan import plan_run
+
+        plan = plan_run(load_profile(write_profile(Path(a.tmp), Path(a.model_dir),
+                                                   Path(a.data_file), a.steps + a.warmup, s)))
+        records = [{k: list(r[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
+                   for r in plan.train_rows]
+
+        class TokenIdsDPOTrainer(DPOTrainer):
+            def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+                return dataset
+
+        trainer_class = TokenIdsDPOTrainer
+    else:
+        records = [json.loads(line) for line in Path(a.data_file).read_text().splitlines()
+                   if line.strip()]
+        records = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in records]
     set_seed(s["seed"])
     tokenizer = AutoTokenizer.from_pretrained(a.model_dir)
     model = AutoModelForCausalLM.from_pretrained(a.model_dir, dtype=torch.float32)
@@ -342,14 +391,16 @@ def child_trl(a) -> dict:
         save_strategy="steps", save_steps=100000, report_to="none",
         max_length=s["max_seq_len"], beta=s["beta"], loss_type=[s["loss"]])
     clock = _clock_callback()
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(records),
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=[clock])
+    trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(records),
+                            processing_class=tokenizer, peft_config=peft_config, callbacks=[clock])
     ds = trainer.train_dataset
-    out = {"arm": "trl", "trainer": type(trainer).__name__,
+    adapters = list(trainer.model.peft_config)
+    out = {"arm": a.child, "trainer": type(trainer).__name__, "adapters": adapters,
+           "adapters_trained_with": adapters,
            "rows": [{k: list(ds[i][k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
                     for i in range(len(ds))] if a.dump_rows else None,
            "attn": trainer.model.config._attn_implementation}
-    return _train_and_measure(trainer, clock, a.warmup, out)
+    return _train_and_measure(trainer, clock, a.warmup, out, barrier=a)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,25 +453,66 @@ def random_model_dir(name: str, folder: Path) -> tuple[Path, str]:
     return out, f"random-init {name} ({params / 1e6:.0f}M parameters, vocab cut to {len(tokenizer)})"
 
 
-def run_child(arm: str, model_dir: Path, data_file: Path, steps: int, warmup: int,
-              dump_rows: bool, threads: int | None) -> dict:
-    with tempfile.TemporaryDirectory(prefix=f"dpo-bench-{arm}-") as tmp:
-        result = Path(tmp) / "result.json"
-        cmd = [sys.executable, __file__, "--child", arm, "--model-dir", str(model_dir),
-               "--data-file", str(data_file), "--steps", str(steps), "--warmup", str(warmup),
-               "--tmp", tmp, "--result", str(result), "--settings", json.dumps(SETTINGS)]
-        if dump_rows:
-            cmd.append("--dump-rows")
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
+def run_children(arms: list[str], model_dir: Path, data_file: Path, steps: int, warmup: int,
+                 dump_rows: bool, threads: int | None, together: bool) -> dict:
+    """One run of each arm, each in its own process: one after the other, or all at once
+    (`together`: released into `trainer.train()` together at a barrier, so they share whatever
+    else the cores are doing at that moment)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    else:
+        env.pop("OMP_NUM_THREADS", None)
+    with tempfile.TemporaryDirectory(prefix="dpo-bench-runs-") as tmp:
+        barrier = Path(tmp) / "barrier"
+        barrier.mkdir()
+
+        def start(arm: str):
+            folder = Path(tmp) / arm
+            folder.mkdir()
+            cmd = [sys.executable, __file__, "--child", arm, "--model-dir", str(model_dir),
+                   "--data-file", str(data_file), "--steps", str(steps), "--warmup", str(warmup),
+                   "--tmp", str(folder), "--result", str(folder / "result.json"),
+                   "--settings", json.dumps(SETTINGS)]
+            if dump_rows:
+                cmd.append("--dump-rows")
+            if together:
+                cmd += ["--barrier", str(barrier), "--barrier-count", str(len(arms))]
+            return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+
+        def finish(arm: str, proc) -> dict:
+            output, _ = proc.communicate()
+            result = Path(tmp) / arm / "result.json"
+            if proc.returncode != 0 or not result.is_file():
+                for other in procs.values():
+                    if other.poll() is None:
+                        other.kill()
+                raise SystemExit(f"{arm} run failed (exit {proc.returncode}):\n{output[-6000:]}")
+            return json.loads(result.read_text())
+
+        out = {}
+        if together:
+            procs = {arm: start(arm) for arm in arms}
+            for arm, proc in procs.items():
+                out[arm] = finish(arm, proc)
         else:
-            env.pop("OMP_NUM_THREADS", None)
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode != 0 or not result.is_file():
-            raise SystemExit(f"{arm} run failed (exit {proc.returncode}):\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-        return json.loads(result.read_text())
+            for arm in arms:
+                procs = {arm: start(arm)}
+                out[arm] = finish(arm, procs[arm])
+        return out
+
+
+def _wait_at_barrier(a) -> None:
+    if not a.barrier:
+        return
+    folder = Path(a.barrier)
+    (folder / a.child).touch()
+    deadline = time.time() + 900
+    while len(list(folder.iterdir())) < a.barrier_count:
+        if time.time() > deadline:
+            raise SystemExit("the other runs never reached the barrier")
+        time.sleep(0.01)
 
 
 def status_write_cost(folder: Path, n: int = 40) -> dict:
@@ -443,11 +535,25 @@ def status_write_cost(folder: Path, n: int = 40) -> dict:
     durable, plain = [], []
     for i in range(n):
         for fn, out in ((run.write_status, durable), (without_fsync, plain)):
-            t0 = time.perf_counter()
+            t0, w0 = time.perf_counter(), _thread_waited()
             fn(step=i, loss=0.5)
-            out.append((time.perf_counter() - t0) * 1000)
+            out.append((time.perf_counter() - t0 - (_thread_waited() - w0)) * 1000)
     return {"fsync_ms": statistics.median(durable), "plain_ms": statistics.median(plain),
             "fsync_max_ms": max(durable), "n": n}
+
+
+def paired_ratios(arm_runs: list[dict], trl_runs: list[dict]) -> dict:
+    """Run i of an arm against run i of trl (run together, or one after the other): the slowdown
+    by own time a step and by tokens/s (>1 = the arm slower), and the peak memory ratio;
+    medians and every pair."""
+    step, tps, mem = [], [], []
+    for o, t in zip(arm_runs, trl_runs):
+        step.append((o["steady_own_s"] / len(o["step_s"])) / (t["steady_own_s"] / len(t["step_s"])))
+        tps.append((t["steady_tokens"] / t["steady_own_s"]) / (o["steady_tokens"] / o["steady_own_s"]))
+        if o["peak_rss_delta_mib"] and t["peak_rss_delta_mib"]:
+            mem.append(o["peak_rss_delta_mib"] / t["peak_rss_delta_mib"])
+    return {"step": statistics.median(step), "tps": statistics.median(tps),
+            "mem": statistics.median(mem) if mem else None, "all_step": step, "all_tps": tps}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -531,9 +637,17 @@ def main() -> int:
                          "threads a run stall each other (0 = torch's default)")
     ap.add_argument("--write", type=Path)
     # internal: one measured run
-    ap.add_argument("--ablate", action="store_true",
-                    help="a third arm, ours-norec: our trainer without the RunRecorder callback")
+    ap.add_argument("--arms", default="ours,trl,ours-fix",
+                    help="comma-separated, from: ours, trl, ours-fix (ours without trl's copy of "
+                         "the fresh adapter as reference), trl-ids (TRL used directly, fed our "
+                         "renderer's token ids), ours-norec (ours without the RunRecorder callback)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="run the arms one after the other (default: all at once, released "
+                         "together into training, so they share the cores' other load)")
     ap.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)
+    ap.add_argument("--barrier", help=argparse.SUPPRESS)
+    ap.add_argument("--profile", help=argparse.SUPPRESS)
+    ap.add_argument("--barrier-count", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
     ap.add_argument("--data-file", help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -542,11 +656,13 @@ def main() -> int:
     ap.add_argument("--dump-rows", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
+    if not a.child and ({"ours", "trl"} - set(a.arms.split(",")) or set(a.arms.split(",")) - set(ARMS)):
+        ap.error(f"--arms must name ours and trl, and only arms from {', '.join(ARMS)}")
     if min(a.warmup, a.big_warmup) < 1 or min(a.steps, a.big_steps, a.repeats) < 1:
         ap.error("--warmup/--big-warmup, --steps/--big-steps and --repeats must be at least 1")
     if a.child:
         sys.path.insert(0, str(ROOT))
-        out = (child_trl if a.child == "trl" else child_ours)(a)
+        out = (child_trl if a.child.startswith("trl") else child_ours)(a)
         Path(a.result).write_text(json.dumps(out))
         return 0
 
@@ -569,11 +685,14 @@ def main() -> int:
                 print(f"building {name} ...", flush=True)
                 model_dir, what = random_model_dir(name, folder)
                 steps, warmup = a.big_steps, a.big_warmup
-            arms = ARMS if a.ablate else ("ours", "trl")
+            arms = tuple(arm.strip() for arm in a.arms.split(",") if arm.strip())
             runs = {arm: [] for arm in arms}
             for rep in range(a.repeats):
-                for arm in arms:
-                    r = run_child(arm, model_dir, data_file, steps, warmup, rep == 0, a.threads)
+                order = list(arms) if rep % 2 == 0 else list(reversed(arms))
+                done = run_children(order, model_dir, data_file, steps, warmup, rep == 0,
+                                    a.threads, not a.sequential)
+                for arm in order:
+                    r = done[arm]
                     runs[arm].append(r)
                     n = len(r["step_s"])
                     print(f"{name} {arm} #{rep + 1}: {r['steady_s'] / n:.3f} s/step wall, "
@@ -584,10 +703,16 @@ def main() -> int:
                           + (f", bookkeeping {_bookkeeping_ms(r):.1f} ms/step" if arm == "ours" else ""),
                           flush=True)
             tok = tokenization(runs["ours"][0]["rows"], runs["trl"][0]["rows"], model_dir)
+            paired = {arm: paired_ratios(runs[arm], runs["trl"]) for arm in arms if arm != "trl"}
+            same_ids = ({arm: paired_ratios(runs[arm], runs["trl-ids"])
+                         for arm in ("ours", "ours-fix") if arm in arms} if "trl-ids" in arms else {})
             results.append({"name": name, "what": what, "steps": steps, "warmup": warmup,
                             **{arm: summarize(runs[arm]) for arm in arms}, "arms": arms,
                             "tok": tok, "diff": args_diff(runs["ours"][0]["args"], runs["trl"][0]["args"]),
                             "attn": (runs["ours"][0]["attn"], runs["trl"][0]["attn"]),
+                            "paired": paired, "same_ids": same_ids, "together": not a.sequential,
+                            "adapters": {arm: (runs[arm][0]["adapters"],
+                                               runs[arm][0]["adapters_trained_with"]) for arm in arms},
                             "bookkeeping": [r["bookkeeping"] for r in runs["ours"]],
                             "ours_steps": [r["steps"] for r in runs["ours"]],
                             "threads": runs["ours"][0]["threads"]})
@@ -596,7 +721,9 @@ def main() -> int:
     print(text)
     if a.write:
         a.write.write_text(text)
-    return 0 if all(verdict(r)["ok"] for r in results) else 1
+    ok = all(pr["tps"] <= TARGET and (pr["mem"] is None or pr["mem"] <= TARGET)
+             for r in results for pr in [r["paired"]["ours"]])
+    return 0 if ok else 1
 
 
 def report(results: list[dict], a, command: str, data_what: str, wall: float, cost: dict) -> str:
@@ -636,20 +763,27 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
         "them; the GPU peak of our runner's step is measured by bench/gpu_checks.sh on a lent GPU",
         "",
         "| model | arm | timed steps (warm-up) x runs | s/step own | s/step wall | s/step CPU | "
-        "tokens/s (own) | peak RSS delta | slowdown vs trl: tokens/s (s/step) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "tokens/s (own) | peak RSS delta | vs trl: tokens/s slowdown | vs trl: s/step | "
+        "vs trl: peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        t = r["trl"]
         for arm in r["arms"]:
             o = r[arm]
             mem = f"{o['mem_mib']:.0f} MiB" if o["mem_mib"] is not None else "n/a"
-            slow = ("-" if arm == "trl" else
-                    f"{t['own_tps'] / o['own_tps']:.3f}x ({o['own_s'] / t['own_s']:.3f}x)")
+            pr = r["paired"].get(arm)
+            slow = ("- | - | -" if pr is None else
+                    f"**{pr['tps']:.3f}x** | {pr['step']:.3f}x | "
+                    + (f"{pr['mem']:.2f}x" if pr["mem"] else "n/a"))
             lines.append(f"| {r['what']} | {arm} | {r['steps']} ({r['warmup']}) x {len(o['own_all'])} | "
                          f"{o['own_s']:.3f} | {o['wall_s']:.3f} | {o['cpu_s']:.3f} | "
                          f"{o['own_tps']:.0f} | {mem} | {slow} |")
-    lines += ["", "Every run, in the order run (s/step own; wall; CPU; peak RSS delta MiB):", ""]
+    lines += ["", "The vs-trl columns are medians of the paired ratios: run i of an arm against "
+              "run i of trl, " + ("run at the same time (all arms of a repeat start training "
+              "together at a barrier, one thread each, so they share the other load of the cores)"
+              if results and results[0]["together"] else "run one after the other")
+              + "; the other columns are medians over the runs.", "",
+              "Every run, in the order run (s/step own; wall; CPU; peak RSS delta MiB):", ""]
     for r in results:
         for arm in r["arms"]:
             x = r[arm]
@@ -657,6 +791,10 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
                          + "; ".join(", ".join(f"{v:.3f}" for v in x[f"{k}_all"])
                                      for k in ("own", "wall", "cpu"))
                          + "; " + ", ".join(f"{v:.0f}" for v in x["all_mem"]))
+        for arm, pr in r["paired"].items():
+            lines.append(f"- {r['name']} {arm} / trl, pair by pair: s/step "
+                         + ", ".join(f"{v:.3f}" for v in pr["all_step"]) + "; tokens/s slowdown "
+                         + ", ".join(f"{v:.3f}" for v in pr["all_tps"]))
     lines += ["", "## Do the two train the same thing?", ""]
     for r in results:
         tk, o, t = r["tok"], r["ours"], r["trl"]
@@ -673,7 +811,9 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
                      f"{'identical' if same_tokens else 'differ'} (first steps: ours "
                      f"{o['tokens_per_step'][:6]}, trl {t['tokens_per_step'][:6]}); completion tokens a "
                      f"step {'identical' if same_trained else 'differ'}; attention ours {r['attn'][0]}, "
-                     f"trl {r['attn'][1]}")
+                     f"trl {r['attn'][1]}; adapters on the model once the trainer is built: "
+                     + "; ".join(f"{arm} {built}" + (f" (trained with {used})" if used != built else "")
+                                 for arm, (built, used) in r["adapters"].items()))
         if tk["example"]:
             lines.append("  - the first pair that differs:")
             for k, (da, db, ia, ib) in tk["example"].items():
@@ -681,10 +821,10 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
     lines += ["", "## What ours does that TRL used directly does not", "",
               "Timed inside our runs (RunRecorder's hooks and the run folder's writes wrapped; "
               "RunDirTrainer.compute_loss timed around TRL's compute_loss; the writes are inside "
-              "the hooks' time; wall clock):", ""]
+              "the hooks' time; own time = wall less waiting for a core, fsync included):", ""]
     for r in results:
         lines += bookkeeping_lines(r)
-    lines += ["", f"One status write on this disk, alternated {cost['n']} times: "
+    lines += ["", f"One status write on this disk (own time), alternated {cost['n']} times: "
               f"{cost['fsync_ms']:.2f} ms median (max {cost['fsync_max_ms']:.1f} ms) as "
               f"RunDir.write_status does it (fsync, then rename); {cost['plain_ms']:.2f} ms without "
               "the fsync."]
@@ -693,22 +833,29 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
         lines += [f"- {d}" for d in results[0]["diff"]] or ["- none"]
     lines += ["", "## Verdict", "",
               f"Target: ours no slower than {TARGET}x TRL used directly, by tokens/s (own time) and "
-              "by peak memory (median peak RSS delta).", ""]
+              "by peak memory (peak RSS delta); medians of the paired ratios.", ""]
     for r in results:
-        v = verdict(r)
-        om, tm = r["ours"]["mem_mib"], r["trl"]["mem_mib"]
-        mem = (f"peak RSS delta {om:.0f} vs {tm:.0f} MiB ({om / tm:.2f}x)" if om and tm else "memory n/a")
-        lines.append(f"- {r['name']}: tokens/s {v['tps']:.3f}x slower than TRL's, time a step "
-                     f"{v['step']:.3f}x TRL's (wall clock {v['wall']:.3f}x, CPU {v['cpu']:.3f}x); "
-                     f"{mem}: **{'within' if v['ok'] else 'MISSES'} the {TARGET}x target**")
+        for arm, pr in r["paired"].items():
+            if arm in ("ours-norec", "trl-ids"):
+                continue
+            ok = pr["tps"] <= TARGET and (pr["mem"] is None or pr["mem"] <= TARGET)
+            mem = f"peak RSS {pr['mem']:.2f}x" if pr["mem"] else "memory n/a"
+            lines.append(f"- {r['name']}, {arm}: tokens/s {pr['tps']:.3f}x slower than TRL's, "
+                         f"{pr['step']:.3f}x TRL's time a step, {mem}: "
+                         f"**{'within' if ok else 'MISSES'} the {TARGET}x target**")
+        for arm, pr in r["same_ids"].items():
+            lines.append(f"- {r['name']}, {arm} against trl-ids (TRL used directly on the very same "
+                         f"token ids): tokens/s {pr['tps']:.3f}x, time a step {pr['step']:.3f}x")
     return "\n".join(lines) + "\n"
 
 
 def _bookkeeping_ms(run: dict) -> float:
     """Our recorder's hooks plus the NaN check, per optimizer step, in ms (all steps)."""
     b = run["bookkeeping"]
-    hooks = sum(b[k][1] for k in b if k.startswith("RunRecorder."))
-    check = b["RunDirTrainer.compute_loss (whole)"][1] - b["DPOTrainer.compute_loss (inside it)"][1]
+    if not b:
+        return 0.0
+    hooks = sum(b[k][2] for k in b if k.startswith("RunRecorder."))
+    check = b["RunDirTrainer.compute_loss (whole)"][2] - b["DPOTrainer.compute_loss (inside it)"][2]
     return (hooks + check) / run["steps"] * 1000
 
 
@@ -716,34 +863,25 @@ def bookkeeping_lines(r: dict) -> list[str]:
     """What ours does per step that TRL used directly does not, summed over the runs."""
     total: dict[str, list] = {}
     for b in r["bookkeeping"]:
-        for k, (n, sec) in b.items():
-            cell = total.setdefault(k, [0, 0.0])
+        for k, (n, wall, own) in b.items():
+            cell = total.setdefault(k, [0, 0.0, 0.0])
             cell[0] += n
-            cell[1] += sec
+            cell[1] += wall
+            cell[2] += own
     steps = sum(r["ours_steps"])
     lines = [f"- {r['name']} ({steps} steps over {len(r['ours_steps'])} runs; median step "
              f"{r['ours']['own_s'] * 1000:.0f} ms own time):"]
-    for k, (n, sec) in total.items():
-        lines.append(f"  - {k}: {n} calls, {sec * 1000 / max(n, 1):.2f} ms a call, "
-                     f"{sec * 1000 / steps:.2f} ms a step")
-    outer = total["RunDirTrainer.compute_loss (whole)"][1]
-    inner = total["DPOTrainer.compute_loss (inside it)"][1]
-    hooks = sum(v[1] for k, v in total.items() if k.startswith("RunRecorder."))
+    for k, (n, wall, own) in total.items():
+        lines.append(f"  - {k}: {n} calls, {own * 1000 / max(n, 1):.2f} ms a call own time "
+                     f"({wall * 1000 / max(n, 1):.2f} wall), {own * 1000 / steps:.2f} ms a step")
+    outer = total["RunDirTrainer.compute_loss (whole)"][2]
+    inner = total["DPOTrainer.compute_loss (inside it)"][2]
+    hooks = sum(v[2] for k, v in total.items() if k.startswith("RunRecorder."))
     share = (hooks + outer - inner) / steps / r["ours"]["own_s"]
     lines.append(f"  - the NaN check (the difference of the two): {(outer - inner) * 1000 / steps:.3f} ms "
                  f"a step; recorder hooks + NaN check: {(hooks + outer - inner) * 1000 / steps:.2f} ms "
                  f"a step = {share:.1%} of the median step")
     return lines
-
-
-def verdict(r: dict) -> dict:
-    """Slowdowns of ours against trl (>1 = ours slower) and whether the target holds."""
-    o, t = r["ours"], r["trl"]
-    mem = (o["mem_mib"] / t["mem_mib"]) if o["mem_mib"] and t["mem_mib"] else None
-    tps = t["own_tps"] / o["own_tps"]
-    return {"tps": tps, "step": o["own_s"] / t["own_s"], "wall": o["wall_s"] / t["wall_s"],
-            "cpu": o["cpu_s"] / t["cpu_s"], "mem": mem,
-            "ok": tps <= TARGET and (mem is None or mem <= TARGET)}
 
 
 def _fmt_losses(xs: list) -> str:

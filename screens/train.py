@@ -98,6 +98,7 @@ class TrainScreen(Screen):
         self.charts: tuple = ()         # the Charts of its signals
         self.compact = False            # the charts take turns in the plot area
         self.chart_index = 0            # which plot shows while compact (0: the loss)
+        self.signal_plots: list[SignalPlot] = []  # one per chart (old ones may still be leaving)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -169,18 +170,19 @@ class TrainScreen(Screen):
 
     # ---- the method's charts ---------------------------------------------------------------
     def _set_charts(self, charts: tuple) -> None:
-        if charts == self.charts and (charts or not self.query(SignalPlot)):
+        if charts == self.charts and len(self.signal_plots) == len(charts):
             return
         self.charts = charts
         row = self.query_one("#signal-plots", Horizontal)
-        row.remove_children()
-        row.mount_all([SignalPlot(chart, id=f"signal-plot-{n}") for n, chart in enumerate(charts)])
+        row.remove_children()  # removed later, in the background: self.signal_plots is current
+        self.signal_plots = [SignalPlot(chart) for chart in charts]
+        if self.signal_plots:
+            row.mount_all(self.signal_plots)
         self.chart_index = 0
         self._lay_out_charts()
-        self._draw_signals()
 
     def _draw_signals(self) -> None:
-        for plot in self.query(SignalPlot):
+        for plot in self.signal_plots:
             plot.show(self.view.signals, self.view.eval_signals)
 
     def on_resize(self) -> None:
@@ -190,7 +192,7 @@ class TrainScreen(Screen):
         """All charts under the loss plot when they fit, else one plot at a time."""
         row = self.query_one("#signal-plots", Horizontal)
         loss = self.query_one(LossPlot)
-        plots = list(self.query(SignalPlot))
+        plots = self.signal_plots
         area = self.query_one("#train-plots").size
         compact = bool(plots) and (area.width < CHART_MIN_WIDTH * len(plots)
                                    or area.height < PLOTS_MIN_HEIGHT)

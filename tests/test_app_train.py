@@ -276,6 +276,7 @@ def test_a_finished_dpo_run_shows_its_signal_charts(tmp_path):
         await settle(pilot, 0.6)
         screen = app.screen
         plots = list(screen.query(SignalPlot))
+        assert plots == screen.signal_plots
         assert [p.chart.title for p in plots] == ["rewards", "reward margin", "preference accuracy"]
         assert all(p.display and p.region.width >= 26 for p in plots) and not screen.compact
         assert screen.query_one(LossPlot).display
@@ -315,6 +316,27 @@ def test_in_a_small_terminal_the_charts_take_turns(tmp_path):
     drive(steps, size=(80, 24))
 
 
+def test_another_run_brings_its_own_charts(tmp_path):
+    from screens.widgets.signal_plot import SignalPlot
+
+    dpo = make_finished_run(tmp_path / "runs", "dpo", method="dpo")
+    kto = make_finished_run(tmp_path / "runs", "kto", method="kto", start=T0 + 60)
+    sft = make_finished_run(tmp_path / "runs", "sft", start=T0 + 120)
+
+    async def steps(app, pilot):
+        app.open_run(dpo.path)
+        await settle(pilot, 0.6)
+        app.open_run(kto.path)
+        await settle(pilot, 0.6)
+        titles = [p.chart.title for p in app.screen.query(SignalPlot)]
+        assert titles == ["rewards", "KL to the reference"]
+        assert "kl" in screen_text(app) and "margin" not in screen_text(app)
+        app.open_run(sft.path)
+        await settle(pilot, 0.6)
+        assert not list(app.screen.query(SignalPlot)) and app.screen.charts == ()
+    drive(steps, size=(140, 40))
+
+
 def test_an_sft_run_has_no_signal_charts(tmp_path):
     from screens.widgets.signal_plot import SignalPlot
 
@@ -324,6 +346,7 @@ def test_an_sft_run_has_no_signal_charts(tmp_path):
         app.open_run(run.path)
         await settle(pilot, 0.6)
         assert app.screen.method == "sft" and not list(app.screen.query(SignalPlot))
+        assert not app.screen.query_one("#signal-plots").display
         assert "g Next chart" not in screen_text(app)
     drive(steps, size=(120, 40))
 

@@ -222,8 +222,10 @@ def test_the_preference_data_is_counted_as_its_trainer_gets_it(needs_tiny_model)
     profile = load_profile("dpo-demo")
     data, how = count_dataset_tokens(profile)
     assert data is not None, how
-    assert "training pairs as DPO trains on them" in how and data.rows > 100
+    assert "training pairs of" in how and "as DPO trains on them" in how and data.rows > 100
     assert data.tokens == 2 * sum(data.lengths)  # both sides, each padded to the longer one
+    kto, how = count_dataset_tokens(load_profile("dpo-demo", ["train.method=kto"]))
+    assert kto.rows == 2 * data.rows and "answers" in how  # a pair trains as its two answers
 
 
 # ---- traced vs analytic --------------------------------------------------------------------

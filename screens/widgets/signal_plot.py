@@ -63,8 +63,7 @@ class SignalPlot(PlotextPlot):
         self._train: dict = {}
         self._eval: dict = {}
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def on_mount(self) -> None:  # PlotextPlot's own on_mount runs as well (Textual calls both)
         self._draw()
 
     def show(self, train: dict, evals: dict) -> None:
@@ -79,13 +78,14 @@ class SignalPlot(PlotextPlot):
         plt.xlabel("step")
         limit = max(self.size.width * 2, 100)
         drawn = False
+        single = len(self.chart.signals) == 1  # the title names it: train / eval, as for the loss
         for name in self.chart.signals:
             steps, values = self._train.get(name, ((), ()))
             if steps:
-                plt.plot(*_thin(list(steps), list(values), limit), label=signal_label(name),
-                         marker="braille")
+                plt.plot(*_thin(list(steps), list(values), limit),
+                         label="train" if single else signal_label(name), marker="braille")
                 drawn = True
-        if len(self.chart.signals) == 1:
+        if single:
             name = self.chart.signals[0]
             steps, values = self._eval.get(name, ((), ()))
             if steps:

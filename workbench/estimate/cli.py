@@ -378,23 +378,47 @@ def count_dataset_tokens(profile) -> tuple[DataCount | None, str]:
 
 
 def count_preference_tokens(profile) -> tuple[DataCount | None, str]:
-    """A preference method's training rows, prepared exactly as its trainer gets them
-    (workbench/train/methods: the split, KTO's pairs as two answers, the rendering): rows are
-    examples (pairs for DPO / ORPO / SimPO, answers for KTO), a row's length the longer of its
-    sides (the collator pads chosen and rejected to the longest sequence of the batch), tokens
-    both sides' (each pads to that length: 2 x the row's length per pair)."""
+    """A preference method's training examples as its trainer gets them: the data room's
+    loading, checks, prompt-keeping split and rendering, in the order
+    workbench/train/methods/preference.py `prepare_data` runs them (the estimate room may not
+    import that module), on a seeded sample of SAMPLE_ROWS examples scaled up. Rows are
+    examples (pairs for DPO / ORPO / SimPO; answers for KTO, which trains a pair as its two
+    answers), a row's length the longer of its sides (the collator pads chosen and rejected to
+    the longest sequence of the batch), tokens both sides' (2 x that length a pair)."""
+    import random
+    from pathlib import Path
+
     try:
-        from workbench.train.methods import get_method
+        from workbench.data import LoadReport
+        from workbench.data.preference import load_preference_records, records_kind
+        from workbench.data.preference_checks import check_pairs, split_preference_records
+        from workbench.data.preference_render import render_preference_dataset
+        from workbench.data.save import is_saved_dataset
+        from workbench.estimate.memory import METHOD_TITLES
         from workbench.train.plan import load_tokenizer, profile_chat_format
 
+        d, t = profile.data, profile.train
+        kw = dict(format=d.format, system_prompt=d.system_prompt, on_bad_line=d.on_bad_rows,
+                  report=LoadReport(), columns=d.columns or None, encoding=d.encoding or None)
+        saved = is_saved_dataset(d.train)
+        records = load_preference_records(Path(d.train) / "train.jsonl" if saved else d.train, **kw)
+        kind = records_kind(records)
+        records, _dropped = check_pairs(records)
+        if not saved and not d.validation and d.validation_split > 0 and len(records) > 1:
+            records = split_preference_records(
+                records, fractions=(1 - d.validation_split, d.validation_split, 0.0),
+                seed=t.seed).train
+        if t.method == "kto" and kind == "paired":  # each pair trains as its two answers
+            records = [{"prompt": r["prompt"], "completion": r[side], "label": side == "chosen",
+                        "source": r.get("source")} for r in records for side in ("chosen", "rejected")]
+        sample = (records if len(records) <= SAMPLE_ROWS
+                  else random.Random(0).sample(records, SAMPLE_ROWS))
         tokenizer = load_tokenizer(profile)
-        method = get_method(profile.train.method)
-        prepared = method.prepare_data(profile, tokenizer, profile_chat_format(tokenizer, profile),
-                                       lambda _message: None)
+        rows, _stats = render_preference_dataset(tokenizer, sample, t.max_seq_len,
+                                                 profile_chat_format(tokenizer, profile))
     except Exception as exc:  # noqa: BLE001 - the reason is printed; time is then not priced
         first = (str(exc).splitlines() or [""])[0]
         return None, f"not counted ({type(exc).__name__}: {first})"
-    rows = prepared.train_rows
     if not rows:
         return None, "not counted (no trainable rows)"
     if "chosen_ids" in rows[0]:
@@ -404,8 +428,11 @@ def count_preference_tokens(profile) -> tuple[DataCount | None, str]:
     else:
         lengths = tuple(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in rows)
         sides, unit = 1, "answers"
-    how = f"rendered {len(rows)} training {unit} as {method.title} trains on them"
-    return DataCount(tokens=sides * sum(lengths), rows=len(rows), lengths=lengths), how
+    scale = len(records) / len(sample)
+    how = ("rendered" if len(sample) == len(records) else f"rendered sample of {len(sample)}")
+    how = f"{how} training {unit} of {len(records)}, as {METHOD_TITLES[t.method]} trains on them"
+    return DataCount(tokens=round(sides * sum(lengths) * scale), rows=round(len(rows) * scale),
+                     lengths=lengths), how
 
 
 def _print_text(report: dict) -> None:

@@ -47,7 +47,7 @@ Each term below says which code it follows (versions in the venv: torch 2.13, tr
 - Training method (`train_method`, the profile's train.method; `method` is the adapter), as
   trl 1.16's trainers run it with a peft model and no separate reference model (the workbench's
   preference trainers, workbench/train/methods/preference.py):
-  * every trainer's config defaults to `disable_dropout=True` (dpo_trainer.py:932): LoRA's
+  * every trainer's config defaults to `disable_dropout=True` (dpo_trainer.py:933): LoRA's
     dropout runs with p = 0, no masks;
   * DPO (dpo_trainer.py:1285 `_compute_loss`): the collator stacks each pair's chosen and
     rejected rows (DataCollatorForPreference, padded to the longest of the 2 x batch), so the
@@ -509,11 +509,11 @@ REFERENCE_MOMENT = "the reference forward runs"
 def _preference_settings(s: EstimateSettings) -> tuple[EstimateSettings, list[str]]:
     """The settings a preference trainer really trains with, and what changed, said.
     - trl's DPOConfig, KTOConfig, ORPOConfig and CPOConfig default to `disable_dropout=True`
-      (dpo_trainer.py:932 `disable_dropout_in_model`): every nn.Dropout, LoRA's included, gets
+      (dpo_trainer.py:933 `disable_dropout_in_model`): every nn.Dropout, LoRA's included, gets
       p = 0, which torch runs as the identity (no mask, no copy).
     - the log-probabilities: DPO and KTO call `model(..., fused_lm_head=True)`
       (dpo_trainer.py:1299, kto_trainer.py:1397), the chunked head SFT uses; ORPO and CPO
-      (trl.experimental) call the model for full logits (orpo_trainer.py:770)."""
+      (trl.experimental) call the model for full logits (orpo_trainer.py:771, cpo_trainer.py:818)."""
     notes = []
     changes: dict = {"loss_path": "full_logits" if s.train_method in FULL_LOGITS_METHODS
                      else "trl_fused"}

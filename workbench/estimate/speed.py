@@ -111,7 +111,9 @@ def plan_steps(s: EstimateSettings, data: DataCount | None, epochs: float = 1.0,
                + (f" on each of {world} GPUs" if world > 1 else "")
                + f", each padded to its longest row: {row_tokens:,.0f} tokens a row on average")
     elif data is not None:
-        micro_epoch = max(1, -(-data.tokens // (s.batch * s.seq * world)))
+        # a micro-batch holds its trained rows' tokens: both sides of each pair for DPO / ORPO
+        # / SimPO (DataCount.tokens counts both, as count_preference_tokens does)
+        micro_epoch = max(1, -(-data.tokens // (passes(s).trained * s.seq * world)))
         row_tokens = float(s.seq)
         why = (f"{data.tokens:,} tokens packed into rows of {s.seq}" if s.packing else
                f"{data.tokens:,} tokens as if rows filled batch x seq (no row count)")

@@ -434,7 +434,7 @@ def _run_steps(config, settings, steps, events, state, recorder, transformers_ve
             step_loss = _preference_step(model, arch, settings, state)
         model = _trainable(model, arch, settings, torch)
         if preference:  # trl's configs default to disable_dropout=True: on the peft model, so
-            # LoRA's dropout gets p = 0 too (dpo_trainer.py:932)
+            # LoRA's dropout gets p = 0 too (dpo_trainer.py:933)
             from trl.trainer.utils import disable_dropout_in_model
 
             disable_dropout_in_model(model)

@@ -35,7 +35,7 @@ import contextlib
 from types import SimpleNamespace
 
 DPO_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")  # dpo_trainer.py:957
-KTO_OUTPUTS = ("log_probs", "entropy", "mean_logits")              # kto_trainer.py:967
+KTO_OUTPUTS = ("log_probs", "entropy", "mean_logits")              # kto_trainer.py:969
 FUSED_OUTPUTS = {"dpo": DPO_OUTPUTS, "kto": KTO_OUTPUTS}
 BETA = {"dpo": 0.1, "orpo": 0.1, "kto": 0.1, "simpo": 2.0}
 SIMPO_GAMMA = 0.5

@@ -33,6 +33,7 @@ RANKED_STATES = ("finished",)
 # Keys that differ between any two runs without saying anything about the configuration.
 NOISE_KEYS = ("description",)
 LOSS_QUALITY = "100/ppl"  # the fallback quality's name in tables
+PREFERENCE_QUALITY = "pref acc"  # preference runs: held-out preference accuracy, %
 
 
 @dataclass
@@ -182,7 +183,14 @@ def _read_evaluation(run: RunDir, row: RunRow) -> None:
     metrics = test.get("metrics") or {}
     primary = (test.get("primary") or {}).get("metric")
     tuned = "fine-tuned" if "fine-tuned" in metrics else (list(metrics)[-1] if metrics else None)
-    if primary and tuned and isinstance(metrics[tuned].get(primary), (int, float)):
+    # A preference run answers "does it prefer what the data prefers?": its held-out preference
+    # accuracy is its quality, not how its answers score against the chosen ones.
+    accuracy = (((report.get("evaluation") or {}).get("preference") or {}).get("paired")
+                or {}).get("accuracy") or {}
+    if isinstance(accuracy.get("fine-tuned"), (int, float)):
+        row.metric_name, row.metric = PREFERENCE_QUALITY, float(accuracy["fine-tuned"])
+        row.three_way = {name: accuracy.get(name) for name in ("base", "fine-tuned")}
+    elif primary and tuned and isinstance(metrics[tuned].get(primary), (int, float)):
         row.metric_name, row.metric = primary, float(metrics[tuned][primary])
         row.three_way = {name: m.get(primary) for name, m in metrics.items()}
     ppl = (test.get("perplexity") or {}).get(tuned or "", {})

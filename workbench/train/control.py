@@ -59,7 +59,8 @@ def create_run(plan, runs_dir: Path | None = None) -> RunDir:
     # The creating process owns the run until a detached runner replaces the pid with its own,
     # so a reader never sees a "starting" run without a live process behind it.
     run.write_status(state="starting", pid=os.getpid(), step=0, total_steps=None,
-                     profile=profile.name, created_at=profile.resolved["created_at"],
+                     profile=profile.name, method=profile.train.method,
+                     created_at=profile.resolved["created_at"],
                      run_dir=str(run.path))
     for note in plan.notes:
         with open(run.log_path, "a", encoding="utf-8") as fh:
