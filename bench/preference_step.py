@@ -1,13 +1,15 @@
 """Benchmark: is the workbench's DPO step as fast as TRL's DPOTrainer used directly?
 
     HF_HUB_OFFLINE=1 python bench/preference_step.py [--models tiny,smollm2-360m]
-        [--steps 12] [--warmup 3] [--big-steps 3] [--big-warmup 1] [--repeats 3]
-        [--pairs 300] [--data translate|dpo_en] [--write bench/preference_step.md]
+        [--steps 30] [--warmup 3] [--big-steps 2] [--big-warmup 1] [--repeats 3]
+        [--arms ours,trl,ours-fix] [--big-arms ours,trl] [--threads 1] [--sequential]
+        [--pairs 300] [--data translate|dpo_en] [--logging-steps 5] [--write bench/preference_step.md]
 
 Target (the issue): tokens/s and peak memory of a DPO step no worse than 1.05x TRL's
-`DPOTrainer` used directly, same model, same data, same settings.
+`DPOTrainer` used directly, same model, same data, same settings. Exit status 1 when `ours`
+misses it on a model.
 
-Two arms, each run in a fresh process, alternated (ours, trl, ours, trl, ...):
+The arms, each run in a fresh process:
 
 - ours: a temporary profile (train.method = "dpo") planned by `plan_run`, a run folder made
   by `control.create_run`, the model from `runner.load_model` + `runner.add_adapters`, the
@@ -18,19 +20,27 @@ Two arms, each run in a fresh process, alternated (ours, trl, ours, trl, ...):
   from the same folder) and a `peft.LoraConfig` passed as `peft_config`, given the same pairs
   as TRL's conversational dataset (prompt / chosen / rejected message lists), so it applies
   the chat template and tokenizes them itself. Bookkeeping options (tqdm, NaN filter, ...)
-  keep TRL's defaults; the report lists every TrainingArguments field that differs.
+  keep TRL's defaults; the report lists every TrainingArguments field that differs;
+- ours-fix: ours, with the frozen "ref" copy of the fresh adapter that trl adds to a PeftModel
+  deleted (the reference pass then runs the base model, adapters off, as in the trl arm);
+- trl-ids (optional): TRL used directly but fed our renderer's token ids (the same tokens as
+  ours); ours-norec (optional): ours without the RunRecorder callback.
 
-Measured per run: seconds per optimizer step in the steady state (the intervals between
-consecutive `on_step_end`s after the warm-up steps: everything in the loop, callbacks and
-logging included), tokens fed per second (non-pad tokens of the collated batch:
-prompt + chosen and prompt + rejected, counted once although the reference pass reads them
-again), the step-1 loss (ln 2 when the adapter starts at zero) and the peak RSS during
-`trainer.train()` above the RSS just before it (Linux: VmHWM reset through
-/proc/self/clear_refs). Medians over the repeats.
+All arms of a repeat run at the same time, one thread each, released into `trainer.train()`
+together at a barrier, so they share whatever else the cores are doing (`--sequential`: one
+after the other). Measured per run: seconds per optimizer step in the steady state (the
+intervals between consecutive `on_step_end`s after the warm-up steps: everything in the loop,
+callbacks and logging included) by the wall clock, by the wall clock less the time spent
+waiting for a core ("own time", /proc/self/task/*/schedstat: blocking I/O stays in it) and by
+CPU time; tokens fed per second (non-pad tokens of the collated batch: prompt + chosen and
+prompt + rejected, counted once although the reference pass reads them again) by own time;
+the step-1 loss (ln 2 when the adapter starts at zero); the peak RSS during `trainer.train()`
+above the RSS just before it (VmHWM reset through /proc/self/clear_refs). Compared: medians
+of the paired ratios (run i of an arm against run i of trl).
 
 The models: the bundled assets/tiny-model, and (when named) a random-init model of a shipped
 architecture (assets/configs/NAME) with its vocabulary cut to the tiny tokenizer's, written
-once to a temporary folder as safetensors so both arms load it the same way.
+once to a temporary folder as safetensors so every arm loads it the same way.
 """
 
 from __future__ import annotations
@@ -273,7 +283,6 @@ def child_ours(a) -> dict:
         # adapter is zero (B = 0), so the copy is the base model: use the base (adapters off),
         # as trl does when it is given the peft_config.
         trainer.model.delete_adapter("ref")
-    _time_loss_check(trainer, spent)
     out = {"arm": a.child, "trainer": type(trainer).__name__, "adapters": adapters,
            "adapters_trained_with": list(trainer.model.peft_config),
            "rows": [{k: list(r[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
@@ -282,34 +291,6 @@ def child_ours(a) -> dict:
     out = _train_and_measure(trainer, clock, a.warmup, out, barrier=a)
     out["bookkeeping"] = spent
     return out
-
-
-def _time_loss_check(trainer, spent: dict) -> None:
-    """Time RunDirTrainer.compute_loss (ours: TRL's loss, then the NaN check) and TRL's own
-    compute_loss inside it; the difference is the check's cost. Patched in this process only."""
-    from trl import DPOTrainer
-
-    outer_cell = spent.setdefault("RunDirTrainer.compute_loss (whole)", [0, 0.0, 0.0])
-    inner_cell = spent.setdefault("DPOTrainer.compute_loss (inside it)", [0, 0.0, 0.0])
-    inner = DPOTrainer.compute_loss
-    outer = trainer.compute_loss
-
-    def timed_inner(self, *args, **kwargs):
-        t0, w0 = time.perf_counter(), _thread_waited()
-        try:
-            return inner(self, *args, **kwargs)
-        finally:
-            _add(inner_cell, t0, w0)
-
-    def timed_outer(*args, **kwargs):
-        t0, w0 = time.perf_counter(), _thread_waited()
-        try:
-            return outer(*args, **kwargs)
-        finally:
-            _add(outer_cell, t0, w0)
-
-    DPOTrainer.compute_loss = timed_inner
-    trainer.compute_loss = timed_outer
 
 
 def _add(cell: list, t0: float, w0: float) -> None:
@@ -515,6 +496,23 @@ def _wait_at_barrier(a) -> None:
         time.sleep(0.01)
 
 
+def nan_check_cost(n: int = 5000) -> float:
+    """RunDirTrainer.compute_loss's check on a scalar loss that requires grad, in microseconds
+    (median of n): the whole per-micro-batch cost of the check on the CPU."""
+    import torch
+
+    x = torch.randn(4, requires_grad=True)
+    loss = (x * 2).sum()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        if not torch.isfinite(loss.detach()).all():
+            raise AssertionError
+        os.environ.get("WORKBENCH_LAUNCH")  # ranks.current_launch()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
 def status_write_cost(folder: Path, n: int = 40) -> dict:
     """One RunDir.write_status here (read, update, write a temporary file, fsync, rename), and
     the same write without the fsync, alternated: medians in ms."""
@@ -638,9 +636,11 @@ def main() -> int:
     ap.add_argument("--write", type=Path)
     # internal: one measured run
     ap.add_argument("--arms", default="ours,trl,ours-fix",
-                    help="comma-separated, from: ours, trl, ours-fix (ours without trl's copy of "
-                         "the fresh adapter as reference), trl-ids (TRL used directly, fed our "
-                         "renderer's token ids), ours-norec (ours without the RunRecorder callback)")
+                    help="the arms on the tiny model, comma-separated, from: ours, trl, ours-fix "
+                         "(ours without trl's copy of the fresh adapter as reference), trl-ids "
+                         "(TRL used directly, fed our renderer's token ids), ours-norec (ours "
+                         "without the RunRecorder callback)")
+    ap.add_argument("--big-arms", default="ours,trl", help="the arms on random-init models")
     ap.add_argument("--sequential", action="store_true",
                     help="run the arms one after the other (default: all at once, released "
                          "together into training, so they share the cores' other load)")
@@ -656,8 +656,9 @@ def main() -> int:
     ap.add_argument("--dump-rows", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
-    if not a.child and ({"ours", "trl"} - set(a.arms.split(",")) or set(a.arms.split(",")) - set(ARMS)):
-        ap.error(f"--arms must name ours and trl, and only arms from {', '.join(ARMS)}")
+    for arms in (a.arms, a.big_arms):
+        if not a.child and ({"ours", "trl"} - set(arms.split(",")) or set(arms.split(",")) - set(ARMS)):
+            ap.error(f"--arms / --big-arms must name ours and trl, and only arms from {', '.join(ARMS)}")
     if min(a.warmup, a.big_warmup) < 1 or min(a.steps, a.big_steps, a.repeats) < 1:
         ap.error("--warmup/--big-warmup, --steps/--big-steps and --repeats must be at least 1")
     if a.child:
@@ -685,7 +686,8 @@ def main() -> int:
                 print(f"building {name} ...", flush=True)
                 model_dir, what = random_model_dir(name, folder)
                 steps, warmup = a.big_steps, a.big_warmup
-            arms = tuple(arm.strip() for arm in a.arms.split(",") if arm.strip())
+            arms = tuple(arm.strip() for arm in (a.arms if name == "tiny" else a.big_arms).split(",")
+                         if arm.strip())
             runs = {arm: [] for arm in arms}
             for rep in range(a.repeats):
                 order = list(arms) if rep % 2 == 0 else list(reversed(arms))
@@ -704,19 +706,21 @@ def main() -> int:
                           flush=True)
             tok = tokenization(runs["ours"][0]["rows"], runs["trl"][0]["rows"], model_dir)
             paired = {arm: paired_ratios(runs[arm], runs["trl"]) for arm in arms if arm != "trl"}
+            fix_gain = (paired_ratios(runs["ours"], runs["ours-fix"]) if "ours-fix" in arms else None)
             same_ids = ({arm: paired_ratios(runs[arm], runs["trl-ids"])
                          for arm in ("ours", "ours-fix") if arm in arms} if "trl-ids" in arms else {})
             results.append({"name": name, "what": what, "steps": steps, "warmup": warmup,
                             **{arm: summarize(runs[arm]) for arm in arms}, "arms": arms,
                             "tok": tok, "diff": args_diff(runs["ours"][0]["args"], runs["trl"][0]["args"]),
                             "attn": (runs["ours"][0]["attn"], runs["trl"][0]["attn"]),
-                            "paired": paired, "same_ids": same_ids, "together": not a.sequential,
+                            "paired": paired, "same_ids": same_ids, "fix_gain": fix_gain, "together": not a.sequential,
                             "adapters": {arm: (runs[arm][0]["adapters"],
                                                runs[arm][0]["adapters_trained_with"]) for arm in arms},
                             "bookkeeping": [r["bookkeeping"] for r in runs["ours"]],
                             "ours_steps": [r["steps"] for r in runs["ours"]],
                             "threads": runs["ours"][0]["threads"]})
         cost = status_write_cost(folder)
+        cost["nan_us"] = nan_check_cost()
     text = report(results, a, command, data_what, time.time() - started, cost)
     print(text)
     if a.write:
@@ -819,15 +823,16 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
             for k, (da, db, ia, ib) in tk["example"].items():
                 lines.append(f"    - {k}: ours {da!r} {ia}; trl {db!r} {ib}")
     lines += ["", "## What ours does that TRL used directly does not", "",
-              "Timed inside our runs (RunRecorder's hooks and the run folder's writes wrapped; "
-              "RunDirTrainer.compute_loss timed around TRL's compute_loss; the writes are inside "
-              "the hooks' time; own time = wall less waiting for a core, fsync included):", ""]
+              "Timed inside our runs (RunRecorder's hooks and the run folder's writes wrapped, the "
+              "writes being inside the hooks' time; own time = wall less waiting for a core, "
+              "fsync included):", ""]
     for r in results:
         lines += bookkeeping_lines(r)
     lines += ["", f"One status write on this disk (own time), alternated {cost['n']} times: "
               f"{cost['fsync_ms']:.2f} ms median (max {cost['fsync_max_ms']:.1f} ms) as "
               f"RunDir.write_status does it (fsync, then rename); {cost['plain_ms']:.2f} ms without "
-              "the fsync."]
+              f"the fsync. The NaN check of RunDirTrainer.compute_loss (`torch.isfinite(loss.detach())"
+              f".all()` and the launch lookup): {cost['nan_us']:.1f} us a micro-batch on the CPU."]
     if results:
         lines += ["", "TrainingArguments fields that differ (ours / trl), from the first model's runs:", ""]
         lines += [f"- {d}" for d in results[0]["diff"]] or ["- none"]
@@ -846,17 +851,16 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
         for arm, pr in r["same_ids"].items():
             lines.append(f"- {r['name']}, {arm} against trl-ids (TRL used directly on the very same "
                          f"token ids): tokens/s {pr['tps']:.3f}x, time a step {pr['step']:.3f}x")
+    lines += findings(results, cost)
     return "\n".join(lines) + "\n"
 
 
 def _bookkeeping_ms(run: dict) -> float:
-    """Our recorder's hooks plus the NaN check, per optimizer step, in ms (all steps)."""
+    """Our recorder's hooks, own time per optimizer step, in ms (all steps)."""
     b = run["bookkeeping"]
     if not b:
         return 0.0
-    hooks = sum(b[k][2] for k in b if k.startswith("RunRecorder."))
-    check = b["RunDirTrainer.compute_loss (whole)"][2] - b["DPOTrainer.compute_loss (inside it)"][2]
-    return (hooks + check) / run["steps"] * 1000
+    return sum(b[k][2] for k in b if k.startswith("RunRecorder.")) / run["steps"] * 1000
 
 
 def bookkeeping_lines(r: dict) -> list[str]:
@@ -874,14 +878,107 @@ def bookkeeping_lines(r: dict) -> list[str]:
     for k, (n, wall, own) in total.items():
         lines.append(f"  - {k}: {n} calls, {own * 1000 / max(n, 1):.2f} ms a call own time "
                      f"({wall * 1000 / max(n, 1):.2f} wall), {own * 1000 / steps:.2f} ms a step")
-    outer = total["RunDirTrainer.compute_loss (whole)"][2]
-    inner = total["DPOTrainer.compute_loss (inside it)"][2]
     hooks = sum(v[2] for k, v in total.items() if k.startswith("RunRecorder."))
-    share = (hooks + outer - inner) / steps / r["ours"]["own_s"]
-    lines.append(f"  - the NaN check (the difference of the two): {(outer - inner) * 1000 / steps:.3f} ms "
-                 f"a step; recorder hooks + NaN check: {(hooks + outer - inner) * 1000 / steps:.2f} ms "
-                 f"a step = {share:.1%} of the median step")
+    lines.append(f"  - the recorder's hooks in all: {hooks * 1000 / steps:.2f} ms a step = "
+                 f"{hooks / steps / r['ours']['own_s']:.1%} of the median step")
     return lines
+
+
+def _trl_line(needle: str) -> str:
+    """trl/trainer/dpo_trainer.py:LINE of the first line holding `needle` (for the report)."""
+    import inspect
+
+    import trl.trainer.dpo_trainer as module
+
+    lines = inspect.getsource(module).splitlines()
+    return next((f"trl/trainer/dpo_trainer.py:{i}" for i, line in enumerate(lines, 1)
+                 if needle in line), "trl/trainer/dpo_trainer.py")
+
+
+def findings(results: list[dict], cost: dict) -> list[str]:
+    """Why ours differs from trl used directly, from what was measured."""
+    out = ["", "## Why, and what to change", ""]
+    n = 0
+    for r in results:
+        built, used = r["adapters"]["ours"]
+        if "ref" in built and "ref" not in r["adapters"]["trl"][0]:
+            n += 1
+            gain = r["fix_gain"]
+            measured = (f"On {r['name']} ours takes {gain['step']:.3f}x the time a step of ours-fix, "
+                        f"the same run with that copy deleted (pairs: "
+                        + ", ".join(f"{v:.3f}" for v in gain["all_step"]) + "); ours-fix against trl: "
+                        f"{r['paired']['ours-fix']['tps']:.3f}x by tokens/s, "
+                        f"{r['paired']['ours-fix']['step']:.3f}x a step." if gain else
+                        f"(ours-fix was not run on {r['name']}.)")
+            add_line = _trl_line('model.add_adapter("ref"')
+            use_line = _trl_line('adapter_name="ref" if "ref" in')
+            out.append(f"{n}. **The reference pass runs through a copy of the adapter** ({r['name']}). "
+                       "runner.add_adapters wraps the model in a PeftModel before the trainer is "
+                       "built, and trl's DPOTrainer, handed a PeftModel without a `peft_config`, "
+                       "adds a frozen copy of its adapter as adapter \"ref\" "
+                       f"({add_line}) and computes every reference "
+                       f"log-prob with it ({use_line}): each "
+                       "step switches the active adapter twice (`set_adapter`, a walk over every "
+                       "module) and runs the LoRA branches (dropout, A, B) in the reference forward. "
+                       "trl used directly, given the `peft_config`, has no copy and runs the "
+                       "reference with the adapters disabled. For a fresh adapter the copy is "
+                       "worth nothing: LoRA's B starts at zero, so it is the base model (the "
+                       "step-1 losses above are ln 2 in both). A cProfile of 42 tiny-model steps "
+                       "counted 5040 `linear` calls in ours against 3696 in trl: 32 more a step, "
+                       "the A and B of the 16 adapted projections in the reference forward. "
+                       + measured)
+            out.append("   Change (workbench/train/methods/preference.py, `build_trainer`, after the "
+                       "trainer is built): `if method.name in (\"dpo\", \"kto\") and not "
+                       "plan.start_adapter and \"ref\" in trainer.model.peft_config: "
+                       "trainer.model.delete_adapter(\"ref\")` (KTOTrainer adds the same copy, "
+                       "kto_trainer.py). A run that starts from model.adapter keeps the copy: "
+                       "there the reference must be the starting adapter (runner._continue_adapter, "
+                       "test_dpo_from_an_sft_run_uses_that_adapter_as_reference). The saved "
+                       "adapter is unchanged (save_adapter saves \"default\" only). Not measured "
+                       "here but expected larger: with lora.method = \"dora\" the copy also "
+                       "recomputes DoRA's weight norms in every reference forward.")
+            break
+    for r in results[:1]:
+        tk = r["tok"]
+        if tk["tail_only"]:
+            n += 1
+            ids = r["paired"].get("trl-ids")
+            out.append(f"{n}. **Tokens: TRL trains {tk['trl_trained_mean'] - tk['ours_trained_mean']:.2f} "
+                       "more completion tokens a pair.** Its conversational path takes the "
+                       "completion as everything the chat template renders after the prompt, "
+                       f"so the tiny model's template adds {list(tk['tails'])} after each "
+                       "answer's <|im_end|>; our renderer ends the answer at <|im_end|>. The "
+                       "prompts are the same token for token. TRL therefore feeds "
+                       f"{statistics.mean(r['trl']['tokens_per_step']) / statistics.mean(r['ours']['tokens_per_step']) - 1:.1%} "
+                       "more tokens a step; where the step time hardly depends on the token count "
+                       "(the tiny model) that alone lifts TRL's tokens/s"
+                       + (f": trl-ids (TRL fed our ids) against trl: {ids['step']:.3f}x the time a "
+                          f"step, {ids['tps']:.3f}x by tokens/s." if ids else ".")
+                       + " Not a speed difference, and not to be copied: training the newline "
+                       "after the end-of-turn token is TRL's quirk.")
+    for r in results[:1]:
+        if not r["bookkeeping"] or not r["bookkeeping"][0]:
+            continue
+        n += 1
+        total_own = sum(b[k][2] for b in r["bookkeeping"] for k in b if k.startswith("RunRecorder."))
+        writes = sum(b["RunDir.write_status"][0] for b in r["bookkeeping"])
+        steps = sum(r["ours_steps"])
+        out.append(f"{n}. **Our own per-step work is small.** The RunRecorder's hooks took "
+                   f"{total_own * 1000 / steps:.2f} ms a step on {r['name']} "
+                   f"({total_own / steps / r['ours']['own_s']:.1%} of its step), nearly all of it "
+                   f"status.json writes ({writes} in {steps} steps: one at every logged step from "
+                   "on_log, and at most one a second from on_step_end), each with an fsync "
+                   f"({cost['fsync_ms']:.2f} ms here when the disk is quiet, against "
+                   f"{cost['plain_ms']:.2f} ms without the fsync; more while other processes write). "
+                   f"The NaN check is {cost['nan_us']:.0f} us a micro-batch on the CPU (on a GPU "
+                   "its `.all()` in an `if` is a device sync each micro-batch, which TRL's default "
+                   "`logging_nan_inf_filter=True` would have cost too; ours turns that filter off, "
+                   "so the count of syncs is the same). A possible trim, not needed for the target: "
+                   "in RunRecorder.on_log (workbench/train/trainer.py) keep the loss for the "
+                   "throttled status write of on_step_end instead of writing status.json at every "
+                   "logged step, and write progress-only status without fsync (the rename alone "
+                   "already keeps readers from seeing half a file).")
+    return out
 
 
 def _fmt_losses(xs: list) -> str:

@@ -141,7 +141,17 @@ def iter_records(
     report = report if report is not None else LoadReport()
     source = open_source(path, encoding=encoding, split=split, revision=revision)
     report.kinds[source.name] = source.kind
-    chosen = None if format == "auto" else format
+    yield from stream_records(
+        source, report, None if format == "auto" else format, on_bad_line, columns,
+        check_columns=_check_mapped_columns, detect=_detect,
+        convert=lambda name, row: _to_record(name, row, system_prompt))
+
+
+def stream_records(source: RowSource, report: LoadReport, chosen: str | None, on_bad_line: str,
+                   columns: dict[str, str], *, check_columns, detect, convert) -> Iterator[dict]:
+    """The row loop every loader shares (conversations here, preference records in
+    preference.py): map columns, let the first row decide the schema when `chosen` is None,
+    convert, and turn a RowProblem into a file:row error or a counted skip."""
     if chosen:
         report.formats[source.name] = chosen
     seen_rows = False  # a row that parsed as an object has been seen (it decides the format)
@@ -156,14 +166,14 @@ def iter_records(
                 raise RowProblem(f"expected a JSON object (one record), found {json_type(raw.value)}")
             row = rename_columns(raw.value, columns)
             if not seen_rows:
-                _check_mapped_columns(source, raw, columns)
+                check_columns(source, raw, columns)
             seen_rows = True
             if chosen is None:
                 # The first row decides; a schema we cannot recognise is a file-level error,
                 # not a bad row, because every later row would fail the same way.
-                chosen = _detect(source, raw, row)
+                chosen = detect(source, raw, row)
                 report.formats[source.name] = chosen
-            record = _to_record(chosen, row, system_prompt)
+            record = convert(chosen, row)
         except RowProblem as problem:
             if on_bad_line == "skip":
                 report.skipped.append((source.name, raw.row, problem.message))

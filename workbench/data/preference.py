@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.data.errors import DataError
-from workbench.data.load import BAD_LINE_CHOICES, LoadReport, _error_at, _row_error
+from workbench.data.load import BAD_LINE_CHOICES, LoadReport, _error_at, stream_records
 from workbench.data.readers import RawRow, RowSource, open_source
 from workbench.data.schemas import (
     _SHAREGPT_ROLES,
@@ -220,39 +220,10 @@ def iter_preference_records(
     report = report if report is not None else LoadReport()
     source = open_source(path, encoding=encoding, split=split, revision=revision)
     report.kinds[source.name] = source.kind
-    chosen = None if format == "auto" else format
-    if chosen:
-        report.formats[source.name] = chosen
-    seen_rows = False
-    read_any = False
-    for raw in source.rows:
-        report.rows_read += 1
-        read_any = True
-        try:
-            if raw.problem is not None:
-                raise raw.problem
-            if not isinstance(raw.value, dict):
-                raise RowProblem(f"expected a JSON object (one record), found {json_type(raw.value)}")
-            row = rename_columns(raw.value, columns)
-            if not seen_rows:
-                _check_mapped_columns(source, raw, columns)
-            seen_rows = True
-            if chosen is None:
-                chosen = _detect(source, raw, row)
-                report.formats[source.name] = chosen
-            record = _to_record(chosen, row, system_prompt)
-        except RowProblem as problem:
-            if on_bad_line == "skip":
-                report.skipped.append((source.name, raw.row, problem.message))
-                if problem.column and source.numbering == "line":
-                    report.columns[(source.name, raw.row)] = problem.column
-                continue
-            raise _row_error(source, raw.row, problem) from None
-        record["source"] = {"file": source.name, "row": raw.row}
-        report.rows_loaded += 1
-        yield record
-    if not read_any:
-        raise DataError("has no records", file=source.name, hint="a dataset needs at least one record")
+    yield from stream_records(
+        source, report, None if format == "auto" else format, on_bad_line, columns,
+        check_columns=_check_mapped_columns, detect=_detect,
+        convert=lambda name, row: _to_record(name, row, system_prompt))
 
 
 def load_preference_records(path: str | Path, **kwargs: Any) -> list[dict]:

@@ -167,6 +167,8 @@ def _settings_and_model(args):
         flags["targets"] = ("all-linear" if args.targets.strip() == "all-linear"
                             else tuple(t.strip() for t in args.targets.split(",") if t.strip()))
     settings = replace(settings, **{k: v for k, v in flags.items() if v is not None})
+    if profile is not None and args.train_method:  # the data is then counted as it trains
+        profile.train.method = args.train_method
     config, source = load_model_config(model_ref, revision)
     return profile, settings, config, source
 
@@ -378,39 +380,22 @@ def count_dataset_tokens(profile) -> tuple[DataCount | None, str]:
 
 
 def count_preference_tokens(profile) -> tuple[DataCount | None, str]:
-    """A preference method's training examples as its trainer gets them: the data room's
-    loading, checks, prompt-keeping split and rendering, in the order
-    workbench/train/methods/preference.py `prepare_data` runs them (the estimate room may not
-    import that module), on a seeded sample of SAMPLE_ROWS examples scaled up. Rows are
+    """A preference method's training examples as its trainer gets them (the data room's
+    `load_preference_training_data`, then rendering, as the method's `prepare_data` does), on a
+    seeded sample of SAMPLE_ROWS examples scaled up. Rows are
     examples (pairs for DPO / ORPO / SimPO; answers for KTO, which trains a pair as its two
     answers), a row's length the longer of its sides (the collator pads chosen and rejected to
     the longest sequence of the batch), tokens both sides' (2 x that length a pair)."""
     import random
-    from pathlib import Path
 
     try:
-        from workbench.data import LoadReport
-        from workbench.data.preference import load_preference_records, records_kind
-        from workbench.data.preference_checks import check_pairs, split_preference_records
         from workbench.data.preference_render import render_preference_dataset
-        from workbench.data.save import is_saved_dataset
+        from workbench.data.preference_training import load_preference_training_data
         from workbench.estimate.memory import METHOD_TITLES
         from workbench.train.plan import load_tokenizer, profile_chat_format
 
-        d, t = profile.data, profile.train
-        kw = dict(format=d.format, system_prompt=d.system_prompt, on_bad_line=d.on_bad_rows,
-                  report=LoadReport(), columns=d.columns or None, encoding=d.encoding or None)
-        saved = is_saved_dataset(d.train)
-        records = load_preference_records(Path(d.train) / "train.jsonl" if saved else d.train, **kw)
-        kind = records_kind(records)
-        records, _dropped = check_pairs(records)
-        if not saved and not d.validation and d.validation_split > 0 and len(records) > 1:
-            records = split_preference_records(
-                records, fractions=(1 - d.validation_split, d.validation_split, 0.0),
-                seed=t.seed).train
-        if t.method == "kto" and kind == "paired":  # each pair trains as its two answers
-            records = [{"prompt": r["prompt"], "completion": r[side], "label": side == "chosen",
-                        "source": r.get("source")} for r in records for side in ("chosen", "rejected")]
+        t = profile.train
+        records = load_preference_training_data(profile).train
         sample = (records if len(records) <= SAMPLE_ROWS
                   else random.Random(0).sample(records, SAMPLE_ROWS))
         tokenizer = load_tokenizer(profile)

@@ -12,8 +12,6 @@ every pair of one prompt on one side, so no prompt is both trained on and evalua
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from workbench.train.methods import PreparedData
 
 # beta = "auto": each method's usual value (TRL's defaults; SimPO's paper uses 2.0-2.5).
@@ -28,11 +26,9 @@ def beta(profile) -> float:
 
 
 def prepare_data(method, profile, tokenizer, fmt, log) -> PreparedData:
-    from workbench.data import DataError, LoadReport, dataset_hash
-    from workbench.data.preference import load_preference_records, records_kind
-    from workbench.data.preference_checks import check_pairs, split_preference_records
+    from workbench.data import DataError
     from workbench.data.preference_render import render_preference_dataset
-    from workbench.data.save import is_saved_dataset, manifest_hash
+    from workbench.data.preference_training import load_preference_training_data
     from workbench.train.plan import RunError
 
     d, t = profile.data, profile.train
@@ -41,85 +37,39 @@ def prepare_data(method, profile, tokenizer, fmt, log) -> PreparedData:
                        "another prompt's answer in the same batch",
                        hint="set train.batch_size = 2 or more (lower train.grad_accum to keep "
                             "the effective batch)")
-    report = LoadReport()
-    kw = dict(format=d.format, system_prompt=d.system_prompt, on_bad_line=d.on_bad_rows,
-              report=report, columns=d.columns or None, encoding=d.encoding or None)
-    notes: list[str] = []
-    manifest = None
     try:
-        if is_saved_dataset(d.train):
-            folder = Path(d.train)
-            manifest = manifest_hash(folder)
-            train = load_preference_records(folder / "train.jsonl", **kw)
-            val_file = Path(d.validation) if d.validation else folder / "validation.jsonl"
-            validation = load_preference_records(val_file, **kw) if val_file.exists() else []
-            hashed = [folder / "manifest.json"]
-        else:
-            log(f"loading {d.train}")
-            train = load_preference_records(d.train, **kw)
-            validation = load_preference_records(d.validation, **kw) if d.validation else None
-            hashed = [d.train] + ([d.validation] if d.validation else [])
-        kind = records_kind(train)
-        if kind == "unpaired" and method.name != "kto":
+        data = load_preference_training_data(profile, log)
+        if data.kind == "unpaired" and method.name != "kto":
             raise RunError(f"{d.train} holds single answers labelled desirable or not, and "
                            f"{method.title} trains on pairs (a chosen and a rejected answer "
                            "to one prompt)",
                            hint='use train.method = "kto", which trains on such data', kind="data")
-        train, dropped = check_pairs(train)
-        if validation is None:
-            validation = []
-            if d.validation_split > 0 and len(train) > 1:
-                # Every pair of one prompt on one side: a prompt is trained on or held out.
-                split = split_preference_records(
-                    train, fractions=(1 - d.validation_split, d.validation_split, 0.0), seed=t.seed)
-                train, validation = split.train, split.validation
-        else:
-            validation, dropped_val = check_pairs(validation)
-            dropped += dropped_val
-        train_records = _unpair(train) if method.name == "kto" and kind == "paired" else train
-        if method.name == "kto":
-            # KTO reads its rows in order (its KL term pairs each answer with the previous
-            # row's prompt), so the order is shuffled here, seeded, not by the sampler.
-            import random
-
-            train_records = list(train_records)
-            random.Random(t.seed).shuffle(train_records)
-        train_rows, stats = render_preference_dataset(tokenizer, train_records, t.max_seq_len, fmt)
-        eval_rows, eval_stats = render_preference_dataset(tokenizer, validation, t.max_seq_len, fmt)
+        train_rows, stats = render_preference_dataset(tokenizer, data.train, t.max_seq_len, fmt)
+        eval_rows, eval_stats = render_preference_dataset(tokenizer, data.validation,
+                                                          t.max_seq_len, fmt)
     except DataError as exc:
         raise RunError(str(exc), kind="data") from exc
-    if report.skipped:
-        shown = "; ".join(f"{f}:{r}: {why}" for f, r, why in report.skipped[:5])
-        notes.append(f"data: skipped {len(report.skipped)} bad rows (data.on_bad_rows = \"skip\"): "
-                     f"{shown}{' ...' if len(report.skipped) > 5 else ''}")
-    if dropped:
-        notes.append(_describe_dropped(dropped))
+    notes: list[str] = []
+    if data.skipped:
+        shown = "; ".join(f"{f}:{r}: {why}" for f, r, why in data.skipped[:5])
+        notes.append(f"data: skipped {len(data.skipped)} bad rows (data.on_bad_rows = \"skip\"): "
+                     f"{shown}{' ...' if len(data.skipped) > 5 else ''}")
+    if data.dropped:
+        notes.append(_describe_dropped(data.dropped))
     if not train_rows:
-        raise RunError(f"no trainable {'rows' if kind == 'unpaired' else 'pairs'} in {d.train} "
-                       "after checking and rendering",
+        raise RunError(f"no trainable {'rows' if data.kind == 'unpaired' else 'pairs'} in "
+                       f"{d.train} after checking and rendering",
                        hint=f"run `workbench data inspect {d.train}` to see why", kind="data")
     unit = "answers" if method.name == "kto" else "pairs"
     notes.append(f"data: {len(train_rows)} training {unit}, {len(eval_rows)} held-out "
-                 f"{'pairs' if kind == 'paired' else 'answers'}; {stats.describe()}")
+                 f"{'pairs' if data.kind == 'paired' else 'answers'}; {stats.describe()}")
     if eval_stats.dropped:
         notes.append(f"held-out: {eval_stats.describe()}")
-    if method.name == "kto" and kind == "paired":
+    if method.name == "kto" and data.kind == "paired":
         notes.append("KTO on pairs: each pair trains as one desirable (chosen) and one "
                      "undesirable (rejected) answer")
-    return PreparedData(train_rows, eval_rows, dataset_hash(hashed), manifest, notes,
-                        held_out=len(validation))
-
-
-def _unpair(records: list[dict]) -> list[dict]:
-    out = []
-    for r in records:
-        for side, label in (("chosen", True), ("rejected", False)):
-            row = {"prompt": r["prompt"], "completion": r[side], "label": label,
-                   "source": r["source"]}
-            if r.get("tools"):
-                row["tools"] = r["tools"]
-            out.append(row)
-    return out
+    return PreparedData(train_rows, eval_rows, data.dataset_hash, data.manifest_hash, notes,
+                        held_out=len(data.validation))
 
 
 def _describe_dropped(dropped: list[tuple]) -> str:
