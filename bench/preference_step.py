@@ -1,8 +1,8 @@
 """Benchmark: is the workbench's DPO step as fast as TRL's DPOTrainer used directly?
 
     HF_HUB_OFFLINE=1 python bench/preference_step.py [--models tiny,smollm2-360m]
-        [--steps 30] [--warmup 3] [--big-steps 2] [--big-warmup 1] [--repeats 3]
-        [--arms ours,trl,ours-fix] [--big-arms ours,trl] [--threads 1] [--sequential]
+        [--steps 30] [--warmup 3] [--big-steps 2] [--big-warmup 1] [--repeats 5] [--big-repeats 3]
+        [--arms ours,trl,ours-fix,trl-ids] [--big-arms ours,trl] [--threads 1] [--sequential]
         [--pairs 300] [--data translate|dpo_en] [--logging-steps 5] [--write bench/preference_step.md]
 
 Target (the issue): tokens/s and peak memory of a DPO step no worse than 1.05x TRL's
@@ -31,7 +31,8 @@ together at a barrier, so they share whatever else the cores are doing (`--seque
 after the other). Measured per run: seconds per optimizer step in the steady state (the
 intervals between consecutive `on_step_end`s after the warm-up steps: everything in the loop,
 callbacks and logging included) by the wall clock, by the wall clock less the time spent
-waiting for a core ("own time", /proc/self/task/*/schedstat: blocking I/O stays in it) and by
+waiting for a core ("own time": the training loop's thread, /proc/thread-self/schedstat;
+blocking I/O stays in it) and by
 CPU time; tokens fed per second (non-pad tokens of the collated batch: prompt + chosen and
 prompt + rejected, counted once although the reference pass reads them again) by own time;
 the step-1 loss (ln 2 when the adapter starts at zero); the peak RSS during `trainer.train()`
@@ -67,6 +68,7 @@ TINY = ROOT / "assets" / "tiny-model"
 TRANSLATE = ROOT / "assets" / "demo" / "translate_en_fr_pairs.jsonl"
 DPO_EN = ROOT.parent / "shared" / "data" / "dpo_en_demo.json"
 TARGET = 1.05
+LOADS: list[float] = []  # the 1-minute load average before each repeat
 ARMS = ("ours", "trl", "ours-fix", "trl-ids", "ours-norec")
 
 # One set of settings, written into our profile and passed to DPOConfig.
@@ -94,23 +96,9 @@ def _reset_peak() -> bool:
         return False
 
 
-def _schedstat() -> float:
-    """Seconds this process's threads have spent runnable but waiting for a core (Linux
-    /proc/self/task/*/schedstat, second field); 0.0 where there is none."""
-    waited = 0
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            try:
-                waited += int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    except OSError:
-        return 0.0
-    return waited / 1e9
-
-
 def _thread_waited() -> float:
-    """Seconds this thread has spent runnable but waiting for a core."""
+    """Seconds this thread has spent runnable but waiting for a core (Linux
+    /proc/thread-self/schedstat, second field); 0.0 where there is none."""
     try:
         return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
     except (OSError, IndexError, ValueError):
@@ -132,7 +120,7 @@ def _clock_callback():
         def on_step_end(self, args, state, control, **kw):
             self.ends.append(time.perf_counter())
             self.cpu.append(time.process_time())
-            self.waited.append(_schedstat())
+            self.waited.append(_thread_waited())  # the training loop's thread
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
@@ -496,6 +484,26 @@ def _wait_at_barrier(a) -> None:
         time.sleep(0.01)
 
 
+def trace_estimate(model_dir: Path) -> dict:
+    """The workbench's tracer on this step (`workbench estimate --trace`): the GPU memory of the
+    DPO step it models, for the same model and settings at the full max_length."""
+    s = SETTINGS
+    cmd = [sys.executable, "-m", "workbench", "estimate", "--model", str(model_dir),
+           "--train-method", "dpo", "--method", "lora", "--r", str(s["lora_r"]),
+           "--alpha", str(s["lora_alpha"]), "--dropout", str(s["lora_dropout"]),
+           "--targets", ",".join(s["targets"]), "--batch", str(s["batch_size"]),
+           "--seq", str(s["max_seq_len"]), "--no-grad-ckpt", "--precision", "fp32",
+           "--optimizer", s["optimizer"], "--trace", "--json", "--no-count-data"]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                              capture_output=True, text=True, timeout=300)
+        est = json.loads(proc.stdout)
+        return {"peak": est["peak_bytes"], "reserved": est["reserved_bytes"],
+                "traced": bool(est.get("trace")), "modeled": est.get("step_modeled", "")}
+    except (subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+        return {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+
+
 def nan_check_cost(n: int = 5000) -> float:
     """RunDirTrainer.compute_loss's check on a scalar loss that requires grad, in microseconds
     (median of n): the whole per-micro-batch cost of the check on the CPU."""
@@ -626,7 +634,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3, help="untimed first steps per run (tiny)")
     ap.add_argument("--big-steps", type=int, default=2, help="timed steps per run (random-init models)")
     ap.add_argument("--big-warmup", type=int, default=1, help="untimed steps (random-init models)")
-    ap.add_argument("--repeats", type=int, default=3, help="runs per arm, alternated")
+    ap.add_argument("--repeats", type=int, default=5, help="runs per arm (tiny model)")
+    ap.add_argument("--big-repeats", type=int, default=3, help="runs per arm (random-init models)")
     ap.add_argument("--pairs", type=int, default=300)
     ap.add_argument("--data", choices=("translate", "dpo_en"), default="translate")
     ap.add_argument("--logging-steps", type=int, default=SETTINGS["logging_steps"])
@@ -635,7 +644,7 @@ def main() -> int:
                          "threads a run stall each other (0 = torch's default)")
     ap.add_argument("--write", type=Path)
     # internal: one measured run
-    ap.add_argument("--arms", default="ours,trl,ours-fix",
+    ap.add_argument("--arms", default="ours,trl,ours-fix,trl-ids",
                     help="the arms on the tiny model, comma-separated, from: ours, trl, ours-fix "
                          "(ours without trl's copy of the fresh adapter as reference), trl-ids "
                          "(TRL used directly, fed our renderer's token ids), ours-norec (ours "
@@ -659,8 +668,9 @@ def main() -> int:
     for arms in (a.arms, a.big_arms):
         if not a.child and ({"ours", "trl"} - set(arms.split(",")) or set(arms.split(",")) - set(ARMS)):
             ap.error(f"--arms / --big-arms must name ours and trl, and only arms from {', '.join(ARMS)}")
-    if min(a.warmup, a.big_warmup) < 1 or min(a.steps, a.big_steps, a.repeats) < 1:
-        ap.error("--warmup/--big-warmup, --steps/--big-steps and --repeats must be at least 1")
+    if min(a.warmup, a.big_warmup) < 1 or min(a.steps, a.big_steps, a.repeats, a.big_repeats) < 1:
+        ap.error("--warmup/--big-warmup, --steps/--big-steps and --repeats/--big-repeats must be "
+                 "at least 1")
     if a.child:
         sys.path.insert(0, str(ROOT))
         out = (child_trl if a.child.startswith("trl") else child_ours)(a)
@@ -689,8 +699,9 @@ def main() -> int:
             arms = tuple(arm.strip() for arm in (a.arms if name == "tiny" else a.big_arms).split(",")
                          if arm.strip())
             runs = {arm: [] for arm in arms}
-            for rep in range(a.repeats):
+            for rep in range(a.repeats if name == "tiny" else a.big_repeats):
                 order = list(arms) if rep % 2 == 0 else list(reversed(arms))
+                LOADS.append(os.getloadavg()[0])
                 done = run_children(order, model_dir, data_file, steps, warmup, rep == 0,
                                     a.threads, not a.sequential)
                 for arm in order:
@@ -705,6 +716,7 @@ def main() -> int:
                           + (f", bookkeeping {_bookkeeping_ms(r):.1f} ms/step" if arm == "ours" else ""),
                           flush=True)
             tok = tokenization(runs["ours"][0]["rows"], runs["trl"][0]["rows"], model_dir)
+            trace = trace_estimate(model_dir)
             paired = {arm: paired_ratios(runs[arm], runs["trl"]) for arm in arms if arm != "trl"}
             fix_gain = (paired_ratios(runs["ours"], runs["ours-fix"]) if "ours-fix" in arms else None)
             same_ids = ({arm: paired_ratios(runs[arm], runs["trl-ids"])
@@ -713,7 +725,7 @@ def main() -> int:
                             **{arm: summarize(runs[arm]) for arm in arms}, "arms": arms,
                             "tok": tok, "diff": args_diff(runs["ours"][0]["args"], runs["trl"][0]["args"]),
                             "attn": (runs["ours"][0]["attn"], runs["trl"][0]["attn"]),
-                            "paired": paired, "same_ids": same_ids, "fix_gain": fix_gain, "together": not a.sequential,
+                            "trace": trace, "paired": paired, "same_ids": same_ids, "fix_gain": fix_gain, "together": not a.sequential,
                             "adapters": {arm: (runs[arm][0]["adapters"],
                                                runs[arm][0]["adapters_trained_with"]) for arm in arms},
                             "bookkeeping": [r["bookkeeping"] for r in runs["ours"]],
@@ -725,8 +737,8 @@ def main() -> int:
     print(text)
     if a.write:
         a.write.write_text(text)
-    ok = all(pr["tps"] <= TARGET and (pr["mem"] is None or pr["mem"] <= TARGET)
-             for r in results for pr in [r["paired"]["ours"]])
+    ok = all(r["paired"]["ours"]["tps"] <= TARGET and memory_ok(r["ours"], r["trl"], r["paired"]["ours"])[0]
+             for r in results)
     return 0 if ok else 1
 
 
@@ -742,7 +754,8 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- machine: {cpu_machine()}, no GPU; torch threads a run: "
         f"{results[0]['threads'] if results else '?'}; other engineers' tests shared the two cores "
-        "(load average 3-9), so the arms alternate, each run in its own process",
+        f"(1-minute load average {min(LOADS, default=0):.1f} to {max(LOADS, default=0):.1f} at the "
+        "repeats' starts)",
         f"- Python {platform.python_version()}; {versions}",
         f"- command: `{command}` (wall {wall / 60:.1f} min)",
         f"- data: {data_what}; the same settings for both: batch {s['batch_size']} x grad_accum "
@@ -754,7 +767,8 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
         "- s/step: median over the runs of each run's mean steady-state step (the intervals between "
         "consecutive `on_step_end` after the warm-up steps: data, forward/backward of policy and "
         "reference, optimizer, callbacks, logging). **own**: the wall clock less the time the "
-        "process spent runnable but waiting for a core (/proc/self/task/*/schedstat), i.e. what the "
+        "training loop's thread spent runnable but waiting for a core (/proc/thread-self/schedstat), "
+        "i.e. what the "
         "step takes alone on its core, blocking I/O such as fsync included: the figure compared. "
         "wall: the raw wall clock (other processes' load swings it by +-50%). CPU: process CPU "
         "time (leaves out blocking I/O)",
@@ -763,8 +777,9 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
         "ours' s/step / trl's (>1 = ours slower)",
         "- peak memory: peak RSS during `trainer.train()` above the RSS just before it (VmHWM reset "
         "through /proc/self/clear_refs). The workbench's tracer (`workbench estimate --trace`) "
-        "models a CUDA step of TRL's DPO loss: the same number for both arms, so it cannot compare "
-        "them; the GPU peak of our runner's step is measured by bench/gpu_checks.sh on a lent GPU",
+        "models one DPO step on a GPU (below, per model); it models TRL's step, reference with the "
+        "adapter disabled, so one number for both arms: it cannot tell them apart. The GPU peak "
+        "of our runner's step is measured by bench/gpu_checks.sh on a lent GPU",
         "",
         "| model | arm | timed steps (warm-up) x runs | s/step own | s/step wall | s/step CPU | "
         "tokens/s (own) | peak RSS delta | vs trl: tokens/s slowdown | vs trl: s/step | "
@@ -788,6 +803,17 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
               if results and results[0]["together"] else "run one after the other")
               + "; the other columns are medians over the runs.", "",
               "Every run, in the order run (s/step own; wall; CPU; peak RSS delta MiB):", ""]
+    trace_lines = []
+    for r in results:
+        tr = r["trace"]
+        if "error" in tr:
+            trace_lines.append(f"- {r['name']}: the tracer did not answer ({tr['error']})")
+        else:
+            trace_lines.append(f"- {r['name']}: `workbench estimate --trace`, batch {s['batch_size']} x "
+                               f"{s['max_seq_len']} tokens fp32 on a GPU: peak {tr['peak'] / 2**30:.2f} GiB "
+                               f"with the CUDA context, max_memory_reserved {tr['reserved'] / 2**30:.2f} GiB"
+                               f"{'' if tr['traced'] else ' (analytic: not traced)'}; step modeled: "
+                               f"{tr['modeled']}")
     for r in results:
         for arm in r["arms"]:
             x = r[arm]
@@ -799,6 +825,8 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
             lines.append(f"- {r['name']} {arm} / trl, pair by pair: s/step "
                          + ", ".join(f"{v:.3f}" for v in pr["all_step"]) + "; tokens/s slowdown "
                          + ", ".join(f"{v:.3f}" for v in pr["all_tps"]))
+    lines += ["", "GPU memory of the step by the workbench's tracer (one number for every arm: it models trl used directly):", ""]
+    lines += trace_lines
     lines += ["", "## Do the two train the same thing?", ""]
     for r in results:
         tk, o, t = r["tok"], r["ours"], r["trl"]
@@ -843,8 +871,9 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
         for arm, pr in r["paired"].items():
             if arm in ("ours-norec", "trl-ids"):
                 continue
-            ok = pr["tps"] <= TARGET and (pr["mem"] is None or pr["mem"] <= TARGET)
-            mem = f"peak RSS {pr['mem']:.2f}x" if pr["mem"] else "memory n/a"
+            mem_ok, mem_note = memory_ok(r[arm], r["trl"], pr)
+            ok = pr["tps"] <= TARGET and mem_ok
+            mem = f"peak RSS {pr['mem']:.2f}x{mem_note}" if pr["mem"] else "memory n/a"
             lines.append(f"- {r['name']}, {arm}: tokens/s {pr['tps']:.3f}x slower than TRL's, "
                          f"{pr['step']:.3f}x TRL's time a step, {mem}: "
                          f"**{'within' if ok else 'MISSES'} the {TARGET}x target**")
@@ -880,7 +909,7 @@ def bookkeeping_lines(r: dict) -> list[str]:
                      f"({wall * 1000 / max(n, 1):.2f} wall), {own * 1000 / steps:.2f} ms a step")
     hooks = sum(v[2] for k, v in total.items() if k.startswith("RunRecorder."))
     lines.append(f"  - the recorder's hooks in all: {hooks * 1000 / steps:.2f} ms a step = "
-                 f"{hooks / steps / r['ours']['own_s']:.1%} of the median step")
+                 f"{hooks / steps / r['ours']['own_s']:.2%} of the median step")
     return lines
 
 
@@ -919,7 +948,7 @@ def findings(results: list[dict], cost: dict) -> list[str]:
                        f"({add_line}) and computes every reference "
                        f"log-prob with it ({use_line}): each "
                        "step switches the active adapter twice (`set_adapter`, a walk over every "
-                       "module) and runs the LoRA branches (dropout, A, B) in the reference forward. "
+                       "module) and runs the LoRA branches (A, then B) in the reference forward. "
                        "trl used directly, given the `peft_config`, has no copy and runs the "
                        "reference with the adapters disabled. For a fresh adapter the copy is "
                        "worth nothing: LoRA's B starts at zero, so it is the base model (the "
@@ -963,22 +992,36 @@ def findings(results: list[dict], cost: dict) -> list[str]:
         total_own = sum(b[k][2] for b in r["bookkeeping"] for k in b if k.startswith("RunRecorder."))
         writes = sum(b["RunDir.write_status"][0] for b in r["bookkeeping"])
         steps = sum(r["ours_steps"])
-        out.append(f"{n}. **Our own per-step work is small.** The RunRecorder's hooks took "
-                   f"{total_own * 1000 / steps:.2f} ms a step on {r['name']} "
+        out.append(f"{n}. **Our own per-step work.** The RunRecorder's hooks took "
+                   f"{total_own * 1000 / steps:.2f} ms a step (own time, warm-up steps included) on {r['name']} "
                    f"({total_own / steps / r['ours']['own_s']:.1%} of its step), nearly all of it "
                    f"status.json writes ({writes} in {steps} steps: one at every logged step from "
                    "on_log, and at most one a second from on_step_end), each with an fsync "
                    f"({cost['fsync_ms']:.2f} ms here when the disk is quiet, against "
                    f"{cost['plain_ms']:.2f} ms without the fsync; more while other processes write). "
                    f"The NaN check is {cost['nan_us']:.0f} us a micro-batch on the CPU (on a GPU "
-                   "its `.all()` in an `if` is a device sync each micro-batch, which TRL's default "
-                   "`logging_nan_inf_filter=True` would have cost too; ours turns that filter off, "
-                   "so the count of syncs is the same). A possible trim, not needed for the target: "
+                   "its `.all()` in an `if` is a device sync each micro-batch; TRL's default "
+                   "`logging_nan_inf_filter=True` costs two, `isnan` and `isinf` (transformers' "
+                   "trainer.py, the training loop), and ours turns that filter off, so ours syncs "
+                   "no more often). To trim the status writes: "
                    "in RunRecorder.on_log (workbench/train/trainer.py) keep the loss for the "
                    "throttled status write of on_step_end instead of writing status.json at every "
                    "logged step, and write progress-only status without fsync (the rename alone "
                    "already keeps readers from seeing half a file).")
     return out
+
+
+def memory_ok(o: dict, t: dict, pr: dict) -> tuple[bool, str]:
+    """Peak memory within the target: the paired ratio at most TARGET, or the difference of the
+    medians smaller than the spread between runs of one arm (allocator noise on a small delta)."""
+    if pr["mem"] is None or pr["mem"] <= TARGET:
+        return True, ""
+    spread = max(max(x["all_mem"]) - min(x["all_mem"]) for x in (o, t))
+    gap = o["mem_mib"] - t["mem_mib"]
+    if gap <= spread:
+        return True, (f" (+{gap:.0f} MiB, inside the {spread:.0f} MiB spread between runs of one "
+                      "arm: noise, not a difference)")
+    return False, ""
 
 
 def _fmt_losses(xs: list) -> str:

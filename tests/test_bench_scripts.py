@@ -55,3 +55,20 @@ def test_eval_speed_runs_on_two_rows(tmp_path):
     table = out.read_text()
     assert "2 Alpaca rows x 3 systems (base, few-shot k=3 fixed, fine-tuned) = 6 rows" in table
     assert "| 1 | plain first |" in table and "The previous scheme on the first 1 prompts" in table
+
+
+def test_preference_step_benchmark_runs_on_the_tiny_model(tmp_path):
+    """The DPO step benchmark (our trainer against trl's DPOTrainer used directly) end to end in
+    its smallest mode: both arms train, start from ln 2, and the report has its table."""
+    out = tmp_path / "preference_step.md"
+    proc = subprocess.run([sys.executable, "bench/preference_step.py", "--models", "tiny",
+                           "--steps", "2", "--warmup", "1", "--repeats", "1", "--pairs", "16",
+                           "--arms", "ours,trl,ours-fix", "--write", str(out)],
+                          cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # 1: target missed
+    table = out.read_text()
+    for arm in ("ours", "trl", "ours-fix"):
+        assert f"| assets/tiny-model (bundled) | {arm} | 2 (1) x 1 |" in table
+    assert "step-1 loss ours 0.6931, trl 0.6931" in table
+    assert "adapters on the model once the trainer is built" in table and "## Verdict" in table

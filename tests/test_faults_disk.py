@@ -170,7 +170,7 @@ def test_disk_full_while_appending_events(tmp_path, demo_plan, monkeypatch):
 
 @pytest.mark.slow
 def test_disk_full_while_replacing_status(tmp_path, demo_plan, monkeypatch):
-    from workbench.train import rundir
+    from workbench import rundir
 
     real_write = rundir.write_json_atomic
     failed = []

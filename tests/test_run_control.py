@@ -128,7 +128,9 @@ def test_finished_run_directory_follows_the_contract(tmp_path, fake_setup):
     logs = [e for e in events if e["type"] == "log"]
     assert [e["step"] for e in logs] == [1, 2, 4, 6, 8, 10, 12]
     assert {e["step"] for e in events if e["type"] == "eval"} == {4, 8, 12}
-    assert all(set(EVENT_FIELDS["log"]) <= set(e) for e in logs)
+    # `signals` is a preference method's (rewards, margins...): an SFT run has none.
+    assert all(set(EVENT_FIELDS["log"]) - {"signals"} <= set(e) for e in logs)
+    assert not any("signals" in e for e in logs)
     assert events[-1] == {**events[-1], "type": "status", "state": "finished"}
     estimate = next(e for e in events if e["type"] == "estimate")  # the memory model, at start
     assert estimate["peak_bytes"] > estimate["reserved_bytes"] > 0

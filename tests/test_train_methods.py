@@ -160,3 +160,20 @@ after_training = false
     saved = json.loads((run.path / "adapter" / "adapter_config.json").read_text())
     assert saved["r"] == 16
     assert not (run.path / "adapter" / "ref").exists()  # the reference copy is never saved
+
+
+def test_dpo_on_two_cpu_processes_finishes_as_one_run(tmp_path):
+    """torchrun, gloo: the same launcher and run folder as SFT's distributed runs."""
+    proc = workbench("run", str(REPO / "profiles" / "dpo-demo.toml"), "--procs", "2",
+                     "--runs-dir", "runs", "--set", "train.max_steps=2", "--set",
+                     "train.logging_steps=1", "--set", "train.eval_steps=0", "--set",
+                     "eval.after_training=false", cwd=tmp_path, timeout=600, check=True)
+    run = next((tmp_path / "runs").iterdir())
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == 2, proc.stdout
+    assert status["method"] == "dpo"
+    logs = _events(run, "log")
+    assert [e["step"] for e in logs] == [1, 2]
+    assert all("rewards/margins" in e["signals"] for e in logs)
+    assert sorted(p.name for p in (run / "ranks").glob("rank-*.json")) == ["rank-0.json",
+                                                                         "rank-1.json"]

@@ -275,9 +275,13 @@ def _is_preference(args: argparse.Namespace) -> bool:
 def _is_preference_path(path) -> bool:
     from workbench.data.preference import is_preference_data
 
+    from workbench.data.readers import looks_like_hub_id
+
     try:
         return is_preference_data(path)
     except DataError:
+        if looks_like_hub_id(str(path)) and not Path(path).exists():
+            raise  # the hub cannot be read, whatever the data holds: said once, here
         return False  # the SFT path reports what is wrong with the file, as it always has
 
 

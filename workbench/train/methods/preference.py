@@ -125,7 +125,15 @@ def build_trainer(method, model, plan, run, callbacks):
         trainer_class = pt.PretokenizedCPOTrainer
     else:
         raise ValueError(f"not a preference method: {method.name}")
-    return with_run_dir(trainer_class)(
+    trainer = with_run_dir(trainer_class)(
         model=model, args=args, run=run, train_dataset=dataset(plan.train_rows),
         eval_dataset=dataset(plan.eval_rows) if plan.evaluates else None,
         processing_class=plan.tokenizer, callbacks=callbacks)
+    peft_config = getattr(trainer.model, "peft_config", {})
+    if not plan.start_adapter and "ref" in peft_config:
+        # trl copies any adapter it is handed into a frozen "ref"; a fresh adapter (B = 0) is
+        # the base itself, so the reference is the adapter switched off, as trl does for a
+        # peft_config: no second adapter in memory, no LoRA path in the reference forward.
+        trainer.model.delete_adapter("ref")
+        trainer.model.set_adapter("default")
+    return trainer
