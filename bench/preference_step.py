@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 python bench/preference_step.py [--models tiny,smollm2-360m]
         [--steps 30] [--warmup 3] [--big-steps 2] [--big-warmup 1] [--repeats 5] [--big-repeats 3]
-        [--arms ours,trl,ours-fix,trl-ids] [--big-arms ours,trl] [--threads 1] [--sequential]
+        [--arms ours,trl,ours-refcopy,trl-ids] [--big-arms ours,trl] [--threads 1] [--sequential]
         [--pairs 300] [--data translate|dpo_en] [--logging-steps 5] [--write bench/preference_step.md]
 
 Target (the issue): tokens/s and peak memory of a DPO step no worse than 1.05x TRL's
@@ -21,8 +21,9 @@ The arms, each run in a fresh process:
   as TRL's conversational dataset (prompt / chosen / rejected message lists), so it applies
   the chat template and tokenizes them itself. Bookkeeping options (tqdm, NaN filter, ...)
   keep TRL's defaults; the report lists every TrainingArguments field that differs;
-- ours-fix: ours, with the frozen "ref" copy of the fresh adapter that trl adds to a PeftModel
-  deleted (the reference pass then runs the base model, adapters off, as in the trl arm);
+- ours-refcopy: ours as it was before commit ff40e04: the frozen "ref" copy of the fresh adapter
+  that trl adds to a PeftModel kept, every reference pass run through it (build_trainer now
+  deletes it; this arm adds it back exactly as trl's DPOTrainer.__init__ does);
 - trl-ids (optional): TRL used directly but fed our renderer's token ids (the same tokens as
   ours); ours-norec (optional): ours without the RunRecorder callback.
 
@@ -69,7 +70,7 @@ TRANSLATE = ROOT / "assets" / "demo" / "translate_en_fr_pairs.jsonl"
 DPO_EN = ROOT.parent / "shared" / "data" / "dpo_en_demo.json"
 TARGET = 1.05
 LOADS: list[float] = []  # the 1-minute load average before each repeat
-ARMS = ("ours", "trl", "ours-fix", "trl-ids", "ours-norec")
+ARMS = ("ours", "trl", "ours-refcopy", "trl-ids", "ours-norec")
 
 # One set of settings, written into our profile and passed to DPOConfig.
 SETTINGS = dict(batch_size=4, grad_accum=1, learning_rate=5e-4, scheduler="constant_with_warmup",
@@ -256,7 +257,7 @@ def child_ours(a) -> dict:
     set_seed(profile.train.seed)
     model = runner.add_adapters(runner.load_model(plan), plan)
     clock = _clock_callback()
-    if a.child in ("ours", "ours-fix"):
+    if a.child in ("ours", "ours-refcopy"):
         recorder = RunRecorder(run, StopFlag(), device=plan.device, signals=plan.method.signals)
         spent = _time_bookkeeping(recorder, run)
         callbacks = [recorder, clock]
@@ -265,12 +266,17 @@ def child_ours(a) -> dict:
     trainer = plan.method.build_trainer(model, plan, run, callbacks)
     trainer.remove_callback(PrinterCallback)
     adapters = list(trainer.model.peft_config)
-    if a.child == "ours-fix" and not plan.start_adapter and "ref" in trainer.model.peft_config:
-        # The proposed fix: trl's DPOTrainer, handed a PeftModel and no peft_config, adds a
-        # frozen copy of its adapter ("ref") and runs every reference pass through it. A fresh
-        # adapter is zero (B = 0), so the copy is the base model: use the base (adapters off),
-        # as trl does when it is given the peft_config.
-        trainer.model.delete_adapter("ref")
+    if a.child == "ours-refcopy" and "ref" not in trainer.model.peft_config:
+        # Before ff40e04: trl's DPOTrainer, handed a PeftModel and no peft_config, adds a frozen
+        # copy of its adapter as "ref" (dpo_trainer.py, __init__) and runs every reference pass
+        # through it; build_trainer now deletes that copy for a fresh adapter. Put it back as
+        # trl makes it.
+        m = trainer.model
+        m.add_adapter("ref", m.peft_config["default"])
+        for pname, param in m.named_parameters():
+            if ".default." in pname:
+                m.get_parameter(pname.replace(".default.", ".ref.")).data.copy_(param.data)
+        m.set_adapter("default")
     out = {"arm": a.child, "trainer": type(trainer).__name__, "adapters": adapters,
            "adapters_trained_with": list(trainer.model.peft_config),
            "rows": [{k: list(r[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
@@ -278,7 +284,41 @@ def child_ours(a) -> dict:
            "attn": model.config._attn_implementation}
     out = _train_and_measure(trainer, clock, a.warmup, out, barrier=a)
     out["bookkeeping"] = spent
+    if "ref" in trainer.model.peft_config and not plan.start_adapter:
+        out["ref_ab"] = _reference_pass_ab(trainer, 20 if a.steps >= 10 else 3)
     return out
+
+
+def _reference_pass_ab(trainer, n: int) -> dict:
+    """TRL's reference pass (DPOTrainer.compute_ref_log_probs) on one batch, through the "ref"
+    copy of the adapter (as ours trains) and with the adapters disabled (as trl used directly
+    trains: "ref" hidden from peft_config for the call), alternated n times: medians in s."""
+    import torch
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    model = trainer.model
+    rows = [trainer.train_dataset[i] for i in range(trainer.args.per_device_train_batch_size)]
+    inputs = DataCollatorForPreference(pad_token_id=trainer._tokenizer.pad_token_id)(rows)
+    inputs = {k: v.to(trainer.accelerator.device) for k, v in inputs.items()}
+    times: dict[str, list] = {"ref copy": [], "adapters off": []}
+    same = True
+    for i in range(n):
+        order = ("ref copy", "adapters off") if i % 2 == 0 else ("adapters off", "ref copy")
+        results = {}
+        for how in order:
+            hidden = model.peft_config.pop("ref") if how == "adapters off" else None
+            try:
+                t0, w0 = time.perf_counter(), _thread_waited()
+                with torch.no_grad():
+                    results[how] = trainer.compute_ref_log_probs(model, inputs)
+                times[how].append(time.perf_counter() - t0 - (_thread_waited() - w0))
+            finally:
+                if hidden is not None:
+                    model.peft_config["ref"] = hidden
+        same = same and all(torch.allclose(x, y, atol=1e-4)
+                            for x, y in zip(results["ref copy"], results["adapters off"]))
+    return {"ref_s": statistics.median(times["ref copy"]),
+            "off_s": statistics.median(times["adapters off"]), "n": n, "same_logps": same}
 
 
 def _add(cell: list, t0: float, w0: float) -> None:
@@ -644,9 +684,10 @@ def main() -> int:
                          "threads a run stall each other (0 = torch's default)")
     ap.add_argument("--write", type=Path)
     # internal: one measured run
-    ap.add_argument("--arms", default="ours,trl,ours-fix,trl-ids",
-                    help="the arms on the tiny model, comma-separated, from: ours, trl, ours-fix "
-                         "(ours without trl's copy of the fresh adapter as reference), trl-ids "
+    ap.add_argument("--arms", default="ours,trl,ours-refcopy,trl-ids",
+                    help="the arms on the tiny model, comma-separated, from: ours, trl, "
+                         "ours-refcopy (ours before ff40e04: trl's copy of the fresh adapter as "
+                         "the reference), trl-ids "
                          "(TRL used directly, fed our renderer's token ids), ours-norec (ours "
                          "without the RunRecorder callback)")
     ap.add_argument("--big-arms", default="ours,trl", help="the arms on random-init models")
@@ -718,14 +759,16 @@ def main() -> int:
             tok = tokenization(runs["ours"][0]["rows"], runs["trl"][0]["rows"], model_dir)
             trace = trace_estimate(model_dir)
             paired = {arm: paired_ratios(runs[arm], runs["trl"]) for arm in arms if arm != "trl"}
-            fix_gain = (paired_ratios(runs["ours"], runs["ours-fix"]) if "ours-fix" in arms else None)
+            refcopy = (paired_ratios(runs["ours-refcopy"], runs["ours"])
+                       if "ours-refcopy" in arms else None)
+            ref_ab = [x["ref_ab"] for arm in arms for x in runs[arm] if x.get("ref_ab")]
             same_ids = ({arm: paired_ratios(runs[arm], runs["trl-ids"])
-                         for arm in ("ours", "ours-fix") if arm in arms} if "trl-ids" in arms else {})
+                         for arm in ("ours", "ours-refcopy") if arm in arms} if "trl-ids" in arms else {})
             results.append({"name": name, "what": what, "steps": steps, "warmup": warmup,
                             **{arm: summarize(runs[arm]) for arm in arms}, "arms": arms,
                             "tok": tok, "diff": args_diff(runs["ours"][0]["args"], runs["trl"][0]["args"]),
                             "attn": (runs["ours"][0]["attn"], runs["trl"][0]["attn"]),
-                            "trace": trace, "paired": paired, "same_ids": same_ids, "fix_gain": fix_gain, "together": not a.sequential,
+                            "trace": trace, "paired": paired, "same_ids": same_ids, "refcopy": refcopy, "ref_ab": ref_ab, "together": not a.sequential,
                             "adapters": {arm: (runs[arm][0]["adapters"],
                                                runs[arm][0]["adapters_trained_with"]) for arm in arms},
                             "bookkeeping": [r["bookkeeping"] for r in runs["ours"]],
@@ -874,12 +917,25 @@ def report(results: list[dict], a, command: str, data_what: str, wall: float, co
             mem_ok, mem_note = memory_ok(r[arm], r["trl"], pr)
             ok = pr["tps"] <= TARGET and mem_ok
             mem = f"peak RSS {pr['mem']:.2f}x{mem_note}" if pr["mem"] else "memory n/a"
-            lines.append(f"- {r['name']}, {arm}: tokens/s {pr['tps']:.3f}x slower than TRL's, "
+            label = f"{arm} (as before ff40e04)" if arm == "ours-refcopy" else arm
+            lines.append(f"- {r['name']}, {label}: tokens/s {pr['tps']:.3f}x slower than TRL's, "
                          f"{pr['step']:.3f}x TRL's time a step, {mem}: "
                          f"**{'within' if ok else 'MISSES'} the {TARGET}x target**")
         for arm, pr in r["same_ids"].items():
             lines.append(f"- {r['name']}, {arm} against trl-ids (TRL used directly on the very same "
                          f"token ids): tokens/s {pr['tps']:.3f}x, time a step {pr['step']:.3f}x")
+    for r in results:
+        ids = r["paired"].get("trl-ids")
+        same = r["same_ids"].get("ours")
+        if ids and same:
+            extra = (statistics.mean(r["trl"]["tokens_per_step"])
+                     / statistics.mean(r["ours"]["tokens_per_step"]) - 1)
+            lines.append(f"- reading {r['name']}: TRL feeds {extra:.1%} more tokens a step than ours "
+                         f"for the same pairs (see 2 below); TRL itself fed our ids (trl-ids) shows "
+                         f"{ids['tps']:.3f}x by tokens/s against trl at {ids['step']:.3f}x the time a "
+                         "step, i.e. that much of the tokens/s gap is the token count, not speed. On "
+                         f"the same pairs ours takes {r['paired']['ours']['step']:.3f}x TRL's time a "
+                         f"step, and on the very same token ids {same['step']:.3f}x.")
     lines += findings(results, cost)
     return "\n".join(lines) + "\n"
 
@@ -928,45 +984,40 @@ def findings(results: list[dict], cost: dict) -> list[str]:
     """Why ours differs from trl used directly, from what was measured."""
     out = ["", "## Why, and what to change", ""]
     n = 0
+    add_line = _trl_line('model.add_adapter("ref"')
+    use_line = _trl_line('adapter_name="ref" if "ref" in')
     for r in results:
-        built, used = r["adapters"]["ours"]
-        if "ref" in built and "ref" not in r["adapters"]["trl"][0]:
-            n += 1
-            gain = r["fix_gain"]
-            measured = (f"On {r['name']} ours takes {gain['step']:.3f}x the time a step of ours-fix, "
-                        f"the same run with that copy deleted (pairs: "
-                        + ", ".join(f"{v:.3f}" for v in gain["all_step"]) + "); ours-fix against trl: "
-                        f"{r['paired']['ours-fix']['tps']:.3f}x by tokens/s, "
-                        f"{r['paired']['ours-fix']['step']:.3f}x a step." if gain else
-                        f"(ours-fix was not run on {r['name']}.)")
-            add_line = _trl_line('model.add_adapter("ref"')
-            use_line = _trl_line('adapter_name="ref" if "ref" in')
-            out.append(f"{n}. **The reference pass runs through a copy of the adapter** ({r['name']}). "
-                       "runner.add_adapters wraps the model in a PeftModel before the trainer is "
-                       "built, and trl's DPOTrainer, handed a PeftModel without a `peft_config`, "
-                       "adds a frozen copy of its adapter as adapter \"ref\" "
-                       f"({add_line}) and computes every reference "
-                       f"log-prob with it ({use_line}): each "
-                       "step switches the active adapter twice (`set_adapter`, a walk over every "
-                       "module) and runs the LoRA branches (A, then B) in the reference forward. "
-                       "trl used directly, given the `peft_config`, has no copy and runs the "
-                       "reference with the adapters disabled. For a fresh adapter the copy is "
-                       "worth nothing: LoRA's B starts at zero, so it is the base model (the "
-                       "step-1 losses above are ln 2 in both). A cProfile of 42 tiny-model steps "
-                       "counted 5040 `linear` calls in ours against 3696 in trl: 32 more a step, "
-                       "the A and B of the 16 adapted projections in the reference forward. "
-                       + measured)
-            out.append("   Change (workbench/train/methods/preference.py, `build_trainer`, after the "
-                       "trainer is built): `if method.name in (\"dpo\", \"kto\") and not "
-                       "plan.start_adapter and \"ref\" in trainer.model.peft_config: "
-                       "trainer.model.delete_adapter(\"ref\")` (KTOTrainer adds the same copy, "
-                       "kto_trainer.py). A run that starts from model.adapter keeps the copy: "
-                       "there the reference must be the starting adapter (runner._continue_adapter, "
-                       "test_dpo_from_an_sft_run_uses_that_adapter_as_reference). The saved "
-                       "adapter is unchanged (save_adapter saves \"default\" only). Not measured "
-                       "here but expected larger: with lora.method = \"dora\" the copy also "
-                       "recomputes DoRA's weight norms in every reference forward.")
-            break
+        ours_has_copy = "ref" in r["adapters"]["ours"][1]
+        if not (ours_has_copy or r["refcopy"] or r["ref_ab"]):
+            continue
+        n += 1
+        text = (f"{n}. **The reference pass ran through a copy of the adapter** "
+                "(fixed in ff40e04, workbench/train/methods/preference.py `build_trainer`"
+                + (": but the `ours` arm here still trained with the copy" if ours_has_copy else "")
+                + "). runner.add_adapters wraps the model in a PeftModel before the trainer is "
+                "built, and trl's DPOTrainer, handed a PeftModel without a `peft_config`, adds a "
+                f"frozen copy of its adapter as adapter \"ref\" ({add_line}) and computes every "
+                f"reference log-prob with it ({use_line}): each step switches the active adapter "
+                "twice (`set_adapter`, a walk over every module) and runs the LoRA branches (A, "
+                "then B) in the reference forward. trl used directly, given the `peft_config`, "
+                "has no copy and runs the reference with the adapters disabled. For a fresh "
+                "adapter the copy is worth nothing: LoRA's B starts at zero, so it is the base "
+                "model. A cProfile of 42 tiny-model steps before the fix counted 5040 `linear` "
+                "calls in ours against 3696 in trl: 32 more a step, the A and B of the 16 "
+                "adapted projections in the reference forward.")
+        for ab in r["ref_ab"][:1]:
+            text += (f" The reference pass itself on one batch ({r['name']}, alternated {ab['n']} "
+                     f"times in one process): {ab['ref_s'] * 1000:.1f} ms through the copy, "
+                     f"{ab['off_s'] * 1000:.1f} ms with the adapters off, "
+                     f"+{(ab['ref_s'] - ab['off_s']) * 1000:.1f} ms = "
+                     f"{(ab['ref_s'] - ab['off_s']) / r['ours']['own_s']:.1%} of the step; the "
+                     f"log-probs {'agree' if ab['same_logps'] else 'DIFFER'} (atol 1e-4).")
+        if r["refcopy"]:
+            rc = r["refcopy"]
+            text += (f" Whole steps: ours-refcopy (the copy kept, as before the fix) takes "
+                     f"{rc['step']:.3f}x the time a step of ours (pairs: "
+                     + ", ".join(f"{v:.3f}" for v in rc["all_step"]) + ").")
+        out.append(text)
     for r in results[:1]:
         tk = r["tok"]
         if tk["tail_only"]:

@@ -63,12 +63,12 @@ def test_preference_step_benchmark_runs_on_the_tiny_model(tmp_path):
     out = tmp_path / "preference_step.md"
     proc = subprocess.run([sys.executable, "bench/preference_step.py", "--models", "tiny",
                            "--steps", "2", "--warmup", "1", "--repeats", "1", "--pairs", "16",
-                           "--arms", "ours,trl,ours-fix", "--write", str(out)],
+                           "--arms", "ours,trl,ours-refcopy", "--write", str(out)],
                           cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1"),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # 1: target missed
     table = out.read_text()
-    for arm in ("ours", "trl", "ours-fix"):
+    for arm in ("ours", "trl", "ours-refcopy"):
         assert f"| assets/tiny-model (bundled) | {arm} | 2 (1) x 1 |" in table
     assert "step-1 loss ours 0.6931, trl 0.6931" in table
     assert "adapters on the model once the trainer is built" in table and "## Verdict" in table
