@@ -58,22 +58,19 @@ from workbench.data.errors import DataError
 from workbench.data.load import BAD_LINE_CHOICES, LoadReport, _error_at, stream_records
 from workbench.data.readers import RawRow, RowSource, open_source
 from workbench.data.schemas import (
-    _SHAREGPT_ROLES,
-    _TOOL_CALL_SPEAKERS,
     RowProblem,
-    _call_text,
     _convert_chat_list,
     _history_pairs,
     _list_field,
     _optional_str,
     _required_str,
-    _tool_call_message,
     detect_format,
     json_type,
     key_list,
     parse_tools,
     preview,
     rename_columns,
+    sharegpt_turns,
 )
 
 __all__ = [
@@ -330,7 +327,7 @@ def _where(record: dict) -> str:
 
 def sharegpt_pairs_to_record(row: dict) -> dict:
     """LLaMA-Factory ShareGPT ranking: the prompt is `conversations`, each side one turn."""
-    prompt = _sharegpt_turns(_list_field(row, "conversations"), "conversations")
+    prompt = sharegpt_turns(_list_field(row, "conversations"), "conversations", empty_value_ok=True)
     prompt = _with_top_system(prompt, row, "conversations")
     _check_prompt(prompt, "conversations")
     return _pair(prompt, _side(row, "chosen"), _side(row, "rejected"))
@@ -385,7 +382,7 @@ def kto_messages_to_record(row: dict) -> dict:
     raw = _list_field(row, key)
     if not raw:
         raise RowProblem(f"field {key!r} is an empty list")
-    messages = _convert_chat_list(raw, key) if key == "messages" else _sharegpt_turns(raw, key)
+    messages = _convert_chat_list(raw, key) if key == "messages" else sharegpt_turns(raw, key, empty_value_ok=True)
     messages = _with_top_system(messages, row, key)
     prompt, completion = _split_answer(messages)
     if not completion:
@@ -579,33 +576,9 @@ def _turns(turns: list, key: str, single: bool = False) -> list[dict]:
         if "role" in turn and "from" not in turn:
             messages += _convert_chat_list([turn], where)
         elif "from" in turn or "value" in turn:
-            messages += _sharegpt_turns([turn], where, single=True)
+            messages += sharegpt_turns([turn], where, single=True, empty_value_ok=True)
         else:
             raise RowProblem(f"{where} has neither 'role' / 'content' nor 'from' / 'value' (it has {key_list(turn)})")
-    return messages
-
-
-def _sharegpt_turns(turns: list, key: str, single: bool = False) -> list[dict]:
-    """ShareGPT {from, value} turns -> messages, as schemas.sharegpt_to_messages converts them."""
-    messages: list[dict] = []
-    for index, turn in enumerate(turns):
-        where = key if single else f"{key}[{index}]"
-        if not isinstance(turn, dict):
-            raise RowProblem(f"{where} must be an object with 'from' and 'value', found {json_type(turn)}")
-        speaker = turn.get("from", turn.get("role"))
-        value = turn.get("value", turn.get("content"))
-        if speaker in _TOOL_CALL_SPEAKERS:
-            messages.append(_tool_call_message(_call_text(value, where)))
-            continue
-        role = _SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
-        if role is None:
-            raise RowProblem(f"{where} has from={speaker!r}; expected one of human, gpt, system, "
-                             "function_call, observation (or user, assistant, tool)")
-        if value is None:
-            value = ""
-        if not isinstance(value, str):
-            raise RowProblem(f"{where}.value must be a string, found {json_type(value)} {preview(value)}")
-        messages.append({"role": role, "content": value})
     return messages
 
 

@@ -137,9 +137,27 @@ def sharegpt_to_messages(record: dict) -> list[dict]:
     turns = _list_field(record, "conversations")
     if not turns:
         raise RowProblem("field 'conversations' is an empty list")
+    messages = sharegpt_turns(turns, "conversations")
+    system = _optional_str(record, "system")
+    if system:
+        if any(m["role"] == "system" for m in messages):
+            raise RowProblem(
+                "has both a top-level 'system' and a system turn in 'conversations'",
+                hint="keep one of them",
+            )
+        messages.insert(0, {"role": "system", "content": system})
+    _require_assistant(messages)
+    return messages
+
+
+def sharegpt_turns(turns: list, key: str, single: bool = False,
+                   empty_value_ok: bool = False) -> list[dict]:
+    """ShareGPT {from, value} turns (role/content spellings accepted too) -> messages.
+    `key` names the field in errors (`key[i]`, or `key` alone when `single`); with
+    `empty_value_ok` a missing value is "" (preference data reports empty answers as a check)."""
     messages: list[dict] = []
     for index, turn in enumerate(turns):
-        where = f"conversations[{index}]"
+        where = key if single else f"{key}[{index}]"
         if not isinstance(turn, dict):
             raise RowProblem(f"{where} must be an object with 'from' and 'value', found {json_type(turn)}")
         # Some exports use role/content inside `conversations`; accept both spellings.
@@ -154,18 +172,11 @@ def sharegpt_to_messages(record: dict) -> list[dict]:
                 f"{where} has from={speaker!r}; expected one of human, gpt, system, "
                 "function_call, observation (or user, assistant, tool)"
             )
+        if value is None and empty_value_ok:
+            value = ""
         if not isinstance(value, str):
             raise RowProblem(f"{where}.value must be a string, found {json_type(value)} {preview(value)}")
         messages.append({"role": role, "content": value})
-    system = _optional_str(record, "system")
-    if system:
-        if any(m["role"] == "system" for m in messages):
-            raise RowProblem(
-                "has both a top-level 'system' and a system turn in 'conversations'",
-                hint="keep one of them",
-            )
-        messages.insert(0, {"role": "system", "content": system})
-    _require_assistant(messages)
     return messages
 
 
