@@ -526,7 +526,7 @@ def _lazy(module: str, name: str, args) -> int:
 
 
 # Commands that run a model in this process (training runs size their threads in the worker).
-TORCH_COMMANDS = {"eval", "compare", "export"}
+TORCH_COMMANDS = {"eval", "compare", "export", "rewards"}
 
 COMMANDS = {"runs": cmd_runs, "attach": cmd_attach, "stop": cmd_stop, "resume": cmd_resume,
             "profile": cmd_profile, "data": lambda a: _lazy("workbench.data.cli", "cmd_data", a),
@@ -535,6 +535,7 @@ COMMANDS = {"runs": cmd_runs, "attach": cmd_attach, "stop": cmd_stop, "resume": 
             "export": lambda a: _lazy("workbench.export.cli", "cmd_export", a),
             "eval": lambda a: _lazy("workbench.evaluate.cli", "cmd_eval", a),
             "compare": lambda a: _lazy("workbench.evaluate.cli", "cmd_compare", a),
+            "rewards": lambda a: _lazy("workbench.evaluate.cli", "cmd_rewards", a),
             "sweep": lambda a: _lazy("workbench.sweep.cli", "cmd_sweep", a),
             "sweeps": lambda a: _lazy("workbench.sweep.cli", "cmd_sweeps", a), "run": lambda a: cmd_run(a.profile, a.overrides, a.detach,
                                                             a.runs_dir, a.force)}

@@ -36,10 +36,12 @@ __all__ = [
     "ExportSection",
     "LoraSection",
     "ModelSection",
+    "GrpoSection",
     "PreferenceSection",
     "Profile",
     "ProfileError",
     "ProfileIssue",
+    "RewardsSection",
     "TrainSection",
     "check_hub_ids",
     "check_paths",
@@ -348,10 +350,12 @@ class DataSection:
                     path=True)
     validation: str = _f("", _string(), path=True)
     validation_split: float = _f(0.1, _number(0, 0.5))  # used when `validation` is ""
-    # Conversations for SFT; pairs (or labelled single answers, KTO) for preference methods.
+    # Conversations for SFT; pairs (or labelled single answers, KTO) for preference methods;
+    # prompts (with reference columns the rewards read) for GRPO.
     format: str = _f("auto", _choice("auto", "alpaca", "sharegpt", "messages",
                                       "prompt_completion", "text", "sharegpt_pairs",
-                                      "alpaca_pairs", "pairs", "hh", "kto_messages", "unpaired"))
+                                      "alpaca_pairs", "pairs", "hh", "kto_messages", "unpaired",
+                                      "prompts"))
     # Your column names for the schema's, e.g. { instruction = "question", output = "answer" }.
     columns: dict[str, str] = _f({}, _string_table("schema field = your column name"))
     on_bad_rows: str = _f("error", _choice("error", "skip"))  # skipped rows are counted, listed
@@ -376,13 +380,14 @@ class LoraSection:
     bias: str = _f("none", _choice("none", "all", "lora_only"))
 
 
-TRAIN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo")
+TRAIN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo", "grpo")
 PREFERENCE_METHODS = ("dpo", "orpo", "kto", "simpo")
 
 
 @dataclass
 class TrainSection:
-    # How to train: supervised fine-tuning, or preference tuning (settings in [preference]).
+    # How to train: supervised fine-tuning, preference tuning (settings in [preference]), or
+    # reinforcement learning with rewards you write ("grpo": settings in [grpo] and [rewards]).
     method: str = _f("sft", _choice(*TRAIN_METHODS))
     epochs: float = _f(3.0, _number(0, lo_open=True))
     max_steps: int = _f(-1, _max_steps)
@@ -442,6 +447,73 @@ class PreferenceSection:
     # DPO / KTO: score the reference once before training (one pass over the data) instead of
     # a reference forward in every step: faster steps, a little less memory.
     precompute_ref: bool = _f(False, _boolean)
+
+
+def _reward_specs(v):
+    expected = ('a non-empty list of reward functions: built-ins such as "format:answer_tags", '
+                '"answer:exact", "regex:PATTERN", or your own as "FILE.py:FUNCTION"')
+    if not isinstance(v, list):
+        raise _Invalid(expected, v, wrong_type=True)
+    for i, item in enumerate(v):
+        if not isinstance(item, str):
+            raise _Invalid("a reward function name (a string)", item, wrong_type=True, at=f"[{i}]")
+        if not item.strip():
+            raise _Invalid("a reward function name", item, at=f"[{i}]")
+        if ".py:" in item or item.endswith(".py"):
+            file, _, func = item.rpartition(":") if not item.endswith(".py") else (item, "", "")
+            if not func.isidentifier():
+                raise _Invalid('"FILE.py:FUNCTION" with a Python function name after the colon',
+                               item, at=f"[{i}]")
+            continue
+        from workbench.rewards.builtin import builtin_for, BUILTINS  # pure Python, no torch
+
+        if builtin_for(item) is None:
+            raise _Invalid("a built-in reward or \"FILE.py:FUNCTION\"", item, at=f"[{i}]",
+                           hint=_suggest(item, BUILTINS) or "`workbench rewards list` shows the "
+                                                            "built-ins")
+    return list(v)
+
+
+def _weights(v):
+    expected = "a list of numbers, one per reward function ([] = all 1.0)"
+    if not isinstance(v, list) or not all(_is_number(x) for x in v):
+        raise _Invalid(expected, v, wrong_type=not isinstance(v, list))
+    return [float(x) for x in v]
+
+
+@dataclass
+class RewardsSection:
+    # For train.method = "grpo": what earns reward. Built-ins (`workbench rewards list`) and
+    # your own functions ("rewards.py:my_reward", TRL's signature; the file is run as Python,
+    # like trust_remote_code). The total is the weighted sum.
+    functions: list[str] = _f([], _reward_specs)
+    weights: list[float] = _f([], _weights)  # [] = every function weighs 1.0
+    answer_column: str = _f("answer", _string(True, "a column name"))  # answer:* compare with it
+    answer_tag: str = _f("answer", _string(True, "a tag name, e.g. \"answer\""))  # <answer>...</answer>
+    tolerance: float = _f(1e-6, _number(0))  # answer:numeric, relative
+    schema_column: str = _f("schema", _string(True, "a column name"))  # json:schema
+    tools_column: str = _f("tools", _string(True, "a column name"))  # tool_call:valid
+    test_prompts: int = _f(8, _integer(1))  # `workbench rewards test`: prompts sampled
+
+
+GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")
+
+
+@dataclass
+class GrpoSection:
+    # For train.method = "grpo" (TRL's GRPOTrainer). train.batch_size counts completions: each
+    # optimizer step sees batch_size * grad_accum / num_generations prompts.
+    num_generations: int = _f(8, _integer(2))  # completions sampled per prompt (the group)
+    max_prompt_len: int = _f(512, _integer(1))  # longer prompts are dropped, each named
+    max_completion_len: int = _f(256, _integer(1))
+    temperature: float = _f(1.0, _number(0, lo_open=True))
+    top_p: float = _f(1.0, _number(0, 1, lo_open=True))
+    beta: float = _f(0.0, _number(0))  # KL to the starting model; 0 = no reference pass
+    loss: str = _f("dapo", _choice(*GRPO_LOSSES))  # TRL's loss_type
+    scale_rewards: str = _f("group", _choice("group", "batch", "none"))
+    mask_truncated: bool = _f(False, _boolean)  # completions cut at max_completion_len: no loss
+    # Who samples the completions: transformers' generate, or vLLM colocated on the GPU.
+    generation: str = _f("transformers", _choice("transformers", "vllm"))
 
 
 CLEAN_STEPS = ("drop_empty", "drop_short", "normalize_whitespace", "dedup_exact", "dedup_near",
@@ -538,7 +610,8 @@ class DistributedSection:
 
 SECTIONS: dict[str, type] = {
     "model": ModelSection, "data": DataSection, "clean": CleanSection, "lora": LoraSection,
-    "train": TrainSection, "preference": PreferenceSection, "eval": EvalSection, "export": ExportSection, "budget": BudgetSection,
+    "train": TrainSection, "preference": PreferenceSection, "rewards": RewardsSection,
+    "grpo": GrpoSection, "eval": EvalSection, "export": ExportSection, "budget": BudgetSection,
     "distributed": DistributedSection,
 }
 TOP_LEVEL_KEYS = ("name", "description")
@@ -581,6 +654,8 @@ class Profile:
     lora: LoraSection = field(default_factory=LoraSection)
     train: TrainSection = field(default_factory=TrainSection)
     preference: PreferenceSection = field(default_factory=PreferenceSection)
+    rewards: RewardsSection = field(default_factory=RewardsSection)
+    grpo: GrpoSection = field(default_factory=GrpoSection)
     eval: EvalSection = field(default_factory=EvalSection)
     export: ExportSection = field(default_factory=ExportSection)
     budget: BudgetSection = field(default_factory=BudgetSection)
@@ -860,6 +935,9 @@ def _build(raw: dict, *, label: str, base_dir: Path | None, locator: _Locator | 
                 elif (dotted not in HUB_OR_PATH or _looks_local(value, base)
                         or (dotted != "model.name_or_path" and not _looks_like_hub_id(value))):
                     value = _resolve(value, base)
+            if dotted == "rewards.functions":  # "rewards.py:f": the file is relative too
+                base = Path.cwd() if dotted in overridden else base_dir
+                value = [_resolve_reward_file(spec, base) for spec in value]
             values[key] = value
             valid[dotted] = value
             locations[dotted] = where(dotted)
@@ -956,10 +1034,31 @@ def _cross_checks(valid: dict[str, Any], report: Callable[[str, str], None]) -> 
     _distributed_checks(v, report)
     if v("train.method") != "sft" and v("train.packing"):
         report("train.packing", f"packing is for supervised fine-tuning; train.method = "
-                                f"\"{v('train.method')}\" trains on pairs, so set packing = false")
+                                f"\"{v('train.method')}\" does not pack rows, so set packing = false")
+    if v("train.method") == "grpo":
+        _grpo_checks(v, report)
     if v("lora.method") == "qlora" and v("train.device") == "cpu":
         report("lora.method", 'QLoRA needs a CUDA GPU (bitsandbytes 4-bit); use method = '
                               '"lora" on CPU or set train.device = "auto"')
+
+
+def _grpo_checks(v: Callable[[str], Any], report: Callable[[str, str], None]) -> None:
+    functions, weights = v("rewards.functions"), v("rewards.weights")
+    if not functions:
+        report("rewards.functions", 'train.method = "grpo" learns from rewards: name at least '
+                                    'one, e.g. functions = ["format:answer_tags", "answer:exact"] '
+                                    "(`workbench rewards list` shows the built-ins)")
+    elif weights and len(weights) != len(functions):
+        report("rewards.weights", f"{len(weights)} weights for {len(functions)} reward functions: "
+                                  "give one weight per function, or [] for all 1.0")
+    group, per_step = v("grpo.num_generations"), v("train.batch_size") * v("train.grad_accum")
+    if per_step % group:
+        report("train.batch_size", f"GRPO samples groups of grpo.num_generations = {group} "
+               f"completions, and batch_size * grad_accum = {per_step} completions a step must "
+               f"hold whole groups: make it a multiple of {group} (e.g. batch_size = {group})")
+    if v("grpo.generation") == "vllm" and v("train.device") == "cpu":
+        report("grpo.generation", 'vLLM generation needs a CUDA GPU; use generation = '
+                                  '"transformers" on the CPU')
 
 
 def _distributed_checks(v: Callable[[str], Any], report: Callable[[str, str], None]) -> None:
@@ -982,6 +1081,14 @@ def _distributed_checks(v: Callable[[str], Any], report: Callable[[str, str], No
 
 # ---------------------------------------------------------------------------------------------
 # Finding, loading, saving
+
+
+def _resolve_reward_file(spec: str, base: Path | None) -> str:
+    """"rewards.py:f" with the file resolved like every path in a profile."""
+    if ".py:" not in spec:
+        return spec
+    file, _, func = spec.rpartition(":")
+    return f"{_resolve(file, base)}:{func}"
 
 
 def shipped_profiles_dir() -> Path:
@@ -1160,6 +1267,11 @@ def check_paths(profile: Profile) -> list[ProfileIssue]:
         if value and not Path(value).exists() and not _looks_like_hub_id(value):
             report(dotted, f"file not found: {value} (relative paths are relative to the "
                            "profile's folder)")
+    for i, spec in enumerate(profile.rewards.functions):
+        file = spec.rpartition(":")[0] if ".py:" in spec else ""
+        if file and not Path(file).is_file():
+            report("rewards.functions", f"[{i}]: reward file not found: {file} (relative paths "
+                                        "are relative to the profile's folder)")
     for dotted in ("model.chat_template", "eval.prompts"):
         value = profile.get(dotted)
         if value and not Path(value).is_file():

@@ -52,6 +52,9 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     # The evaluation at the end of a run (and `workbench eval`) takes minutes on a CPU: rows
     # scored or answered so far in a stage, a few times a stage (workbench/evaluate/progress.py).
     "eval_progress": ("stage", "done", "total", "eta_s"),
+    # GRPO: the latest sampled completions, each with its prompt, every reward, the weighted
+    # total and its advantage (the monitor's samples panel), at each logging step.
+    "samples": ("step", "samples"),
 }
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")

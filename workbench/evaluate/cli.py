@@ -32,6 +32,24 @@ def add_evaluate_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", type=Path)
 
 
+    p = subparsers.add_parser("rewards", help="GRPO rewards: `rewards test PROFILE` samples "
+                                              "completions and scores them before training")
+    rsub = p.add_subparsers(dest="rewards_command", metavar="SUBCOMMAND", required=True)
+    q = rsub.add_parser("test", help="sample completions from the model the run starts from, "
+                                     "score them with every reward, and say whether GRPO can "
+                                     "learn from them")
+    q.add_argument("profile", metavar="PROFILE", help="profile file or name")
+    q.add_argument("--prompts", type=int, metavar="N", help="training prompts to try "
+                   "(default: rewards.test_prompts)")
+    q.add_argument("--samples", type=int, metavar="K", help="completions per prompt "
+                   "(default: grpo.num_generations)")
+    q.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile field, e.g. --set grpo.temperature=1.2 (repeatable)")
+    rsub.add_parser("list", help="the built-in reward functions")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int, metavar="K", help="few-shot examples (default: eval.shots)")
     p.add_argument("--select", choices=("fixed", "bm25"), default=None,
@@ -155,4 +173,51 @@ def _compare(run, args) -> int:
 
     width = shutil.get_terminal_size((100, 24)).columns
     print(format_compare(answers, names, metrics, len(scored), timing, width))
+    return EXIT_OK
+
+
+def cmd_rewards(args) -> int:
+    if args.rewards_command == "list":
+        from workbench.rewards.builtin import BUILTINS
+
+        for b in BUILTINS.values():
+            name = f"{b.name}:{b.argument.upper().replace(' ', '_')}" if b.argument else b.name
+            print(f"{name}\n    {b.summary}")
+        print("\nyour own: \"FILE.py:FUNCTION\", TRL's reward signature "
+              "f(prompts, completions, completion_ids=None, **columns) -> list of floats")
+        return EXIT_OK
+    from workbench.evaluate.errors import EvaluateError
+    from workbench.evaluate.reward_trial import format_trial, try_rewards
+    from workbench.profile import ProfileError, check_paths, load_profile
+
+    try:
+        profile = load_profile(args.profile, args.overrides)
+    except ProfileError as exc:
+        print(f"error: invalid profile\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    issues = check_paths(profile)
+    if issues:
+        print("error: " + "\n".join(str(i) for i in issues), file=sys.stderr)
+        return EXIT_USAGE
+    _quiet()
+    say = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        import time
+
+        if sys.stderr.isatty() and (time.monotonic() - last[0] > 0.5 or done == total):
+            last[0] = time.monotonic()
+            print(f"\r  sampled {done}/{total}", end="\n" if done == total else "",
+                  file=sys.stderr, flush=True)
+
+    try:
+        result = try_rewards(profile, prompts=args.prompts, samples=args.samples,
+                             device=args.device, log=say, progress=progress)
+    except EvaluateError as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(format_trial(result, width=shutil.get_terminal_size((110, 24)).columns))
     return EXIT_OK

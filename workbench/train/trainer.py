@@ -5,6 +5,7 @@ without torch)."""
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 import shutil
@@ -203,11 +204,15 @@ class RunRecorder(TrainerCallback):
     def _signals(self, logs: dict, prefix: str = "") -> dict:
         """{"signals": {name: value}} for the method's values in this log, {} when none."""
         found = {}
-        for name in self.signals:
-            value = logs.get(prefix + name)
-            if value is not None:
-                value = float(value)
-                found[name] = value if math.isfinite(value) else None
+        for pattern in self.signals:
+            names = ([k[len(prefix):] for k in logs if k.startswith(prefix)
+                      and fnmatch.fnmatchcase(k[len(prefix):], pattern)]
+                     if "*" in pattern else [pattern])
+            for name in names:
+                value = logs.get(prefix + name)
+                if value is not None:
+                    value = float(value)
+                    found[name] = value if math.isfinite(value) else None
         return {"signals": found} if found else {}
 
     def on_log(self, args, state, control, logs=None, **kw):

@@ -55,8 +55,8 @@ class Method:
     summary: str
     module: str  # the module (under workbench.train.methods) with prepare_data / build_trainer
     data: str  # what the data must hold, said for people
-    evaluation: str  # "generation" | "preference"
-    charts: tuple[Chart, ...] = ()
+    evaluation: str  # "generation" | "preference" | "rewards"
+    charts: tuple[Chart, ...] = ()  # a signal name may end in "*": every logged name it starts
     settings: tuple[str, ...] = ()  # the profile keys this method reads besides [train]
 
     @property
@@ -105,6 +105,22 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "pairs: a prompt, a chosen and a rejected answer", "preference", _PAIR_CHARTS,
            _PREFERENCE_KEYS + ("preference.gamma",)),
 )}
+
+
+_GRPO_KEYS = ("grpo.num_generations", "grpo.max_completion_len", "grpo.temperature", "grpo.beta",
+              "grpo.loss", "grpo.generation", "rewards.functions", "rewards.weights")
+METHODS["grpo"] = Method(
+    "grpo", "GRPO", "sample a group of answers per prompt, score them with your reward "
+    "functions, and move towards the answers that beat their group", "grpo",
+    "prompts, with the reference columns your rewards read (an answer, tests, a schema)",
+    "rewards",
+    (Chart("reward", ("reward", "reward_std")),
+     Chart("reward per function", ("rewards/*/mean",)),
+     Chart("groups with no signal", ("frac_reward_zero_std",)),
+     Chart("completion length", ("completions/mean_length",)),
+     Chart("cut at max length", ("completions/clipped_ratio",)),
+     Chart("KL to the start", ("kl",))),
+    _GRPO_KEYS)
 
 
 def get_method(name: str) -> Method:
