@@ -5,10 +5,12 @@ stdout.log, in a thread worker every half second while it trains (every two seco
 has ended, to notice a resume). So the plot is redrawn at most twice a second, and closing
 the app or losing the connection does nothing to the run.
 
-A preference run (DPO, ORPO, KTO, SimPO) also plots its method's signals, one small chart per
-`Chart` of the method (workbench.train.methods): under the loss plot when there is room for
-them, else one chart at a time in the loss plot's place (g shows the next). An SFT run looks as
-it always did."""
+A preference or GRPO run also plots its method's signals, one small chart per `Chart` of the
+method (workbench.train.methods): under the loss plot when there is room for them, else one
+chart at a time in the loss plot's place (g shows the next). A chart of a pattern signal
+("rewards/*/mean") draws one line per matching signal: GRPO's reward per reward function. A GRPO
+run also shows its latest sampled completions with their rewards (the "samples" events) beside
+the log. An SFT run looks as it always did."""
 
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from screens.widgets.log_pane import LogPane
 from screens.widgets.loss_plot import LossPlot
 from screens.widgets.nav import NavBar
 from screens.widgets.run_view import RunView
-from screens.widgets.signal_plot import SignalPlot, charts_for, signal_label, signal_value
+from screens.widgets.samples_panel import SamplesPanel
+from screens.widgets.signal_plot import SignalPlot, charts_for, expand, signal_value
 
 LIVE_POLL_S = 0.5
 # Plotext is most of the monitor's CPU: the plot follows new points at most once a second
@@ -76,6 +79,8 @@ class TrainScreen(Screen):
         Binding("l", "focus_log", "Log", id="train.log"),
         Binding("p", "focus_plot", "Plot", id="train.plot"),
         Binding("g", "next_chart", "Next chart", id="train.next_chart"),
+        # Shown in help and the palette; the footer has no room for it at 80 columns.
+        Binding("s", "focus_samples", "Samples", show=False, id="train.samples"),
     ]
 
     def __init__(self) -> None:
@@ -99,6 +104,7 @@ class TrainScreen(Screen):
         self.compact = False            # the charts take turns in the plot area
         self.chart_index = 0            # which plot shows while compact (0: the loss)
         self.signal_plots: list[SignalPlot] = []  # one per chart (old ones may still be leaving)
+        self._samples_drawn = 0  # view.samples_seen when the samples panel was last drawn
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -111,7 +117,9 @@ class TrainScreen(Screen):
             with Vertical(id="train-side"):
                 yield Static(id="train-stats")
                 yield GpuPanel(id="train-gpus")
-        yield LogPane(id="train-log")
+        with Horizontal(id="train-bottom"):
+            yield SamplesPanel(id="train-samples")
+            yield LogPane(id="train-log")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -156,6 +164,9 @@ class TrainScreen(Screen):
         self.query_one(LossPlot).show([], [], [], [])
         self.method = None
         self._set_charts(())
+        self._samples_drawn = 0
+        self.query_one(SamplesPanel).show(None)
+        self._show_samples_panel(False)
         self.app.run_in_thread(run_actions.run_settings, path, node=self,
                                on_done=lambda facts: self._set_settings(path, *facts))
         self._poll()
@@ -166,6 +177,7 @@ class TrainScreen(Screen):
             return
         self.hourly_usd, self.method = hourly, method
         self._set_charts(charts_for(method, self.view.seen_signals))
+        self._show_samples_panel(method == "grpo" or self.view.samples is not None)
         self._show_stats()
 
     # ---- the method's charts ---------------------------------------------------------------
@@ -241,6 +253,10 @@ class TrainScreen(Screen):
             self.query_one(LossPlot).show(v.steps, v.losses, v.eval_steps, v.eval_losses)
             self._draw_signals()
             self._plot_pending, self._plot_drawn = False, now
+        if self.view.samples_seen != self._samples_drawn:
+            self._samples_drawn = self.view.samples_seen
+            self._show_samples_panel(True)
+            self.query_one(SamplesPanel).show(self.view.samples)
         if self._loaded:
             for ev in poll.events:
                 if ev.get("type") == "error":
@@ -318,19 +334,34 @@ class TrainScreen(Screen):
             self.query_one("#train-stats", Static).update(text)
 
     def _signal_lines(self) -> list[str]:
-        """The method's signals at the last logged step, two a row."""
-        names = [s for chart in self.charts for s in chart.signals]
-        names = list(dict.fromkeys(names))  # KTO's and DPO's charts share no name; keep order
-        if not names:
+        """The method's signals at the last logged step, two a row; a pattern's signals (GRPO's
+        reward per function) one a row, indented, under the row before them."""
+        signals = [s for chart in self.charts for s in chart.signals]
+        if not signals:
             return []
         values = self.view.last_log.get("signals") or {}
-        cells = [(signal_label(n), signal_value(n, values.get(n))) for n in names]
-        rows = []
-        for i in range(0, len(cells), 2):
-            (a, x), (b, y) = cells[i], cells[i + 1] if i + 1 < len(cells) else ("", "")
-            # One cell less for the first value (they are 6 wide): "rejected" and "pref acc"
-            # fit the second label, and the second values line up with the rows above.
-            rows.append(f"{a:<11}{x:<8}{b:<9}{y}".rstrip())
+        # KTO's and DPO's charts share no name; expand keeps the order and drops repeats.
+        entries = expand(signals, set(self.view.signals) | set(values))
+        rows: list[str] = []
+        pending: list[tuple[str, str]] = []
+
+        def pair() -> None:
+            for i in range(0, len(pending), 2):
+                (a, x), (b, y) = pending[i], pending[i + 1] if i + 1 < len(pending) else ("", "")
+                # One cell less for the first value (they are 6 wide): "rejected" and "pref
+                # acc" fit the second label, and the second values line up with the rows above.
+                rows.append(f"{a:<11}{x:<8}{b:<9}{y}".rstrip())
+            pending.clear()
+
+        for name, label, signal in entries:
+            value = signal_value(name, values.get(name))
+            if name == signal:
+                pending.append((label, value))
+            else:
+                pair()
+                label = label if len(label) <= 16 else label[:15] + "…"
+                rows.append(f"  {label:<17}{value}")
+        pair()
         return rows
 
     def _memory_lines(self) -> list[str]:
@@ -365,7 +396,23 @@ class TrainScreen(Screen):
     def action_focus_plot(self) -> None:
         self.query_one(LossPlot).focus()
 
+    def action_focus_samples(self) -> None:
+        self.query_one(SamplesPanel).focus()
+
+    def _show_samples_panel(self, shown: bool) -> None:
+        """GRPO's latest completions beside the log (the bottom grows to make room)."""
+        bottom = self.query_one("#train-bottom", Horizontal)
+        if bottom.has_class("-samples") != shown:
+            bottom.set_class(shown, "-samples")
+            panel = self.query_one(SamplesPanel)
+            panel.can_focus = shown
+            if not shown and panel.has_focus:
+                self.query_one(LogPane).focus()
+            self.refresh_bindings()
+
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "next_chart":  # only where the charts take turns
             return self.compact
+        if action == "focus_samples":
+            return self.query_one("#train-bottom").has_class("-samples")
         return True

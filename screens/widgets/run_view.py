@@ -28,6 +28,10 @@ class RunView:
     message_state: str = ""        # the state it came with
     error: dict | None = None      # the latest error event
     last_checkpoint_step: int | None = None
+    # GRPO: the latest "samples" event (sampled completions with their rewards) and how many
+    # have arrived, so the screen redraws its panel only when a new one came.
+    samples: dict | None = None
+    samples_seen: int = 0
     first_time: float | None = None
     last_time: float | None = None
     # Training time as [start, end] segments: a stop / resume gap is not billed.
@@ -66,6 +70,10 @@ class RunView:
                 self.last_checkpoint_step = ev.get("step")
             elif kind == "error":
                 self.error = ev
+            elif kind == "samples":
+                if isinstance(ev.get("samples"), list):
+                    self.samples = ev
+                    self.samples_seen += 1
             elif kind == "status":
                 self.message = ev.get("message") or ev.get("state") or ""
                 self.message_state = ev.get("state") or ""

@@ -1,6 +1,9 @@
 """A training method's own signals against step (DPO's rewards, margin and preference accuracy,
-KTO's KL...): one small plotext chart per `Chart` of the method (workbench.train.methods).
+KTO's KL, GRPO's reward per function...): one small plotext chart per `Chart` of the method
+(workbench.train.methods).
 
+A chart's signal may be a pattern with a "*" ("rewards/*/mean"): it stands for every logged
+name that matches, one line each, labelled by what the "*" stood for (the reward function).
 Which charts a run gets comes from its method; `charts_for` also reads charts off the signals
 themselves when the run's profile cannot be read. Like the loss plot, a chart is redrawn only
 when the screen hands it new points.
@@ -20,24 +23,81 @@ SIGNAL_LABELS: dict[str, tuple[str, str]] = {
     "rewards/accuracies": ("pref acc", ".0%"),
     "kl": ("kl", ".3f"),
     "log_odds_ratio": ("log-odds", "+.3f"),
+    # GRPO (labels of 9 cells at most: the stats column pairs them)
+    "reward": ("reward", ".3f"),
+    "reward_std": ("rew std", ".3f"),
+    "rewards/*/mean": ("", ".3f"),  # labelled by the reward function
+    "frac_reward_zero_std": ("no signal", ".0%"),
+    "completions/mean_length": ("length", ".1f"),
+    "completions/clipped_ratio": ("clipped", ".0%"),
 }
-# Shares of pairs: drawn on 0..1 so that "90%" looks like 90% from the first point on.
-SHARE_SIGNALS = ("rewards/accuracies",)
+# Shares: drawn on 0..1 so that "90%" looks like 90% from the first point on.
+SHARE_SIGNALS = ("rewards/accuracies", "frac_reward_zero_std", "completions/clipped_ratio")
+
+
+def is_pattern(signal: str) -> bool:
+    return "*" in signal
+
+
+def pattern_part(pattern: str, name: str) -> str | None:
+    """What the "*" of `pattern` stands for in the logged `name` (None: no match)."""
+    head, _, tail = pattern.partition("*")
+    if len(name) <= len(head) + len(tail) or not name.startswith(head) or not name.endswith(tail):
+        return None
+    return name[len(head):len(name) - len(tail)]
+
+
+def matches(signal: str, name: str) -> bool:
+    return pattern_part(signal, name) is not None if is_pattern(signal) else signal == name
+
+
+def short_reward(name: str) -> str:
+    """A reward function's name, short: "rewards.py:french_overlap" -> "french_overlap";
+    built-ins ("answer:exact") as they are."""
+    file, sep, func = name.rpartition(":")
+    return func if sep and file.endswith(".py") else name
+
+
+def expand(signals, seen) -> list[tuple[str, str, str]]:
+    """(logged name, label, chart signal) for each chart signal, a pattern giving one per
+    matching name in `seen` (sorted), labelled by its reward function / "*" part."""
+    out, done = [], set()
+    for signal in signals:
+        if is_pattern(signal):
+            found = sorted((n, pattern_part(signal, n)) for n in seen)
+            pairs = [(n, short_reward(part)) for n, part in found if part is not None]
+        else:
+            pairs = [(signal, signal_label(signal))]
+        for name, label in pairs:
+            if name not in done:
+                done.add(name)
+                out.append((name, label, signal))
+    return out
 
 
 def signal_label(name: str) -> str:
     return SIGNAL_LABELS.get(name, (name.rsplit("/", 1)[-1].replace("_", " "), ""))[0]
 
 
+def _format_of(name: str) -> str:
+    if name in SIGNAL_LABELS:
+        return SIGNAL_LABELS[name][1]
+    for key, (_, spec) in SIGNAL_LABELS.items():
+        if is_pattern(key) and matches(key, name):
+            return spec
+    return ""
+
+
 def signal_value(name: str, value) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "-"
-    return format(value, SIGNAL_LABELS.get(name, ("", ".3g"))[1] or ".3g")
+    return format(value, _format_of(name) or ".3g")
 
 
 def charts_for(method_name: str | None, seen: set[str] | None = None) -> tuple:
     """The charts of a run: its method's; without a readable method, those of the first
-    method whose signals include every signal seen in the events (else none)."""
+    method whose signals (patterns included) match every signal seen in the events (else
+    none)."""
     from workbench.train.methods import METHODS
 
     method = METHODS.get(method_name or "")
@@ -45,7 +105,8 @@ def charts_for(method_name: str | None, seen: set[str] | None = None) -> tuple:
         return method.charts
     if seen:
         for candidate in METHODS.values():
-            if candidate.charts and seen <= set(candidate.signals):
+            if candidate.charts and all(any(matches(s, name) for s in candidate.signals)
+                                        for name in seen):
                 return candidate.charts
     return ()
 
@@ -71,6 +132,10 @@ class SignalPlot(PlotextPlot):
         self._train, self._eval = train, evals
         self._draw()
 
+    def lines(self) -> list[tuple[str, str, str]]:
+        """(logged name, label, chart signal) of each line the chart draws now."""
+        return expand(self.chart.signals, self._train.keys())
+
     def _draw(self) -> None:
         plt = self.plt
         plt.clear_data()
@@ -78,12 +143,13 @@ class SignalPlot(PlotextPlot):
         plt.xlabel("step")
         limit = max(self.size.width * 2, 100)
         drawn = False
-        single = len(self.chart.signals) == 1  # the title names it: train / eval, as for the loss
-        for name in self.chart.signals:
+        # One plain signal: the title names it, so the lines are train / eval, as for the loss.
+        single = len(self.chart.signals) == 1 and not is_pattern(self.chart.signals[0])
+        for name, label, _ in self.lines():
             steps, values = self._train.get(name, ((), ()))
             if steps:
                 plt.plot(*_thin(list(steps), list(values), limit),
-                         label="train" if single else signal_label(name), marker="braille")
+                         label="train" if single else label, marker="braille")
                 drawn = True
         if single:
             name = self.chart.signals[0]

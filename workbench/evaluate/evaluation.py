@@ -206,7 +206,8 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
                  progress: Callable[[dict], None] | None = None,
                  on_event: Callable[[dict], None] | None = None, final_state: str | None = None,
                  preference_rows: list[dict] | None = None,
-                 preference_train_rows: list[dict] | None = None, **overrides) -> dict:
+                 preference_train_rows: list[dict] | None = None,
+                 reward_rows: list[dict] | None = None, **overrides) -> dict:
     """The whole `workbench eval`: load (or reuse) the engine, evaluate, write report.md,
     report.json and prompt_suite.json into the run folder. Everything that can fail on bad
     input (adapter, prompts, test split) is checked before the model is loaded.
@@ -214,6 +215,10 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
     A preference run (train.method "dpo", "orpo", "kto", "simpo") is evaluated on its held-out
     preference rows (`evaluate_preference`): `preference_rows` / `preference_train_rows` as the
     training plan holds them, else prepared again by the method's data room as it trained.
+    A rewards run (train.method "grpo") is evaluated on its held-out prompts by its reward
+    functions (rewards_eval.py): `reward_rows` as the training plan holds them, else prepared
+    again the same way; its answers run to grpo.max_completion_len unless max_new_tokens is
+    given.
 
     Progress: `progress(fields)` hears every report (stage, done, total, eta_s); with `write`,
     a few a stage are also appended to the run's events.jsonl as `eval_progress` events and
@@ -233,15 +238,21 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
         except ProfileError as exc:
             raise EvaluateError(f"could not read the run's profile: {exc}") from exc
     options = EvalOptions.from_profile(profile, **overrides)
-    adapters = None if engine is not None else run_adapters(run, checkpoints=options.checkpoints)
-    suite_path = prompts_file or profile.eval.prompts
-    prompts = load_prompts(suite_path) if suite_path else None
     from workbench.evaluate.preference import is_preference_run, load_preference_rows
+    from workbench.evaluate.rewards_eval import is_rewards_run, load_reward_rows
 
-    preference = is_preference_run(profile)
+    rewards = is_rewards_run(profile)
+    # A rewards run is scored by its final adapter only: no checkpoints, no prompt suite.
+    adapters = None if engine is not None else run_adapters(
+        run, checkpoints=options.checkpoints and not rewards)
+    suite_path = prompts_file or profile.eval.prompts
+    prompts = load_prompts(suite_path) if suite_path and not rewards else None
+    preference = not rewards and is_preference_run(profile)
     if preference and preference_rows is None:
         preference_rows, preference_train_rows = load_preference_rows(profile, log)
-    splits = None if preference else load_splits(profile)
+    if rewards and reward_rows is None:
+        reward_rows = load_reward_rows(profile, log)
+    splits = None if preference or rewards else load_splits(profile)
     if engine is None:
         log(f"loading {profile.model.name_or_path} with adapter(s) {', '.join(adapters)}")
         engine = ComparisonEngine.from_run(run, profile, adapters=adapters, device=device)
@@ -252,7 +263,13 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
             on_event(event)
 
     tracker = EvalProgress(on_update=progress, on_periodic=record if write else None)
-    if preference:
+    if rewards:
+        from workbench.evaluate.rewards_eval import evaluate_rewards
+
+        result = evaluate_rewards(engine, profile, reward_rows, options,
+                                  max_new_tokens=overrides.get("max_new_tokens"), log=log,
+                                  cancel=cancel, progress=tracker)
+    elif preference:
         result = evaluate_preference(engine, profile, preference_rows, preference_train_rows or [],
                                      prompts, options, log=log, cancel=cancel, progress=tracker)
     else:
@@ -273,6 +290,7 @@ def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambd
     fine-tuned system, the same weights with the adapter off are the base. The run is still
     `running` while this runs; the report states `final_state`, what the runner marks it next."""
     from workbench.evaluate.preference import is_preference_run
+    from workbench.evaluate.rewards_eval import is_rewards_run
     from workbench.train.plan import profile_chat_format
 
     tokenizer = plan.tokenizer
@@ -281,7 +299,9 @@ def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambd
                                   profile_chat_format(tokenizer, plan.profile))
         engine.tuned_adapter = "default" if "default" in engine.adapters else engine.adapters[0]
         rows = {}
-        if is_preference_run(plan.profile):  # plan.eval_rows are held-out preference rows
+        if is_rewards_run(plan.profile):  # plan.eval_rows are held-out prompts
+            rows = dict(reward_rows=plan.eval_rows)
+        elif is_preference_run(plan.profile):  # plan.eval_rows are held-out preference rows
             rows = dict(preference_rows=plan.eval_rows, preference_train_rows=plan.train_rows)
         return evaluate_run(run, engine=engine, profile=plan.profile, log=log, on_event=on_event,
                             final_state=final_state, **rows)

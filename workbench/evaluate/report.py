@@ -12,12 +12,17 @@ from workbench.rundir import RunDir, write_json_atomic, write_text_atomic
 SECTIONS = ("Verdict", "Metrics", "Perplexity", "Speed", "Side by side", "Loss curve",
             "Training time and cost", "Memory", "Settings")
 PREFERENCE_SECTION = "Preference"  # after the Verdict, in a preference run's report only
+REWARDS_SECTION = "Rewards"  # after the Verdict, in a rewards (GRPO) run's report only
 
 
 def verdict(result: dict) -> str:
     """The verdict line of an evaluation result (evaluation.py computes it with its
     confidence interval; see verdict.py). A preference run's is preference.py's: did the
-    model move toward the data's preferences."""
+    model move toward the data's preferences. A rewards run's is rewards_eval.py's: did RL
+    move the held-out rewards, and what did it cost in answer length."""
+    rewards = (result.get("rewards") or {}).get("verdict")
+    if rewards:
+        return rewards["text"]
     preference = (result.get("preference") or {}).get("verdict")
     if preference:
         return preference["text"]
@@ -123,7 +128,11 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
     L += ["## Verdict", "", f"**{data['verdict']}**", ""]
     judged, primary = test.get("verdict") or {}, test.get("primary") or {}
     preference = result.get("preference")
-    if preference:
+    rewards = result.get("rewards")
+    if rewards:
+        L += _rewards_verdict_lines(rewards)
+        L += [f"## {REWARDS_SECTION}", ""] + _rewards_lines(rewards)
+    elif preference:
         L += _preference_verdict_lines(preference, judged, primary)
         L += [f"## {PREFERENCE_SECTION}", ""] + _preference_lines(preference)
     else:
@@ -148,6 +157,9 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
             d_base = _delta(vals.get("fine-tuned"), vals.get("base"))
             d_few = _delta(vals.get("fine-tuned"), vals.get("few-shot"))
             L.append(f"| {m} | " + " | ".join(f"{vals[s]:.1f}" for s in systems) + f" | {d_base} | {d_few} |")
+    elif rewards:
+        L.append(f"no test-split metrics: a {rewards.get('title', 'rewards')} run is scored by its "
+                 f"reward functions on held-out prompts (see {REWARDS_SECTION})")
     else:
         L.append("no test-split metrics in this report")
     L.append("")
@@ -170,7 +182,11 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
           "their own, base and fine-tuned rows sharing calls (per-row adapter selection); a "
           "system's latency is summed over its calls, each until its last row in it stopped", "",
           "| system | tokens | latency s | tokens/s |", "|---|---|---|---|"]
-    for s, t in test.get("timing", {}).items():
+    timing = dict(test.get("timing", {}))
+    if rewards and not timing:  # a rewards run's answers: greedy, then the samples
+        timing = {f"{s} ({how})": t for how, by in (rewards.get("timing") or {}).items()
+                  for s, t in by.items()}
+    for s, t in timing.items():
         L.append(f"| {s} | {t['tokens']} | {t['latency_s']:.2f} | {t['tokens_per_s']:.1f} |")
     L.append("")
 
@@ -183,6 +199,8 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
         L += [f"prompt suite ({profile.eval.prompts}): " + summary_line(suite["summary"]), ""]
     elif rows:
         L += [f"first {len(rows)} test rows", ""]
+    elif rewards:
+        L.append(f"the held-out prompts' answers are in {REWARDS_SECTION}, with their rewards")
     names = list(rows[0]["answers"]) if rows else []
     if rows:
         L += ["| prompt | reference | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
@@ -250,6 +268,22 @@ def _preference_lines(preference: dict) -> list[str]:
     from workbench.evaluate.preference import report_lines
 
     return report_lines(preference)
+
+
+def _rewards_verdict_lines(rewards: dict) -> list[str]:
+    base = rewards.get("base") or "the adapter off"
+    L = [f"- decided on the weighted total of the rewards (what {rewards.get('title', 'GRPO')} "
+         f"maximizes) over the greedy answers to the held-out prompts, fine-tuned (adapter on) "
+         f"against base ({base}); paired bootstrap over the prompts (2,000 resamples): a change "
+         "counts only when the 95% interval excludes 0"]
+    L += [f"- {line}" for line in rewards.get("lines", [])]
+    return L + [""]
+
+
+def _rewards_lines(rewards: dict) -> list[str]:
+    from workbench.evaluate.rewards_eval import report_lines
+
+    return report_lines(rewards)
 
 
 def _delta(a, b) -> str:

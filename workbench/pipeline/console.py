@@ -102,6 +102,12 @@ class ProgressPrinter:
                 self._bar_shown = True
             else:
                 self._line(progress_text(ev))
+        elif kind == "samples":
+            now = ev.get("time") or 0.0
+            line = sample_line(ev)
+            if line and now - getattr(self, "_last_sample", -SAMPLE_EVERY_S) >= SAMPLE_EVERY_S:
+                self._last_sample = now
+                self._line(line)
         elif kind == "error":
             hint = f"\n  hint: {ev['hint']}" if ev.get("hint") else ""
             self._line(f"error ({ev.get('kind')}): {ev.get('message')}{hint}")
@@ -237,7 +243,22 @@ class Hangup:
 # A preference method's signals, shortest first: what a person watches in a DPO run is the
 # reward margin growing and the share of pairs the policy already ranks right.
 _SIGNAL_LABELS = (("rewards/margins", "margin", "+.3f"), ("rewards/accuracies", "pref acc", ".0%"),
+                  ("reward", "reward", ".3f"), ("frac_reward_zero_std", "flat groups", ".0%"),
+                  ("completions/clipped_ratio", "cut", ".0%"),
                   ("kl", "kl", ".3f"), ("log_odds_ratio", "log-odds", "+.3f"))
+# GRPO: one sampled completion (the best of the latest batch) at most this often, so the
+# terminal shows what the rewards are rewarding without scrolling away the steps.
+SAMPLE_EVERY_S = 30.0
+
+
+def sample_line(ev: dict) -> str | None:
+    samples = [s for s in ev.get("samples") or [] if s.get("total") is not None]
+    if not samples:
+        return None
+    best = max(samples, key=lambda s: s["total"])
+    text = " ".join(str(best.get("completion", "")).split())
+    text = text if len(text) <= 70 else text[:69] + "…"
+    return f"  sample at step {ev.get('step')} (reward {best['total']:.3f}): {text!r}"
 
 
 def signal_parts(signals: dict) -> list[str]:

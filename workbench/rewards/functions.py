@@ -110,7 +110,10 @@ def call(f: RewardFunction, prompts: list, completions: list, columns: dict[str,
     except Exception as exc:  # noqa: BLE001 - the user's code: any failure is reported, located
         i = _failing_row(f, prompts, completions, columns, completion_ids, extras)
         at = f" on {rows[i]}, completion {_show(completions[i])}" if i is not None else ""
-        raise RewardError(f"{f.where} raised {type(exc).__name__}: {exc}{at}",
+        where = f.where
+        if f.file and (line := _traceback_line(exc, str(Path(f.file).resolve()))):
+            where = f"{f.file}{line}: {f.spec.rpartition(':')[2]}()"  # where it raised
+        raise RewardError(f"{where} raised {type(exc).__name__}: {exc}{at}",
                           hint=_fix_hint(f)) from exc
     try:
         values = list(values)

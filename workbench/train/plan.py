@@ -320,6 +320,19 @@ def _describe_evaluation(profile: Profile, n_validation: int, kind: str = "gener
         return (f"evaluation after training: {n_validation} held-out preference rows scored by "
                 "the base and the fine-tuned model (how often the chosen answer is the likelier "
                 "one), and their prompts answered side by side")
+    if kind == "rewards":
+        g = profile.grpo
+        samples = max(1, min(g.num_generations, 4))  # evaluate/rewards_eval.py's sample_count
+        rows = (f"{e.max_test_rows} of {n_validation}" if e.max_test_rows
+                and n_validation > e.max_test_rows else f"{n_validation}")
+        return (f"evaluation after training: {rows} held-out prompts answered by the base and "
+                f"the fine-tuned model, greedily and {samples} times sampled at "
+                f"temperature {g.temperature:g}, up to {g.max_completion_len} tokens "
+                "(grpo.max_completion_len), every answer scored by the reward functions; the "
+                "weighted total and each reward's pass rate compared with 95% intervals, and "
+                "the answer lengths"
+                + (f"; capped at {e.time_budget_s:g} s (eval.time_budget_s)" if e.time_budget_s
+                   else ""))
     saved_test = is_saved_dataset(d.train) and (Path(d.train) / "test.jsonl").is_file()
     rows = "the saved test split" if saved_test else f"{n_validation} held-out rows"
     if not saved_test and e.max_test_rows and n_validation > e.max_test_rows:

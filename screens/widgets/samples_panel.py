@@ -1,0 +1,115 @@
+"""GRPO's latest sampled completions on the Train monitor: each prompt once, its completions
+under it with every reward, the weighted total and the advantage (how much better than its
+group the completion scored), from the run's newest "samples" event.
+
+One line per completion, cut to the panel's width (Rich's ellipsis), so a panel a few lines high
+shows a whole group; it scrolls for the rest. Redrawn only when a new event arrives.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from screens.widgets.keys import with_ids
+from screens.widgets.signal_plot import short_reward
+
+EMPTY = ("no samples yet: a GRPO run records its latest completions with their rewards at "
+         "every logging step")
+ADV_STYLE = {1: "#87af5f", -1: "#ff5f5f", 0: "#808080"}  # the theme's success / error / grey
+
+
+def one_line(text) -> str:
+    return " ".join(str(text or "").split())
+
+
+def _num(value, spec: str = ".2f") -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    return format(value, spec)
+
+
+def _sign(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value) < 5e-3:
+        return 0
+    return 1 if value > 0 else -1
+
+
+def reward_names(samples: list[dict]) -> list[str]:
+    """The reward functions, in the order the samples name them."""
+    names: dict[str, None] = {}
+    for s in samples:
+        if isinstance(s, dict) and isinstance(s.get("rewards"), dict):
+            names.update(dict.fromkeys(s["rewards"]))
+    return list(names)
+
+
+def samples_table(samples: list[dict]) -> Table:
+    """The completions grouped under their prompts: completion | each reward | total | adv."""
+    names = reward_names(samples)
+    table = Table(expand=True, box=None, padding=(0, 1), show_edge=False, header_style="bold",
+                  pad_edge=False)
+    table.add_column("completion", ratio=1, no_wrap=True, overflow="ellipsis", min_width=12)
+    for name in names:
+        short = short_reward(name)
+        table.add_column(short if len(short) <= 12 else short[:11] + "…", justify="right",
+                         no_wrap=True, overflow="ellipsis", max_width=12)
+    table.add_column("total", justify="right", no_wrap=True)
+    table.add_column("adv", justify="right", no_wrap=True)
+    prompt = None
+    for s in samples:
+        if not isinstance(s, dict):
+            continue
+        if s.get("prompt") != prompt:
+            if prompt is not None:
+                table.add_section()
+            prompt = s.get("prompt")
+            table.add_row(Text("▸ " + one_line(prompt), style="italic #d7af5f"),
+                          *([""] * (len(names) + 2)))
+        rewards = s.get("rewards") if isinstance(s.get("rewards"), dict) else {}
+        text = one_line(s.get("completion")) or "(empty)"
+        cells = [Text(_num(rewards.get(n)), style="dim" if not rewards.get(n) else "")
+                 for n in names]
+        adv = s.get("advantage")
+        table.add_row(Text("  " + text), *cells, Text(_num(s.get("total")), style="bold"),
+                      Text(_num(adv, "+.2f"), style=ADV_STYLE[_sign(adv)]))
+    return table
+
+
+class SamplesPanel(VerticalScroll):
+    """The newest "samples" event of a GRPO run (`show(event)`; None: none yet)."""
+
+    DEFAULT_CSS = """
+    SamplesPanel { border: round $panel-lighten-2; border-title-color: $accent;
+                   border-subtitle-color: $text-muted; padding: 0 1; height: 1fr; }
+    SamplesPanel:focus { border: round $primary; }
+    SamplesPanel > Static { height: auto; }
+    """
+    BINDINGS = with_ids(VerticalScroll, "samples")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.event: dict | None = None
+        self.border_title = "latest completions"
+        # Hidden under other methods: it must not take the focus the screen gives on arrival
+        # (the log's); the screen makes it focusable while it is shown.
+        self.can_focus = False
+
+    def compose(self):
+        yield Static(EMPTY, id="samples-body")
+
+    def show(self, event: dict | None) -> None:
+        self.event = event
+        body = self.query_one("#samples-body", Static)
+        samples = [s for s in (event or {}).get("samples") or () if isinstance(s, dict)]
+        if not samples:
+            self.border_title = "latest completions"
+            self.border_subtitle = ""
+            body.update(EMPTY)
+            return
+        self.border_title = f"latest completions · step {event.get('step', '?')}"
+        self.border_subtitle = "adv: reward against its group"
+        body.update(Group(samples_table(samples)))
