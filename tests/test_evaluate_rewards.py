@@ -197,7 +197,7 @@ def test_a_grpo_run_ends_with_the_rewards_report(grpo_run):
         assert t["ci95"][0] <= t["delta"] <= t["ci95"][1]
         assert 0 <= t["base"] <= 1.5 and 0 <= t["fine-tuned"] <= 1.5
     for e in rw["examples"]:
-        assert e["source"].startswith("translate_en_fr_prompts.jsonl:") or ":" in e["source"]
+        assert e["source"].rsplit(":", 1)[0].endswith("translate_en_fr_prompts.jsonl")
         assert e["reference"] and set(e["answers"]) == {"base", "fine-tuned"}
         assert len(e["answers"]["base"]["rewards"]) == 2
     assert rw["length"]["greedy"]["answers"] == 8

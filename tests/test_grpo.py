@@ -224,3 +224,18 @@ def test_groups_with_variance_are_ready_to_train():
     assert result["first_steps"]["mean_reward"] == pytest.approx(0.4333, abs=1e-4)
     assert result["verdict"]["ok"] and "ready to train" in result["verdict"]["text"]
     assert [f["kind"] for f in result["flags"]] == ["zero_variance"]
+
+
+def test_data_inspect_reports_prompt_lengths_against_the_limit_and_reference_columns(tmp_path):
+    from conftest import TINY_MODEL, workbench
+
+    rows = [{"prompt": "Translate to French: the cat", "answer": "le chat"},
+            {"prompt": "Translate to French: " + "the big black dog sleeps " * 6, "answer": "x"},
+            {"prompt": "Translate to French: the cat", "answer": "le chat"}]
+    path = _write(tmp_path / "p.jsonl", rows)
+    out = workbench("data", "inspect", str(path), "--format", "prompts", "--model",
+                    str(TINY_MODEL), "--max-prompt-len", "30", cwd=tmp_path, check=True).stdout
+    assert "2 prompts from 3 rows" in out and "p.jsonl:3: repeats an earlier prompt" in out
+    assert "answer" in out and "2 of 2 rows" in out
+    assert "1 prompts longer than max_prompt_len = 30 (dropped by training: " in out
+    assert f"{path}:2" in out

@@ -43,6 +43,8 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--near-dup-threshold", type=float, default=0.85, metavar="X")
     _load_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--max-prompt-len", type=int, metavar="N",
+                   help="prompt data (--format prompts): count prompts longer than N tokens")
     _chat_args(p)
     p.set_defaults(data_func=cmd_inspect)
 
@@ -117,6 +119,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if _is_preference(args):
         return _inspect_preferences(args)
+    if args.format == "prompts":
+        return _inspect_prompts(args)
     tokenizer = _load_tokenizer(args.model, args.chat_template) if args.model else None
     kwargs = _supported(inspect_dataset, {
         "tokenizer": tokenizer,
@@ -313,6 +317,23 @@ def _inspect_preferences(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False, default=str))
     else:
         print(format_preference_report(report))
+    return EXIT_OK
+
+
+def _inspect_prompts(args: argparse.Namespace) -> int:
+    from workbench.data.load import LoadReport
+    from workbench.data.prompts import iter_prompt_records
+    from workbench.data.prompts_inspect import format_prompt_report, inspect_prompts
+
+    load_report = LoadReport()
+    records = list(iter_prompt_records(args.path, on_bad_line="skip", report=load_report))
+    tokenizer = _load_tokenizer(args.model, args.chat_template) if args.model else None
+    fmt = _chat_format(args, tokenizer) if tokenizer is not None else None
+    report = inspect_prompts(records, load_report, tokenizer, fmt, args.max_prompt_len)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(format_prompt_report(report, str(args.path)))
     return EXIT_OK
 
 
