@@ -47,28 +47,40 @@ def reward_names(samples: list[dict]) -> list[str]:
     return list(names)
 
 
-def samples_table(samples: list[dict]) -> Table:
-    """The completions grouped under their prompts: completion | each reward | total | adv."""
-    names = reward_names(samples)
-    table = Table(expand=True, box=None, padding=(0, 1), show_edge=False, header_style="bold",
-                  pad_edge=False)
+def _column_name(name: str) -> str:
+    short = short_reward(name)
+    return short if len(short) <= 14 else short[:13] + "…"
+
+
+def _table(names: list[str], header: bool) -> Table:
+    """completion | each reward | total | adv; the number columns have fixed widths, so the
+    tables of every prompt line up under one header."""
+    table = Table(expand=True, box=None, padding=(0, 1), show_edge=False, pad_edge=False,
+                  show_header=header, header_style="bold")
     table.add_column("completion", ratio=1, no_wrap=True, overflow="ellipsis", min_width=12)
     for name in names:
-        short = short_reward(name)
-        table.add_column(short if len(short) <= 12 else short[:11] + "…", justify="right",
-                         no_wrap=True, overflow="ellipsis", max_width=12)
-    table.add_column("total", justify="right", no_wrap=True)
-    table.add_column("adv", justify="right", no_wrap=True)
-    prompt = None
+        width = max(len(_column_name(name)), 5)
+        table.add_column(_column_name(name), justify="right", no_wrap=True, width=width)
+    table.add_column("total", justify="right", no_wrap=True, width=5)
+    table.add_column("adv", justify="right", no_wrap=True, width=5)
+    return table
+
+
+def samples_table(samples: list[dict]) -> Group:
+    """The completions grouped under their prompts (each prompt one full line), each with
+    every reward, the total and the advantage."""
+    names = reward_names(samples)
+    parts: list = [_table(names, header=True)]
+    table, prompt = None, object()
     for s in samples:
         if not isinstance(s, dict):
             continue
-        if s.get("prompt") != prompt:
-            if prompt is not None:
-                table.add_section()
+        if table is None or s.get("prompt") != prompt:
             prompt = s.get("prompt")
-            table.add_row(Text("▸ " + one_line(prompt), style="italic #d7af5f"),
-                          *([""] * (len(names) + 2)))
+            parts.append(Text("▸ " + one_line(prompt), style="italic #d7af5f", no_wrap=True,
+                              overflow="ellipsis"))
+            table = _table(names, header=False)
+            parts.append(table)
         rewards = s.get("rewards") if isinstance(s.get("rewards"), dict) else {}
         text = one_line(s.get("completion")) or "(empty)"
         cells = [Text(_num(rewards.get(n)), style="dim" if not rewards.get(n) else "")
@@ -76,7 +88,7 @@ def samples_table(samples: list[dict]) -> Table:
         adv = s.get("advantage")
         table.add_row(Text("  " + text), *cells, Text(_num(s.get("total")), style="bold"),
                       Text(_num(adv, "+.2f"), style=ADV_STYLE[_sign(adv)]))
-    return table
+    return Group(*parts)
 
 
 class SamplesPanel(VerticalScroll):
@@ -112,4 +124,4 @@ class SamplesPanel(VerticalScroll):
             return
         self.border_title = f"latest completions · step {event.get('step', '?')}"
         self.border_subtitle = "adv: reward against its group"
-        body.update(Group(samples_table(samples)))
+        body.update(samples_table(samples))
