@@ -9,10 +9,20 @@ tokens for the time estimate (transformers).
 Keys: while a field has focus, every printable key (digits included) is typed into it; Esc
 leaves the field, and then 1-6 switch screens as everywhere else. A field whose value differs
 from the loaded (or last saved) profile is marked "*", and the status line counts them.
+
+GRPO (train.method = "grpo"): f3 shows the Rewards view in the form's place, arriving on the
+table of reward functions (screens/widgets/configure_rewards.py). There `e` opens the selected
+function's file in $EDITOR (the app is suspended meanwhile) and `t` runs the reward test
+(workbench.evaluate.reward_trial) in a thread worker: the model loads, the prompts are sampled
+with a count as they finish, and the result replaces the count. `t` again, a new profile or
+leaving the screen cancels it. The model stays loaded for the next test while the screen is
+shown, and is let go when it is left or a run is started (the run needs the memory).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +33,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Select, Static
 
 from screens.widgets.configure_estimate import EstimatePanel, compute_view
+from screens.widgets.configure_rewards import RewardsView, reward_rows
 from screens.widgets.configure_form import FIELDS, ProfileForm
 from screens.widgets.data_path import PathSuggester
 from screens.widgets.keys import KeyedInput, with_ids
@@ -66,8 +77,8 @@ def data_note(method: str, preference: bool | None) -> str:
     data could not be looked at here)."""
     from workbench.train.methods import METHODS
 
-    if preference is None or method not in METHODS:
-        return ""
+    if preference is None or method not in METHODS or method == "grpo":
+        return ""  # GRPO samples its own answers: any rows with a prompt will do
     if method == "sft" and preference:
         return ("! this data is preference rows: SFT needs conversations (pairs train with "
                 "dpo, orpo, simpo; labelled answers with kto)")
@@ -91,6 +102,9 @@ class ConfigureScreen(Screen):
     ConfigureScreen #cfg-issues { height: auto; color: $error; }
     ConfigureScreen #cfg-save-as { height: 1; display: none; }
     ConfigureScreen #cfg-save-as.-shown { display: block; }
+    ConfigureScreen #cfg-rewards { display: none; }
+    ConfigureScreen.-rewards #cfg-rewards { display: block; }
+    ConfigureScreen.-rewards #cfg-main { display: none; }
     """
     # The footer must fit 80 columns with the app's "? Help  b Back  q Quit" and, while a
     # field has focus, "esc Leave field": Open and the remedies are left to help and the
@@ -102,6 +116,8 @@ class ConfigureScreen(Screen):
         Binding("f2", "save_as", "Save as", id="configure.save_as"),
         Binding("ctrl+r", "start", "Start", id="configure.start"),
         Binding("escape", "leave_field", "Leave field", id="configure.leave_field"),
+        # GRPO only (check_action): the reward functions and the reward test, in the form's place.
+        Binding("f3", "toggle_rewards", "Rewards", id="configure.rewards"),
         Binding("ctrl+t", "trace", "Trace the step", show=False, id="configure.trace"),
         Binding("alt+1", "remedy(1)", "Remedy 1-6", show=False, key_display="alt+1…6",
                 id="configure.remedy.1"),
@@ -134,6 +150,13 @@ class ConfigureScreen(Screen):
         self.data_is_preference: bool | None = None  # what it holds (None: not known)
         self.view: Any = None
         self._filling = False
+        self.trial: dict | None = None        # the last reward test's result
+        self._trial_cancel: threading.Event | None = None  # set: the running test stops
+        self._trial_what = ""                 # what the running test does now
+        self._trial_since = 0.0
+        self._trial_tick: Any = None
+        self._engine: Any = None              # the model the last test loaded, kept for the next
+        self._engine_key: Any = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -147,6 +170,7 @@ class ConfigureScreen(Screen):
                 yield ProfileForm(id="cfg-form")
                 yield Static("", id="cfg-issues")
             yield EstimatePanel(id="cfg-estimate")
+        yield RewardsView(id="cfg-rewards")
         yield KeyedInput(placeholder="save as: path to a .toml file, Enter saves",
                          id="cfg-save-as", suggester=PathSuggester(), compact=True)
         yield Footer(compact=True)
@@ -157,6 +181,16 @@ class ConfigureScreen(Screen):
         self.load(str(ref))
         if self.probe_gpu:
             self._work(self._probe_gpu, group="gpu")
+        self._trial_tick = self.set_interval(1.0, self._show_trial_progress, pause=True)
+
+    def on_screen_suspend(self) -> None:
+        """Leaving the screen stops a reward test and lets its model go."""
+        self._cancel_trial("cancelled: the screen was left")
+        self._drop_engine()
+
+    def on_unmount(self) -> None:
+        if self._trial_cancel is not None:
+            self._trial_cancel.set()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -188,6 +222,9 @@ class ConfigureScreen(Screen):
             self._error("Cannot load the profile", exc)
             return
         self.base, self.source, self.profile = profile.to_dict(), profile.source, profile
+        self._cancel_trial("cancelled: another profile was loaded")
+        self.trial = None
+        self.query_one(RewardsView).clear_result()
         self._filling = True
         self.query_one(ProfileForm).fill(profile)
         # Changed events from fill() arrive later; refresh once they are all in.
@@ -196,7 +233,8 @@ class ConfigureScreen(Screen):
     def _filled(self) -> None:
         self._filling = False
         self.revalidate()
-        self.query_one(ProfileForm).widget("lora.r").focus()
+        if not self.has_class("-rewards"):
+            self.query_one(ProfileForm).widget("lora.r").focus()
 
     def _probe_gpu(self) -> None:
         from workbench.estimate.gpu import telemetry
@@ -297,6 +335,10 @@ class ConfigureScreen(Screen):
         return d
 
     def revalidate(self) -> None:
+        self._check_profile()
+        self.show_rewards()
+
+    def _check_profile(self) -> None:
         from workbench.profile import ProfileError, profile_from_dict
 
         form = self.query_one(ProfileForm)
@@ -353,6 +395,239 @@ class ConfigureScreen(Screen):
             return
         self.query_one(EstimatePanel).show(self.view)
 
+    # -- rewards (GRPO) ---------------------------------------------------------------------
+
+    def _grpo(self) -> bool:
+        return self.query_one(ProfileForm).method == "grpo"
+
+    def _rewards_section(self) -> dict:
+        """[rewards] as the form stands (the profile's, since the form has no reward field)."""
+        section = self.current_dict().get("rewards") or {}
+        return section if isinstance(section, dict) else {}
+
+    def show_rewards(self) -> None:
+        """The Rewards view and the form's rewards line follow the profile; leaving GRPO
+        closes the view."""
+        form = self.query_one(ProfileForm)
+        rewards_view = self.query_one(RewardsView)
+        if not self._grpo():
+            form.show_rewards_note("")
+            if self.has_class("-rewards"):
+                self._close_rewards()
+            return
+        section = self._rewards_section()
+        functions = section.get("functions") or []
+        weights = section.get("weights") or []
+        rows = reward_rows(functions if isinstance(functions, list) else [],
+                           weights if isinstance(weights, list) else [])
+        if rows:
+            names = ", ".join(f"{r.name} x{r.weight:g}" for r in rows)
+            note = f"rewards: {names} (f3: what they do, and the reward test)"
+        else:
+            note = "rewards: none yet; add [rewards] functions to the profile (f3 says more)"
+        form.show_rewards_note(note)
+        key = self.app.key_for("configure.rewards", "f3") if hasattr(self.app, "key_for") else "f3"
+        head = (f"Rewards of {self.current_dict().get('name') or 'this profile'}: GRPO's reward "
+                "for a completion is the weighted sum of these.  e opens a function of yours in "
+                f"$EDITOR,  t tests them on the model,  esc or {key} goes back to the profile.")
+        rewards_view.show_rewards(rows, head)
+        if self._trial_cancel is None and self.trial is None:
+            rewards_view.status(self._idle_text(rows))
+
+    def _idle_text(self, rows: list) -> str:
+        if not rows:
+            return ("no reward functions: name them in [rewards] functions of the profile file "
+                    "(`workbench rewards list` shows the built-ins)")
+        p = self.profile
+        if p is None or self.issues:
+            return "t tests the rewards once the profile is valid"
+        return (f"t samples {p.rewards.test_prompts} prompts x {p.grpo.num_generations} "
+                f"completions from the model and scores them (it loads first)")
+
+    def action_toggle_rewards(self) -> None:
+        """f3: the Rewards view in the form's place, or back to the form."""
+        if self.has_class("-rewards"):
+            self._close_rewards()
+            return
+        if not self._grpo():
+            self.notify("The Rewards view is for train.method = grpo.", severity="warning")
+            return
+        self.add_class("-rewards")
+        self.show_rewards()
+        self.query_one(RewardsView).table.focus()
+        self.refresh_bindings()
+
+    def _close_rewards(self) -> None:
+        self.remove_class("-rewards")
+        self.query_one(ProfileForm).focus()
+        self.refresh_bindings()
+
+    def action_edit_reward(self) -> None:
+        """e: the selected reward's file in $EDITOR (the app suspended until it exits)."""
+        import os
+        import shlex
+        import subprocess
+
+        from textual.app import SuspendNotSupported
+
+        row = self.query_one(RewardsView).selected()
+        if row is None:
+            self.notify("No reward functions to edit: add them to [rewards] functions in the "
+                        "profile file.", severity="warning")
+            return
+        if row.builtin:
+            self.notify(f"{row.name} is built in (workbench/rewards/builtin.py): there is no file "
+                        "of yours to edit; its settings are in the profile's [rewards].",
+                        title="Built-in reward", markup=False)
+            return
+        editor = os.environ.get("EDITOR") or os.environ.get("VISUAL") or ""
+        try:
+            command = shlex.split(editor)
+        except ValueError:
+            command = []
+        if not command:
+            self.notify(f"$EDITOR is not set: set it (e.g. `export EDITOR=nano`) and restart, or "
+                        f"open {row.file} yourself.", title="No editor", severity="warning",
+                        timeout=10, markup=False)
+            return
+        if row.line and Path(command[0]).name in LINE_EDITORS:
+            command.append(f"+{row.line}")
+        command.append(row.file)
+        problem = ""
+        try:
+            with self.app.suspend():
+                problem = _run_editor(subprocess, command)
+        except SuspendNotSupported:
+            if not self.app.is_headless:  # a terminal we cannot hand over: never draw over it
+                self.notify(f"Cannot hand the terminal to an editor here; open {row.file} "
+                            "yourself.", severity="warning", markup=False)
+                return
+            problem = _run_editor(subprocess, command)  # headless (tests): nothing to suspend
+        if problem:
+            self._error("Editor", problem)
+        _forget_reward_module(row.file)
+        self.show_rewards()  # its docstring or line may have changed
+
+    def action_test_rewards(self) -> None:
+        """t: the reward test in a worker; t again while it runs cancels it."""
+        from workbench.profile import check_paths
+
+        if self._trial_cancel is not None:
+            self._cancel_trial("cancelled")
+            return
+        if any(w.group == "rewards" and w.is_running for w in self.workers):
+            self.notify("The last reward test is still stopping; try again in a moment.",
+                        severity="warning")
+            return
+        profile = self._valid_profile()
+        if profile is None:
+            return
+        if profile.train.method != "grpo" or not profile.rewards.functions:
+            self.notify("Nothing to test: the profile names no reward functions.",
+                        severity="warning")
+            return
+        missing = check_paths(profile)
+        if missing:
+            self._error("Reward test", "\n".join(str(i) for i in missing))
+            return
+        view = self.query_one(RewardsView)
+        cancel = self._trial_cancel = threading.Event()
+        self.trial = None
+        view.clear_result()
+        self._trial_what, self._trial_since = "starting the reward test", time.monotonic()
+        self._show_trial_progress()
+        self._trial_tick.resume()
+        key = (repr(profile.model), repr(profile.lora), profile.train.precision)
+        engine = self._engine if self._engine_key == key else None
+
+        def say(text: str) -> None:  # the test's log lines, from the worker thread
+            text = text.strip()
+            if text.startswith("loading") and "onto" in text:
+                text = "loading the model: " + text[len("loading"):].strip()
+            self._from_thread(self._trial_progress, cancel, text)
+
+        def progress(done: int, total: int) -> None:
+            self._from_thread(self._trial_progress, cancel, f"sampling {done}/{total} completions")
+
+        def job() -> None:
+            from workbench.evaluate.reward_trial import load_trial_engine, try_rewards
+
+            loaded, result, exc = engine, None, None
+            try:
+                if loaded is None:
+                    say("loading the model")
+                    loaded = load_trial_engine(profile, "auto", say)
+                if not cancel.is_set():
+                    result = try_rewards(profile, engine=loaded, log=say, progress=progress,
+                                         cancel=cancel)
+            except Exception as exc_:  # noqa: BLE001 - shown on the screen, never raised
+                exc = exc_
+            self._from_thread(self._trial_done, cancel, key, loaded, result, exc)
+
+        self.run_worker(job, thread=True, group="rewards", exclusive=True, exit_on_error=False)
+
+    def _trial_progress(self, cancel: threading.Event, text: str) -> None:
+        if cancel is self._trial_cancel and not cancel.is_set():
+            self._trial_what = text
+            self._show_trial_progress()
+
+    def _show_trial_progress(self) -> None:
+        if self._trial_cancel is None:
+            self._trial_tick.pause()
+            return
+        elapsed = time.monotonic() - self._trial_since
+        key = self.app.key_for("configure.rewards.test", "t") if hasattr(self.app, "key_for") else "t"
+        self.query_one(RewardsView).status(f"{self._trial_what}…  {elapsed:.0f}s  ({key} cancels)")
+
+    def _trial_done(self, cancel: threading.Event, key: Any, engine: Any, result: dict | None,
+                    exc: BaseException | None) -> None:
+        if engine is not None and self.is_current:
+            self._engine, self._engine_key = engine, key  # kept for the next test
+        if cancel is not self._trial_cancel:
+            return  # cancelled (said so already), or a newer test runs
+        self._trial_cancel = None
+        self._trial_tick.pause()
+        view = self.query_one(RewardsView)
+        if cancel.is_set():
+            view.status("cancelled")
+            return
+        if exc is not None:
+            view.status("the reward test stopped: see the notification")
+            self._error("Reward test", exc)
+            return
+        self.trial = result
+        first = result.get("first_steps") or {}
+        view.status(f"tested: {len(result.get('groups') or ())} prompts x "
+                    f"{result.get('samples')} completions in {time.monotonic() - self._trial_since:.0f}s"
+                    + (f"; mean reward {first['mean_reward']:g}" if "mean_reward" in first else "")
+                    + "  (t tests again)")
+        view.show_result(result)
+        if not self.has_class("-rewards") or not self.is_current:
+            verdict = result.get("verdict") or {}
+            self.notify(str(verdict.get("text", "")), title="Reward test",
+                        severity="information" if verdict.get("ok") else "warning", markup=False)
+
+    def _cancel_trial(self, why: str) -> None:
+        cancel, self._trial_cancel = self._trial_cancel, None
+        if cancel is not None:
+            cancel.set()
+            if self._trial_tick is not None:
+                self._trial_tick.pause()
+            self.query_one(RewardsView).status(why)
+
+    def _drop_engine(self) -> None:
+        """Let the test's model go (a run started next needs the GPU's memory)."""
+        if self._engine is None:
+            return
+        self._engine = self._engine_key = None
+        import gc
+        import sys
+
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     # -- actions ----------------------------------------------------------------------------
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -389,6 +664,8 @@ class ConfigureScreen(Screen):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "leave_field":  # shown (and Esc taken) only while a field has focus
             return self._field_focused()
+        if action == "toggle_rewards":  # GRPO only
+            return self.has_class("-rewards") or self._grpo()
         return True
 
     def action_leave_field(self) -> None:
@@ -465,6 +742,8 @@ class ConfigureScreen(Screen):
         """Save, then ask the app to start the run detached (it plans in a worker)."""
         if self._valid_profile() is None:
             return
+        self._cancel_trial("cancelled: a run was started")
+        self._drop_engine()
         start = getattr(self.app, "start_run", None)
         if start is None:
             self.notify("This app cannot start runs; use `workbench run PROFILE`.", severity="warning")
@@ -483,3 +762,28 @@ class ConfigureScreen(Screen):
         if not self.source or self.source.startswith("<"):
             return False
         return user_profiles_dir().resolve() in Path(self.source).resolve().parents
+
+
+# Editors that open a file at a line given as "+LINE" before it.
+LINE_EDITORS = {"vi", "vim", "nvim", "view", "nano", "emacs", "emacsclient", "micro", "kak",
+                "joe", "mg", "ne", "pico"}
+
+
+def _run_editor(subprocess, command: list[str]) -> str:
+    """Run the editor to its end; what went wrong, for people ("" when nothing did)."""
+    try:
+        code = subprocess.run(command).returncode
+    except OSError as exc:
+        return f"could not run the editor {command[0]!r}: {exc.strerror or exc}"
+    return f"the editor {command[0]!r} exited with status {code}" if code else ""
+
+
+def _forget_reward_module(file: str) -> None:
+    """The next reward test imports the edited file again (reward files are imported once a
+    process, workbench.rewards.functions keeps them)."""
+    import sys
+
+    functions = sys.modules.get("workbench.rewards.functions")
+    cache = getattr(functions, "_MODULES", None)
+    if isinstance(cache, dict):
+        cache.pop(str(Path(file).resolve()), None)

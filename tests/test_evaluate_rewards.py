@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 
@@ -144,6 +143,107 @@ def test_report_lines_show_the_table_the_lengths_and_the_answers():
     assert "| answer length (tokens) | 4.0 | 6.0 | +2.0 | +2.0..+2.0 | 4.0 | 6.0 | +2.0 |" in md
     assert "- note: a note" in md
     assert "| Translate to French: the cat | le chat | the cat (0.00) | le chat (1.50) |" in md
+
+
+class _ScriptedEngine:
+    """The engine's interface with answers written by hand: the fine-tuned model translates
+    (greedily always, sampled on even prompts), the base does not. Each generate
+    call takes `delay` seconds, for the time budget."""
+
+    adapters = ["default"]
+    tuned_adapter = "default"
+
+    def __init__(self, delay: float = 0.0):
+        self.delay, self.calls = delay, []
+
+    def rows(self, prompts, systems, picker=None):
+        from workbench.evaluate.compare import Row
+
+        return [Row(s, i, list(p)) for i, p in enumerate(prompts) for s in systems]
+
+    def generate(self, rows, *, on_row_done=None, do_sample=False, **kw):
+        import time
+
+        from workbench.evaluate.compare import Answer, Generations, RowDone, SystemTiming
+
+        time.sleep(self.delay)
+        self.calls.append((len(rows), do_sample, kw["max_new_tokens"]))
+        answers = []
+        for n, r in enumerate(rows):
+            english = r.messages[-1]["content"].split(": ", 1)[1]
+            good = r.system.name == "fine-tuned" and (not do_sample or r.prompt_index % 2 == 0)
+            text = _FRENCH[english] if good else "I do not know"
+            answers.append(Answer(r.system.name, r.prompt_index, text, [7] * len(text.split()),
+                                  0.0, 5))
+            if on_row_done:
+                on_row_done(RowDone(r.system.name, r.prompt_index, n + 1, len(rows)))
+        return Generations(answers, {s: SystemTiming(1, 0.1) for s in ("base", "fine-tuned")})
+
+
+_FRENCH: dict[str, str] = {}
+
+
+def _prompt_rows(n: int) -> list[dict]:
+    records = [json.loads(line) for line in
+               (REPO / "assets" / "demo" / "translate_en_fr_prompts.jsonl").read_text().splitlines()]
+    rows = []
+    for i, r in enumerate(records[:n]):
+        _FRENCH[r["prompt"].split(": ", 1)[1]] = r["answer"]
+        rows.append({"prompt": [{"role": "user", "content": r["prompt"]}], "prompt_ids": [1],
+                     "columns": {"answer": r["answer"]}, "source": f"prompts.jsonl:{i + 1}"})
+    return rows
+
+
+def test_scored_answers_of_a_model_that_learned_to_translate(monkeypatch):
+    """The demo's rewards on answers written by hand: the greedy fine-tuned answers are the
+    reference translations (1.5 each: overlap 1 + exact 1 x 0.5), the base's are not (0); the
+    sampled fine-tuned answers translate on the even prompts only."""
+    from workbench.evaluate.evaluation import EvalOptions
+    from workbench.evaluate.rewards_eval import evaluate_rewards
+    from workbench.profile import load_profile
+
+    monkeypatch.chdir(REPO / "profiles")
+    profile = load_profile(REPO / "profiles" / "grpo-demo.toml")
+    engine = _ScriptedEngine()
+    stages = []
+    out = evaluate_rewards(engine, profile, _prompt_rows(12), EvalOptions(max_test_rows=10),
+                           progress=lambda stage, done, total: stages.append((stage, done, total)))
+    rw = out["rewards"]
+    assert engine.calls == [(20, False, 16), (80, True, 16)]  # 10 prompts x 2, then x 4 samples
+    assert rw["rows_scored"] == 10 and rw["notes"][0].startswith("scored a seeded sample of 10 "
+                                                                  "of the 12 held-out prompts")
+    g, s = rw["greedy"], rw["sampled"]
+    assert (g["total"]["base"], g["total"]["fine-tuned"]) == (0.0, 1.5)
+    assert g["rewards"]["answer:exact"]["pass_rate"]["fine-tuned"] == 100.0
+    assert s["total"]["fine-tuned"] == pytest.approx(1.5 * 0.5, abs=0.15)  # even prompts only
+    assert rw["verdict"]["direction"] == "up"
+    assert rw["verdict"]["text"].startswith("GRPO raised the held-out reward from 0.00 to 1.50 "
+                                            "(+1.50, 95% CI +1.50 to +1.50); greedy answers to "
+                                            "10 held-out prompts; sampled answers (mean of 4 "
+                                            "samples a prompt): 0.00 -> ")
+    e = rw["examples"][0]
+    assert e["answers"]["fine-tuned"]["text"] == e["reference"]
+    assert e["answers"]["fine-tuned"]["rewards"] == [1.0, 1.0]
+    assert e["answers"]["base"]["total"] == 0.0
+    assert stages[0] == ("rewards greedy answers", 0, 20)
+    assert stages[-1] == ("rewards sampled answers", 80, 80)
+
+
+def test_the_time_budget_keeps_the_prompts_that_fit(monkeypatch):
+    from workbench.evaluate.evaluation import EvalOptions
+    from workbench.evaluate.rewards_eval import PILOT_PROMPTS, evaluate_rewards
+    from workbench.profile import load_profile
+
+    monkeypatch.chdir(REPO / "profiles")
+    profile = load_profile(REPO / "profiles" / "grpo-demo.toml")
+    engine = _ScriptedEngine(delay=0.05)  # a pilot call: about 0.03 s a prompt with 4 samples
+    out = evaluate_rewards(engine, profile, _prompt_rows(30),
+                           EvalOptions(max_test_rows=0, time_budget_s=0.2))
+    rw = out["rewards"]
+    assert rw["rows_scored"] == PILOT_PROMPTS
+    assert engine.calls[0] == (2 * PILOT_PROMPTS, False, 16)  # the pilot
+    assert any(n.startswith(f"eval.time_budget_s = 0.2: scored a seeded sample of {PILOT_PROMPTS}"
+                            " of the 30 held-out prompts") for n in rw["notes"])
 
 
 def test_the_plan_says_what_the_rewards_evaluation_will_do():

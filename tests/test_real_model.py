@@ -320,3 +320,56 @@ def test_dpo_on_the_real_model_reports_preference_accuracy_with_its_interval(dpo
     assert "preference accuracy" in report.lower() and "95% CI" in report, report[:3000]
     data = json.loads((dpo_run / "report.json").read_text())
     assert "preference" in json.dumps(data).lower()
+
+
+GRPO_PROMPTS, GRPO_STEPS = 12, 3
+GRPO_SYSTEM = "Answer briefly. Put the final answer inside <answer></answer> tags."
+
+
+@pytest.fixture(scope="module")
+def grpo_dir(tmp_path_factory, smollm2) -> Path:
+    """GRPO on a format task: the real chat model is rewarded for answering inside tags."""
+    root = tmp_path_factory.mktemp("real-grpo")
+    rows = [{"instruction": r["instruction"], "input": r["input"], "output": r["output"]}
+            for r in alpaca_rows()[:GRPO_PROMPTS]]
+    (root / "prompts.json").write_text(json.dumps(rows), encoding="utf-8")
+    profile = {
+        "name": "smollm2-grpo",
+        "model": {"name_or_path": str(smollm2)},
+        "data": {"train": str(root / "prompts.json"), "validation_split": 0.25,
+                 "system_prompt": GRPO_SYSTEM},
+        "lora": {"method": "lora", "r": 8, "alpha": 16, "target_modules": "all-linear"},
+        "train": {"method": "grpo", "max_steps": GRPO_STEPS, "batch_size": 4, "grad_accum": 1,
+                  "learning_rate": 5e-4, "warmup_ratio": 0.0, "logging_steps": 1,
+                  "eval_steps": 0, "save_steps": GRPO_STEPS, "device": "cpu",
+                  "precision": "fp32", "gradient_checkpointing": False},
+        "grpo": {"num_generations": 4, "max_prompt_len": 256, "max_completion_len": 24},
+        "rewards": {"functions": ["format:answer_tags", "length:12"], "weights": [1.0, 0.2],
+                    "test_prompts": 3},
+        "eval": {"max_test_rows": 3, "max_new_tokens": 24, "shots": 0},
+    }
+    (root / "grpo.toml").write_text(tomli_w.dumps(profile), encoding="utf-8")
+    return root
+
+
+def test_grpo_reward_test_on_the_real_model(grpo_dir):
+    proc = workbench("rewards", "test", "grpo.toml", cwd=grpo_dir, timeout=600, check=True)
+    assert "rewards test: 3 prompts x 4 completions" in proc.stdout
+    assert "format:answer_tags" in proc.stdout and "verdict:" in proc.stdout
+
+
+def test_grpo_on_the_real_model_trains_and_reports_the_held_out_reward(grpo_dir):
+    proc = workbench("run", "grpo.toml", "--runs-dir", "runs", cwd=grpo_dir, timeout=1200,
+                     check=True)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    run = next((grpo_dir / "runs").iterdir())
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == GRPO_STEPS, status
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    signals = [e["signals"] for e in events if e["type"] == "log"]
+    assert len(signals) == GRPO_STEPS
+    assert all({"reward", "rewards/format:answer_tags/mean", "frac_reward_zero_std"} <= set(s)
+               for s in signals)
+    assert any(e["type"] == "samples" for e in events)
+    report = (run / "report.md").read_text(encoding="utf-8")
+    assert "reward" in report.lower() and "95% CI" in report, report[:3000]

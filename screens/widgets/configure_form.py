@@ -5,8 +5,9 @@ iter_schema()`, so the form never disagrees with the validator. The form turns t
 values (`parse_value`) and shows issues; validating and estimating are the screen's job.
 
 The training method (train.method) comes right after the model, with what it does and the data
-it needs under it (from the method registry, workbench.train.methods); the [preference] keys
-follow it, each shown only while the chosen method reads it (`Method.settings`).
+it needs under it (from the method registry, workbench.train.methods); the [preference] and
+[grpo] keys follow it, each shown only while the chosen method reads it (`Method.settings`).
+Under GRPO a line names the reward functions; the screen's Rewards view (f3) shows them.
 """
 
 from __future__ import annotations
@@ -46,11 +47,22 @@ PREFERENCE_FIELDS: tuple[Field, ...] = (
     Field("preference.precompute_ref", "precompute", "choice"),
 )
 
+# The keys of the [grpo] section GRPO's settings name (the [rewards] are the Rewards view's).
+GRPO_FIELDS: tuple[Field, ...] = (
+    Field("grpo.num_generations", "group size"),
+    Field("grpo.max_completion_len", "answer len"),
+    Field("grpo.temperature", "temperature"),
+    Field("grpo.beta", "KL beta"),
+    Field("grpo.loss", "loss", "choice"),
+    Field("grpo.generation", "generation", "choice"),
+)
+METHOD_FIELDS = PREFERENCE_FIELDS + GRPO_FIELDS
+
 FIELDS: tuple[Field, ...] = (
     Field("name", "name", "text"),
     Field("model.name_or_path", "model", "text"),
     Field("train.method", "method", "choice"),
-    *PREFERENCE_FIELDS,
+    *METHOD_FIELDS,
     Field("model.adapter", "start from", "text"),
     Field("lora.method", "adapter", "choice"),
     Field("lora.r", "LoRA r"),
@@ -90,10 +102,10 @@ def method_text(name: str) -> str:
 
 
 def hidden_keys(method_name: str) -> set[str]:
-    """The [preference] keys the method does not read (all of them for SFT)."""
+    """The [preference] and [grpo] keys the method does not read (all of them for SFT)."""
     method = METHODS.get(method_name)
     reads = set(method.settings) if method is not None else set()
-    return {f.key for f in PREFERENCE_FIELDS if f.key not in reads}
+    return {f.key for f in METHOD_FIELDS if f.key not in reads}
 
 
 def show_value(value: Any) -> str:
@@ -150,6 +162,8 @@ class ProfileForm(VerticalScroll):
     ProfileForm .method-note { height: auto; padding-left: 12; color: $text-muted; }
     ProfileForm #method-data { color: $warning; display: none; }
     ProfileForm #method-data.-shown { display: block; }
+    ProfileForm #method-rewards { color: $accent; display: none; }
+    ProfileForm #method-rewards.-shown { display: block; }
     """
     BINDINGS = with_ids(VerticalScroll, "form")
     MARK = "*"
@@ -177,6 +191,7 @@ class ProfileForm(VerticalScroll):
             if field.key == "train.method":
                 yield Static("", id="method-summary", classes="method-note")
                 yield Static("", id="method-data", classes="method-note")
+                yield Static("", id="method-rewards", classes="method-note")
 
     @property
     def method(self) -> str:
@@ -187,9 +202,15 @@ class ProfileForm(VerticalScroll):
         read are hidden (their values stay in the profile as they are)."""
         self.query_one("#method-summary", Static).update(method_text(self.method))
         hidden = hidden_keys(self.method)
-        for field in PREFERENCE_FIELDS:
+        for field in METHOD_FIELDS:
             self.query_one("#" + _dom_id(field.key) + "-row").set_class(field.key in hidden, "-unread")
             self.query_one("#" + _dom_id(field.key) + "-error").set_class(field.key in hidden, "-unread")
+
+    def show_rewards_note(self, text: str) -> None:
+        """GRPO's reward functions in one line (the screen knows them: they are no field)."""
+        note = self.query_one("#method-rewards", Static)
+        note.update(text)
+        note.set_class(bool(text), "-shown")
 
     def show_data_note(self, text: str) -> None:
         """Whether the data suits the method (the screen finds out in a worker)."""

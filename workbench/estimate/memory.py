@@ -145,10 +145,11 @@ OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bi
 PRECISIONS = ("bf16", "fp16", "fp32")
 ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
 LOSS_PATHS = ("trl_fused", "full_logits")
-TRAIN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo")
+TRAIN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo", "grpo")
 PREFERENCE_METHODS = ("dpo", "orpo", "kto", "simpo")
 PAIRED_METHODS = ("dpo", "orpo", "simpo")     # chosen + rejected stacked: 2 x batch rows a step
-METHOD_TITLES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO", "kto": "KTO", "simpo": "SimPO"}
+METHOD_TITLES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO", "kto": "KTO", "simpo": "SimPO",
+                 "grpo": "GRPO"}
 REFERENCE_METHODS = ("dpo", "kto")            # a reference forward in the step (unless precomputed)
 FULL_LOGITS_METHODS = ("orpo", "simpo")       # trl's experimental trainers build full logits
 STEP_MODELED = {
@@ -257,6 +258,20 @@ class EstimateSettings:
     # adapter (lora.method). precompute_ref: [preference] precompute_ref (DPO, KTO).
     train_method: str = "sft"
     precompute_ref: bool = False
+    # GRPO ([grpo]): `batch` counts completions (TRL's per_device_train_batch_size), `seq` is
+    # max_prompt_len + max_completion_len; the generation batch is batch x grad_accum
+    # completions, num_generations of each prompt. beta > 0: a reference pass (the adapter
+    # disabled). generation "vllm": colocated vLLM holding vllm_memory_share of the GPU's
+    # memory (TRL's vllm_gpu_memory_utilization), counted for a GPU of gpu_memory_bytes.
+    num_generations: int = 8
+    max_prompt_len: int = 512
+    max_completion_len: int = 256
+    beta: float = 0.0
+    grpo_loss: str = "dapo"
+    grpo_temperature: float = 1.0
+    generation: str = "transformers"
+    vllm_memory_share: float = 0.3
+    gpu_memory_bytes: int = 0
 
     def check(self) -> None:
         problems = []

@@ -181,6 +181,16 @@ def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STE
             if state.get("inplace_accumulate") and _accumulates_in_place(func, args, kwargs,
                                                                           state, torch):
                 return args[0].add_(args[1])  # the buffer is reused: nothing allocated
+            if state.get("scalars") is not None and func is torch.ops.aten._local_scalar_dense.default:
+                return state["scalars"](args[0])  # GRPO's generation: see trace_grpo.scalar
+            if state.get("grpo_keep"):  # GRPO: the gather of the completion's positions
+                from workbench.estimate.trace_grpo import fixed_mask_ops
+
+                fixed = fixed_mask_ops(func, args, kwargs, state["grpo_keep"], torch)
+                if fixed is not None:
+                    if fixed is not args[0]:
+                        self.record(fixed, func.overloadpacket.__name__)
+                    return fixed
             out = func(*args, **(kwargs or {}))
             name = func.overloadpacket.__name__
             for t in pytree.tree_leaves(out):
@@ -202,6 +212,10 @@ def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STE
         patches = _cuda_path_patches(torch, F)
         if settings.train_method == "sft" and settings.loss_path == "trl_fused":
             patches += _trl_triton_patches()
+        elif settings.train_method == "grpo":
+            from workbench.estimate import trace_grpo
+
+            patches += _trl_triton_patches() + trace_grpo.grpo_patches(torch)
         elif settings.train_method != "sft":
             from workbench.estimate import trace_preference
 
@@ -424,13 +438,19 @@ def _run_steps(config, settings, steps, events, state, recorder, transformers_ve
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
+        grpo = None
+        if settings.train_method == "grpo":  # workbench/estimate/trace_grpo.py
+            from workbench.estimate.trace_grpo import GrpoStep
+
+            grpo = GrpoStep(config, settings, state, dtype, settings.precision != "fp32")
+            grpo.add_fused_head(model)
         preference = settings.train_method != "sft"
         fused = settings.loss_path == "trl_fused" if not preference else False
         if fused:  # what the runner's SFTTrainer patches in (trl/trainer/sft_trainer.py)
             from trl.trainer.utils import add_fused_lm_head
 
             add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
-        if preference:
+        if preference and grpo is None:
             step_loss = _preference_step(model, arch, settings, state)
         model = _trainable(model, arch, settings, torch)
         if preference:  # trl's configs default to disable_dropout=True: on the peft model, so
@@ -446,7 +466,12 @@ def _run_steps(config, settings, steps, events, state, recorder, transformers_ve
         for step in range(steps):
             for micro in range(min(settings.grad_accum, 2)):
                 state["phase"] = f"step{step}.{micro}.forward"
-                if preference:  # the trainer keeps only the loss, as SFTTrainer does
+                if grpo is not None:
+                    state["grpo_keep"] = settings.max_completion_len
+                    if micro == 0:  # the whole generation batch, for the step's micro-batches
+                        grpo.generate_and_score(model, f"step{step}.{micro}")
+                    out = grpo.loss(model, micro)
+                elif preference:  # the trainer keeps only the loss, as SFTTrainer does
                     out = step_loss(model, dtype, autocast, f"step{step}.{micro}.forward")
                 else:
                     with torch.autocast("cpu", dtype=dtype, enabled=autocast):
@@ -466,10 +491,12 @@ def _run_steps(config, settings, steps, events, state, recorder, transformers_ve
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state["skip_scalars"] = False
+            if grpo is not None:
+                grpo.end_step()
             del out
             gc.collect()
         count = sum(p.numel() for p in trainable)
-        del optimizer, trainable, model, ids
+        del optimizer, trainable, model, ids, grpo
         gc.collect()
     return events, count
 

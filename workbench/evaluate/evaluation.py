@@ -264,11 +264,9 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
 
     tracker = EvalProgress(on_update=progress, on_periodic=record if write else None)
     if rewards:
-        from workbench.evaluate.rewards_eval import evaluate_rewards
-
-        result = evaluate_rewards(engine, profile, reward_rows, options,
-                                  max_new_tokens=overrides.get("max_new_tokens"), log=log,
-                                  cancel=cancel, progress=tracker)
+        result = _evaluate_rewards(engine, profile, reward_rows, options,
+                                   max_new_tokens=overrides.get("max_new_tokens"), log=log,
+                                   cancel=cancel, progress=tracker)
     elif preference:
         result = evaluate_preference(engine, profile, preference_rows, preference_train_rows or [],
                                      prompts, options, log=log, cancel=cancel, progress=tracker)
@@ -305,6 +303,28 @@ def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambd
             rows = dict(preference_rows=plan.eval_rows, preference_train_rows=plan.train_rows)
         return evaluate_run(run, engine=engine, profile=plan.profile, log=log, on_event=on_event,
                             final_state=final_state, **rows)
+
+
+# ---- rewards (GRPO) runs ------------------------------------------------------------------------
+
+
+def _evaluate_rewards(engine: ComparisonEngine, profile, rows: list[dict], options: EvalOptions,
+                      **kwargs) -> dict:
+    """A rewards run's evaluation (rewards_eval.py) against the model RL started from: the
+    adapter off, or the starting adapter of a run that trained on from model.adapter
+    (`_reference_adapter`), loaded here and removed afterwards."""
+    from workbench.evaluate.rewards_eval import evaluate_rewards
+
+    tuned = getattr(engine, "tuned_adapter", None) or (
+        "tuned" if "tuned" in engine.adapters else (engine.adapters or [BASE])[0])
+    reference, base_is, loaded, notes = _reference_adapter(engine, profile)
+    try:
+        return evaluate_rewards(engine, profile, rows, options, base=(reference, base_is, notes),
+                                **kwargs)
+    finally:
+        if loaded:  # the model as it came: only its own adapters, the fine-tuned one active
+            engine.model.set_adapter(tuned)
+            engine.model.delete_adapter(reference)
 
 
 # ---- preference runs ---------------------------------------------------------------------------

@@ -148,14 +148,17 @@ def format_trial(result: dict, width: int = 100) -> str:
              f"from {result['model']} (temperature {result['temperature']:g}, up to "
              f"{result['max_completion_len']} tokens; {result['seconds']:g} s)",
              "weights: " + ", ".join(f"{n} x{w:g}" for n, w in zip(names, result["weights"])), ""]
-    text_w = max(24, width - 9 * (len(names) + 1) - 4)
+    widths = [max(8, len(n)) for n in short]
+    text_w = max(24, width - sum(w + 1 for w in widths) - 9 - 4)
     for gr in result["groups"]:
-        lines.append(f"prompt ({gr['row']}): {_one_line(gr['prompt'], width - 20)}")
-        lines.append(f"  {'completion':<{text_w}} " + " ".join(f"{s:>8}" for s in short)
-                     + f" {'total':>8}")
+        where = gr["row"].rsplit("/", 1)[-1]  # the file's name and row; the path is in --json
+        lines.append(f"prompt ({where}): {_one_line(gr['prompt'], width - len(where) - 12)}")
+        lines.append(f"  {'completion':<{text_w}} "
+                     + " ".join(f"{s:>{w}}" for s, w in zip(short, widths)) + f" {'total':>8}")
         for c in gr["completions"]:
             text = _one_line(c["text"], text_w - 1) + ("…" if c["truncated"] else "")
-            lines.append(f"  {text:<{text_w}} " + " ".join(f"{v:>8.3g}" for v in c["rewards"])
+            lines.append(f"  {text:<{text_w}} "
+                         + " ".join(f"{v:>{w}.3g}" for v, w in zip(c["rewards"], widths))
                          + f" {c['total']:>8.3g}")
         lines.append("")
     for f in result["flags"]:

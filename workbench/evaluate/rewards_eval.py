@@ -25,7 +25,8 @@ partial credit still shows. A user's reward on another scale makes the pass rate
 1"; the report notes a reward whose values fall outside [0, 1].
 
 The base is the model GRPO started from: the adapter off, or, for a run that trained on from
-model.adapter, that starting adapter (evaluation.py's `_reference_adapter`).
+model.adapter, that starting adapter (evaluation.py's `_reference_adapter` finds and loads it,
+and calls `evaluate_rewards` with it).
 
 The verdict is decided on the greedy answers' weighted total and names the sampled result
 beside it, then the answer length in tokens (greedy, fine-tuned against base, with its
@@ -89,14 +90,14 @@ def load_reward_rows(profile, log: Callable[[str], None] = lambda s: None) -> li
     return prepared.eval_rows
 
 
-def cap_rows(rows: Sequence[dict], cap: int, seed: int, why: str = "eval.max_test_rows; 0 "
-             "scores every row") -> tuple[list[dict], str | None]:
+def cap_rows(rows: Sequence[dict], cap: int, seed: int) -> tuple[list[dict], str | None]:
     """At most `cap` rows, a seeded sample in order, and the note that says so."""
     if not cap or len(rows) <= cap:
         return list(rows), None
     keep = sorted(random.Random(seed).sample(range(len(rows)), cap))
     return ([rows[i] for i in keep],
-            f"scored a seeded sample of {cap} of the {len(rows)} held-out prompts ({why})")
+            f"scored a seeded sample of {cap} of the {len(rows)} held-out prompts "
+            "(eval.max_test_rows; 0 scores every row)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +296,11 @@ def reward_lines(summary: dict) -> list[str]:
 # Running it
 
 
+PILOT_PROMPTS = 8  # eval.time_budget_s: prompts timed before the rest is sized to fit
+
+
 def evaluate_rewards(engine, profile, rows: list[dict], options, *,
+                     base: tuple[str | None, str, list[str]] = (None, "the adapter off", []),
                      max_new_tokens: int | None = None, samples: int | None = None,
                      log: Callable[[str], None] = lambda s: None, cancel=None,
                      progress: Callable[[str, int, int], None] | None = None) -> dict:
@@ -306,11 +311,14 @@ def evaluate_rewards(engine, profile, rows: list[dict], options, *,
     grpo.temperature (default `sample_count`). Returns {"options", "rewards": {...}}: the
     figures, the length check, every prompt's answers and the verdict (report.py's Rewards
     section; its verdict is the run's). eval.time_budget_s: a pilot of a few prompts is timed
-    and the seeded sample of prompts that fits is kept."""
+    and the seeded sample of prompts that fits is kept.
+
+    `base`: (the adapter the base answers with, None for the adapter off; how the report names
+    it; notes), as evaluation.py's `_reference_adapter` finds it: the starting adapter of a run
+    that trained on from model.adapter. The caller loads and removes that adapter."""
     from dataclasses import asdict
 
     from workbench.evaluate.compare import BASE, System
-    from workbench.evaluate.evaluation import PILOT_ROWS, _reference_adapter
     from workbench.rewards.functions import RewardError, load_rewards
 
     g = profile.grpo
@@ -340,36 +348,31 @@ def evaluate_rewards(engine, profile, rows: list[dict], options, *,
         notes.append("prompts with a tools column are answered without the tools in the chat "
                      "template (training rendered them with the tools)")
 
-    reference, base_is, loaded, ref_notes = _reference_adapter(engine, profile)
+    reference, base_is, ref_notes = base
     notes += ref_notes
     systems = [System("base", reference or BASE), System("fine-tuned", tuned)]
     started = time.perf_counter()
-    try:
-        if options.time_budget_s and len(rows) > PILOT_ROWS:
-            rows, budget_note = _within_budget(engine, rows, systems, k, options, gen, log)
-            if budget_note:
-                notes.append(budget_note)
-        prompts = [r["prompt"] for r in rows]
-        log(f"rewards: {len(rows)} held-out prompts, base ({base_is}) vs fine-tuned ({tuned}); "
-            f"greedy and {k} samples a prompt at temperature {g.temperature:g}, up to {max_new} "
-            "tokens")
+    if options.time_budget_s and len(rows) > PILOT_PROMPTS:
+        rows, budget_note = _within_budget(engine, rows, systems, k, options, gen, log)
+        if budget_note:
+            notes.append(budget_note)
+    prompts = [r["prompt"] for r in rows]
+    log(f"rewards: {len(rows)} held-out prompts, base ({base_is}) vs fine-tuned ({tuned}); "
+        f"greedy and {k} samples a prompt at temperature {g.temperature:g}, up to {max_new} "
+        "tokens")
 
-        def answers(stage: str, convos, **kw):
-            gen_rows = engine.rows(convos, systems)
-            say(stage, 0, len(gen_rows))
-            out = engine.generate(gen_rows, on_row_done=lambda ev: say(stage, ev.done, ev.total),
-                                  **gen, **kw)
-            if cancel is not None and cancel.is_set():
-                raise EvaluateError("evaluation cancelled; nothing was written")
-            return out
+    def answers(stage: str, convos, **kw):
+        gen_rows = engine.rows(convos, systems)
+        say(stage, 0, len(gen_rows))
+        out = engine.generate(gen_rows, on_row_done=lambda ev: say(stage, ev.done, ev.total),
+                              **gen, **kw)
+        if cancel is not None and cancel.is_set():
+            raise EvaluateError("evaluation cancelled; nothing was written")
+        return out
 
-        greedy = answers("rewards greedy answers", prompts)
-        sampled = answers("rewards sampled answers", [p for p in prompts for _ in range(k)],
-                          do_sample=True, temperature=g.temperature)
-    finally:
-        if loaded:  # the model as it came: only its own adapters, the fine-tuned one active
-            engine.model.set_adapter(tuned)
-            engine.model.delete_adapter(reference)
+    greedy = answers("rewards greedy answers", prompts)
+    sampled = answers("rewards sampled answers", [p for p in prompts for _ in range(k)],
+                      do_sample=True, temperature=g.temperature)
     seconds = time.perf_counter() - started
 
     by = {(a.system, a.prompt_index): a for a in greedy.answers}
@@ -465,14 +468,12 @@ def _within_budget(engine, rows, systems, k, options, gen, log):
     """eval.time_budget_s: the greedy answers of a pilot of a few prompts timed; a prompt
     costs about (1 + samples) times that (its greedy answer and its samples); the seeded
     sample of prompts that fits the rest of the budget is kept. Returns (rows, note)."""
-    from workbench.evaluate.evaluation import PILOT_ROWS
-
-    pilot = [r["prompt"] for r in rows[:PILOT_ROWS]]
+    pilot = [r["prompt"] for r in rows[:PILOT_PROMPTS]]
     started = time.perf_counter()
     engine.generate(engine.rows(pilot, systems), **gen)
     spent = time.perf_counter() - started
     per_prompt = spent / len(pilot) * (1 + k)
-    fit = max(PILOT_ROWS, int((options.time_budget_s - spent) / per_prompt)) if per_prompt else len(rows)
+    fit = max(PILOT_PROMPTS, int((options.time_budget_s - spent) / per_prompt)) if per_prompt else len(rows)
     log(f"  time budget {options.time_budget_s:g} s: {per_prompt:.2f} s a prompt estimated from "
         f"{len(pilot)} prompts, so {min(fit, len(rows))} of {len(rows)} prompts fit")
     if fit >= len(rows):
