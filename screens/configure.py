@@ -602,6 +602,8 @@ class ConfigureScreen(Screen):
                     + (f"; mean reward {first['mean_reward']:g}" if "mean_reward" in first else "")
                     + "  (t tests again)")
         view.show_result(result)
+        if self.focused is not None and view in self.focused.ancestors_with_self:
+            view.query_one("#rewards-result").focus()  # arrows scroll the result now
         if not self.has_class("-rewards") or not self.is_current:
             verdict = result.get("verdict") or {}
             self.notify(str(verdict.get("text", "")), title="Reward test",

@@ -141,3 +141,21 @@ def test_a_reward_that_breaks_mid_run_fails_it_with_file_function_and_row(tmp_pa
     assert f"{file}:4: fragile() raised KeyError" in status["message"]  # the raising line
     assert "translate_en_fr_prompts.jsonl:" in status["message"]
     assert "rewards test" in status["hint"]
+
+
+def test_kl_against_the_start_a_fresh_adapter_is_switched_off_a_run_adapter_is_copied(tmp_path):
+    from workbench.pipeline.run import run_pipeline
+    from workbench.train.runner import add_adapters, load_model
+
+    kl = ["grpo.beta=0.04", "train.max_steps=2"]
+    plan, run = _plan(QUICK + kl, tmp_path / "a")
+    assert run_pipeline(run, plan) == "finished"
+    assert all("kl" in e["signals"] for e in _events(run.path, "log"))
+
+    def adapters(plan) -> set[str]:
+        trainer = plan.method.build_trainer(add_adapters(load_model(plan), plan), plan, run, [])
+        return set(trainer.model.peft_config)
+
+    assert adapters(plan) == {"default"}  # the reference is the base: the adapter off
+    from_run, _ = _plan(QUICK + kl + [f'model.adapter="{run.path}"'], tmp_path / "b")
+    assert from_run.start_adapter and adapters(from_run) == {"default", "ref"}

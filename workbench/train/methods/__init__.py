@@ -123,6 +123,18 @@ METHODS["grpo"] = Method(
     _GRPO_KEYS)
 
 
+def drop_fresh_reference_copy(trainer, plan):
+    """trl's DPO, KTO and GRPO (beta > 0) trainers copy any adapter they are handed into a
+    frozen "ref". A fresh adapter (B = 0) is the base itself, so the reference is the adapter
+    switched off, as trl does for a peft_config: no second adapter in memory, no LoRA path in
+    the reference forward. An adapter the run started from (model.adapter) keeps its copy."""
+    peft_config = getattr(trainer.model, "peft_config", {})
+    if not plan.start_adapter and "ref" in peft_config:
+        trainer.model.delete_adapter("ref")
+        trainer.model.set_adapter("default")
+    return trainer
+
+
 def get_method(name: str) -> Method:
     try:
         return METHODS[name]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from workbench.train.methods import PreparedData
+from workbench.train.methods import PreparedData, drop_fresh_reference_copy
 
 # Hidden dataset columns: the rendered prompt, the row's place in its file and the reference
 # columns as JSON (Arrow would turn a column of differently shaped dicts, such as JSON schemas,
@@ -66,7 +66,9 @@ def prepare_data(method, profile, tokenizer, fmt, log) -> PreparedData:
                  f"{lengths[0]}-{lengths[-1]} tokens (median {lengths[len(lengths) // 2]}); "
                  f"reference columns: {columns}")
     notes.append(f"rewards: {', '.join(f'{n} x{w:g}' for n, w in zip(rewards.names, rewards.weights))}"
-                 f"; {g.num_generations} completions a prompt, up to {g.max_completion_len} tokens")
+                 f"; {g.num_generations} completions a prompt, up to {g.max_completion_len} tokens, "
+                 f"sampled by {'vLLM (colocated)' if g.generation == 'vllm' else 'transformers generate'}"
+                 f"; {'KL to the start, beta ' + format(g.beta, 'g') if g.beta else 'no KL term (beta 0)'}")
     return PreparedData(train_rows, eval_rows, data.dataset_hash, None, notes,
                         held_out=len(data.validation))
 
@@ -108,7 +110,7 @@ def build_trainer(method, model, plan, run, callbacks):
         raise RunError(f"TRL's GRPOTrainer refused the settings: {exc}",
                        hint="train.batch_size * train.grad_accum must be a multiple of "
                             "grpo.num_generations") from None
-    return trainer
+    return drop_fresh_reference_copy(trainer, plan)
 
 
 def _check_vllm() -> None:

@@ -12,7 +12,7 @@ every pair of one prompt on one side, so no prompt is both trained on and evalua
 
 from __future__ import annotations
 
-from workbench.train.methods import PreparedData
+from workbench.train.methods import PreparedData, drop_fresh_reference_copy
 
 # beta = "auto": each method's usual value (TRL's defaults; SimPO's paper uses 2.0-2.5).
 DEFAULT_BETA = {"dpo": 0.1, "orpo": 0.1, "kto": 0.1, "simpo": 2.0}
@@ -129,11 +129,4 @@ def build_trainer(method, model, plan, run, callbacks):
         model=model, args=args, run=run, train_dataset=dataset(plan.train_rows),
         eval_dataset=dataset(plan.eval_rows) if plan.evaluates else None,
         processing_class=plan.tokenizer, callbacks=callbacks)
-    peft_config = getattr(trainer.model, "peft_config", {})
-    if not plan.start_adapter and "ref" in peft_config:
-        # trl copies any adapter it is handed into a frozen "ref"; a fresh adapter (B = 0) is
-        # the base itself, so the reference is the adapter switched off, as trl does for a
-        # peft_config: no second adapter in memory, no LoRA path in the reference forward.
-        trainer.model.delete_adapter("ref")
-        trainer.model.set_adapter("default")
-    return trainer
+    return drop_fresh_reference_copy(trainer, plan)
