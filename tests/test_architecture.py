@@ -72,7 +72,12 @@ FORBIDDEN = {
                         "workbench.sweep"),
     "workbench.evaluate": ("workbench.pipeline", "workbench.train.runner",
                            "workbench.train.trainer", "workbench.train.methods.sft",
-                           "workbench.train.methods.preference"),
+                           "workbench.train.methods.preference", "workbench.train.methods.grpo",
+                           "workbench.train.methods.grpo_trainer"),
+    # Reward functions are pure Python below everything that trains or evaluates with them.
+    "workbench.rewards": ("workbench.train", "workbench.evaluate", "workbench.pipeline",
+                          "workbench.data", "workbench.estimate", "workbench.export",
+                          "workbench.sweep"),
     "workbench.data": ("workbench.train", "workbench.evaluate", "workbench.pipeline",
                        "workbench.estimate", "workbench.export", "workbench.sweep"),
     "workbench.estimate": ("workbench.evaluate", "workbench.pipeline", "workbench.export",

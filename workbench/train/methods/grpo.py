@@ -13,15 +13,7 @@ template of its own, so what is inspected is what is sampled from.
 
 from __future__ import annotations
 
-import json
-
 from workbench.train.methods import PreparedData, drop_fresh_reference_copy
-
-# Hidden dataset columns: the rendered prompt, the row's place in its file and the reference
-# columns as JSON (Arrow would turn a column of differently shaped dicts, such as JSON schemas,
-# into one struct padded with nulls).
-PROMPT_IDS, ROW, COLUMNS = "_wb_prompt_ids", "_wb_row", "_wb_columns"
-
 
 def prepare_data(method, profile, tokenizer, fmt, log) -> PreparedData:
     from workbench.data import DataError
@@ -73,20 +65,13 @@ def prepare_data(method, profile, tokenizer, fmt, log) -> PreparedData:
                         held_out=len(data.validation))
 
 
-def to_dataset(rows: list[dict]):
-    from datasets import Dataset
-
-    return Dataset.from_list([{"prompt": r["prompt"], PROMPT_IDS: r["prompt_ids"],
-                               ROW: r["source"], COLUMNS: json.dumps(r["columns"], default=str)}
-                              for r in rows])
-
-
 def build_trainer(method, model, plan, run, callbacks):
     from trl import GRPOConfig
 
     from workbench.rewards.functions import load_rewards
     from workbench.train.arguments import training_arguments
-    from workbench.train.methods.grpo_trainer import WorkbenchGRPOTrainer, trl_reward_functions
+    from workbench.train.methods.grpo_trainer import (WorkbenchGRPOTrainer, to_dataset,
+                                                      trl_reward_functions)
     from workbench.train.plan import RunError
 
     g = plan.profile.grpo

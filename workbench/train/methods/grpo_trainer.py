@@ -8,15 +8,25 @@ from __future__ import annotations
 import json
 import math
 
+from datasets import Dataset
 from trl import GRPOTrainer
 
 from workbench.rewards.builtin import text_of
 from workbench.rewards.functions import TRL_EXTRAS, RewardError, RewardSet, call
-from workbench.train.methods.grpo import COLUMNS, PROMPT_IDS, ROW
 from workbench.train.plan import RunError
 from workbench.train.trainer import with_run_dir
 
+# Hidden dataset columns: the rendered prompt, the row's place in its file and the reference
+# columns as JSON (Arrow would turn a column of differently shaped dicts, such as JSON schemas,
+# into one struct padded with nulls).
+PROMPT_IDS, ROW, COLUMNS = "_wb_prompt_ids", "_wb_row", "_wb_columns"
 SAMPLES_SHOWN = 8  # completions in each "samples" event (the monitor's latest-completions panel)
+
+
+def to_dataset(rows: list[dict]) -> Dataset:
+    return Dataset.from_list([{"prompt": r["prompt"], PROMPT_IDS: r["prompt_ids"],
+                               ROW: r["source"], COLUMNS: json.dumps(r["columns"], default=str)}
+                              for r in rows])
 
 
 class _PretokenizedGRPOTrainer(GRPOTrainer):
