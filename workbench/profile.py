@@ -858,7 +858,7 @@ def _build(raw: dict, *, label: str, base_dir: Path | None, locator: _Locator | 
     locations: dict[str, tuple[str, int | None]] = {}
 
     def where(dotted: str) -> tuple[str, int | None]:
-        if dotted in overridden:
+        if dotted in overridden or re.sub(r"\[\d+\]$", "", dotted) in overridden:
             return OVERRIDE, None
         return label, (locator.line(dotted) if locator else None)
 
@@ -866,11 +866,14 @@ def _build(raw: dict, *, label: str, base_dir: Path | None, locator: _Locator | 
         file, line = where(dotted)
         issues.append(ProfileIssue(file, line, overridden.get(dotted, dotted), message))
 
+    invalid: set[str] = set()  # keys given with a bad value: no cross-check reports them again
+
     def check(dotted: str, checker: Check, value: Any) -> tuple[bool, Any]:
         try:
             return True, checker(value)
         except _Invalid as e:
             report(dotted + e.at, e.message())
+            invalid.add(dotted)
             return False, None
 
     raw = dict(raw)
@@ -952,7 +955,7 @@ def _build(raw: dict, *, label: str, base_dir: Path | None, locator: _Locator | 
                                    f'`{key} = "..."`')
         sections[section] = cls(**values)
 
-    _cross_checks(valid, report)
+    _cross_checks(valid, report, invalid)
     if issues:
         # File order reads best; override issues come last, in the order typed.
         order = {id(i): n for n, i in enumerate(issues)}
@@ -1010,7 +1013,8 @@ def _check_sweep(value: Any, report: Callable[[str, str], None]) -> dict[str, An
     return out
 
 
-def _cross_checks(valid: dict[str, Any], report: Callable[[str, str], None]) -> None:
+def _cross_checks(valid: dict[str, Any], report: Callable[[str, str], None],
+                  invalid: set[str] = frozenset()) -> None:
     """Rules between keys. Only values that passed their own check take part, so one mistake
     is not reported twice."""
     def v(dotted: str) -> Any:
@@ -1036,19 +1040,20 @@ def _cross_checks(valid: dict[str, Any], report: Callable[[str, str], None]) -> 
         report("train.packing", f"packing is for supervised fine-tuning; train.method = "
                                 f"\"{v('train.method')}\" does not pack rows, so set packing = false")
     if v("train.method") == "grpo":
-        _grpo_checks(v, report)
+        _grpo_checks(v, report, invalid)
     if v("lora.method") == "qlora" and v("train.device") == "cpu":
         report("lora.method", 'QLoRA needs a CUDA GPU (bitsandbytes 4-bit); use method = '
                               '"lora" on CPU or set train.device = "auto"')
 
 
-def _grpo_checks(v: Callable[[str], Any], report: Callable[[str, str], None]) -> None:
+def _grpo_checks(v: Callable[[str], Any], report: Callable[[str, str], None],
+                 invalid: set[str]) -> None:
     functions, weights = v("rewards.functions"), v("rewards.weights")
-    if not functions:
+    if not functions and "rewards.functions" not in invalid:
         report("rewards.functions", 'train.method = "grpo" learns from rewards: name at least '
                                     'one, e.g. functions = ["format:answer_tags", "answer:exact"] '
                                     "(`workbench rewards list` shows the built-ins)")
-    elif weights and len(weights) != len(functions):
+    elif weights and len(weights) != len(functions) and "rewards.functions" not in invalid:
         report("rewards.weights", f"{len(weights)} weights for {len(functions)} reward functions: "
                                   "give one weight per function, or [] for all 1.0")
     group, per_step = v("grpo.num_generations"), v("train.batch_size") * v("train.grad_accum")
