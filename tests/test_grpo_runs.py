@@ -159,3 +159,19 @@ def test_kl_against_the_start_a_fresh_adapter_is_switched_off_a_run_adapter_is_c
     assert adapters(plan) == {"default"}  # the reference is the base: the adapter off
     from_run, _ = _plan(QUICK + kl + [f'model.adapter="{run.path}"'], tmp_path / "b")
     assert from_run.start_adapter and adapters(from_run) == {"default", "ref"}
+
+
+def test_grpo_on_two_cpu_processes_finishes_as_one_run(tmp_path):
+    """torchrun, gloo: each rank samples its share of the groups; rank 0 records them."""
+    proc = workbench("run", str(DEMO), "--procs", "2", "--runs-dir", "runs", "--set",
+                     "train.max_steps=2", "--set", "train.logging_steps=1", "--set",
+                     "eval.after_training=false", cwd=tmp_path, timeout=600, check=True)
+    run = next((tmp_path / "runs").iterdir())
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == 2, proc.stdout
+    assert status["method"] == "grpo"
+    logs = _events(run, "log")
+    assert [e["step"] for e in logs] == [1, 2] and all("reward" in e["signals"] for e in logs)
+    assert len(_events(run, "samples")) == 2
+    assert sorted(p.name for p in (run / "ranks").glob("rank-*.json")) == ["rank-0.json",
+                                                                         "rank-1.json"]
