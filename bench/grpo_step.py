@@ -111,29 +111,74 @@ class Meter:
         return out
 
 
-def _clock_callback(meter: Meter):
+class Turn:
+    """Lock-step alternation of the two arms' runs, a step each: a token passed through two
+    named pipes. `acquire` blocks until the other run hands the turn over (or has finished);
+    `release` hands it over. Without pipes (one run alone) both do nothing."""
+
+    TIMEOUT_S = 1800
+
+    def __init__(self, mine: str | None, other: str | None):
+        self.r = os.open(mine, os.O_RDWR) if mine else None
+        self.w = os.open(other, os.O_RDWR) if other else None
+
+    def acquire(self) -> None:
+        if self.r is None:
+            return
+        import select
+
+        ready, _, _ = select.select([self.r], [], [], self.TIMEOUT_S)
+        if not ready:
+            raise SystemExit("the other run never handed the turn over")
+        os.read(self.r, 1)
+
+    def release(self) -> None:
+        if self.w is not None:
+            os.write(self.w, b"x")
+
+
+def _clock_callback(meter: Meter, turn: Turn):
     from transformers import TrainerCallback
 
     class StepClock(TrainerCallback):
-        """perf_counter / CPU / waited at each optimizer step's end, the step's parts, and the
-        logged GRPO values."""
+        """A step is timed from the moment its run gets the turn (`on_step_begin`) to the moment
+        it hands the turn over, at the next step's `on_step_begin` (so the logging after a step,
+        our samples event included, and the next batch's fetch count in it), or at
+        `on_train_end` (the last step, which also saves: never timed). Kept for each step: wall,
+        CPU and waited-for-a-core seconds, and the wrapped methods' own time."""
 
         def __init__(self):
-            self.ends: list[float] = []
-            self.cpu: list[float] = []
-            self.waited: list[float] = []
+            self.step_s: list[float] = []
+            self.cpu_s: list[float] = []
+            self.own_s: list[float] = []
             self.parts: list[dict] = []
             self.logs: dict[int, dict] = {}
+            self._start = None
 
         def on_train_begin(self, args, state, control, optimizer=None, **kw):
             if optimizer is not None:
                 meter.wrap(optimizer, "step", "optimizer")
 
-        def on_step_end(self, args, state, control, **kw):
-            self.ends.append(time.perf_counter())
-            self.cpu.append(time.process_time())
-            self.waited.append(_thread_waited())  # the training loop's thread
+        def _end(self) -> None:
+            if self._start is None:
+                return
+            t, c, w = time.perf_counter(), time.process_time(), _thread_waited()
+            t0, c0, w0 = self._start
+            self.step_s.append(t - t0)
+            self.cpu_s.append(c - c0)
+            self.own_s.append(t - t0 - (w - w0))
             self.parts.append(meter.take())
+            self._start = None
+            turn.release()
+
+        def on_step_begin(self, args, state, control, **kw):
+            self._end()
+            turn.acquire()
+            meter.take()
+            self._start = (time.perf_counter(), time.process_time(), _thread_waited())
+
+        def on_train_end(self, args, state, control, **kw):
+            self._end()
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
@@ -185,17 +230,14 @@ def _train_and_measure(trainer, clock, meter: Meter, warmup: int, out: dict, cpr
         trainer.train()
     wall = time.perf_counter() - t0
     peak = _rss_kib("VmHWM")
-    ends = clock.ends
-    diff = lambda xs: [b - a for a, b in zip(xs[warmup - 1:], xs[warmup:])]
-    steady, cpu, waited = diff(ends), diff(clock.cpu), diff(clock.waited)
-    own = [w - q for w, q in zip(steady, waited)]
-    parts = clock.parts[warmup:]
+    timed = slice(warmup, len(clock.step_s) - 1)  # the warm-up and the last step left out
     out.update(
-        steps=len(ends), warmup=warmup, step_s=steady, step_cpu_s=cpu, step_own_s=own,
-        parts=parts, train_wall_s=wall, logs=clock.logs, calls=meter.calls,
+        steps=len(clock.step_s), warmup=warmup, step_s=clock.step_s[timed],
+        step_cpu_s=clock.cpu_s[timed], step_own_s=clock.own_s[timed], parts=clock.parts[timed], train_wall_s=wall, logs=clock.logs, calls=meter.calls,
         peak_rss_delta_mib=(peak - rss0) / 1024 if resettable else None,
         rss_before_mib=rss0 / 1024, peak_rss_mib=peak / 1024, threads=torch.get_num_threads(),
         use_cache=getattr(trainer.model.config, "use_cache", None),
+        sample_cache=getattr(getattr(trainer.model, "generation_config", None), "use_cache", None),
         attn=trainer.model.config._attn_implementation,
         args={k: _jsonable(v) for k, v in trainer.args.to_dict().items()})
     return out
@@ -204,7 +246,7 @@ def _train_and_measure(trainer, clock, meter: Meter, warmup: int, out: dict, cpr
 def profile_overrides(a, folder: Path) -> list[str]:
     """The demo profile's overrides for a measured run: its settings, the run's length, no
     checkpoint inside it, no evaluation after it, and the model / completion length asked for."""
-    out = [f"train.max_steps={a.steps + a.warmup}", "train.save_steps=100000",
+    out = [f"train.max_steps={a.steps + a.warmup + 1}", "train.save_steps=100000",
            "eval.after_training=false", f"train.runs_dir={json.dumps(str(folder / 'runs'))}",
            f"model.name_or_path={json.dumps(str(a.model_dir))}"]
     if a.completion_len:
@@ -231,7 +273,7 @@ def child_ours(a) -> dict:
     set_seed(profile.train.seed)
     model = runner.add_adapters(runner.load_model(plan), plan)
     meter = Meter()
-    clock = _clock_callback(meter)
+    clock = _clock_callback(meter, Turn(a.turn_mine, a.turn_other))
     recorder = RunRecorder(run, StopFlag(), device=plan.device, signals=plan.method.signals)
     spent = _time_bookkeeping(recorder, run)
     trainer = plan.method.build_trainer(model, plan, run, [recorder, clock])
@@ -295,7 +337,7 @@ def child_trl(a) -> dict:
     peft_config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
                              bias=s["lora_bias"], target_modules=s["targets"], task_type="CAUSAL_LM")
     args = GRPOConfig(
-        output_dir=str(Path(a.tmp) / "trl-out"), max_steps=a.steps + a.warmup,
+        output_dir=str(Path(a.tmp) / "trl-out"), max_steps=a.steps + a.warmup + 1,
         per_device_train_batch_size=s["batch_size"], gradient_accumulation_steps=s["grad_accum"],
         learning_rate=s["learning_rate"], lr_scheduler_type=s["scheduler"],
         warmup_steps=s["warmup_ratio"], weight_decay=s["weight_decay"],
@@ -309,7 +351,7 @@ def child_trl(a) -> dict:
         reward_weights=s["reward_weights"], scale_rewards=s["scale_rewards"],
         mask_truncated_completions=s["mask_truncated"])
     meter = Meter()
-    clock = _clock_callback(meter)
+    clock = _clock_callback(meter, Turn(a.turn_mine, a.turn_other))
     trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args,
                           train_dataset=Dataset.from_list(records), processing_class=tokenizer,
                           peft_config=peft_config, callbacks=[clock])
@@ -355,28 +397,67 @@ def prepare_prompts(folder: Path) -> tuple[Path, str]:
                   f"less the 10% held out), in the plan's order")
 
 
-def run_child(arm: str, model_dir: Path, data_file: Path, steps: int, warmup: int,
-              completion_len: int | None, threads: int, settings: dict, cprofile: str | None) -> dict:
+def _enable_cache(model_dir: Path) -> None:
+    """random_model_dir writes use_cache = false (the DPO benchmark trains only); sampling
+    without the KV cache would recompute the whole sequence at every token, so it is put back
+    as the shipped checkpoints have it."""
+    for name in ("config.json", "generation_config.json"):
+        path = model_dir / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            data["use_cache"] = True
+            path.write_text(json.dumps(data, indent=2))
+
+
+def run_pair(order: tuple[str, str], model_dir: Path, data_file: Path, steps: int, warmup: int,
+             completion_len: int | None, threads: int, settings: dict,
+             cprofile: dict | None) -> dict:
+    """One run of each arm, both processes alive at once but never computing at the same time:
+    they take turns a step each (Turn), the first of `order` starting, so each pair of steps
+    meets the same load from the rest of the machine."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
         env["WORKBENCH_CPU_THREADS"] = str(threads)
-    with tempfile.TemporaryDirectory(prefix=f"grpo-bench-{arm}-") as tmp:
-        result = Path(tmp) / "result.json"
-        cmd = [sys.executable, __file__, "--child", arm, "--model-dir", str(model_dir),
-               "--data-file", str(data_file), "--steps", str(steps), "--warmup", str(warmup),
-               "--tmp", tmp, "--result", str(result), "--settings", json.dumps(settings)]
-        if completion_len:
-            cmd += ["--completion-len", str(completion_len)]
-        if cprofile:
-            cmd += ["--cprofile", cprofile]
+    with tempfile.TemporaryDirectory(prefix="grpo-bench-") as tmp:
+        pipes = {arm: Path(tmp) / f"turn-{arm}" for arm in order}
+        for path in pipes.values():
+            os.mkfifo(path)
+        keep = {arm: os.open(path, os.O_RDWR) for arm, path in pipes.items()}  # the buffer lives
+        procs = {}
+        for arm in order:
+            other = order[1] if arm == order[0] else order[0]
+            folder = Path(tmp) / arm
+            folder.mkdir()
+            cmd = [sys.executable, __file__, "--child", arm, "--model-dir", str(model_dir),
+                   "--data-file", str(data_file), "--steps", str(steps), "--warmup", str(warmup),
+                   "--tmp", str(folder), "--result", str(folder / "result.json"),
+                   "--settings", json.dumps(settings), "--turn-mine", str(pipes[arm]),
+                   "--turn-other", str(pipes[other])]
+            if completion_len:
+                cmd += ["--completion-len", str(completion_len)]
+            if cprofile:
+                cmd += ["--cprofile", cprofile[arm]]
+            procs[arm] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True)
         load = os.getloadavg()
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode != 0 or not result.is_file():
-            raise SystemExit(f"{arm} run failed (exit {proc.returncode}):\n"
-                             f"{(proc.stdout + proc.stderr)[-6000:]}")
-        out = json.loads(result.read_text())
-        out["load"] = load
+        os.write(keep[order[0]], b"x")  # the first run's turn
+        out = {}
+        try:
+            for arm, proc in procs.items():
+                output, _ = proc.communicate()
+                result = Path(tmp) / arm / "result.json"
+                if proc.returncode != 0 or not result.is_file():
+                    raise SystemExit(f"{arm} run failed (exit {proc.returncode}):\n{output[-6000:]}")
+                out[arm] = json.loads(result.read_text())
+                out[arm]["load"] = load
+                out[arm]["first"] = arm == order[0]
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+            for fd in keep.values():
+                os.close(fd)
         return out
 
 
@@ -518,6 +599,8 @@ def main() -> int:
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--settings", help=argparse.SUPPRESS)
     ap.add_argument("--completion-len", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--turn-mine", help=argparse.SUPPRESS)
+    ap.add_argument("--turn-other", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
     if a.child:
@@ -547,13 +630,17 @@ def main() -> int:
             else:
                 print(f"building {name} ...", flush=True)
                 model_dir, what = random_model_dir(name, folder)
+                _enable_cache(model_dir)
                 steps, warmup, repeats, clen = a.big_steps, a.big_warmup, a.big_repeats, a.big_completion_len
             runs: dict[str, list] = {"ours": [], "trl": []}
             for rep in range(repeats):
-                for arm in (("ours", "trl") if rep % 2 == 0 else ("trl", "ours")):
-                    prof = str(a.cprofile / f"{arm}-{name}-{rep + 1}.prof") if a.cprofile else None
-                    r = run_child(arm, model_dir, data_file, steps, warmup, clen, a.threads,
-                                  settings, prof)
+                order = ("ours", "trl") if rep % 2 == 0 else ("trl", "ours")
+                prof = ({arm: str(a.cprofile / f"{arm}-{name}-{rep + 1}.prof") for arm in order}
+                        if a.cprofile else None)
+                done = run_pair(order, model_dir, data_file, steps, warmup, clen, a.threads,
+                                settings, prof)
+                for arm in ("ours", "trl"):
+                    r = done[arm]
                     runs[arm].append(r)
                     p = per_step(r)
                     print(f"{name} {arm} #{rep + 1} (load {r['load'][0]:.1f}): {p['own']:.3f} s/step own "
@@ -670,8 +757,10 @@ def report(results: list[dict], s: dict, command: str, data_what: str, wall: flo
             f"({'identical' if sm['same_rewards'] else 'differ'} in the first pair of runs; identical "
             f"in {sum(sm['runs_same'])} of {len(sm['runs_same'])} pairs); completion length ours "
             f"[{fmt(sm['len_o'])}], trl [{fmt(sm['len_t'])}]; loss ours [{fmt(sm['loss_o'])}], trl "
-            f"[{fmt(sm['loss_t'])}]; attention ours {o['attn']}, trl {t['attn']}; model.config.use_cache "
-            f"ours {o['use_cache']}, trl {t['use_cache']}; adapters ours {o['adapters']}, trl "
+            f"[{fmt(sm['loss_t'])}]; attention ours {o['attn']}, trl {t['attn']}; torch threads ours "
+            f"{o['threads']}, trl {t['threads']}; model.config.use_cache ours {o['use_cache']}, trl "
+            f"{t['use_cache']}; generation_config.use_cache (sampling with the KV cache) ours "
+            f"{o['sample_cache']}, trl {t['sample_cache']}; adapters ours {o['adapters']}, trl "
             f"{t['adapters']}; callbacks ours {o['callbacks']}, trl {t['callbacks']}")
     lines += ["", "## What ours does that TRL used directly does not", "",
               "Timed inside our runs (RunRecorder's hooks, the samples event and the run folder's "

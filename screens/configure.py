@@ -157,6 +157,8 @@ class ConfigureScreen(Screen):
         self._trial_tick: Any = None
         self._engine: Any = None              # the model the last test loaded, kept for the next
         self._engine_key: Any = None
+        self._away = False                    # another screen is shown (suspended)
+        self._rewards_key: Any = None         # the [rewards] the Rewards view shows
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -185,8 +187,12 @@ class ConfigureScreen(Screen):
 
     def on_screen_suspend(self) -> None:
         """Leaving the screen stops a reward test and lets its model go."""
+        self._away = True
         self._cancel_trial("cancelled: the screen was left")
         self._drop_engine()
+
+    def on_screen_resume(self) -> None:
+        self._away = False
 
     def on_unmount(self) -> None:
         if self._trial_cancel is not None:
@@ -222,6 +228,7 @@ class ConfigureScreen(Screen):
             self._error("Cannot load the profile", exc)
             return
         self.base, self.source, self.profile = profile.to_dict(), profile.source, profile
+        self._rewards_key = None
         self._cancel_trial("cancelled: another profile was loaded")
         self.trial = None
         self.query_one(RewardsView).clear_result()
@@ -233,7 +240,11 @@ class ConfigureScreen(Screen):
     def _filled(self) -> None:
         self._filling = False
         self.revalidate()
-        if not self.has_class("-rewards"):
+        # Onto the form, unless the person has gone elsewhere meanwhile (the profile or
+        # save-as box, the Rewards view): keys typed there must not land in a form field.
+        elsewhere = isinstance(self.focused, Input) and self.focused.id in ("cfg-profile",
+                                                                             "cfg-save-as")
+        if not self.has_class("-rewards") and not elsewhere:
             self.query_one(ProfileForm).widget("lora.r").focus()
 
     def _probe_gpu(self) -> None:
@@ -400,39 +411,39 @@ class ConfigureScreen(Screen):
     def _grpo(self) -> bool:
         return self.query_one(ProfileForm).method == "grpo"
 
-    def _rewards_section(self) -> dict:
-        """[rewards] as the form stands (the profile's, since the form has no reward field)."""
-        section = self.current_dict().get("rewards") or {}
-        return section if isinstance(section, dict) else {}
-
     def show_rewards(self) -> None:
         """The Rewards view and the form's rewards line follow the profile; leaving GRPO
         closes the view."""
         form = self.query_one(ProfileForm)
         rewards_view = self.query_one(RewardsView)
+        self.refresh_bindings()  # f3 is offered under GRPO only
         if not self._grpo():
             form.show_rewards_note("")
+            self._rewards_key = None
             if self.has_class("-rewards"):
                 self._close_rewards()
             return
-        section = self._rewards_section()
+        current = self.current_dict()
+        section = current.get("rewards") if isinstance(current.get("rewards"), dict) else {}
         functions = section.get("functions") or []
         weights = section.get("weights") or []
-        rows = reward_rows(functions if isinstance(functions, list) else [],
-                           weights if isinstance(weights, list) else [])
-        if rows:
-            names = ", ".join(f"{r.name} x{r.weight:g}" for r in rows)
-            note = f"rewards: {names} (f3: what they do, and the reward test)"
-        else:
-            note = "rewards: none yet; add [rewards] functions to the profile (f3 says more)"
-        form.show_rewards_note(note)
-        key = self.app.key_for("configure.rewards", "f3") if hasattr(self.app, "key_for") else "f3"
-        head = (f"Rewards of {self.current_dict().get('name') or 'this profile'}: GRPO's reward "
-                "for a completion is the weighted sum of these.  e opens a function of yours in "
-                f"$EDITOR,  t tests them on the model,  esc or {key} goes back to the profile.")
-        rewards_view.show_rewards(rows, head)
+        functions = [str(f) for f in functions] if isinstance(functions, list) else []
+        weights = list(weights) if isinstance(weights, list) else []
+        key = (tuple(functions), tuple(map(repr, weights)), str(current.get("name") or ""))
+        if key != self._rewards_key:  # every keystroke revalidates: read the files on change
+            self._rewards_key = key
+            rows = reward_rows(functions, weights)
+            if rows:
+                names = ", ".join(f"{r.name} x{r.weight:g}" for r in rows)
+                note = f"rewards: {names} (f3: what they do, and the reward test)"
+            else:
+                note = "rewards: none yet; add [rewards] functions to the profile (f3 says more)"
+            form.show_rewards_note(note)
+            head = (f"Rewards of {key[2] or 'this profile'}: a completion's reward is the "
+                    "weighted sum of these (the keys are in the footer).")
+            rewards_view.show_rewards(rows, head)
         if self._trial_cancel is None and self.trial is None:
-            rewards_view.status(self._idle_text(rows))
+            rewards_view.status(self._idle_text(rewards_view.rows))
 
     def _idle_text(self, rows: list) -> str:
         if not rows:
@@ -442,7 +453,7 @@ class ConfigureScreen(Screen):
         if p is None or self.issues:
             return "t tests the rewards once the profile is valid"
         return (f"t samples {p.rewards.test_prompts} prompts x {p.grpo.num_generations} "
-                f"completions from the model and scores them (it loads first)")
+                f"completions and scores them (the model loads first)")
 
     def action_toggle_rewards(self) -> None:
         """f3: the Rewards view in the form's place, or back to the form."""
@@ -466,7 +477,6 @@ class ConfigureScreen(Screen):
         """e: the selected reward's file in $EDITOR (the app suspended until it exits)."""
         import os
         import shlex
-        import subprocess
 
         from textual.app import SuspendNotSupported
 
@@ -483,12 +493,13 @@ class ConfigureScreen(Screen):
         editor = os.environ.get("EDITOR") or os.environ.get("VISUAL") or ""
         try:
             command = shlex.split(editor)
-        except ValueError:
-            command = []
+        except ValueError as exc:
+            self._error("Editor", f"$EDITOR ({editor!r}) is not a command line: {exc}")
+            return
         if not command:
-            self.notify(f"$EDITOR is not set: set it (e.g. `export EDITOR=nano`) and restart, or "
-                        f"open {row.file} yourself.", title="No editor", severity="warning",
-                        timeout=10, markup=False)
+            self.notify(f"$EDITOR is not set: set it (e.g. `export EDITOR=nano`) and start the "
+                        f"app again, or open {row.file} yourself.", title="No editor",
+                        severity="warning", timeout=10, markup=False)
             return
         if row.line and Path(command[0]).name in LINE_EDITORS:
             command.append(f"+{row.line}")
@@ -496,17 +507,18 @@ class ConfigureScreen(Screen):
         problem = ""
         try:
             with self.app.suspend():
-                problem = _run_editor(subprocess, command)
+                problem = _run_editor(command)
         except SuspendNotSupported:
             if not self.app.is_headless:  # a terminal we cannot hand over: never draw over it
                 self.notify(f"Cannot hand the terminal to an editor here; open {row.file} "
                             "yourself.", severity="warning", markup=False)
                 return
-            problem = _run_editor(subprocess, command)  # headless (tests): nothing to suspend
+            problem = _run_editor(command)  # headless (tests): nothing to suspend
         if problem:
             self._error("Editor", problem)
         _forget_reward_module(row.file)
-        self.show_rewards()  # its docstring or line may have changed
+        self._rewards_key = None  # its docstring or line may have changed: read it again
+        self.show_rewards()
 
     def action_test_rewards(self) -> None:
         """t: the reward test in a worker; t again while it runs cancels it."""
@@ -581,7 +593,7 @@ class ConfigureScreen(Screen):
 
     def _trial_done(self, cancel: threading.Event, key: Any, engine: Any, result: dict | None,
                     exc: BaseException | None) -> None:
-        if engine is not None and self.is_current:
+        if engine is not None and not self._away:
             self._engine, self._engine_key = engine, key  # kept for the next test
         if cancel is not self._trial_cancel:
             return  # cancelled (said so already), or a newer test runs
@@ -604,7 +616,7 @@ class ConfigureScreen(Screen):
         view.show_result(result)
         if self.focused is not None and view in self.focused.ancestors_with_self:
             view.query_one("#rewards-result").focus()  # arrows scroll the result now
-        if not self.has_class("-rewards") or not self.is_current:
+        if not self.has_class("-rewards") or self._away:
             verdict = result.get("verdict") or {}
             self.notify(str(verdict.get("text", "")), title="Reward test",
                         severity="information" if verdict.get("ok") else "warning", markup=False)
@@ -771,8 +783,10 @@ LINE_EDITORS = {"vi", "vim", "nvim", "view", "nano", "emacs", "emacsclient", "mi
                 "joe", "mg", "ne", "pico"}
 
 
-def _run_editor(subprocess, command: list[str]) -> str:
+def _run_editor(command: list[str]) -> str:
     """Run the editor to its end; what went wrong, for people ("" when nothing did)."""
+    import subprocess
+
     try:
         code = subprocess.run(command).returncode
     except OSError as exc:

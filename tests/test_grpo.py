@@ -239,3 +239,17 @@ def test_data_inspect_reports_prompt_lengths_against_the_limit_and_reference_col
     assert "answer" in out and "2 of 2 rows" in out
     assert "1 prompts longer than max_prompt_len = 30 (dropped by training: " in out
     assert f"{path}:2" in out
+
+
+def test_runs_compare_ranks_a_grpo_run_by_its_held_out_reward(tmp_path):
+    from workbench.sweep.compare import REWARD_QUALITY, RunRow, _read_evaluation
+
+    total = {"base": 0.0637, "fine-tuned": 0.4217, "delta": 0.358, "ci95": [0.30, 0.41]}
+    (tmp_path / "report.json").write_text(json.dumps({
+        "verdict": "GRPO raised the held-out reward from 0.064 to 0.42",
+        "evaluation": {"rewards": {"greedy": {"total": total, "rewards": {}}}}}))
+    row = RunRow("r", str(tmp_path), "finished")
+    _read_evaluation(SimpleNamespace(path=tmp_path), row)
+    assert (row.metric_name, row.metric) == (REWARD_QUALITY, 0.4217)
+    assert row.three_way == {"base": 0.0637, "fine-tuned": 0.4217}
+    assert row.verdict.startswith("GRPO raised")

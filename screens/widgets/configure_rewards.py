@@ -178,7 +178,7 @@ class RewardsView(Vertical):
     RewardsView #rewards-head { height: auto; color: $text-muted; }
     RewardsView #rewards-table { height: auto; max-height: 8; margin-top: 1; }
     RewardsView #rewards-detail { height: auto; padding-left: 1; margin-top: 1; }
-    RewardsView #rewards-status { height: 1; margin-top: 1; color: $accent; }
+    RewardsView #rewards-status { height: auto; margin-top: 1; color: $accent; }
     RewardsView #rewards-verdict { height: auto; padding: 0 1; margin-bottom: 1; display: none; }
     RewardsView #rewards-verdict.-shown { display: block; }
     RewardsView #rewards-result { height: 1fr; border-top: solid $panel-lighten-2; }

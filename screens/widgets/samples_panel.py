@@ -48,8 +48,10 @@ def reward_names(samples: list[dict]) -> list[str]:
 
 
 def _column_name(name: str) -> str:
+    """A reward's column header, at most 12 cells: the completions need the width (the
+    reward per function chart's legend has the names in full)."""
     short = short_reward(name)
-    return short if len(short) <= 14 else short[:13] + "…"
+    return short if len(short) <= 12 else short[:11] + "…"
 
 
 def _table(names: list[str], header: bool) -> Table:
@@ -61,15 +63,19 @@ def _table(names: list[str], header: bool) -> Table:
     for name in names:
         width = max(len(_column_name(name)), 5)
         table.add_column(_column_name(name), justify="right", no_wrap=True, width=width)
-    table.add_column("total", justify="right", no_wrap=True, width=5)
-    table.add_column("adv", justify="right", no_wrap=True, width=5)
+    table.add_column("total", justify="right", no_wrap=True, width=6)
+    table.add_column("adv", justify="right", no_wrap=True, width=6)
     return table
 
 
-def samples_table(samples: list[dict]) -> Group:
+def samples_table(samples: list[dict], width: int = 0) -> Group:
     """The completions grouped under their prompts (each prompt one full line), each with
-    every reward, the total and the advantage."""
+    every reward, the total and the advantage. Given the `width` it is drawn at, the reward
+    columns are left out where they would leave a completion under 24 cells (the total and
+    the advantage stay)."""
     names = reward_names(samples)
+    if width and width - sum(max(len(_column_name(n)), 5) + 1 for n in names) - 14 < 24:
+        names = []
     parts: list = [_table(names, header=True)]
     table, prompt = None, object()
     for s in samples:
@@ -105,6 +111,7 @@ class SamplesPanel(VerticalScroll):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.event: dict | None = None
+        self._width = 0  # the width the samples were last drawn for
         self.border_title = "latest completions"
         # Hidden under other methods: it must not take the focus the screen gives on arrival
         # (the log's); the screen makes it focusable while it is shown.
@@ -124,4 +131,9 @@ class SamplesPanel(VerticalScroll):
             return
         self.border_title = f"latest completions · step {event.get('step', '?')}"
         self.border_subtitle = "adv: reward against its group"
-        body.update(samples_table(samples))
+        self._width = self.content_size.width
+        body.update(samples_table(samples, self._width))
+
+    def on_resize(self) -> None:
+        if self.event is not None and self.content_size.width != self._width:
+            self.show(self.event)

@@ -145,6 +145,7 @@ OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bi
 PRECISIONS = ("bf16", "fp16", "fp32")
 ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
 LOSS_PATHS = ("trl_fused", "full_logits")
+GENERATIONS = ("transformers", "vllm")  # grpo.generation
 TRAIN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo", "grpo")
 PREFERENCE_METHODS = ("dpo", "orpo", "kto", "simpo")
 PAIRED_METHODS = ("dpo", "orpo", "simpo")     # chosen + rejected stacked: 2 x batch rows a step
@@ -172,11 +173,21 @@ STEP_MODELED_METHOD = {
     "simpo": "trl CPOTrainer's with loss_type=\"simpo\", cpo_alpha=0 (trl.experimental): chosen "
              "and rejected as one batch of 2 x batch rows with full logits, made fp32 by "
              "accelerate, the length-normalized log-probabilities; no reference",
+    "grpo": "trl GRPOTrainer's: transformers' generate samples the generation batch (batch x "
+            "grad_accum completions, KV cache on, no grad), the reference scores them when beta "
+            "> 0 (the adapter disabled, no grad), then each micro-batch of batch completions "
+            "trains through the fused LM head over the completion tokens",
+    "grpo-vllm": "trl GRPOTrainer's with colocated vLLM: vLLM samples the generation batch in "
+                 "its own share of the GPU, the policy re-scores the samples (no grad) and the "
+                 "reference when beta > 0, then each micro-batch of batch completions trains "
+                 "through the fused LM head over the completion tokens",
 }
 
 
 def step_modeled(settings) -> str:
     method = getattr(settings, "train_method", "sft")
+    if method == "grpo" and getattr(settings, "generation", "transformers") == "vllm":
+        return STEP_MODELED_METHOD["grpo-vllm"]
     return STEP_MODELED[settings.loss_path] if method == "sft" else STEP_MODELED_METHOD[method]
 
 # Model types whose SDPA path transformers removed, and the release that removed it: from then
@@ -290,8 +301,25 @@ class EstimateSettings:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if self.train_method != "sft" and self.packing:
             problems.append(f"packing is for supervised fine-tuning; train method "
-                            f"{self.train_method!r} trains on whole pairs (packing off)")
-        if self.train_method != "sft" and self.method == "full":
+                            f"{self.train_method!r} trains on whole "
+                            f"{'prompts and completions' if self.train_method == 'grpo' else 'pairs'}"
+                            " (packing off)")
+        if self.train_method == "grpo":
+            for name in ("num_generations", "max_prompt_len", "max_completion_len"):
+                if int(getattr(self, name)) < 1:
+                    problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+            if self.generation not in GENERATIONS:
+                problems.append(f"generation {self.generation!r} is not one of "
+                                f"{', '.join(GENERATIONS)}")
+            if not 0 < self.vllm_memory_share < 1:
+                problems.append(f"vllm_memory_share must be in (0, 1), got {self.vllm_memory_share}")
+            if self.beta < 0:
+                problems.append(f"beta must be at least 0, got {self.beta}")
+        if self.train_method == "grpo" and self.method == "full" and self.beta > 0:
+            problems.append("GRPO with beta > 0 is estimated for LoRA adapters (the reference is "
+                            "the model with its adapter disabled); a full fine-tune would need a "
+                            "second copy of the weights")
+        elif self.train_method not in ("sft", "grpo") and self.method == "full":
             problems.append(f"train method {self.train_method!r} is estimated for LoRA adapters "
                             "(the reference is the model with its adapter disabled); a full "
                             "fine-tune would need a second copy of the weights")
@@ -304,18 +332,32 @@ class EstimateSettings:
         t, lo = profile.train, profile.lora
         precision = t.precision if t.precision != "auto" else "bf16"
         grad_ckpt = t.gradient_checkpointing
-        # getattr: profiles from before train.method and [preference] existed
+        # getattr: profiles from before train.method, [preference] and [grpo] existed
         preference = getattr(profile, "preference", None)
+        train_method = getattr(t, "method", "sft")
+        g = getattr(profile, "grpo", None)
+        grpo = {}
+        if g is not None:
+            defaults = cls()
+            grpo = {name: getattr(g, key, getattr(defaults, name)) for name, key in (
+                ("num_generations", "num_generations"), ("max_prompt_len", "max_prompt_len"),
+                ("max_completion_len", "max_completion_len"), ("beta", "beta"),
+                ("grpo_loss", "loss"), ("grpo_temperature", "temperature"),
+                ("generation", "generation"))}
+        seq = t.max_seq_len
+        if train_method == "grpo":  # a row is a prompt and its completion
+            seq = (grpo.get("max_prompt_len", cls.max_prompt_len)
+                   + grpo.get("max_completion_len", cls.max_completion_len))
         return cls(method=lo.method, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
                    targets=lo.target_modules if isinstance(lo.target_modules, str)
                    else tuple(lo.target_modules),
-                   batch=t.batch_size, seq=t.max_seq_len,
+                   batch=t.batch_size, seq=seq,
                    grad_ckpt=True if grad_ckpt == "auto" else bool(grad_ckpt),
                    optimizer=t.optimizer, precision=precision,
                    attn=profile.model.attn_implementation, packing=t.packing,
                    grad_accum=t.grad_accum, weight_decay=t.weight_decay,
-                   train_method=getattr(t, "method", "sft"),
-                   precompute_ref=bool(getattr(preference, "precompute_ref", False)))
+                   train_method=train_method,
+                   precompute_ref=bool(getattr(preference, "precompute_ref", False)), **grpo)
 
 
 @dataclass
@@ -361,9 +403,16 @@ class Estimate:
                     f"{METHOD_TITLES[self.settings.train_method]}"
                     + (" (reference precomputed)" if self.settings.precompute_ref
                        and self.settings.train_method in REFERENCE_METHODS else "") + ", ")
+        s = self.settings
+        shape = f"batch {s.batch} x seq {s.seq}"
+        if s.train_method == "grpo":
+            shape = (f"batch {s.batch} completions x ({s.max_prompt_len} prompt + "
+                     f"{s.max_completion_len} completion tokens), generation batch "
+                     f"{s.batch * s.grad_accum} ({s.num_generations} a prompt) by {s.generation}"
+                     + (f", beta {s.beta:g}" if s.beta else ""))
         lines = [f"Peak GPU memory for one training step: {_gib(self.peak_bytes)} "
-                 f"({training}{self.settings.method}, r={self.settings.r}, batch {self.settings.batch} "
-                 f"x seq {self.settings.seq}, gradient checkpointing "
+                 f"({training}{self.settings.method}, r={self.settings.r}, {shape}, "
+                 f"gradient checkpointing "
                  f"{'on' if self.settings.grad_ckpt else 'off'}, {self.settings.optimizer}, "
                  f"{self.settings.precision}, {self.settings.attn} attention)"]
         for t in self.terms:
@@ -529,6 +578,8 @@ def _preference_settings(s: EstimateSettings) -> tuple[EstimateSettings, list[st
     - the log-probabilities: DPO and KTO call `model(..., fused_lm_head=True)`
       (dpo_trainer.py:1299, kto_trainer.py:1397), the chunked head SFT uses; ORPO and CPO
       (trl.experimental) call the model for full logits (orpo_trainer.py:771, cpo_trainer.py:818)."""
+    if s.train_method == "grpo":
+        return _grpo_settings(s)
     notes = []
     changes: dict = {"loss_path": "full_logits" if s.train_method in FULL_LOGITS_METHODS
                      else "trl_fused"}
@@ -573,7 +624,7 @@ def _pair_logits_peak(arch: Architecture, s: EstimateSettings, tokens: int,
 
 
 def _reference_pass(arch: Architecture, s: EstimateSettings, tokens: int,
-                    rows: int) -> tuple[int, int, str]:
+                    rows: int, scored: int | None = None) -> tuple[int, int, str]:
     """DPO's and KTO's reference forward (dpo_trainer.py:1327-1338, kto_trainer.py:1426-1433):
     under torch.no_grad(), gradient checkpointing switched off, the adapter disabled (peft's
     `disable_adapter`: the base model, no second copy of the weights), through the fused LM
@@ -594,7 +645,7 @@ def _reference_pass(arch: Architecture, s: EstimateSettings, tokens: int,
         # fp32 softmax, then its copy in the compute dtype
         attn += (2 * a + 4) * arch.heads * s.seq
     layer = tokens * max(mlp, attn)
-    scored = rows * (s.seq - 1)
+    scored = rows * (s.seq - 1) if scored is None else scored
     tile = min(scored, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * a
     weight_chunk = min(V, TRL_VOCAB_CHUNK) * h * a if s.method == "qlora" else 0
     head = tokens * rs * h + scored * (rs * h + 44) + tile + weight_chunk
@@ -605,9 +656,150 @@ def _reference_pass(arch: Architecture, s: EstimateSettings, tokens: int,
             f"{tokens:,} tokens through the base model, nothing saved: {where} at a time")
 
 
-def _loss_peak(arch: Architecture, s: EstimateSettings, tokens: int, rows: int) -> tuple[int, int, str]:
+GENERATION_MOMENT = "the completions are generated"
+OLD_LOGPS_MOMENT = "the old log-probs are scored (no grad)"
+MERGE_MOMENT = "the adapter is merged for vLLM's weight sync"
+GENERATION_TERMS = ("generation KV cache", "generation activations")
+GRPO_PHASES = (GENERATION_MOMENT, OLD_LOGPS_MOMENT, MERGE_MOMENT)
+TRAINING_MOMENTS = ("the loss is computed and its backward starts", "the layers' backward runs",
+                    "the optimizer steps")
+
+
+def _grpo_settings(s: EstimateSettings) -> tuple[EstimateSettings, list[str]]:
+    """The settings trl's GRPOTrainer trains with (workbench/train/methods/grpo.py): every
+    micro-batch row is a prompt and its completion, max_prompt_len + max_completion_len tokens
+    (the rows are estimated full: the longest prompt, every completion to the end); the fused
+    LM head scores the completions (grpo_trainer.py:1068); GRPOConfig keeps dropout
+    (`disable_dropout=False`)."""
+    notes = []
+    per_step = s.batch * s.grad_accum
+    if per_step % s.num_generations:
+        notes.append(f"trl's GRPOTrainer needs batch_size x grad_accum ({per_step}) to be a "
+                     f"multiple of num_generations ({s.num_generations}); it refuses these settings")
+    return replace(s, loss_path="trl_fused", seq=s.max_prompt_len + s.max_completion_len), notes
+
+
+def _generation_layer(arch: Architecture, s: EstimateSettings, w: int) -> tuple[int, str]:
+    """Bytes per token of one decoder layer's forward in transformers' generation (no grad, no
+    autocast: peft's `generate` reaches the model's own forward, not the forward accelerate wraps
+    in autocast), and which part holds them. The layer's input and its normed copy, plus the
+    largest of: the gated MLP's activation, up projection and product (3 x intermediate); an
+    adapted linear's call, where peft's LoRA branch runs in fp32 (its input cast to fp32, with
+    dropout > 0 a dropout output and mask, since the trainer keeps the model in training mode;
+    lora_B's fp32 output, its scaled copy, the fp32 sum, beside the frozen output) while the
+    activation it runs beside stays alive (up_proj: the gate's activation; down_proj, o_proj:
+    their input); the attention's q/k/v and their rotated copies."""
+    h, i = arch.hidden, arch.intermediate
+    mw = w  # matmul outputs take their input's dtype (QLoRA's Linear4bit returns its fp32 input's)
+    parts = {"the MLP's activation, up projection and product": 3 * mw * i,
+             "attention q/k/v and their rotated copies": mw * (3 * arch.q_dim + 4 * arch.kv_dim)}
+    adapted = resolve_targets(arch, s.targets) if s.method != "full" else ()
+    for lin in adapted:
+        beside = {"up_proj": mw * i, "down_proj": mw * lin.d_in, "o_proj": mw * lin.d_in}
+        lora = (4 * lin.d_in + (5 * lin.d_in if s.dropout > 0 else 0) + mw * lin.d_out
+                + 12 * lin.d_out)
+        parts[f"{lin.name} with its fp32 LoRA branch"] = beside.get(lin.name, 0) + lora
+    where = max(parts, key=parts.get)
+    return 2 * w * h + parts[where], where
+
+
+def _generation_peak(arch: Architecture, s: EstimateSettings) -> tuple[int, dict[str, int], str]:
+    """transformers generation of the generation batch (trl grpo_trainer.py
+    `_generate_single_turn`: `generate` with TRL's sampling config, use_cache on, under no_grad,
+    gradient checkpointing switched off): N = batch x grad_accum sequences of P prompt tokens
+    and C new ones. Returns (bytes above the static ones at generation's largest moment,
+    {term: bytes}, why). The larger of:
+    - the prefill: the KV cache of the prompts (N x P tokens) and one layer's activations over
+      the N x P tokens (`_generation_layer`);
+    - the last decoding step: the KV cache of N x (P + C) tokens, DynamicCache's growth (each
+      step `torch.cat` copies one layer's keys, then its values, one token longer: one layer's
+      keys alive twice), and the last position's logits (logits_to_keep = 1): the model's
+      output, transformers' fp32 copy (`.to(copy=True, dtype=float32)`), the sampling
+      probabilities (softmax), and the previous step's fp32 logits and probabilities still
+      referenced while the next forward runs; a temperature other than 1 adds its warper's copy.
+    The cache and the activations take the weights' dtype (no autocast): bf16 for LoRA, fp32
+    for QLoRA (its residual stream and Linear4bit outputs are fp32) and fp32 training."""
+    n = s.batch * s.grad_accum
+    p, c = s.max_prompt_len, s.max_completion_len
+    wide = s.method == "qlora" or s.precision == "fp32"
+    w = 4 if wide else _width(s.precision)
+    kv_token = arch.layers * 2 * arch.kv_dim * w
+    layer, where = _generation_layer(arch, s, w)
+    prefill_kv, prefill_act = n * p * kv_token, n * p * layer
+    logits = n * arch.vocab * (w + 4 * 4 + (4 if s.grpo_temperature != 1 else 0))
+    decode_kv = n * (p + c) * kv_token
+    decode_act = n * (p + c) * arch.kv_dim * w + logits
+    kv_why = (f"{n} sequences ({s.batch} x {s.grad_accum} accumulated; "
+              f"{_count(n // max(s.num_generations, 1), 'prompt')} x {s.num_generations} "
+              f"completions) x "
+              f"{arch.layers} layers x keys and values x {arch.kv_dim} x {w} bytes")
+    if prefill_kv + prefill_act >= decode_kv + decode_act:
+        return (prefill_kv + prefill_act,
+                {"generation KV cache": prefill_kv, "generation activations": prefill_act},
+                f"the prefill: KV cache of {n} x {p} prompt tokens, {kv_why}; one layer's "
+                f"no-grad activations over the {n * p:,} prompt tokens, {layer:,} bytes a token "
+                f"({where})")
+    return (decode_kv + decode_act,
+            {"generation KV cache": decode_kv, "generation activations": decode_act},
+            f"the last decoding step: KV cache of {n} x {p + c} tokens ({p} prompt + {c} "
+            f"completion), {kv_why}; one layer's keys copied as the cache grows, and the last "
+            f"position's logits ({n} x {arch.vocab:,} vocab: the output, its fp32 copy, the "
+            "probabilities, and the previous step's)")
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _vllm_weights(arch: Architecture, s: EstimateSettings) -> int:
+    """vLLM's own copy of the model: bf16, or bitsandbytes 4-bit for QLoRA (trl passes
+    quantization="bitsandbytes", vllm_generation.py:347)."""
+    if s.method == "qlora":
+        return arch.quantizable_params // 2 + (arch.total_params - arch.quantizable_params) * 2
+    return arch.total_params * 2
+
+
+def _grpo_notes(arch: Architecture, s: EstimateSettings, moments: dict, phase: str,
+                static: int, vllm_b: int) -> list[str]:
+    """What a GRPO estimate assumes, and where vLLM's share may not hold its model."""
+    notes = []
+    training = max(moments[m] for m in TRAINING_MOMENTS)
+    if s.generation == "transformers":
+        generating = moments[GENERATION_MOMENT]
+        notes.append(
+            f"GRPO generates, then trains: the generation phase ({_gib(static + generating)} "
+            f"with the weights and optimizer states) and the training phase "
+            f"({_gib(static + training)}) do not coexist, so the peak is the larger, "
+            f"{'generation' if generating >= training else 'training'}"
+            + ("" if phase in (GENERATION_MOMENT, *TRAINING_MOMENTS) else f" (here: {phase})")
+            + "; torch's caching allocator keeps the generation's freed blocks for the training")
+    notes.append(f"rows estimated full: every prompt {s.max_prompt_len} tokens and every "
+                 f"completion {s.max_completion_len} (TRL pads to the longest of the batch); "
+                 "with padding, SDPA gets a mask and repeats grouped k/v heads (not counted)")
+    if s.generation == "vllm":
+        need = _vllm_weights(arch, s) + (s.batch * s.grad_accum
+                                         * (s.max_prompt_len + s.max_completion_len)
+                                         * arch.layers * 2 * arch.kv_dim * 2)
+        if not s.gpu_memory_bytes:
+            notes.append(f"vLLM colocated takes {s.vllm_memory_share:g} of the GPU's total memory on "
+                         "top of this estimate (give --gpu NAME to count it); it needs at least "
+                         f"{_gib(need)} of it for its weights and the generation batch's KV cache")
+        elif vllm_b < need:
+            notes.append(f"vLLM's share ({_gib(vllm_b)}) is less than its weights and the "
+                         f"generation batch's KV cache ({_gib(need)}): vLLM will refuse to start "
+                         "or run the batch in parts; raise vllm_gpu_memory_utilization or use "
+                         'generation = "transformers"')
+        notes.append("time and memory of vLLM's generation are its own (not traced or measured "
+                     "here); trl re-scores its samples with the policy (importance sampling "
+                     "correction): counted as the old log-probs pass")
+    return notes
+
+
+def _loss_peak(arch: Architecture, s: EstimateSettings, tokens: int, rows: int,
+               scored: int | None = None) -> tuple[int, int, str]:
     """(bytes at the loss/backward-start moment on top of saved activations, bytes of it
-    still held during the layers' backward, why)."""
+    still held during the layers' backward, why). `scored`: the positions the fused head
+    projects (default every position but each row's last; GRPO: the completions')."""
     V, h = arch.vocab, arch.hidden
     a = _width(s.precision)
     qlora = s.method == "qlora"
@@ -626,7 +818,8 @@ def _loss_peak(arch: Architecture, s: EstimateSettings, tokens: int, rows: int) 
                 f"full logits: {tokens:,} tokens x {V:,} vocab x {per_tok // V + a} bytes (the "
                 f"output's bf16 logits{softcap}, saved fp32 log-probs, their gradient, "
                 "log_softmax's input gradient)")
-    scored = rows * (s.seq - 1)  # labels shifted by one: the last position of a row scores nothing
+    if scored is None:  # labels shifted by one: the last position of a row scores nothing
+        scored = rows * (s.seq - 1)
     rs = 4 if qlora else a
     # the tile buffer is TRL_VOCAB_CHUNK wide whatever the vocabulary (32 MiB in bf16 for a
     # 768-token vocabulary as for a 150k one): found by tracing the bundled tiny model
@@ -653,6 +846,7 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
                      f"{transformers_version or installed_transformers() or ''}: estimated with "
                      "eager attention, as the runner will run it")
     preference = s.train_method != "sft"
+    grpo = s.train_method == "grpo"
     if preference:
         s, why_changed = _preference_settings(s)
         notes.extend(why_changed)
@@ -701,7 +895,9 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
         loss_b, loss_held_b, why_loss = _pair_logits_peak(arch, s, tokens, rows)
         logits_held_b = 0  # the trainer keeps only the loss
     else:
-        loss_b, loss_held_b, why_loss = _loss_peak(arch, s, tokens, rows)
+        # GRPO scores the completions only (logits_to_keep = max_completion_len)
+        scored = rows * s.max_completion_len if grpo else None
+        loss_b, loss_held_b, why_loss = _loss_peak(arch, s, tokens, rows, scored)
         logits_held_b = a * arch.vocab * tokens if s.loss_path == "full_logits" else 0
     layer_bwd_b = tokens * _layer_backward_transient(arch, s)
     # QLoRA: bitsandbytes' MatMul4Bit backward dequantizes its weight to bf16 for the input
@@ -730,6 +926,31 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
         reference_b, policy_kept_b, why_reference = _reference_pass(arch, s, tokens, rows)
         moments[REFERENCE_MOMENT] = (saved + policy_kept_b + reference_b + autocast_cache_b
                                      + dequant_b)
+    generation_b, generation_terms, why_generation = 0, {}, ""
+    old_logps_b = merge_b = vllm_b = 0
+    if grpo:
+        # GRPO's step generates the completions of the whole generation batch, scores them (no
+        # grad), then trains on its micro-batches: the generation's KV cache and the scoring
+        # passes are freed before the first training forward (only their token ids and
+        # per-token log-probs are kept), so the peak is the largest of these moments.
+        scored = rows * s.max_completion_len
+        if s.generation == "transformers":
+            generation_b, generation_terms, why_generation = _generation_peak(arch, s)
+            moments[GENERATION_MOMENT] = generation_b + dequant_b
+        else:  # vLLM samples inside its own share of the GPU; trl scores the samples again
+            # (vllm_importance_sampling_correction) with the adapter on, under autocast
+            old_logps_b, _, _ = _reference_pass(arch, s, tokens, rows, scored)
+            moments[OLD_LOGPS_MOMENT] = old_logps_b + autocast_cache_b + dequant_b
+            # weight sync: peft's merge_adapter, one adapted linear's delta weight at a time
+            # (fp32 B @ A, its cast to the weight's dtype; QLoRA: dequantized, summed, requantized)
+            adapted = resolve_targets(arch, s.targets) if not full else ()
+            merge_b = max((lin.d_in * lin.d_out for lin in adapted), default=0) * (
+                10 if qlora else 4 + a)
+            moments[MERGE_MOMENT] = merge_b
+            vllm_b = int(s.vllm_memory_share * s.gpu_memory_bytes)
+        if s.beta > 0:  # the adapter disabled, no grad, before any training forward
+            reference_b, _, why_reference = _reference_pass(arch, s, tokens, rows, scored)
+            moments[REFERENCE_MOMENT] = reference_b + dequant_b
     phase = max(moments, key=moments.get)
     dynamic = moments[phase]
 
@@ -745,11 +966,32 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
     what = "full model" if full else f"LoRA r={s.r}" + (" + DoRA magnitudes" if s.method == "dora" else "")
     add("trainable params", params_b, f"{trainable:,} ({what}) x {param_bytes} bytes")
     add("optimizer states", states_b, f"{s.optimizer}: {state_pp:g} bytes per trainable param")
+    dequant_why = " + one 4-bit linear dequantized to bf16" if dequant_b else ""
+    before_training = phase in GRPO_PHASES or (grpo and phase == REFERENCE_MOMENT)
     if phase == "the optimizer steps":
         add("gradients", grads_b, f"{param_bytes} bytes per trainable param")
         add("optimizer step temporaries", opt_temp_b, "foreach AdamW intermediate (sqrt of v)")
         if logits_held_b:
             add("logits held by the caller", logits_held_b, "the model output's logits")
+    elif phase == GENERATION_MOMENT:
+        kv, act = generation_terms["generation KV cache"], generation_terms["generation activations"]
+        add("generation KV cache", kv, why_generation.split("; ")[0])
+        add("generation activations", act + dequant_b,
+            "; ".join(why_generation.split("; ")[1:]) + dequant_why)
+    elif phase == REFERENCE_MOMENT and grpo:
+        add("reference pass (no grad)", reference_b + dequant_b,
+            why_reference + " (the adapter disabled), in chunks of batch rows, before any "
+            "training forward" + dequant_why)
+    elif phase == OLD_LOGPS_MOMENT:
+        if autocast_cache_b:
+            add("autocast weight cache", autocast_cache_b, "bf16 copies of the fp32 adapters")
+        add("old log-probs pass (no grad)", old_logps_b + dequant_b,
+            f"trl re-scores vLLM's samples with the policy (vllm_importance_sampling_correction), "
+            f"in chunks of batch rows: {tokens:,} tokens a chunk, nothing saved" + dequant_why)
+    elif phase == MERGE_MOMENT:
+        add("adapter merge (weight sync)", merge_b,
+            "peft's merge_adapter before the weights are pushed to vLLM: one adapted linear's "
+            "delta weight (fp32 B @ A and its cast) at a time")
     else:
         if phase == "the layers' backward runs" or full:
             add("gradients", grads_during_backward,
@@ -780,6 +1022,28 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
             f"not at the peak: {_gib(reference_b)} while the reference forward runs "
             f"({why_reference}), {_gib(moments[phase] - moments[REFERENCE_MOMENT])} below "
             f"the peak")
+    training_peak = max(moments[m] for m in TRAINING_MOMENTS)
+    generation_peak = moments.get(GENERATION_MOMENT, 0)
+    if grpo and generation_b and phase != GENERATION_MOMENT:
+        add("generation KV cache", 0,
+            f"not at the peak: the generation phase peaks at {_gib(generation_peak)} above the "
+            f"static bytes (KV cache {_gib(generation_terms['generation KV cache'])}, "
+            f"activations {_gib(generation_terms['generation activations'])}: {why_generation}), "
+            f"{_gib(moments[phase] - generation_peak)} below the peak; it is freed before "
+            f"training")
+    if grpo and before_training:
+        add("training phase", 0,
+            f"not at the peak: the training micro-batches ({rows} x {s.seq} tokens) peak at "
+            f"{_gib(training_peak)} above the static bytes, "
+            f"{_gib(moments[phase] - training_peak)} below this phase")
+    if grpo and s.generation == "vllm":
+        gpu = (f"of a {fmt_gib(s.gpu_memory_bytes)} GPU" if s.gpu_memory_bytes else
+               "of the GPU's memory: no GPU given, not counted here (`--gpu NAME` counts it)")
+        add("vLLM (colocated)", vllm_b,
+            f"vllm_gpu_memory_utilization = {s.vllm_memory_share:g} (trl's default) {gpu}: "
+            f"vLLM's own copy of the weights ({_gib(_vllm_weights(arch, s))}), its KV cache "
+            "(the generation happens there) and its activations, allocated when the trainer "
+            "starts and held through training")
     add("cuBLAS workspaces", CUBLAS_WORKSPACES * CUBLAS_WORKSPACE_BYTES,
         "one per thread that runs matmuls (the forward's and autograd's backward thread), "
         "allocated through torch's caching allocator")
@@ -817,6 +1081,8 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
                      "settles it")
     if s.packing and s.attn == "sdpa":
         notes.append("packing with sdpa needs a block mask: counted as a (batch x seq x seq) mask")
+    if grpo:
+        notes.extend(_grpo_notes(arch, s, moments, phase, static, vllm_b))
 
     breakdown = OrderedDict((t.name, t.bytes) for t in terms)
     total = reserved + CUDA_CONTEXT_BYTES

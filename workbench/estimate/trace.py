@@ -181,8 +181,16 @@ def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STE
             if state.get("inplace_accumulate") and _accumulates_in_place(func, args, kwargs,
                                                                           state, torch):
                 return args[0].add_(args[1])  # the buffer is reused: nothing allocated
-            if state.get("scalars") is not None and func is torch.ops.aten._local_scalar_dense.default:
-                return state["scalars"](args[0])  # GRPO's generation: see trace_grpo.scalar
+            if state.get("scalars") is not None:  # GRPO's generation: see trace_grpo.scalar
+                from workbench.estimate.trace_grpo import scalar
+
+                if func is torch.ops.aten._local_scalar_dense.default:
+                    return scalar(args[0], state["scalars"])
+                if func.overloadpacket is torch.ops.aten.all:
+                    out = func(*args, **(kwargs or {}))
+                    state["scalars"].add(id(out))
+                    self.record(out, "all")
+                    return out
             if state.get("grpo_keep"):  # GRPO: the gather of the completion's positions
                 from workbench.estimate.trace_grpo import fixed_mask_ops
 
@@ -215,7 +223,7 @@ def record_step(config: dict, settings: EstimateSettings, steps: int = TRACE_STE
         elif settings.train_method == "grpo":
             from workbench.estimate import trace_grpo
 
-            patches += _trl_triton_patches() + trace_grpo.grpo_patches(torch)
+            patches += _trl_triton_patches() + trace_grpo.grpo_patches(torch, settings)
         elif settings.train_method != "sft":
             from workbench.estimate import trace_preference
 
@@ -453,8 +461,9 @@ def _run_steps(config, settings, steps, events, state, recorder, transformers_ve
         if preference and grpo is None:
             step_loss = _preference_step(model, arch, settings, state)
         model = _trainable(model, arch, settings, torch)
-        if preference:  # trl's configs default to disable_dropout=True: on the peft model, so
-            # LoRA's dropout gets p = 0 too (dpo_trainer.py:933)
+        if preference and grpo is None:  # trl's preference configs default to
+            # disable_dropout=True: on the peft model, so LoRA's dropout gets p = 0 too
+            # (dpo_trainer.py:933); GRPOConfig keeps dropout (disable_dropout=False)
             from trl.trainer.utils import disable_dropout_in_model
 
             disable_dropout_in_model(model)
@@ -469,7 +478,7 @@ def _run_steps(config, settings, steps, events, state, recorder, transformers_ve
                 if grpo is not None:
                     state["grpo_keep"] = settings.max_completion_len
                     if micro == 0:  # the whole generation batch, for the step's micro-batches
-                        grpo.generate_and_score(model, f"step{step}.{micro}")
+                        grpo.generate_and_score(model, state["phase"])
                     out = grpo.loss(model, micro)
                 elif preference:  # the trainer keeps only the loss, as SFTTrainer does
                     out = step_loss(model, dtype, autocast, f"step{step}.{micro}.forward")

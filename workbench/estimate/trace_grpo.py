@@ -1,7 +1,8 @@
 """GRPO's training step, as the tracer runs it under FakeTensorMode (workbench/estimate/trace.py):
 trl 1.16's GRPOTrainer with a peft model and transformers generation, the step the workbench's
 GRPO method takes (workbench/train/methods/grpo.py: the peft model handed to the trainer, no
-separate reference model, TRL's default `disable_dropout=True`, `steps_per_generation` =
+separate reference model, GRPOConfig's default `disable_dropout=False` (LoRA's dropout runs,
+in generation too: the trainer keeps the model in training mode), `steps_per_generation` =
 `grad_accum`, `num_iterations` = 1).
 
 One optimizer step, in TRL's order (grpo_trainer.py `_prepare_inputs`,
@@ -44,16 +45,22 @@ GRPO_OUTPUTS = ("log_probs", "entropy")  # grpo_trainer.py: add_fused_lm_head(..
 EPSILON = 0.2                            # GRPOConfig.epsilon (low and high)
 
 
-def grpo_patches(torch) -> list[tuple]:
-    """The two data-dependent reads of transformers' generation, answered without data."""
+def grpo_patches(torch, settings) -> list[tuple]:
+    """The data-dependent reads of transformers' generation, answered without data."""
     import transformers.generation.utils as gen_utils
     import transformers.masking_utils as masking_utils
 
+    max_length = settings.max_prompt_len + settings.max_completion_len
+
     def stop(self, unfinished_sequences, tokens, length):
-        return False  # the length criterion ends the loop (`_has_unfinished_sequences`)
+        return length >= max_length  # no completion ends early: all run to max_completion_len
+
+    import trl.trainer.utils as trl_utils
 
     return [(gen_utils.StopCheck, "__call__", stop),
-            (masking_utils, "fast_all", lambda tensor: True)]
+            (masking_utils, "fast_all", lambda tensor: True),
+            # the fused head's compact path, as with Triton on CUDA: the scored positions gathered
+            (trl_utils, "_use_triton", lambda device: True)]
 
 
 def fixed_mask_ops(func, args, kwargs, keep: int, torch):
@@ -77,15 +84,16 @@ def fixed_mask_ops(func, args, kwargs, keep: int, torch):
     return None
 
 
-SCALARS_READ: list = []
+def scalar(tensor, true_scalars: set) -> bool:
+    """A value `generate` reads from the data (`.item()`, `bool()`), which fake tensors do not
+    hold, answered as for full rows: every `.all()` is True (the attention mask is all ones, so
+    transformers drops it), every `.any()` False (no right padding, no negative token id)."""
+    import torch
 
-
-def scalar(tensor):
-    """A value read from the data inside `generate` (`.item()`, `bool()`), which fake tensors do
-    not hold: False for a boolean (no right padding, not finished), 0 otherwise."""
-    import traceback
-    SCALARS_READ.append((tensor.dtype, "".join(traceback.format_stack(limit=6)[:-2])))
-    return False if tensor.dtype.is_floating_point is False and str(tensor.dtype) == "torch.bool" else 0
+    if tensor.dtype != torch.bool:
+        raise RuntimeError(f"generate read a {tensor.dtype} value from the data; the GRPO trace "
+                           "answers only boolean reads")
+    return id(tensor) in true_scalars
 
 
 def generation_config(settings, config: dict):
@@ -150,7 +158,7 @@ class GrpoStep:
         prompts = torch.randint(0, self.vocab, (self.rows, s.max_prompt_len))
         ckpt = {"use_reentrant": False} if s.grad_ckpt else None
         state["phase"] = phase + ".generate"
-        state["scalars"] = scalar
+        state["scalars"] = set()
         try:
             with torch.no_grad(), disable_gradient_checkpointing(model, ckpt):
                 ids = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts),

@@ -68,6 +68,7 @@ class EvalCost:
     prefill_tokens_per_s: float
     step: StepCost  # one decoding step per row, by context length
     probe_rows: int
+    samples: int = 0  # a rewards (GRPO) evaluation: sampled answers per prompt besides greedy
 
     @property
     def total_s(self) -> float:
@@ -77,6 +78,11 @@ class EvalCost:
         from workbench.fmt import fmt_duration
 
         where = "this CPU" if device == "cpu" else f"this {device.upper()}" if device else "here"
+        if self.samples:
+            return (f"{self.rows} held-out prompts x {self.systems} systems x "
+                    f"{1 + self.samples} answers (greedy and {self.samples} sampled), about "
+                    f"{fmt_duration(self.total_s)} on {where} (timed on a {self.probe_rows}-row "
+                    "probe, every answer priced at grpo.max_completion_len)")
         return (f"{self.rows} rows x {self.systems} systems, about {fmt_duration(self.total_s)} on "
                 f"{where} (generation {fmt_duration(self.generation_s)}, perplexity "
                 f"{fmt_duration(self.perplexity_s)}; timed on a {self.probe_rows}-row probe, every "
@@ -179,6 +185,10 @@ def estimate_before_training(model, plan) -> EvalCost:
 
     profile = plan.profile
     options = EvalOptions.from_profile(profile)
+    from workbench.evaluate.rewards_eval import is_rewards_run
+
+    if is_rewards_run(profile):
+        return _rewards_cost(model, plan, options)
     splits = _capped(load_splits(profile), options.max_test_rows, options.seed)
     tuned = "default" if "default" in (getattr(model, "peft_config", None) or {}) else BASE
     suite = load_prompts(profile.eval.prompts) if profile.eval.prompts else None
@@ -194,6 +204,34 @@ def estimate_before_training(model, plan) -> EvalCost:
         cost.rows = max(1, math.floor(cost.rows * share))
         cost.generation_s *= share
         cost.perplexity_s *= share
+    return cost
+
+
+def _rewards_cost(model, plan, options) -> EvalCost:
+    """A GRPO run's evaluation (rewards_eval.py): base and fine-tuned answer each held-out
+    prompt greedily and `sample_count` times sampled, up to grpo.max_completion_len tokens, and
+    nothing is scored by perplexity. Priced like the other evaluations' generation, from a probe."""
+    from workbench.evaluate.evaluation import inference_ready
+    from workbench.evaluate.rewards_eval import cap_rows, sample_count
+    from workbench.train.plan import profile_chat_format
+
+    profile = plan.profile
+    rows, _ = cap_rows(plan.eval_rows, options.max_test_rows, options.seed)
+    tuned = "default" if "default" in (getattr(model, "peft_config", None) or {}) else BASE
+    # As test records: the prompt and an empty answer (no perplexity is scored).
+    records = [{"messages": list(r["prompt"]) + [{"role": "assistant", "content": ""}]}
+               for r in rows]
+    with inference_ready(model):
+        engine = ComparisonEngine(model, plan.tokenizer, plan.device, "",
+                                  profile_chat_format(plan.tokenizer, profile))
+        cost = estimate(engine, records, [System("base"), System("fine-tuned", tuned)], None,
+                        profile.grpo.max_completion_len, options.batch_size)
+    k = sample_count(profile)
+    cost.generation_s *= 1 + k
+    cost.perplexity_s, cost.samples = 0.0, k
+    if options.time_budget_s and cost.total_s > options.time_budget_s:
+        cost.rows = max(1, math.floor(cost.rows * options.time_budget_s / cost.total_s))
+        cost.generation_s = options.time_budget_s
     return cost
 
 

@@ -164,8 +164,9 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
         L.append("no test-split metrics in this report")
     L.append("")
 
-    L += ["## Perplexity", ""]
     ppl = test.get("perplexity", {})
+    if ppl or not rewards:  # a rewards (GRPO) run scores no perplexity: no empty section
+        L += ["## Perplexity", ""]
     if ppl:
         L += ["token-weighted over the test split; lower is better", "",
               "| system | answer tokens ppl | all tokens ppl | answer tokens | all tokens |",

@@ -34,6 +34,7 @@ RANKED_STATES = ("finished",)
 NOISE_KEYS = ("description",)
 LOSS_QUALITY = "100/ppl"  # the fallback quality's name in tables
 PREFERENCE_QUALITY = "pref acc"  # preference runs: held-out preference accuracy, %
+REWARD_QUALITY = "reward"  # GRPO runs: the held-out weighted reward of greedy answers
 
 
 @dataclass
@@ -73,6 +74,11 @@ class Comparison:
     hour_unit: str  # "GPU-hours" or "CPU-hours"
     recommendation: str
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def quality_format(self) -> str:
+        """Rewards are small numbers (0.42), the other qualities percentages (90.8)."""
+        return ".3g" if self.quality_name == REWARD_QUALITY else ".1f"
 
     def best(self) -> RunRow | None:
         ranked = [r for r in self.rows if r.quality is not None]
@@ -187,9 +193,15 @@ def _read_evaluation(run: RunDir, row: RunRow) -> None:
     # accuracy is its quality, not how its answers score against the chosen ones.
     accuracy = (((report.get("evaluation") or {}).get("preference") or {}).get("paired")
                 or {}).get("accuracy") or {}
+    # A GRPO run's quality is what it was trained to raise: the held-out reward.
+    reward = ((((report.get("evaluation") or {}).get("rewards") or {}).get("greedy") or {})
+              .get("total") or {})
     if isinstance(accuracy.get("fine-tuned"), (int, float)):
         row.metric_name, row.metric = PREFERENCE_QUALITY, float(accuracy["fine-tuned"])
         row.three_way = {name: accuracy.get(name) for name in ("base", "fine-tuned")}
+    elif isinstance(reward.get("fine-tuned"), (int, float)):
+        row.metric_name, row.metric = REWARD_QUALITY, float(reward["fine-tuned"])
+        row.three_way = {name: reward.get(name) for name in ("base", "fine-tuned")}
     elif primary and tuned and isinstance(metrics[tuned].get(primary), (int, float)):
         row.metric_name, row.metric = primary, float(metrics[tuned][primary])
         row.three_way = {name: m.get(primary) for name, m in metrics.items()}
@@ -256,17 +268,17 @@ def recommend(c: Comparison, within: float = 0.95) -> str:
         return "no finished run with a quality to rank yet"
     best = max(ranked, key=_best_key)
     if len(ranked) == 1:
-        return f"{best.label}: {c.quality_name} {best.quality:.1f} (the only finished run)"
+        return f"{best.label}: {c.quality_name} {best.quality:{c.quality_format}} (the only finished run)"
     good = [r for r in ranked if r.quality >= within * best.quality]
     cheap = min(good, key=lambda r: r.hours)
     what = "the best " + c.quality_name
     if cheap is best:
-        return (f"{best.label} is the best ({c.quality_name} {best.quality:.1f}) and no run within "
+        return (f"{best.label} is the best ({c.quality_name} {best.quality:{c.quality_format}}) and no run within "
                 f"{within:.0%} of it was cheaper: use it")
     share = cheap.quality / best.quality
     cost = cheap.hours / best.hours
     return (f"{cheap.label} reaches {share:.0%} of {what} at {cost:.0%} of its cost "
-            f"({c.hour_unit}); best: {best.label} ({c.quality_name} {best.quality:.1f})")
+            f"({c.hour_unit}); best: {best.label} ({c.quality_name} {best.quality:{c.quality_format}})")
 
 
 # ---- text ------------------------------------------------------------------------------
@@ -284,7 +296,7 @@ def table_lines(c: Comparison) -> list[str]:
             rank += 1
         body.append([str(rank) if r.quality_per_hour is not None else "-",
                      r.label if c.differing_keys else r.name, r.state,
-                     _num(r.eval_loss, ".4f"), _num(r.quality, ".1f"), _num(r.perplexity, ".3f"),
+                     _num(r.eval_loss, ".4f"), _num(r.quality, c.quality_format), _num(r.perplexity, ".3f"),
                      (fmt_gib(r.peak_bytes) + ("*" if r.peak_source == "estimated" else ""))
                      if r.peak_bytes else "-",
                      _num(r.tokens_per_s, ".0f"), _num(r.hours, ".4f"), _num(r.cost_usd, ".2f"),
@@ -371,7 +383,7 @@ def three_way_lines(c: Comparison) -> list[str]:
     best = c.best()
     if best is None or not best.three_way:
         return []
-    parts = ", ".join(f"{name} {_num(v, '.1f')}" for name, v in best.three_way.items())
+    parts = ", ".join(f"{name} {_num(v, c.quality_format)}" for name, v in best.three_way.items())
     lines = [f"best run {best.name} ({best.label}), {best.metric_name}: {parts}"]
     if best.verdict:
         lines.append(f"  verdict: {best.verdict}")
@@ -413,7 +425,7 @@ def markdown(c: Comparison, title: str, svg_name: str | None) -> str:
     for r, rank in zip(c.rows, _ranks(c)):
         out.append("| " + " | ".join([
             rank, f"{r.label if c.differing_keys else r.name} (`{r.name}`)", r.state,
-            _num(r.eval_loss, ".4f"), _num(r.quality, ".1f"), _num(r.perplexity, ".3f"),
+            _num(r.eval_loss, ".4f"), _num(r.quality, c.quality_format), _num(r.perplexity, ".3f"),
             (fmt_gib(r.peak_bytes) + (" (est.)" if r.peak_source == "estimated" else ""))
             if r.peak_bytes else "-", _num(r.tokens_per_s, ".0f"), _num(r.hours, ".4f"),
             _num(r.cost_usd, ".2f"), _num(r.quality_per_hour, ".0f")]) + " |")
