@@ -485,6 +485,10 @@ class ConfigureScreen(Screen):
             self.notify("No reward functions to edit: add them to [rewards] functions in the "
                         "profile file.", severity="warning")
             return
+        if not row.known:
+            self.notify(f"{row.name} is no reward the workbench knows: see the profile's "
+                        "problems (f3 goes back to them).", severity="warning", markup=False)
+            return
         if row.builtin:
             self.notify(f"{row.name} is built in (workbench/rewards/builtin.py): there is no file "
                         "of yours to edit; its settings are in the profile's [rewards].",
@@ -588,7 +592,8 @@ class ConfigureScreen(Screen):
             self._trial_tick.pause()
             return
         elapsed = time.monotonic() - self._trial_since
-        key = self.app.key_for("configure.rewards.test", "t") if hasattr(self.app, "key_for") else "t"
+        key = (self.app.key_for("configure.rewards.test", "t") if hasattr(self.app, "key_for")
+               else "t")  # the keymap may have moved it
         self.query_one(RewardsView).status(f"{self._trial_what}…  {elapsed:.0f}s  ({key} cancels)")
 
     def _trial_done(self, cancel: threading.Event, key: Any, engine: Any, result: dict | None,
@@ -609,8 +614,9 @@ class ConfigureScreen(Screen):
             return
         self.trial = result
         first = result.get("first_steps") or {}
+        took = time.monotonic() - self._trial_since
         view.status(f"tested: {len(result.get('groups') or ())} prompts x "
-                    f"{result.get('samples')} completions in {time.monotonic() - self._trial_since:.0f}s"
+                    f"{result.get('samples')} completions in {took:.0f}s"
                     + (f"; mean reward {first['mean_reward']:g}" if "mean_reward" in first else "")
                     + "  (t tests again)")
         view.show_result(result)

@@ -40,10 +40,11 @@ class RewardRow:
     line: int | None = None  # where the function starts in its file
     what: str = ""   # one line for people
     detail: str = ""  # the rest: where it is, the columns it reads, its argument
+    known: bool = True  # a built-in or a FILE.py:FUNCTION (False: a spec the validator refuses)
 
     @property
     def builtin(self) -> bool:
-        return not self.file
+        return self.known and not self.file
 
 
 def _first_paragraph(doc: str) -> str:
@@ -89,6 +90,11 @@ def reward_rows(functions: list, weights: list) -> list[RewardRow]:
             rows.append(RewardRow(spec, spec, weight, what=builtin.summary, detail=detail))
             continue
         file, _, function = spec.rpartition(":")
+        if not file.endswith(".py"):  # the validator says what is wrong with it
+            rows.append(RewardRow(spec, spec, weight, what="not a built-in reward, nor "
+                                  "FILE.py:FUNCTION", detail="see the profile's problems",
+                                  known=False))
+            continue
         line, doc, problem = read_function(file, function)
         where = f"{file}:{line}" if line else file
         detail = f"your function {function}() in {where}" + (f" ({problem})" if problem else "")
@@ -153,7 +159,8 @@ def groups_view(result: dict) -> Group:
     parts: list = [Text(head, style="dim"), _group_table(names, header=True)]
     for group in result.get("groups") or ():
         row = str(group.get("row", ""))
-        source = Path(row.rpartition(":")[0]).name + ":" + row.rpartition(":")[2] if ":" in row else row
+        file, sep, at = row.rpartition(":")
+        source = f"{Path(file).name}:{at}" if sep else row  # the data file's name and row
         prompt = Text(no_wrap=True, overflow="ellipsis")
         prompt.append("▸ " + _one_line(group.get("prompt")), style=f"italic {ACCENT}")
         if source:
@@ -244,7 +251,7 @@ class RewardsView(Vertical):
         if row is not None:
             text.append(row.name, style="bold")
             text.append(f": {row.what}\n")
-            text.append(row.detail + ("; e opens it in $EDITOR" if not row.builtin else ""),
+            text.append(row.detail + ("; e opens it in $EDITOR" if row.file else ""),
                         style="dim")
         self.query_one("#rewards-detail", Static).update(text)
 

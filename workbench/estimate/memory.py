@@ -682,13 +682,14 @@ def _grpo_settings(s: EstimateSettings) -> tuple[EstimateSettings, list[str]]:
 def _generation_layer(arch: Architecture, s: EstimateSettings, w: int) -> tuple[int, str]:
     """Bytes per token of one decoder layer's forward in transformers' generation (no grad, no
     autocast: peft's `generate` reaches the model's own forward, not the forward accelerate wraps
-    in autocast), and which part holds them. The layer's input and its normed copy, plus the
+    in autocast), and which part holds them. The embedding output, the layer's input, its residual and normed copy, plus the
     largest of: the gated MLP's activation, up projection and product (3 x intermediate); an
     adapted linear's call, where peft's LoRA branch runs in fp32 (its input cast to fp32, with
     dropout > 0 a dropout output and mask, since the trainer keeps the model in training mode;
     lora_B's fp32 output, its scaled copy, the fp32 sum, beside the frozen output) while the
     activation it runs beside stays alive (up_proj: the gate's activation; down_proj, o_proj:
-    their input); the attention's q/k/v and their rotated copies."""
+    their input); the attention's q/k/v and their rotated copies. Checked against the traced
+    generation (workbench/estimate/trace_grpo.py) on 2-layer Qwen2.5-0.5B steps."""
     h, i = arch.hidden, arch.intermediate
     mw = w  # matmul outputs take their input's dtype (QLoRA's Linear4bit returns its fp32 input's)
     parts = {"the MLP's activation, up projection and product": 3 * mw * i,
@@ -696,11 +697,16 @@ def _generation_layer(arch: Architecture, s: EstimateSettings, w: int) -> tuple[
     adapted = resolve_targets(arch, s.targets) if s.method != "full" else ()
     for lin in adapted:
         beside = {"up_proj": mw * i, "down_proj": mw * lin.d_in, "o_proj": mw * lin.d_in}
-        lora = (4 * lin.d_in + (5 * lin.d_in if s.dropout > 0 else 0) + mw * lin.d_out
-                + 12 * lin.d_out)
+        # the fp32 input and the frozen output, then either the dropout's output and mask
+        # (before lora_A) or lora_B's fp32 output with its scaled copy (then the scaled copy
+        # and the fp32 sum)
+        lora = (4 * lin.d_in + mw * lin.d_out
+                + max(5 * lin.d_in if s.dropout > 0 else 0, 8 * lin.d_out))
         parts[f"{lin.name} with its fp32 LoRA branch"] = beside.get(lin.name, 0) + lora
     where = max(parts, key=parts.get)
-    return 2 * w * h + parts[where], where
+    # the embedding output (the model's forward holds it), the layer's input, the residual
+    # after attention, the normed MLP input
+    return 4 * w * h + parts[where], where
 
 
 def _generation_peak(arch: Architecture, s: EstimateSettings) -> tuple[int, dict[str, int], str]:
