@@ -14,8 +14,10 @@ completions a prompt, batch 8 x grad_accum 2 = 4 prompts x 4 completions a step,
 completion tokens, temperature 1, beta 0, loss "dapo", rewards rewards.py:french_overlap x1.0 +
 answer:exact x0.5, lr 5e-4, logging every 2 steps), the checkpoint interval pushed past the run.
 
-The arms, each run in a fresh process, one after the other, alternating (ours, trl, trl, ours,
-ours, trl ...: each pair of runs shares whatever else the two cores are doing at that moment):
+The arms, each run in a fresh process; a repeat runs one of each, both processes alive at once
+but taking turns a step each (ours, trl, ours, trl ... step by step, the first arm alternating
+between repeats): one computes while the other waits on a pipe, so the two never compete for
+the cores and each pair of steps meets the same load from the rest of the machine:
 
 - ours: the demo profile planned by `plan_run`, a run folder by `control.create_run`, the model
   from `runner.load_model` + `runner.add_adapters`, the trainer from
@@ -31,8 +33,10 @@ ours, trl ...: each pair of runs shares whatever else the two cores are doing at
   assets/demo/rewards.py and the built-in answer:exact's function, no wrapper. Bookkeeping
   options (tqdm, NaN filter, ...) keep TRL's defaults; the report lists every field that differs.
 
-Measured per run, over the steady-state steps (the intervals between consecutive
-`on_step_end` after the warm-up steps): seconds a step by the wall clock, by the wall clock less
+Measured per run, over the steady-state steps (each from the moment the run gets its turn at
+`on_step_begin` to the moment it hands it over at the next step's `on_step_begin`: the step,
+the logging after it and the next batch's fetch; the warm-up steps and the last step, which also
+saves, left out): seconds a step by the wall clock, by the wall clock less
 the time the training loop's thread waited for a core ("own time", /proc/thread-self/schedstat:
 what the step takes alone on its core; the figure compared) and by CPU time; inside each step,
 own time in the trainer's methods (wrapped on the instance): `_generate_and_score_completions`
@@ -42,7 +46,7 @@ own time in the trainer's methods (wrapped on the instance): `_generate_and_scor
 optimizer's `step`; the rest (gradient clipping, scheduler, step-end callbacks, the data loader)
 is "other". Peak memory: the peak RSS during `trainer.train()` above the RSS just before it
 (VmHWM reset through /proc/self/clear_refs). Compared: medians of the paired ratios (run i of
-ours against run i of trl, run next to each other).
+ours against run i of trl, the two runs of a repeat).
 
 The models: the bundled assets/tiny-model, and (when named) a random-init model of a shipped
 architecture (assets/configs/NAME) with its vocabulary cut to the tiny tokenizer's (made by
@@ -689,13 +693,17 @@ def report(results: list[dict], s: dict, command: str, data_what: str, wall: flo
         f"{s['loss']}, scale_rewards {s['scale_rewards']}, rewards {', '.join(s['reward_functions'])} "
         f"weighted {s['reward_weights']}, logging every {s['logging_steps']} steps (and step 1), no "
         "eval, no checkpoint inside the run, gradient checkpointing off",
-        "- arms, one process a run, run one after the other alternating (ours, trl, trl, ours, ...): "
+        "- arms, one process a run; a repeat runs one of each, both alive at once but taking turns "
+        "a step each (ours, trl, ours, trl ...; the first arm alternates between repeats), so the "
+        "two never compete for the cores and each pair of steps meets the same outside load: "
         "**ours** = the workbench's build_trainer (TRL's GRPOTrainer under RunDirTrainer, "
         "pre-tokenized prompts, checked reward wrapper, RunRecorder, samples event); **trl** = "
         "GRPOTrainer + GRPOConfig + peft_config used directly on conversational prompts, the same "
         "reward functions as plain functions",
-        "- s/step: mean over a run's steady-state steps (the intervals between consecutive "
-        "`on_step_end` after the warm-up), median over the runs. **own** = wall less the time the "
+        "- s/step: mean over a run's steady-state steps (each from getting the turn at "
+        "`on_step_begin` to handing it over at the next: the step, its logging and the next "
+        "batch's fetch; warm-up and last step left out), median over the runs. **own** = wall "
+        "less the time the "
         "training loop's thread waited for a core (/proc/thread-self/schedstat): what the step "
         "takes alone on its core, the figure compared; wall: the raw clock; CPU: process CPU time",
         "- generation = own time in `_generate_and_score_completions` (prompt ids, `_generate`, "
@@ -728,7 +736,7 @@ def report(results: list[dict], s: dict, command: str, data_what: str, wall: flo
                 f"({o['training'] / o['own']:.0%}) | {o['fwd']:.3f} / {o['bwd']:.3f} / "
                 f"{o['optimizer']:.3f} / {o['log']:.3f} / {o['other']:.3f} | {mem} | {vs} |")
     lines += ["", "The vs-trl columns are medians of the paired ratios (run i of ours against run i "
-              "of trl, run next to each other); the other columns are medians over the runs, each "
+              "of trl, the two runs of a repeat); the other columns are medians over the runs, each "
               "column on its own (so the parts need not add up to the median step).", "",
               "Every run, in the order run (s/step own; wall; generation share; peak RSS delta MiB; "
               "1-minute load average at its start):", ""]

@@ -520,7 +520,6 @@ class ConfigureScreen(Screen):
             problem = _run_editor(command)  # headless (tests): nothing to suspend
         if problem:
             self._error("Editor", problem)
-        _forget_reward_module(row.file)
         self._rewards_key = None  # its docstring or line may have changed: read it again
         self.show_rewards()
 
@@ -798,14 +797,3 @@ def _run_editor(command: list[str]) -> str:
     except OSError as exc:
         return f"could not run the editor {command[0]!r}: {exc.strerror or exc}"
     return f"the editor {command[0]!r} exited with status {code}" if code else ""
-
-
-def _forget_reward_module(file: str) -> None:
-    """The next reward test imports the edited file again (reward files are imported once a
-    process, workbench.rewards.functions keeps them)."""
-    import sys
-
-    functions = sys.modules.get("workbench.rewards.functions")
-    cache = getattr(functions, "_MODULES", None)
-    if isinstance(cache, dict):
-        cache.pop(str(Path(file).resolve()), None)

@@ -72,3 +72,41 @@ def test_preference_step_benchmark_runs_on_the_tiny_model(tmp_path):
         assert f"| assets/tiny-model (bundled) | {arm} | 2 (1) x 1 |" in table
     assert "step-1 loss ours 0.6931, trl 0.6931" in table
     assert "adapters on the model once the trainer is built" in table and "## Verdict" in table
+
+
+@pytest.mark.slow
+def test_grpo_step_benchmark_runs_on_the_tiny_model(tmp_path):
+    """The GRPO step benchmark (our trainer against trl's GRPOTrainer used directly, the two runs
+    taking turns a step each) in its quick mode: both arms train on the same prompts, sample the
+    same completions, and the report has its table, the time split and the verdict."""
+    out = tmp_path / "grpo_step.md"
+    proc = subprocess.run([sys.executable, "bench/grpo_step.py", "--quick", "--write", str(out)],
+                          cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # 1: target missed
+    table = out.read_text()
+    for arm in ("ours", "trl"):
+        row = next(line for line in table.splitlines()
+                   if line.startswith(f"| assets/tiny-model (bundled), completions up to 16 tokens | {arm} | 2 (1) x 1 |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[3]) > 0 and cells[6].endswith("%)") and cells[11].endswith("MiB"), row
+    assert "prompt token ids of the first generation batch identical" in table
+    assert "identical in 1 of 1 pairs" in table  # same seed, same prompts: the same samples
+    assert "trainer._record_samples (the samples event)" in table and "## Verdict" in table
+
+
+@pytest.mark.slow
+def test_grpo_demo_benchmark_runs_a_short_demo(tmp_path):
+    """The GRPO demo benchmark end to end on 4 of the demo's 100 steps: the CLI run finishes and
+    the table has the rewards, the zero-variance groups and the times."""
+    out = tmp_path / "grpo_demo.md"
+    proc = subprocess.run([sys.executable, "bench/grpo_demo.py", "--repeat", "1", "--steps", "4",
+                           "--write", str(out)], cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = out.read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| 1 | 4 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 14 and " -> " in cells[2] and float(cells[10]) > 0, row
+    assert "--set eval.after_training=false --set train.max_steps=4" in table
+    assert "Mean reward at each log (run 1)" in table

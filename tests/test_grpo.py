@@ -253,3 +253,19 @@ def test_runs_compare_ranks_a_grpo_run_by_its_held_out_reward(tmp_path):
     assert (row.metric_name, row.metric) == (REWARD_QUALITY, 0.4217)
     assert row.three_way == {"base": 0.0637, "fine-tuned": 0.4217}
     assert row.verdict.startswith("GRPO raised")
+
+
+def test_an_edited_reward_file_is_imported_again(tmp_path):
+    import os
+
+    rewards, file = _rewards(tmp_path, """
+        def reward(prompts, completions, **kw):
+            return [0.0] * len(completions)
+        """)
+    assert _score(rewards) == [[0.0], [0.0]]
+    file.write_text("def reward(prompts, completions, **kw):\n    return [1.0] * len(completions)\n")
+    os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 10**9))
+    from workbench.rewards.functions import load_rewards
+
+    again = load_rewards(SimpleNamespace(functions=[f"{file}:reward"], weights=[]))
+    assert _score(again) == [[1.0], [1.0]]

@@ -66,7 +66,18 @@ def remedies(arch: Architecture, s: EstimateSettings, available_bytes: int) -> l
                                      and set(s.targets) - set(attention)):
         candidates.append((f"adapt attention only ({', '.join(attention)})",
                            replace(s, targets=attention), "fewer trainable parameters"))
-    if s.seq > 256:
+    if s.train_method == "grpo":  # its rows are prompt + completion: seq follows them
+        if s.max_completion_len > 64:
+            half = s.max_completion_len // 2
+            candidates.append((f"grpo.max_completion_len {half}",
+                               replace(s, max_completion_len=half),
+                               "completions cut at half the length; check the rewards still "
+                               "score them (`workbench rewards test`)"))
+        if s.max_prompt_len > 256:
+            half = s.max_prompt_len // 2
+            candidates.append((f"grpo.max_prompt_len {half}", replace(s, max_prompt_len=half),
+                               "longer prompts are dropped; check the data's lengths first"))
+    elif s.seq > 256:
         candidates.append((f"sequence length {s.seq // 2}", replace(s, seq=s.seq // 2),
                            "longer rows get truncated; check the data's lengths first"))
     out = []

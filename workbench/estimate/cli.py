@@ -3,7 +3,9 @@ is loaded.
 
     workbench estimate PROFILE [--gpu NAME] [--json]
     workbench estimate --model PATH_OR_ID_OR_NAME [--method lora|qlora|dora|full]
-        [--train-method sft|dpo|orpo|kto|simpo] [--precompute-ref] [--r N]
+        [--train-method sft|dpo|orpo|kto|simpo|grpo] [--precompute-ref]
+        [--num-generations N] [--max-prompt-len N] [--max-completion-len N] [--beta X]
+        [--generation transformers|vllm] [--r N]
         [--alpha N] [--dropout X] [--targets a,b,c|all-linear] [--batch N] [--seq N]
         [--grad-ckpt|--no-grad-ckpt] [--optimizer NAME] [--precision bf16|fp16|fp32]
         [--attn sdpa|eager] [--packing] [--grad-accum N] [--loss-path trl_fused|full_logits]
@@ -15,8 +17,8 @@ from assets/configs (`llama-3.1-8b`, `qwen2.5-0.5b`, ...).
 
 JSON output (`--json`), one object:
 
-    method            str   the training method: "sft", "dpo", "orpo", "kto" or "simpo"
-                      (train.method; the adapter is settings.method)
+    method            str   the training method: "sft", "dpo", "orpo", "kto", "simpo" or
+                      "grpo" (train.method; the adapter is settings.method)
     peak_bytes        int   GPU memory the step needs, CUDA context included
     reserved_bytes    int   the part torch.cuda.max_memory_reserved() would report
     breakdown         {term: bytes}, in order, summing to peak_bytes; terms among
@@ -24,9 +26,13 @@ JSON output (`--json`), one object:
                       "optimizer states", "gradients", "optimizer step temporaries",
                       "autocast weight cache", "saved activations", "logits and loss",
                       "recomputation", "backward gradient buffers", "policy log-probs held" and
-                      "reference pass (no grad)" (DPO, KTO: 0 where the reference forward is
-                      not the peak), "traced vs the terms" (--trace), "allocator reserve",
-                      "CUDA context"
+                      "reference pass (no grad)" (DPO, KTO, GRPO with beta > 0: 0 where the
+                      reference forward is not the peak); GRPO: "generation KV cache" and
+                      "generation activations" (0 / absent where the generation is not the
+                      peak), "training phase" (0: named where a phase before training holds
+                      the peak), "old log-probs pass (no grad)", "adapter merge (weight sync)"
+                      and "vLLM (colocated)" (generation = "vllm": its share of the GPU);
+                      "traced vs the terms" (--trace), "allocator reserve", "CUDA context"
     explain           {term: one line saying how it was computed}
     peak_phase        str   the moment of the step that holds the peak
     trainable_params  int;  total_params int (the model's);  all_params int (with the
@@ -48,7 +54,8 @@ JSON output (`--json`), one object:
     dataset_tokens, dataset_rows   one epoch of the rendered data (null: not counted,
                       dataset_tokens_source says why)
     time              {gpu, tokens_per_step, steps, tokens_total, flops_per_token,
-                       tokens_per_second, step_seconds, seconds, usd, usd_per_hour, mfu, plan}
+                       tokens_per_second, step_seconds, seconds, usd, usd_per_hour, mfu, plan,
+                       generation_seconds (GRPO: sampling, once a step, in step_seconds)}
                       for the GPU (or the first table GPU it fits on), null if none; steps are
                       counted from the data's rows (each micro-batch padded to its longest
                       row) as transformers counts them; steps, tokens_total, seconds and usd
@@ -85,12 +92,22 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
                    "such as llama-3.1-8b")
     p.add_argument("--method", choices=("lora", "qlora", "dora", "full"),
                    help="the adapter (lora.method), or a full fine-tune")
-    p.add_argument("--train-method", choices=("sft", "dpo", "orpo", "kto", "simpo"),
-                   help="how to train (train.method): supervised, or a preference method; DPO, "
-                        "ORPO and SimPO put 2 x batch rows (chosen and rejected) through the model")
+    p.add_argument("--train-method", choices=("sft", "dpo", "orpo", "kto", "simpo", "grpo"),
+                   help="how to train (train.method): supervised, a preference method (DPO, "
+                        "ORPO and SimPO put 2 x batch rows, chosen and rejected, through the "
+                        "model), or GRPO (--batch counts completions)")
     p.add_argument("--precompute-ref", dest="precompute_ref", action="store_true", default=None,
                    help="DPO / KTO: the reference log-probs scored once before training "
                         "([preference] precompute_ref)")
+    p.add_argument("--num-generations", type=int,
+                   help="GRPO: completions sampled per prompt ([grpo] num_generations)")
+    p.add_argument("--max-prompt-len", type=int, help="GRPO: [grpo] max_prompt_len")
+    p.add_argument("--max-completion-len", type=int, help="GRPO: [grpo] max_completion_len")
+    p.add_argument("--beta", type=float,
+                   help="GRPO: the KL coefficient ([grpo] beta); > 0 adds the reference pass")
+    p.add_argument("--generation", choices=("transformers", "vllm"),
+                   help="GRPO: who samples the completions ([grpo] generation); vllm colocated "
+                        "takes trl's vllm_gpu_memory_utilization (0.3) of the GPU")
     p.add_argument("--r", type=int)
     p.add_argument("--alpha", type=float)
     p.add_argument("--dropout", type=float)
@@ -162,13 +179,23 @@ def _settings_and_model(args):
              "batch": args.batch, "seq": args.seq, "grad_ckpt": args.grad_ckpt,
              "optimizer": args.optimizer, "precision": args.precision, "attn": args.attn,
              "packing": args.packing, "grad_accum": args.grad_accum, "loss_path": args.loss_path,
-             "train_method": args.train_method, "precompute_ref": args.precompute_ref}
+             "train_method": args.train_method, "precompute_ref": args.precompute_ref,
+             "num_generations": args.num_generations, "max_prompt_len": args.max_prompt_len,
+             "max_completion_len": args.max_completion_len, "beta": args.beta,
+             "generation": args.generation}
     if args.targets:
         flags["targets"] = ("all-linear" if args.targets.strip() == "all-linear"
                             else tuple(t.strip() for t in args.targets.split(",") if t.strip()))
     settings = replace(settings, **{k: v for k, v in flags.items() if v is not None})
+    if settings.train_method == "grpo":  # a row is a prompt and its completion
+        settings = replace(settings, seq=settings.max_prompt_len + settings.max_completion_len)
     if profile is not None and args.train_method:  # the data is then counted as it trains
         profile.train.method = args.train_method
+    if profile is not None and settings.train_method == "grpo" and hasattr(profile, "grpo"):
+        for key, name in (("num_generations", "num_generations"),
+                          ("max_prompt_len", "max_prompt_len"),
+                          ("max_completion_len", "max_completion_len")):
+            setattr(profile.grpo, key, getattr(settings, name))
     config, source = load_model_config(model_ref, revision)
     return profile, settings, config, source
 
@@ -197,16 +224,20 @@ def _choose_gpu(args, profile):
 def build_report(args) -> dict:
     from workbench.estimate.advice import remedies, verdict
     from workbench.estimate.memory import estimate_memory
+    from dataclasses import replace
+
     from workbench.estimate.params import architecture_from_config
     from workbench.estimate.speed import estimate_time
 
     profile, settings, config, source = _settings_and_model(args)
     arch = architecture_from_config(config)
+    gpu, available, gpu_source = _choose_gpu(args, profile)
+    if gpu is not None and _shares_gpu(settings):  # colocated vLLM takes a share of that GPU
+        settings = replace(settings, gpu_memory_bytes=gpu.memory_bytes)
     est = estimate_memory(arch, settings)
     trace = None
     if args.trace:
         est, trace = _replayed(config, settings, est)
-    gpu, available, gpu_source = _choose_gpu(args, profile)
 
     out = est.to_dict()
     out["trace"] = trace
@@ -221,7 +252,7 @@ def build_report(args) -> dict:
         out["fits"] = out["verdict"] != "does not fit"
         if out["verdict"] != "fits":
             out["remedies"] = [r.to_dict() for r in remedies(arch, settings, available)]
-    out["fits_on"] = {g.key: est.peak_bytes <= g.memory_bytes for g in GPUS}
+    out["fits_on"] = {g.key: _peak_on(arch, settings, est, g) <= g.memory_bytes for g in GPUS}
 
     epochs = args.epochs if args.epochs is not None else (profile.train.epochs if profile else 1.0)
     max_steps = profile.train.max_steps if profile else -1
@@ -249,11 +280,29 @@ def build_report(args) -> dict:
     timed_gpu = gpu or next((g for g in GPUS if out["fits_on"][g.key]), None)
     out["time"] = (estimate_time(arch, settings, timed_gpu, usd_per_hour=price, **timing).to_dict()
                    if timed_gpu else None)
-    out["time_note"] = TIME_NOTE
+    out["time_note"] = TIME_NOTE + (f"; {GENERATION_NOTE}" if settings.train_method == "grpo"
+                                    else "")
     out["distributed"] = distributed_report(args, profile, arch, est, settings, gpu, available,
                                             out["time"], timing)
     out["_estimate"] = est
     return out
+
+
+def _shares_gpu(settings) -> bool:
+    return settings.train_method == "grpo" and settings.generation == "vllm"
+
+
+def _peak_on(arch, settings, est, gpu) -> int:
+    """The peak on `gpu`: the estimate's, but with colocated vLLM's share of that GPU."""
+    if not _shares_gpu(settings):
+        return est.peak_bytes
+    from dataclasses import replace
+
+    from workbench.estimate.memory import estimate_memory
+
+    vllm = est.breakdown.get("vLLM (colocated)", 0)
+    return est.peak_bytes - vllm + estimate_memory(
+        arch, replace(settings, gpu_memory_bytes=gpu.memory_bytes)).breakdown["vLLM (colocated)"]
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -341,6 +390,10 @@ def distributed_report(args, profile, arch, est, settings, gpu, available, one_g
 
 
 SAMPLE_ROWS = 2000
+GENERATION_NOTE = ("GRPO's sampling, once a step: the prefill and every completion decoded to "
+                   "max_completion_len, bound by memory bandwidth or compute plus, for "
+                   "transformers' generate, the per-layer overhead of each decoding step; a "
+                   "guess, not measured")
 TIME_NOTE = ("times: compute at 53% of the bf16 peak plus a per-layer overhead, measured on an "
              "H200 (error per point in bench/estimate_accuracy.md); other GPUs are derived from "
              "their datasheet bf16 throughput and memory bandwidth, not measured")
@@ -353,6 +406,8 @@ def count_dataset_tokens(profile) -> tuple[DataCount | None, str]:
     here (e.g. a hub model offline). Preference methods: see `count_preference_tokens`."""
     import random
 
+    if getattr(profile.train, "method", "sft") == "grpo":
+        return count_grpo_tokens(profile)
     if getattr(profile.train, "method", "sft") != "sft":
         return count_preference_tokens(profile)
 
@@ -420,6 +475,40 @@ def count_preference_tokens(profile) -> tuple[DataCount | None, str]:
                      lengths=lengths), how
 
 
+def count_grpo_tokens(profile) -> tuple[DataCount | None, str]:
+    """GRPO's training prompts as its trainer gets them (the data room's
+    `load_prompt_training_data`, rendered by the run's chat format and filtered to
+    grpo.max_prompt_len, as the method's `prepare_data` does), on a seeded sample of
+    SAMPLE_ROWS prompts scaled up. Rows are completions (num_generations a prompt), a row's
+    length its prompt's + max_completion_len (every completion assumed to run to the end),
+    tokens those rows'."""
+    import random
+
+    try:
+        from workbench.data.prompts import load_prompt_training_data, render_prompts
+        from workbench.train.plan import load_tokenizer, profile_chat_format
+
+        g = profile.grpo
+        records = load_prompt_training_data(profile).train
+        sample = (records if len(records) <= SAMPLE_ROWS
+                  else random.Random(0).sample(records, SAMPLE_ROWS))
+        tokenizer = load_tokenizer(profile)
+        rows, _too_long = render_prompts(tokenizer, profile_chat_format(tokenizer, profile),
+                                         sample, g.max_prompt_len)
+    except Exception as exc:  # noqa: BLE001 - the reason is printed; time is then not priced
+        first = (str(exc).splitlines() or [""])[0]
+        return None, f"not counted ({type(exc).__name__}: {first})"
+    if not rows:
+        return None, "not counted (no prompts within grpo.max_prompt_len)"
+    lengths = tuple(len(r["prompt_ids"]) + g.max_completion_len for r in rows)
+    scale = len(records) / len(sample)
+    how = ("rendered" if len(sample) == len(records) else f"rendered sample of {len(sample)}")
+    how = (f"{how} training prompts of {len(records)}, x {g.num_generations} completions of up "
+           f"to {g.max_completion_len} tokens, as GRPO trains on them")
+    return DataCount(tokens=round(g.num_generations * sum(lengths) * scale),
+                     rows=round(g.num_generations * len(rows) * scale), lengths=lengths), how
+
+
 def _print_text(report: dict) -> None:
     est = report["_estimate"]
     print(f"model: {report['model_source']} ({report['model_type']})")
@@ -461,6 +550,8 @@ def _print_text(report: dict) -> None:
               f"({t['plan']}), ${t['usd']:.2f} at ${t['usd_per_hour']:.2f}/h; "
               f"{t['tokens_per_second']:,.0f} tokens/s on full batch x seq micro-batches "
               f"(model FLOPs utilization {100 * t['mfu']:.2g}%)")
+    if t and t.get("generation_seconds"):
+        print(f"  of which generation: {t['generation_seconds']:.3g} s a step ({GENERATION_NOTE})")
     elif t:
         print(f"\ntime on {t['gpu']}: {t['step_seconds']:.2f} s per optimizer step of full "
               f"batch x seq micro-batches; the run is not timed or priced: {t['plan']} "

@@ -717,12 +717,13 @@ def _generation_peak(arch: Architecture, s: EstimateSettings) -> tuple[int, dict
     {term: bytes}, why). The larger of:
     - the prefill: the KV cache of the prompts (N x P tokens) and one layer's activations over
       the N x P tokens (`_generation_layer`);
-    - the last decoding step: the KV cache of N x (P + C) tokens, DynamicCache's growth (each
-      step `torch.cat` copies one layer's keys, then its values, one token longer: one layer's
-      keys alive twice), and the last position's logits (logits_to_keep = 1): the model's
-      output, transformers' fp32 copy (`.to(copy=True, dtype=float32)`), the sampling
-      probabilities (softmax), and the previous step's fp32 logits and probabilities still
-      referenced while the next forward runs; a temperature other than 1 adds its warper's copy.
+    - the last decoding step: the KV cache of N x (P + C - 1) tokens, and the larger of
+      DynamicCache's growth (each step `torch.cat` copies one layer's keys, then its values, one
+      token longer: one layer's keys alive twice) and the last position's logits
+      (logits_to_keep = 1): the model's output, transformers' fp32 copy
+      (`.to(copy=True, dtype=float32)`), beside the previous step's fp32 logits and sampling
+      probabilities (softmax), still referenced while the next step runs; a temperature other
+      than 1 keeps its warper's copy as well.
     The cache and the activations take the weights' dtype (no autocast): bf16 for LoRA, fp32
     for QLoRA (its residual stream and Linear4bit outputs are fp32) and fp32 training."""
     n = s.batch * s.grad_accum
@@ -732,9 +733,13 @@ def _generation_peak(arch: Architecture, s: EstimateSettings) -> tuple[int, dict
     kv_token = arch.layers * 2 * arch.kv_dim * w
     layer, where = _generation_layer(arch, s, w)
     prefill_kv, prefill_act = n * p * kv_token, n * p * layer
-    logits = n * arch.vocab * (w + 4 * 4 + (4 if s.grpo_temperature != 1 else 0))
-    decode_kv = n * (p + c) * kv_token
-    decode_act = n * (p + c) * arch.kv_dim * w + logits
+    # the previous step's fp32 logits and probabilities stay referenced through the next
+    # forward; at the fp32 copy of the new logits: the output, the copy and those two
+    held_logits = n * arch.vocab * (8 + (4 if s.grpo_temperature != 1 else 0))
+    logits = n * arch.vocab * (w + 4) + held_logits
+    decode_kv = n * (p + c - 1) * kv_token  # the last token sampled is never fed back
+    grow = n * (p + c - 1) * arch.kv_dim * w
+    decode_act = max(grow + held_logits, logits)
     kv_why = (f"{n} sequences ({s.batch} x {s.grad_accum} accumulated; "
               f"{_count(n // max(s.num_generations, 1), 'prompt')} x {s.num_generations} "
               f"completions) x "
@@ -747,10 +752,13 @@ def _generation_peak(arch: Architecture, s: EstimateSettings) -> tuple[int, dict
                 f"({where})")
     return (decode_kv + decode_act,
             {"generation KV cache": decode_kv, "generation activations": decode_act},
-            f"the last decoding step: KV cache of {n} x {p + c} tokens ({p} prompt + {c} "
-            f"completion), {kv_why}; one layer's keys copied as the cache grows, and the last "
-            f"position's logits ({n} x {arch.vocab:,} vocab: the output, its fp32 copy, the "
-            "probabilities, and the previous step's)")
+            f"the last decoding step: KV cache of {n} x {p + c - 1} tokens ({p} prompt + "
+            f"{c - 1} completion), {kv_why}; the last position's logits ({n} x "
+            f"{arch.vocab:,} vocab: the output and its fp32 copy beside the previous step's fp32 "
+            "logits and probabilities)" if logits >= grow + held_logits else
+            f"the last decoding step: KV cache of {n} x {p + c - 1} tokens ({p} prompt + "
+            f"{c - 1} completion), {kv_why}; one layer's keys copied as the cache grows, beside "
+            f"the previous step's fp32 logits and probabilities ({n} x {arch.vocab:,} vocab)")
 
 
 def _count(n: int, word: str) -> str:

@@ -34,6 +34,21 @@ Preference methods (trl 1.16's trainers; workbench/estimate/memory.py says what 
 - each no-grad forward pays the per-layer overhead of a forward (RECOMPUTE_OVERHEAD, the share
   the recomputed forward was measured at) and, for QLoRA, a forward's share of the dequantization.
 
+GRPO (trl 1.16's GRPOTrainer, workbench/train/methods/grpo.py): a micro-batch trains `batch`
+completions of max_prompt_len + max_completion_len tokens (forward + backward, as SFT's rows);
+with beta > 0 the reference forward (adapter off, no grad) scores the same rows, and with vLLM
+the policy re-scores them (no grad, adapter on). Once per optimizer step the generation batch
+(batch x grad_accum completions) is sampled (`generation_seconds`), a guess not yet measured:
+- the prefill: one no-grad forward over the prompts, compute-bound at COMPUTE_EFFICIENCY, plus
+  a forward's per-layer overhead;
+- max_completion_len decoding steps (every completion assumed to run to the end), each the
+  larger of reading the weights and the KV cache from memory at the datasheet bandwidth and the
+  step's matmul FLOPs at COMPUTE_EFFICIENCY; transformers' generate (eager, one token at a
+  time through peft's adapters) also pays a forward's per-layer overhead every step
+  (RECOMPUTE_OVERHEAD x the per-layer, per-adapter, per-4-bit-linear costs above, and QLoRA's
+  dequantization of every 4-bit weight every step), which is what bounds the decoding of small
+  models; vLLM (CUDA graphs, fused kernels) is taken as bound by bandwidth or compute alone.
+
 What the H200 measurements showed (56 points, `../shared/data/gpu-truth`, fitted by non-negative
 least squares on relative error; `bench/estimate_accuracy.md` has every point): the measured
 utilization runs from 0.2% (SmolLM2-135M, 512 tokens a step) to 45% (Llama-3.1-8B, 8192 tokens),
@@ -107,6 +122,11 @@ def plan_steps(s: EstimateSettings, data: DataCount | None, epochs: float = 1.0,
     if data is not None and data.rows and not s.packing:
         micro_epoch = -(-data.rows // (s.batch * world))
         row_tokens = data.padded_row_tokens(s.batch, s.seq)
+        if getattr(s, "train_method", "sft") == "grpo":
+            # rows are completions (num_generations a prompt) whose lengths are their prompt's
+            # + max_completion_len; TRL pads the generation batch's prompts to its longest
+            group = max(1, s.batch * s.grad_accum // max(1, s.num_generations))
+            row_tokens = data.padded_row_tokens(group, s.seq)
         why = (f"{data.rows:,} rows in micro-batches of {s.batch}"
                + (f" on each of {world} GPUs" if world > 1 else "")
                + f", each padded to its longest row: {row_tokens:,.0f} tokens a row on average")
@@ -147,6 +167,7 @@ class TimeEstimate:
     usd_per_hour: float
     mfu: float
     plan: str
+    generation_seconds: float = 0.0  # GRPO: sampling the generation batch, once a step
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -170,6 +191,9 @@ class Passes:
 def passes(s: EstimateSettings) -> Passes:
     method = getattr(s, "train_method", "sft")
     b = s.batch
+    if method == "grpo":  # the reference (beta > 0) and vLLM's re-scoring: the same rows, no grad
+        return Passes(b, forward_adapter=b if getattr(s, "generation", "") == "vllm" else 0,
+                      forward_reference=b if getattr(s, "beta", 0) > 0 else 0)
     if method in ("orpo", "simpo"):
         return Passes(2 * b)
     if method == "dpo":
@@ -246,6 +270,50 @@ def step_seconds(arch: Architecture, s: EstimateSettings, gpu: GpuSpec,
     return compute + overhead + dequant, fpt
 
 
+def grpo_settings(s: EstimateSettings) -> EstimateSettings:
+    """A GRPO micro-batch row is a prompt and its completion."""
+    if getattr(s, "train_method", "sft") != "grpo":
+        return s
+    return replace(s, seq=s.max_prompt_len + s.max_completion_len)
+
+
+def generation_seconds(arch: Architecture, s: EstimateSettings, gpu: GpuSpec,
+                       prompt_tokens: float | None = None,
+                       efficiency: float | None = None) -> float:
+    """GRPO: one generation batch (batch x grad_accum sequences, `prompt_tokens` each, default
+    max_prompt_len, then max_completion_len new tokens), as the module docstring says. 0 for
+    other methods."""
+    if getattr(s, "train_method", "sft") != "grpo":
+        return 0.0
+    n = s.batch * s.grad_accum
+    p = max(1, round(prompt_tokens if prompt_tokens is not None else s.max_prompt_len))
+    c = s.max_completion_len
+    eff = efficiency or COMPUTE_EFFICIENCY
+    peak = gpu.bf16_tflops * 1e12
+    bandwidth = gpu.bandwidth_tbs * 1e12
+    transformers = s.generation == "transformers"
+    adapted = len(resolve_targets(arch, s.targets)) if s.method != "full" else 0
+    quantized = len(arch.linears) if s.method == "qlora" else 0
+    forward_overhead = arch.layers * RECOMPUTE_OVERHEAD * (
+        LAYER_OVERHEAD_S + ADAPTER_OVERHEAD_S * adapted + QUANT_OVERHEAD_S * quantized)
+    dequant = (arch.quantizable_params * DEQUANT_BYTES * RECOMPUTE_OVERHEAD / bandwidth
+               if quantized and transformers else 0.0)
+    prefill = (forward_flops_per_token(arch, replace(s, seq=p), adapter=True) * n * p / (peak * eff)
+               + forward_overhead + dequant)
+    wide = s.method == "qlora" or s.precision == "fp32"
+    w = 4 if wide else 2
+    weights = (arch.quantizable_params // 2 + (arch.total_params - arch.quantizable_params) * 4
+               if s.method == "qlora" else arch.total_params * w)
+    kv_token = arch.layers * 2 * arch.kv_dim * w
+    context = p + c / 2  # the mean length the decoding steps attend to
+    step_bytes = weights + n * context * kv_token
+    step_flops = n * forward_flops_per_token(arch, replace(s, seq=round(2 * context)), adapter=True)
+    step = max(step_bytes / bandwidth, step_flops / (peak * eff))
+    if transformers:
+        step += forward_overhead + dequant
+    return prefill + c * step
+
+
 def precompute_seconds(arch: Architecture, s: EstimateSettings, gpu: GpuSpec, rows: int,
                        row_tokens: float, efficiency: float | None = None) -> float:
     """precompute_ref: the reference forwards over one epoch of `rows` examples, before
@@ -274,6 +342,7 @@ def estimate_time(arch: Architecture, s: EstimateSettings, gpu: GpuSpec, *,
                   mfu: float | None = None) -> TimeEstimate:
     """ETA and cost of the run on one GPU (`plan_steps` counts the steps from the data). `mfu`
     overrides the compute efficiency (the share of the bf16 peak of compute-bound steps)."""
+    s = grpo_settings(s)
     plan = plan_steps(s, data, epochs, max_steps)
     seconds_full, fpt = step_seconds(arch, s, gpu, mfu)
     trained_rows = passes(s).trained  # 2 x batch for pairs: both sides are trained tokens
@@ -287,12 +356,19 @@ def estimate_time(arch: Architecture, s: EstimateSettings, gpu: GpuSpec, *,
         rows = (data.rows or -(-data.tokens // s.seq)) if data is not None else (
             plan.micro_batches * s.batch)
         seconds += precompute_seconds(arch, s, gpu, rows, plan.row_tokens, mfu)
+    # GRPO: the generation batch is sampled once a step, its prompts padded to the longest
+    generating = generation_seconds(arch, s, gpu, (plan.row_tokens - s.max_completion_len
+                                                   if data is not None and data.lengths else None),
+                                    mfu) if s.train_method == "grpo" else 0.0
+    if seconds is not None and generating:
+        seconds += plan.steps * generating
     achieved = throughput * fpt / (gpu.bf16_tflops * 1e12)  # the model FLOPs utilization
     return TimeEstimate(gpu=gpu.key, tokens_per_step=trained_rows * s.seq * s.grad_accum,
                         steps=plan.steps,
                         tokens_total=(round(plan.micro_batches * trained_rows * plan.row_tokens)
                                       if plan.micro_batches is not None else None),
                         flops_per_token=fpt, tokens_per_second=throughput,
-                        step_seconds=seconds_micro * s.grad_accum, seconds=seconds,
+                        step_seconds=seconds_micro * s.grad_accum + generating, seconds=seconds,
                         usd=seconds / 3600 * price if seconds is not None else None,
-                        usd_per_hour=price, mfu=achieved, plan=plan.why)
+                        usd_per_hour=price, mfu=achieved, plan=plan.why,
+                        generation_seconds=generating)

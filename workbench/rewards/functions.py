@@ -186,18 +186,21 @@ def load_rewards(section) -> RewardSet:
     return RewardSet(out)
 
 
-_MODULES: dict[str, Any] = {}
+_MODULES: dict[tuple[str, int], Any] = {}
 
 
 def load_user_function(file: str, func: str) -> Callable:
-    """FUNCTION from the Python file FILE (imported once a process; it runs the file)."""
+    """FUNCTION from the Python file FILE (imported once a process, and again once it has
+    changed; importing runs the file)."""
     path = Path(file)
     if not path.is_file():
         raise RewardError(f"reward file not found: {file}",
                           hint="rewards.functions names it as \"FILE.py:FUNCTION\", relative to "
                                "the profile's folder")
     key = str(path.resolve())
-    module = _MODULES.get(key)
+    # Keyed by the file's modification time too: a file edited since (the app's `e`) is
+    # imported again by the next reward test.
+    module = _MODULES.get((key, path.stat().st_mtime_ns))
     if module is None:
         name = f"workbench_rewards_{abs(hash(key))}"
         spec = importlib.util.spec_from_file_location(name, path)
@@ -211,7 +214,7 @@ def load_user_function(file: str, func: str) -> Callable:
             raise RewardError(f"{file}{line}: importing the reward file raised "
                               f"{type(exc).__name__}: {exc}",
                               hint="fix the file; `python FILE` shows the full traceback") from None
-        _MODULES[key] = module
+        _MODULES[(key, path.stat().st_mtime_ns)] = module
     fn = getattr(module, func, None)
     if not callable(fn):
         defined = [n for n, v in vars(module).items() if inspect.isfunction(v)

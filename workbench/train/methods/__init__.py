@@ -56,7 +56,7 @@ class Method:
     module: str  # the module (under workbench.train.methods) with prepare_data / build_trainer
     data: str  # what the data must hold, said for people
     evaluation: str  # "generation" | "preference" | "rewards"
-    charts: tuple[Chart, ...] = ()  # a signal name may end in "*": every logged name it starts
+    charts: tuple[Chart, ...] = ()  # a "*" in a signal name matches: "rewards/*/mean"
     settings: tuple[str, ...] = ()  # the profile keys this method reads besides [train]
 
     @property
