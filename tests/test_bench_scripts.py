@@ -85,9 +85,10 @@ def test_grpo_step_benchmark_runs_on_the_tiny_model(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # 1: target missed
     table = out.read_text()
+    model = "assets/tiny-model (bundled), completions up to 16 tokens"
     for arm in ("ours", "trl"):
         row = next(line for line in table.splitlines()
-                   if line.startswith(f"| assets/tiny-model (bundled), completions up to 16 tokens | {arm} | 2 (1) x 1 |"))
+                   if line.startswith(f"| {model} | {arm} | 2 (1) x 1 |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[3]) > 0 and cells[6].endswith("%)") and cells[11].endswith("MiB"), row
     assert "prompt token ids of the first generation batch identical" in table
@@ -107,6 +108,6 @@ def test_grpo_demo_benchmark_runs_a_short_demo(tmp_path):
     table = out.read_text()
     row = next(line for line in table.splitlines() if line.startswith("| 1 | 4 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 14 and " -> " in cells[2] and float(cells[10]) > 0, row
+    assert len(cells) == 15 and cells[2] == "42" and " -> " in cells[3] and float(cells[11]) > 0, row
     assert "--set eval.after_training=false --set train.max_steps=4" in table
     assert "Mean reward at each log (run 1)" in table

@@ -24,7 +24,9 @@ SAMPLES_SHOWN = 8  # completions in each "samples" event (the monitor's latest-c
 
 
 def to_dataset(rows: list[dict]) -> Dataset:
-    return Dataset.from_list([{"prompt": r["prompt"], PROMPT_IDS: r["prompt_ids"],
+    # The ids as one JSON string, not a list column: accelerate walks a list column element by
+    # element on every batch it moves to the device (27 ms a step at 2048-token prompts).
+    return Dataset.from_list([{"prompt": r["prompt"], PROMPT_IDS: json.dumps(r["prompt_ids"]),
                                ROW: r["source"], COLUMNS: json.dumps(r["columns"], default=str)}
                               for r in rows])
 
@@ -37,7 +39,7 @@ class _PretokenizedGRPOTrainer(GRPOTrainer):
     _prompt_ids = None
 
     def _generate_and_score_completions(self, inputs):
-        self._prompt_ids = [list(x[PROMPT_IDS]) for x in inputs]
+        self._prompt_ids = [json.loads(x[PROMPT_IDS]) for x in inputs]
         try:
             return super()._generate_and_score_completions(inputs)
         finally:
