@@ -4,10 +4,13 @@
 #   run(command="bash bench/gpu_checks.sh", carry=[".whl"], timeout_s=590)
 # Results land in $OUT (at most 8 files come back): estimate_memory_gpu.{json,md},
 # preference_gpu_step.{json,md}, compare_batched_7b.md, compare_batched_tiny.md, bnb4.json,
-# gpu_checks.log.
+# grpo_gpu_step.{json,md}, gpu_checks.log.
 # Each step runs even when an earlier one failed; the log says which did. Arguments pick steps
-# by key (memory, preference, compare-7b, compare-tiny, bnb4), e.g. `bash bench/gpu_checks.sh
-# preference` for the preference step alone (~2.5 min); none: all of them.
+# by key (memory, preference, compare-7b, compare-tiny, bnb4, grpo), e.g. `bash bench/gpu_checks.sh
+# preference` for the preference step alone (~2.5 min); none: all of them. All of them write 10
+# files, and the steps' timeouts add up to more than one call's 10 minutes: pick steps, e.g.
+#   run(command="bash bench/gpu_checks.sh grpo", carry=[".whl"], timeout_s=300)
+# for the GRPO step alone (~3 min, 3 files).
 set -u
 ONLY=" $* "
 OUT=${OUT:-bench/out}; mkdir -p "$OUT"
@@ -33,6 +36,12 @@ step memory "memory sweep" timeout 330 python3 bench/estimate_memory_gpu.py --bu
 # Llama-3.1-8B, LoRA, bf16, against `workbench estimate` for the same settings (analytic, and the
 # CPU trace committed in bench/preference_gpu_step_traces.json).
 step preference "preference step" timeout 150 python3 bench/preference_gpu_step.py --budget-s 110
+# GRPO: a step's peak (max_memory_reserved / allocated) and time through trl's GRPOTrainer as
+# workbench/train/methods/grpo.py builds it (transformers generation, LoRA, bf16, checkpointing),
+# random-init SmolLM2-360M at two settings of num_generations / max_completion_len (4 x 128, a
+# generation batch of 16; 8 x 512, a generation batch of 32), against `workbench estimate` for
+# the same settings: the analytic generation / training moments and the generation time guess.
+step grpo "GRPO step" timeout 170 python3 bench/grpo_gpu_step.py --budget-s 120
 # Issues 5 and 12: how the engine batches its three systems, timed three ways (now: sorted,
 # few-shot apart, base + fine-tuned sharing calls; one adapter a call; before: all mixed in
 # prompt order), in calls of 48 rows as the evaluation makes them, on a 7B-class model (random

@@ -143,7 +143,9 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
                    help="trace the step on the CPU (FakeTensorMode, 2-20 s) and replay its "
                         "allocations through torch's caching-allocator rules: the peak and "
                         "verdicts follow the trace (LoRA, DoRA, full; QLoRA with checkpointing "
-                        "through its bf16 LoRA twin's reserve)")
+                        "through its bf16 LoRA twin's reserve; GRPO with transformers generation "
+                        "and LoRA: its generation is traced token by token, minutes for a full "
+                        "model's long completions)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_estimate)
     return p

@@ -75,6 +75,43 @@ Each term below says which code it follows (versions in the venv: torch 2.13, tr
     at the backward's start for ORPO, 8 for SimPO (`_pair_logits_peak`), plus a reserve for
     their logits-sized blocks (LOGITS_RESERVE_SHARE). No reference. Below DPO only for small
     vocabularies.
+  * GRPO (trl/trainer/grpo_trainer.py, workbench/train/methods/grpo.py; `_grpo_settings`):
+    `batch` counts completions, a row is max_prompt_len + max_completion_len tokens (estimated
+    full: the longest prompt, every completion to the end), and GRPOConfig keeps dropout
+    (`disable_dropout=False`). Once a step, at its first micro-batch, the trainer generates
+    the whole generation batch (N = batch x grad_accum completions, num_generations a prompt),
+    scores it, then trains its micro-batches; generation and training do not coexist (only
+    the weights, adapters and optimizer states span both), so the peak is the larger of:
+    - the generation ("the completions are generated", `_generation_peak`): transformers'
+      `generate` on the peft model (use_cache on, no grad, checkpointing off, and no autocast:
+      peft's `generate` reaches the model's own forward, not the one accelerate wrapped, so the
+      cache and activations take the weights' dtype, fp32 for QLoRA). The larger of the
+      prefill (the prompts' KV cache, N x P x layers x 2 x kv_dim x width, and one layer's
+      activations over the N x P prompt tokens, peft's LoRA branches in fp32,
+      `_generation_layer`) and the last decoding step (the KV cache of N x (P + C - 1) tokens,
+      and the larger of DynamicCache's torch.cat growth, one layer's keys copied, and the last
+      position's logits: the output, its fp32 copy, the previous step's fp32 logits and
+      probabilities still referenced). Named at 0 where the training holds the peak, and the
+      training named at 0 ("training phase") where the generation does;
+    - the reference pass when beta > 0 (the adapter disabled by `use_adapter(model, None)`: no
+      second copy of the weights), no grad, autocast, in chunks of `batch` rows, through the
+      fused head over the completions, before any training forward: `_reference_pass` with
+      nothing of the policy alive beside it, so never the peak in practice (named at 0);
+    - the training micro-batches: SFT's step at `batch` rows through the fused LM head, which
+      gathers and scores the completion positions only (logits_to_keep, trl's compact path on
+      CUDA: `hidden_states[mask]`, then per-token log-probs and entropies, no logits);
+    - with grpo.generation = "vllm" (colocated): vLLM holds vllm_gpu_memory_utilization (trl's
+      default 0.3) of the GPU's total memory from the start ("vLLM (colocated)": its own weights,
+      its KV cache, where the generation then happens instead, its activations; counted for
+      the GPU given, 0 without one), trl re-scores the samples with the policy
+      (`vllm_importance_sampling_correction`: "the old log-probs are scored (no grad)") and
+      merges the adapter one linear at a time to push the weights ("adapter merge").
+    The generation terms were checked against the traced step (trace_grpo.py: transformers'
+    own `generate` under FakeTensorMode) on 10 steps (8 small, 2 of the full SmolLM2-360M):
+    within 1% of the traced generation phase and -1% / +3% on the step's allocated peak; the
+    allocator reserve adds RESERVE_GENERATION_SHARE of the generation phase and
+    RESERVE_KV_SHARE of its full KV cache (a rule from those traces, -6% / +12% of the traced
+    max_memory_reserved, not measured on a GPU: bench/grpo_gpu_step.py measures it).
 - Gradient checkpointing (transformers' GradientCheckpointingLayer, use_reentrant=False)
   keeps each layer's input; the backward recomputes one layer at a time.
 - Gradients: the previous step set them to None, so when the loss is computed no adapter
@@ -237,6 +274,20 @@ SPILL_NOTE = "without checkpointing torch's caching allocator may keep one more 
 # One block for ORPO leans over (worst under-estimate 10.5% of the traced reserved, worst over
 # +45% where no fragmentation happens); `--trace` replays the step and settles it.
 LOGITS_RESERVE_SHARE = {"orpo": 1.0, "simpo": 0.5}
+# GRPO with transformers generation: what the rule above lacks is the generation's freed blocks,
+# which stay reserved and which later requests do not all fit: the prefill's layer activations
+# (spanning all the prompts) and DynamicCache's keys and values, grown by torch.cat a token at a
+# time (each layer's a little larger every step than the block it frees). From 10 traced steps
+# replayed through the allocator model (2-layer Qwen2.5-0.5B, 4- and 8-layer and full SmolLM2-
+# 360M, a 1-layer Llama-3.1-8B, the tiny model; 8-64 sequences, prompts 16-512, completions
+# 32-512; not yet measured on a GPU: bench/grpo_gpu_step.py will) the missing reserve was 0.15-
+# 1.2 x the generation phase's bytes above the static ones and 0.2-15 x the full KV cache: no
+# one of them; half of each puts 9 of the 10 within -6% / +12% of the traced
+# max_memory_reserved (the tiny model -16%: its 24 MiB fused-head tile in 20 MiB segments).
+# Half of the generation phase alone left the full SmolLM2-360M at 32 x (128 + 512) tokens,
+# where the cache holds the generation's peak, 20% short.
+RESERVE_GENERATION_SHARE = 0.5
+RESERVE_KV_SHARE = 0.5
 ORPO_RESERVE_NOTE = "ORPO's allocator reserve is a fragmentation event or not"
 
 # trl/kernels/chunked_logprob.py: TOKEN_CHUNK_SIZE, and _CHUNKED_LOGPROB_CHUNK_SIZE in
@@ -300,10 +351,9 @@ class EstimateSettings:
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if self.train_method != "sft" and self.packing:
+            rows = "prompts and completions" if self.train_method == "grpo" else "pairs"
             problems.append(f"packing is for supervised fine-tuning; train method "
-                            f"{self.train_method!r} trains on whole "
-                            f"{'prompts and completions' if self.train_method == 'grpo' else 'pairs'}"
-                            " (packing off)")
+                            f"{self.train_method!r} trains on whole {rows} (packing off)")
         if self.train_method == "grpo":
             for name in ("num_generations", "max_prompt_len", "max_completion_len"):
                 if int(getattr(self, name)) < 1:
@@ -312,7 +362,8 @@ class EstimateSettings:
                 problems.append(f"generation {self.generation!r} is not one of "
                                 f"{', '.join(GENERATIONS)}")
             if not 0 < self.vllm_memory_share < 1:
-                problems.append(f"vllm_memory_share must be in (0, 1), got {self.vllm_memory_share}")
+                problems.append(f"vllm_memory_share must be in (0, 1), got "
+                                f"{self.vllm_memory_share}")
             if self.beta < 0:
                 problems.append(f"beta must be at least 0, got {self.beta}")
         if self.train_method == "grpo" and self.method == "full" and self.beta > 0:
@@ -675,21 +726,23 @@ def _grpo_settings(s: EstimateSettings) -> tuple[EstimateSettings, list[str]]:
     per_step = s.batch * s.grad_accum
     if per_step % s.num_generations:
         notes.append(f"trl's GRPOTrainer needs batch_size x grad_accum ({per_step}) to be a "
-                     f"multiple of num_generations ({s.num_generations}); it refuses these settings")
+                     f"multiple of num_generations ({s.num_generations}); it refuses these "
+                     "settings")
     return replace(s, loss_path="trl_fused", seq=s.max_prompt_len + s.max_completion_len), notes
 
 
 def _generation_layer(arch: Architecture, s: EstimateSettings, w: int) -> tuple[int, str]:
     """Bytes per token of one decoder layer's forward in transformers' generation (no grad, no
     autocast: peft's `generate` reaches the model's own forward, not the forward accelerate wraps
-    in autocast), and which part holds them. The embedding output, the layer's input, its residual and normed copy, plus the
-    largest of: the gated MLP's activation, up projection and product (3 x intermediate); an
-    adapted linear's call, where peft's LoRA branch runs in fp32 (its input cast to fp32, with
-    dropout > 0 a dropout output and mask, since the trainer keeps the model in training mode;
-    lora_B's fp32 output, its scaled copy, the fp32 sum, beside the frozen output) while the
-    activation it runs beside stays alive (up_proj: the gate's activation; down_proj, o_proj:
-    their input); the attention's q/k/v and their rotated copies. Checked against the traced
-    generation (workbench/estimate/trace_grpo.py) on 2-layer Qwen2.5-0.5B steps."""
+    in autocast), and which part holds them. The embedding output, the layer's input, its
+    residual and normed copy, plus the largest of: the gated MLP's activation, up projection
+    and product (3 x intermediate); an adapted linear's call, where peft's LoRA branch runs in
+    fp32 (its input cast to fp32 beside the frozen output, then either, with dropout > 0, the
+    dropout's output and mask, since the trainer keeps the model in training mode, or lora_B's
+    fp32 output and its scaled copy, then the scaled copy and the fp32 sum) while the activation
+    it runs beside stays alive (up_proj: the gate's activation; down_proj, o_proj: their input);
+    the attention's q/k/v and their rotated copies. Checked against the traced generation
+    (workbench/estimate/trace_grpo.py) on 2-layer Qwen2.5-0.5B steps."""
     h, i = arch.hidden, arch.intermediate
     mw = w  # matmul outputs take their input's dtype (QLoRA's Linear4bit returns its fp32 input's)
     parts = {"the MLP's activation, up projection and product": 3 * mw * i,
@@ -709,12 +762,13 @@ def _generation_layer(arch: Architecture, s: EstimateSettings, w: int) -> tuple[
     return 4 * w * h + parts[where], where
 
 
-def _generation_peak(arch: Architecture, s: EstimateSettings) -> tuple[int, dict[str, int], str]:
+def _generation_peak(arch: Architecture,
+                     s: EstimateSettings) -> tuple[int, dict[str, tuple[int, str]]]:
     """transformers generation of the generation batch (trl grpo_trainer.py
     `_generate_single_turn`: `generate` with TRL's sampling config, use_cache on, under no_grad,
     gradient checkpointing switched off): N = batch x grad_accum sequences of P prompt tokens
     and C new ones. Returns (bytes above the static ones at generation's largest moment,
-    {term: bytes}, why). The larger of:
+    {term: (bytes, why)}). The larger of:
     - the prefill: the KV cache of the prompts (N x P tokens) and one layer's activations over
       the N x P tokens (`_generation_layer`);
     - the last decoding step: the KV cache of N x (P + C - 1) tokens, and the larger of
@@ -740,29 +794,37 @@ def _generation_peak(arch: Architecture, s: EstimateSettings) -> tuple[int, dict
     decode_kv = n * (p + c - 1) * kv_token  # the last token sampled is never fed back
     grow = n * (p + c - 1) * arch.kv_dim * w
     decode_act = max(grow + held_logits, logits)
-    kv_why = (f"{n} sequences ({s.batch} x {s.grad_accum} accumulated; "
+    kv_why = (f"{n} sequences ({s.batch} x {s.grad_accum} accumulated: "
               f"{_count(n // max(s.num_generations, 1), 'prompt')} x {s.num_generations} "
-              f"completions) x "
-              f"{arch.layers} layers x keys and values x {arch.kv_dim} x {w} bytes")
+              f"completions) x {arch.layers} layers x keys and values x {arch.kv_dim} x {w} bytes")
     if prefill_kv + prefill_act >= decode_kv + decode_act:
-        return (prefill_kv + prefill_act,
-                {"generation KV cache": prefill_kv, "generation activations": prefill_act},
-                f"the prefill: KV cache of {n} x {p} prompt tokens, {kv_why}; one layer's "
-                f"no-grad activations over the {n * p:,} prompt tokens, {layer:,} bytes a token "
-                f"({where})")
-    return (decode_kv + decode_act,
-            {"generation KV cache": decode_kv, "generation activations": decode_act},
-            f"the last decoding step: KV cache of {n} x {p + c - 1} tokens ({p} prompt + "
-            f"{c - 1} completion), {kv_why}; the last position's logits ({n} x "
-            f"{arch.vocab:,} vocab: the output and its fp32 copy beside the previous step's fp32 "
-            "logits and probabilities)" if logits >= grow + held_logits else
-            f"the last decoding step: KV cache of {n} x {p + c - 1} tokens ({p} prompt + "
-            f"{c - 1} completion), {kv_why}; one layer's keys copied as the cache grows, beside "
-            f"the previous step's fp32 logits and probabilities ({n} x {arch.vocab:,} vocab)")
+        return prefill_kv + prefill_act, {
+            "generation KV cache": (prefill_kv,
+                                    f"the prefill's: {n} x {p} prompt tokens, {kv_why}"),
+            "generation activations": (prefill_act, f"the prefill's: one layer's no-grad "
+                                       f"activations over the {n * p:,} prompt tokens, "
+                                       f"{layer:,} bytes a token ({where})")}
+    act_why = ("the last position's logits ({n} x {v:,} vocab: the output and its fp32 copy "
+               "beside the previous step's fp32 logits and probabilities)"
+               if logits >= grow + held_logits else
+               "one layer's keys copied as the cache grows, beside the previous step's fp32 "
+               "logits and probabilities ({n} x {v:,} vocab)")
+    return decode_kv + decode_act, {
+        "generation KV cache": (decode_kv, f"at the last decoding step: {n} x {p + c - 1} tokens "
+                                           f"({p} prompt + {c - 1} completion), {kv_why}"),
+        "generation activations": (decode_act, "the last decoding step's: "
+                                   + act_why.format(n=n, v=arch.vocab))}
 
 
 def _count(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _kv_cache_bytes(arch: Architecture, s: EstimateSettings, tokens: int) -> int:
+    """DynamicCache's keys and values of the generation batch at `tokens` a sequence, in the
+    weights' dtype (no autocast in generation: fp32 for QLoRA and fp32 training)."""
+    w = 4 if (s.method == "qlora" or s.precision == "fp32") else _width(s.precision)
+    return s.batch * s.grad_accum * tokens * arch.layers * 2 * arch.kv_dim * w
 
 
 def _vllm_weights(arch: Architecture, s: EstimateSettings) -> int:
@@ -795,9 +857,10 @@ def _grpo_notes(arch: Architecture, s: EstimateSettings, moments: dict, phase: s
                                          * (s.max_prompt_len + s.max_completion_len)
                                          * arch.layers * 2 * arch.kv_dim * 2)
         if not s.gpu_memory_bytes:
-            notes.append(f"vLLM colocated takes {s.vllm_memory_share:g} of the GPU's total memory on "
-                         "top of this estimate (give --gpu NAME to count it); it needs at least "
-                         f"{_gib(need)} of it for its weights and the generation batch's KV cache")
+            notes.append(f"vLLM colocated takes {s.vllm_memory_share:g} of the GPU's total "
+                         "memory on top of this estimate (give --gpu NAME to count it); it needs "
+                         f"at least {_gib(need)} of it for its weights and the generation "
+                         "batch's KV cache")
         elif vllm_b < need:
             notes.append(f"vLLM's share ({_gib(vllm_b)}) is less than its weights and the "
                          f"generation batch's KV cache ({_gib(need)}): vLLM will refuse to start "
@@ -940,7 +1003,7 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
         reference_b, policy_kept_b, why_reference = _reference_pass(arch, s, tokens, rows)
         moments[REFERENCE_MOMENT] = (saved + policy_kept_b + reference_b + autocast_cache_b
                                      + dequant_b)
-    generation_b, generation_terms, why_generation = 0, {}, ""
+    generation_b, generation_terms = 0, {}
     old_logps_b = merge_b = vllm_b = 0
     if grpo:
         # GRPO's step generates the completions of the whole generation batch, scores them (no
@@ -949,7 +1012,7 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
         # per-token log-probs are kept), so the peak is the largest of these moments.
         scored = rows * s.max_completion_len
         if s.generation == "transformers":
-            generation_b, generation_terms, why_generation = _generation_peak(arch, s)
+            generation_b, generation_terms = _generation_peak(arch, s)
             moments[GENERATION_MOMENT] = generation_b + dequant_b
         else:  # vLLM samples inside its own share of the GPU; trl scores the samples again
             # (vllm_importance_sampling_correction) with the adapter on, under autocast
@@ -988,10 +1051,9 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
         if logits_held_b:
             add("logits held by the caller", logits_held_b, "the model output's logits")
     elif phase == GENERATION_MOMENT:
-        kv, act = generation_terms["generation KV cache"], generation_terms["generation activations"]
-        add("generation KV cache", kv, why_generation.split("; ")[0])
-        add("generation activations", act + dequant_b,
-            "; ".join(why_generation.split("; ")[1:]) + dequant_why)
+        (kv, why_kv), (act, why_act) = (generation_terms[name] for name in GENERATION_TERMS)
+        add("generation KV cache", kv, why_kv)
+        add("generation activations", act + dequant_b, why_act + dequant_why)
     elif phase == REFERENCE_MOMENT and grpo:
         add("reference pass (no grad)", reference_b + dequant_b,
             why_reference + " (the adapter disabled), in chunks of batch rows, before any "
@@ -1039,12 +1101,12 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
     training_peak = max(moments[m] for m in TRAINING_MOMENTS)
     generation_peak = moments.get(GENERATION_MOMENT, 0)
     if grpo and generation_b and phase != GENERATION_MOMENT:
+        (kv, why_kv), (act, why_act) = (generation_terms[name] for name in GENERATION_TERMS)
         add("generation KV cache", 0,
             f"not at the peak: the generation phase peaks at {_gib(generation_peak)} above the "
-            f"static bytes (KV cache {_gib(generation_terms['generation KV cache'])}, "
-            f"activations {_gib(generation_terms['generation activations'])}: {why_generation}), "
-            f"{_gib(moments[phase] - generation_peak)} below the peak; it is freed before "
-            f"training")
+            f"static bytes, {_gib(moments[phase] - generation_peak)} below the peak (KV cache "
+            f"{_gib(kv)}, {why_kv}; activations {_gib(act)}, {why_act}); it is freed before "
+            "training")
     if grpo and before_training:
         add("training phase", 0,
             f"not at the peak: the training micro-batches ({rows} x {s.seq} tokens) peak at "
@@ -1066,13 +1128,24 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
     logits_share = LOGITS_RESERVE_SHARE.get(s.train_method, 0.0)
     fp32_logits = 4 * tokens * arch.vocab
     reserve += int(logits_share * fp32_logits)
+    generation_reserve = 0
+    if GENERATION_MOMENT in moments:
+        full_cache = _kv_cache_bytes(arch, s, s.max_prompt_len + s.max_completion_len - 1)
+        generation_reserve = int(RESERVE_GENERATION_SHARE * moments[GENERATION_MOMENT]
+                                 + RESERVE_KV_SHARE * full_cache)
+    reserve += generation_reserve
     add("allocator reserve", reserve, f"{RESERVE_DYNAMIC_SHARE:.0%} of the step's transient bytes "
         f"+ {RESERVE_TRAINABLE_SHARE:.0%} of the trainable parameters' bytes: freed blocks the "
         "caching allocator keeps, split by later smaller requests, and segments pinned by "
         "gradients and optimizer temporaries allocated between activations"
         + (f"; + {logits_share:g} x one fp32 logits block ({_gib(fp32_logits)}): the "
            "logits-sized blocks of slightly different shapes (the whole logits, the shifted "
-           "ones, the chosen rows') that do not fit each other's segments" if logits_share else ""))
+           "ones, the chosen rows') that do not fit each other's segments" if logits_share else "")
+        + (f"; + {RESERVE_GENERATION_SHARE:.0%} of the generation phase's "
+           f"{_gib(moments[GENERATION_MOMENT])} and {RESERVE_KV_SHARE:.0%} of its full KV cache "
+           f"({_gib(full_cache)}): the prefill's activations and the cache grown a token at a "
+           "time leave freed blocks later requests do not fit (`--trace` replays it)"
+           if generation_reserve else ""))
     reserved = subtotal + reserve
     add("CUDA context", CUDA_CONTEXT_BYTES, "driver/runtime/kernels; outside torch's counters")
 

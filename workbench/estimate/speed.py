@@ -43,11 +43,15 @@ the policy re-scores them (no grad, adapter on). Once per optimizer step the gen
   a forward's per-layer overhead;
 - max_completion_len decoding steps (every completion assumed to run to the end), each the
   larger of reading the weights and the KV cache from memory at the datasheet bandwidth and the
-  step's matmul FLOPs at COMPUTE_EFFICIENCY; transformers' generate (eager, one token at a
-  time through peft's adapters) also pays a forward's per-layer overhead every step
-  (RECOMPUTE_OVERHEAD x the per-layer, per-adapter, per-4-bit-linear costs above, and QLoRA's
-  dequantization of every 4-bit weight every step), which is what bounds the decoding of small
-  models; vLLM (CUDA graphs, fused kernels) is taken as bound by bandwidth or compute alone.
+  step's matmul FLOPs at COMPUTE_EFFICIENCY; transformers' generate (eager PyTorch, one token
+  at a time through peft's unmerged adapters) also pays a launch-bound cost every step:
+  DECODE_LAYER_OVERHEAD_S a layer (about 40 kernel launches at ~10 us), DECODE_ADAPTER_OVERHEAD_S
+  an adapted linear (peft's cast, dropout, two matmuls, scale, add), the training's
+  QUANT_OVERHEAD_S share of a forward a 4-bit linear, and QLoRA's dequantization of every 4-bit
+  weight: what bounds the decoding of small models. These two constants are guesses from kernel
+  counts, not fits (the training's per-layer overhead, 2.5 ms, includes autograd and
+  checkpointing: a decoding step has neither); bench/grpo_gpu_step.py measures them. vLLM
+  (CUDA graphs, fused kernels) is taken as bound by bandwidth or compute alone.
 
 What the H200 measurements showed (56 points, `../shared/data/gpu-truth`, fitted by non-negative
 least squares on relative error; `bench/estimate_accuracy.md` has every point): the measured
@@ -78,6 +82,9 @@ ADAPTER_OVERHEAD_S = 0.49e-3  # per LoRA-adapted linear per layer per step
 QUANT_OVERHEAD_S = 0.24e-3   # per 4-bit linear per layer per step
 RECOMPUTE_OVERHEAD = 0.75    # gradient checkpointing: extra share of the per-step overhead
 DEQUANT_BYTES = 12.8         # memory traffic per 4-bit weight per step (dequantize, re-read)
+# GRPO's transformers generation, per decoding step (guesses, not fits: see the docstring)
+DECODE_LAYER_OVERHEAD_S = 0.5e-3    # per decoder layer
+DECODE_ADAPTER_OVERHEAD_S = 0.1e-3  # per LoRA-adapted linear per layer
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,10 @@ def plan_steps(s: EstimateSettings, data: DataCount | None, epochs: float = 1.0,
             row_tokens = data.padded_row_tokens(group, s.seq)
         why = (f"{data.rows:,} rows in micro-batches of {s.batch}"
                + (f" on each of {world} GPUs" if world > 1 else "")
-               + f", each padded to its longest row: {row_tokens:,.0f} tokens a row on average")
+               + (", each padded to its generation batch's longest prompt"
+                  if getattr(s, "train_method", "sft") == "grpo" else
+                  ", each padded to its longest row")
+               + f": {row_tokens:,.0f} tokens a row on average")
     elif data is not None:
         # a micro-batch holds its trained rows' tokens: both sides of each pair for DPO / ORPO
         # / SimPO (DataCount.tokens counts both, as count_preference_tokens does)
@@ -296,6 +306,8 @@ def generation_seconds(arch: Architecture, s: EstimateSettings, gpu: GpuSpec,
     quantized = len(arch.linears) if s.method == "qlora" else 0
     forward_overhead = arch.layers * RECOMPUTE_OVERHEAD * (
         LAYER_OVERHEAD_S + ADAPTER_OVERHEAD_S * adapted + QUANT_OVERHEAD_S * quantized)
+    decode_overhead = arch.layers * (DECODE_LAYER_OVERHEAD_S + DECODE_ADAPTER_OVERHEAD_S * adapted
+                                     + RECOMPUTE_OVERHEAD * QUANT_OVERHEAD_S * quantized)
     dequant = (arch.quantizable_params * DEQUANT_BYTES * RECOMPUTE_OVERHEAD / bandwidth
                if quantized and transformers else 0.0)
     prefill = (forward_flops_per_token(arch, replace(s, seq=p), adapter=True) * n * p / (peak * eff)
@@ -310,7 +322,7 @@ def generation_seconds(arch: Architecture, s: EstimateSettings, gpu: GpuSpec,
     step_flops = n * forward_flops_per_token(arch, replace(s, seq=round(2 * context)), adapter=True)
     step = max(step_bytes / bandwidth, step_flops / (peak * eff))
     if transformers:
-        step += forward_overhead + dequant
+        step += decode_overhead + dequant
     return prefill + c * step
 
 

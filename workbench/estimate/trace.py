@@ -17,6 +17,9 @@ Two steps, on the CUDA code paths:
   forward where it has one (workbench/estimate/trace_preference.py says what runs: TRL's own
   ORPO / CPO code, a call-for-call copy of DPO's and KTO's `_compute_loss`); autograd's
   in-place gradient sums are kept in place there (`_accumulates_in_place`);
+  `train_method` "grpo": trl's GRPOTrainer's step, transformers' own `generate` for the
+  generation batch, the reference pass when beta > 0, the micro-batches through the fused head
+  over the completions (workbench/estimate/trace_grpo.py);
 - bf16/fp16 autocast (the CPU autocast: it casts linear and matmul exactly as CUDA's does);
 - SDPA's CUDA kernels are emulated by what they allocate: flash attention (causal, no mask:
   output, fp32 log-sum-exp; in backward dq/dk/dv, fp32 softmax_d and dq_accum, and k/v
@@ -38,7 +41,8 @@ QLoRA's; the allocated terms stay analytic. Without checkpointing QLoRA keeps th
 estimate: there the bf16 step's fragmentation is not QLoRA's.
 
 Not traceable (TraceUnsupported says which): QLoRA without checkpointing, 8-bit and paged
-optimizers, packing, the flash_attention_2 package. Those keep the analytic estimate.
+optimizers, packing, the flash_attention_2 package, GRPO with vLLM or QLoRA. Those keep the
+analytic estimate.
 """
 
 from __future__ import annotations
@@ -103,6 +107,12 @@ def check_traceable(settings: EstimateSettings) -> None:
         why.append("packing")
     if settings.attn == "flash_attention_2":
         why.append("the flash_attention_2 package (use sdpa: the same kernel's allocations)")
+    if getattr(settings, "train_method", "sft") == "grpo":
+        if settings.generation == "vllm":
+            why.append("GRPO with colocated vLLM (its generation is vLLM's own, not traced)")
+        if settings.method == "qlora":
+            why.append("GRPO with QLoRA (its generation keeps an fp32 KV cache and fp32 "
+                       "activations; the bf16 LoRA twin's trace would not stand in for them)")
     if why:
         raise TraceUnsupported("the step cannot be traced with " + "; ".join(why)
                                + ": the estimate keeps the analytic allocator reserve")

@@ -16,17 +16,22 @@ where it runs on fake tensors:
    (`generation_config`), under `torch.no_grad()`, gradient checkpointing switched off (trl's
    `unwrap_model_for_generation`), and without autocast: peft's `generate` reaches the
    transformers model's own forward, not the forward accelerate wrapped in autocast, so the
-   activations and the KV cache take the weights' dtype. Two patches, for fake tensors only:
-   the stop check reads the length instead of the data (`StopCheck`: every completion runs
-   to max_completion_len, the worst case), and the padding mask is all ones (`fast_all`: no
-   prompt is padded).
+   activations and the KV cache take the weights' dtype. What fake tensors cannot answer is
+   answered as for full rows (`grpo_patches`, `scalar`): the stop check reads the length, not
+   the data (`StopCheck`: every completion runs to max_completion_len, the worst case), the
+   padding mask is all ones (`fast_all`, and every `.all()` generate reads is True, every
+   `.any()` False: no prompt is padded, so transformers drops the mask).
 2. The reference log-probabilities, when beta > 0: TRL's own
    `_get_per_token_logps_and_entropies`, under `torch.no_grad()`, checkpointing off,
    `use_adapter(model, None)` (the adapter disabled), in chunks of `batch` rows.
 3. Each micro-batch of `batch` rows: the same function with grad and entropies, then the
-   loss's tensor work (`grpo_loss`, a copy of `_compute_loss` for the dapo / grpo / bnpo /
-   dr_grpo losses without its metrics, whose `.item()` calls fake tensors cannot answer), the
-   backward; then the gradient clipping and the optimizer step.
+   loss's tensor work (`GrpoStep.loss`, a copy of `_compute_loss` for the dapo / grpo / bnpo /
+   dr_grpo / cispo / sapo losses without its metrics, whose `.item()` calls fake tensors cannot
+   answer), the backward; then the gradient clipping and the optimizer step.
+
+Not traced: colocated vLLM (its generation runs outside torch's view here) and QLoRA (the
+bf16 twin the SFT trace stands in with generates in bf16 where QLoRA's cache is fp32); those
+keep the analytic estimate (trace.py `check_traceable`).
 
 The fused LM head (trl/trainer/utils.py `add_fused_lm_head`, which TRL's GRPOTrainer adds to
 the base model) runs as on a CUDA machine with Triton: only the scored positions (the
@@ -38,7 +43,6 @@ slice (a copy, as the gather is) and no data.
 
 from __future__ import annotations
 
-import contextlib
 from types import SimpleNamespace
 
 GRPO_OUTPUTS = ("log_probs", "entropy")  # grpo_trainer.py: add_fused_lm_head(..., outputs=...)
@@ -49,13 +53,12 @@ def grpo_patches(torch, settings) -> list[tuple]:
     """The data-dependent reads of transformers' generation, answered without data."""
     import transformers.generation.utils as gen_utils
     import transformers.masking_utils as masking_utils
+    import trl.trainer.utils as trl_utils
 
     max_length = settings.max_prompt_len + settings.max_completion_len
 
     def stop(self, unfinished_sequences, tokens, length):
         return length >= max_length  # no completion ends early: all run to max_completion_len
-
-    import trl.trainer.utils as trl_utils
 
     return [(gen_utils.StopCheck, "__call__", stop),
             (masking_utils, "fast_all", lambda tensor: True),
@@ -79,8 +82,9 @@ def fixed_mask_ops(func, args, kwargs, keep: int, torch):
         if len(indices) == 1 and indices[0] is not None and indices[0].dtype == torch.bool:
             return args[0]  # in place
     if func is aten.masked_select.default:
-        src = args[0]
-        return src[:, -keep:].reshape(-1).clone()
+        src, mask = args[0], args[1]
+        if mask.dtype == torch.bool and src.dim() >= 2 and tuple(mask.shape) == tuple(src.shape):
+            return src[:, -keep:].reshape(-1).clone()
     return None
 
 
@@ -166,7 +170,6 @@ class GrpoStep:
         finally:
             state["scalars"] = None
         del prompts
-        state["phase"] = phase + ".score"
         ref = None
         if s.beta > 0:
             state["phase"] = phase + ".reference"
@@ -222,7 +225,3 @@ class GrpoStep:
     def end_step(self) -> None:
         self.buffered = None
 
-
-@contextlib.contextmanager
-def no_patches():
-    yield
