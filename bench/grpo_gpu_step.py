@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -48,6 +47,10 @@ sys.path.insert(0, str(REPO))
 
 from workbench.estimate.memory import EstimateSettings, estimate_memory  # noqa: E402
 from workbench.estimate.params import architecture_from_config  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The DPO step's GPU check measures the same way: its errors, formats and machine line.
+from preference_gpu_step import _gib, _pct, errors, machine_info  # noqa: E402
 
 TRACES = REPO / "bench" / "grpo_gpu_step_traces.json"
 TINY = REPO / "assets" / "tiny-model"
@@ -259,19 +262,6 @@ def measure(point: Point, device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def _err(measured, estimated) -> float | None:
-    return None if not measured or estimated is None else estimated / measured - 1
-
-
-def errors(point: Point) -> None:
-    point.errors = {k: (round(v, 4) if v is not None else None) for k, v in {
-        "reserved_vs_analytic": _err(point.measured_reserved, point.estimate_reserved),
-        "allocated_vs_analytic": _err(point.measured_allocated, point.estimate_allocated),
-        "reserved_vs_traced": _err(point.measured_reserved, point.traced_reserved),
-        "step_seconds_vs_estimate": _err(point.step_seconds, point.estimate_step_seconds),
-    }.items()}
-
-
 def run_points(points: list[Point], device: str, budget_s: float, gpu_name: str | None,
                after_each=None) -> None:
     """Estimate and measure each point; `after_each()` after every point (the tables are
@@ -291,14 +281,6 @@ def run_points(points: list[Point], device: str, budget_s: float, gpu_name: str 
         print(f"{p.key()}: {p.status} {json.dumps(p.errors)}", flush=True)
         if after_each is not None:
             after_each()
-
-
-def _gib(n: int | None) -> str:
-    return "-" if n is None else f"{n / 2**30:.2f}"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:+.1f}%"
 
 
 def _num(x: float | None) -> str:
@@ -340,19 +322,6 @@ def write_tables(points: list[Point], out_dir: Path, info: dict) -> dict:
             f"{_pct(e.get('step_seconds_vs_estimate'))} |")
     (out_dir / "grpo_gpu_step.md").write_text("\n".join(lines) + "\n")
     return summary
-
-
-def machine_info(device: str) -> dict:
-    import torch
-
-    info = {"python": platform.python_version(), "torch": torch.__version__}
-    for lib in ("transformers", "peft", "trl", "accelerate"):
-        try:
-            info[lib] = __import__(lib).__version__
-        except Exception:  # noqa: BLE001
-            info[lib] = None
-    info["gpu"] = torch.cuda.get_device_name(0) if device == "cuda" else "none (dry run on CPU)"
-    return info
 
 
 def trace_on_cpu(points: list[Point]) -> None:

@@ -531,14 +531,15 @@ def generation_records(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
     return out, notes
 
 
-def cap_rows(rows: Sequence[dict], cap: int, seed: int) -> tuple[list[dict], str | None]:
+def cap_rows(rows: Sequence[dict], cap: int, seed: int, what: str = "held-out preference rows"
+             ) -> tuple[list[dict], str | None]:
     """At most `cap` rows, a seeded sample in order (eval.max_test_rows, as the SFT test split
     is sampled), and the note that says so; (rows, None) when nothing was left out."""
     if not cap or len(rows) <= cap:
         return list(rows), None
     keep = sorted(random.Random(seed).sample(range(len(rows)), cap))
     return ([rows[i] for i in keep],
-            f"scored a seeded sample of {cap} of the {len(rows)} held-out preference rows "
+            f"scored a seeded sample of {cap} of the {len(rows)} {what} "
             "(eval.max_test_rows; 0 scores every row)")
 
 

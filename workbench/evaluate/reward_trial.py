@@ -70,17 +70,12 @@ def try_rewards(profile, *, engine: ComparisonEngine | None = None, prompts: int
     hears each completion as it stops."""
     from workbench.data.prompts import render_prompts
     from workbench.rewards.diagnose import Group, diagnose
-    from workbench.rewards.functions import RewardError, load_rewards
+    from workbench.evaluate.rewards_eval import profile_rewards
+    from workbench.rewards.functions import RewardError
     from workbench.train.plan import profile_chat_format
 
     g = profile.grpo
-    try:
-        rewards = load_rewards(profile.rewards)
-    except RewardError as exc:
-        raise EvaluateError(exc.message, exc.hint) from None
-    if not rewards.functions:
-        raise EvaluateError("the profile names no reward functions",
-                            hint='add [rewards] functions = ["format:answer_tags", ...]')
+    rewards = profile_rewards(profile)
     records = trial_prompts(profile, prompts or profile.rewards.test_prompts, log)
     if engine is None:
         engine = load_trial_engine(profile, device, log)

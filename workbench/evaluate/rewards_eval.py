@@ -38,7 +38,6 @@ this module without loading torch.
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Callable, Sequence
 
@@ -90,14 +89,25 @@ def load_reward_rows(profile, log: Callable[[str], None] = lambda s: None) -> li
     return prepared.eval_rows
 
 
+def profile_rewards(profile):
+    """The profile's reward functions, loaded (their files run), or an EvaluateError."""
+    from workbench.rewards.functions import RewardError, load_rewards
+
+    try:
+        rewards = load_rewards(profile.rewards)
+    except RewardError as exc:
+        raise EvaluateError(exc.message, exc.hint) from None
+    if not rewards.functions:
+        raise EvaluateError("the profile names no reward functions",
+                            hint='add [rewards] functions = ["format:answer_tags", ...]')
+    return rewards
+
+
 def cap_rows(rows: Sequence[dict], cap: int, seed: int) -> tuple[list[dict], str | None]:
-    """At most `cap` rows, a seeded sample in order, and the note that says so."""
-    if not cap or len(rows) <= cap:
-        return list(rows), None
-    keep = sorted(random.Random(seed).sample(range(len(rows)), cap))
-    return ([rows[i] for i in keep],
-            f"scored a seeded sample of {cap} of the {len(rows)} held-out prompts "
-            "(eval.max_test_rows; 0 scores every row)")
+    """At most `cap` prompts, a seeded sample in order, and the note that says so."""
+    from workbench.evaluate.preference import cap_rows as seeded_sample
+
+    return seeded_sample(rows, cap, seed, "held-out prompts")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,16 +329,9 @@ def evaluate_rewards(engine, profile, rows: list[dict], options, *,
     from dataclasses import asdict
 
     from workbench.evaluate.compare import BASE, System
-    from workbench.rewards.functions import RewardError, load_rewards
 
     g = profile.grpo
-    try:
-        rewards = load_rewards(profile.rewards)
-    except RewardError as exc:
-        raise EvaluateError(exc.message, exc.hint) from None
-    if not rewards.functions:
-        raise EvaluateError("the profile names no reward functions to evaluate with",
-                            hint='add [rewards] functions = ["format:answer_tags", ...]')
+    rewards = profile_rewards(profile)
     rows, note = cap_rows(rows, options.max_test_rows, options.seed)
     if not rows:
         raise EvaluateError("the run has no held-out prompts to evaluate on",
