@@ -39,16 +39,10 @@ def is_pattern(signal: str) -> bool:
     return "*" in signal
 
 
-def pattern_part(pattern: str, name: str) -> str | None:
-    """What the "*" of `pattern` stands for in the logged `name` (None: no match)."""
-    head, _, tail = pattern.partition("*")
-    if len(name) <= len(head) + len(tail) or not name.startswith(head) or not name.endswith(tail):
-        return None
-    return name[len(head):len(name) - len(tail)]
-
-
 def matches(signal: str, name: str) -> bool:
-    return pattern_part(signal, name) is not None if is_pattern(signal) else signal == name
+    from workbench.train.methods import signal_match  # the recorder's rule (pure, no torch)
+
+    return signal_match(signal, name) is not None
 
 
 def short_reward(name: str) -> str:
@@ -64,7 +58,9 @@ def expand(signals, seen) -> list[tuple[str, str, str]]:
     out, done = [], set()
     for signal in signals:
         if is_pattern(signal):
-            found = sorted((n, pattern_part(signal, n)) for n in seen)
+            from workbench.train.methods import signal_match
+
+            found = sorted((n, signal_match(signal, n)) for n in seen)
             pairs = [(n, short_reward(part)) for n, part in found if part is not None]
         else:
             pairs = [(signal, signal_label(signal))]

@@ -122,8 +122,7 @@ def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | No
     from workbench.evaluate.perplexity import perplexity
     from workbench.evaluate.suite import suite_summary
 
-    tuned = getattr(engine, "tuned_adapter", None) or (
-        "tuned" if "tuned" in engine.adapters else (engine.adapters or [BASE])[0])
+    tuned = _tuned_adapter(engine)
     systems, picker = systems_and_picker(options, tuned, splits, prompts)
     gen = dict(max_new_tokens=options.max_new_tokens, seed=options.seed,
                batch_size=options.batch_size, cancel=cancel)
@@ -305,6 +304,12 @@ def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambd
                             final_state=final_state, **rows)
 
 
+def _tuned_adapter(engine: ComparisonEngine) -> str:
+    """The fine-tuned system's adapter: the one the engine names, else "tuned", else its first."""
+    return getattr(engine, "tuned_adapter", None) or (
+        "tuned" if "tuned" in engine.adapters else (engine.adapters or [BASE])[0])
+
+
 # ---- rewards (GRPO) runs ------------------------------------------------------------------------
 
 
@@ -315,8 +320,7 @@ def _evaluate_rewards(engine: ComparisonEngine, profile, rows: list[dict], optio
     (`_reference_adapter`), loaded here and removed afterwards."""
     from workbench.evaluate.rewards_eval import evaluate_rewards
 
-    tuned = getattr(engine, "tuned_adapter", None) or (
-        "tuned" if "tuned" in engine.adapters else (engine.adapters or [BASE])[0])
+    tuned = _tuned_adapter(engine)
     reference, base_is, loaded, notes = _reference_adapter(engine, profile)
     try:
         return evaluate_rewards(engine, profile, rows, options, base=(reference, base_is, notes),
@@ -348,8 +352,7 @@ def evaluate_preference(engine: ComparisonEngine, profile, rows: list[dict], tra
     the length check then compares the fine-tuned answers with the starting adapter's."""
     from workbench.evaluate import preference as pref
 
-    tuned = getattr(engine, "tuned_adapter", None) or (
-        "tuned" if "tuned" in engine.adapters else (engine.adapters or [BASE])[0])
+    tuned = _tuned_adapter(engine)
     rows, note = pref.cap_rows(rows, options.max_test_rows, options.seed)
     if not rows:
         raise EvaluateError("the run has no held-out preference rows to evaluate on",

@@ -44,7 +44,6 @@ from typing import Callable, Sequence
 from workbench.evaluate.errors import EvaluateError
 
 PASS_AT = 1.0  # a reward at or above this is a pass (full marks on the built-ins)
-MAX_SAMPLES = 4  # sampled answers a prompt, at most (fewer when grpo.num_generations is)
 SHOWN = 8  # prompts shown side by side in report.md (report.json keeps every one)
 SYSTEMS = ("base", "fine-tuned")
 
@@ -67,7 +66,9 @@ def is_rewards_run(profile) -> bool:
 
 
 def sample_count(profile) -> int:
-    return max(1, min(profile.grpo.num_generations, MAX_SAMPLES))
+    from workbench.train.methods import reward_eval_samples
+
+    return reward_eval_samples(profile)
 
 
 def load_reward_rows(profile, log: Callable[[str], None] = lambda s: None) -> list[dict]:

@@ -322,7 +322,9 @@ def _describe_evaluation(profile: Profile, n_validation: int, kind: str = "gener
                 "one), and their prompts answered side by side")
     if kind == "rewards":
         g = profile.grpo
-        samples = max(1, min(g.num_generations, 4))  # evaluate/rewards_eval.py's sample_count
+        from workbench.train.methods import reward_eval_samples
+
+        samples = reward_eval_samples(profile)
         rows = (f"{e.max_test_rows} of {n_validation}" if e.max_test_rows
                 and n_validation > e.max_test_rows else f"{n_validation}")
         return (f"evaluation after training: {rows} held-out prompts answered by the base and "

@@ -5,7 +5,6 @@ without torch)."""
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import os
 import shutil
@@ -19,6 +18,7 @@ from workbench.estimate.gpu import gpu_snapshot
 from workbench.train.checkpoints import write_manifest
 from workbench.train.diskspace import folder_bytes, writing
 from workbench.train import ranks
+from workbench.train.methods import signal_match
 from workbench.rundir import RunDir
 from workbench.train.plan import NonFiniteLoss
 
@@ -206,7 +206,7 @@ class RunRecorder(TrainerCallback):
         found = {}
         for pattern in self.signals:
             names = ([k[len(prefix):] for k in logs if k.startswith(prefix)
-                      and fnmatch.fnmatchcase(k[len(prefix):], pattern)]
+                      and signal_match(pattern, k[len(prefix):]) is not None]
                      if "*" in pattern else [pattern])
             for name in names:
                 value = logs.get(prefix + name)

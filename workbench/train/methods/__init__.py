@@ -123,6 +123,27 @@ METHODS["grpo"] = Method(
     _GRPO_KEYS)
 
 
+def signal_match(pattern: str, name: str) -> str | None:
+    """What the "*" of a chart's signal pattern stands for in the logged `name` ("rewards/*/mean"
+    and "rewards/answer:exact/mean" -> "answer:exact"); None when it does not match. A signal
+    without "*" matches only itself (and stands for ""). The recorder and the app both use it."""
+    if "*" not in pattern:
+        return "" if pattern == name else None
+    head, _, tail = pattern.partition("*")
+    if len(name) <= len(head) + len(tail) or not name.startswith(head) or not name.endswith(tail):
+        return None
+    return name[len(head):len(name) - len(tail)]
+
+
+REWARD_EVAL_SAMPLES = 4  # a GRPO evaluation's sampled answers a held-out prompt, at most
+
+
+def reward_eval_samples(profile) -> int:
+    """Sampled answers a held-out prompt in a GRPO run's evaluation (evaluate/rewards_eval.py;
+    the plan says it beforehand): the group size, at most REWARD_EVAL_SAMPLES."""
+    return max(1, min(profile.grpo.num_generations, REWARD_EVAL_SAMPLES))
+
+
 def drop_fresh_reference_copy(trainer, plan):
     """trl's DPO, KTO and GRPO (beta > 0) trainers copy any adapter they are handed into a
     frozen "ref". A fresh adapter (B = 0) is the base itself, so the reference is the adapter
