@@ -7,11 +7,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 mkdir -p .whl
+# liger-kernel: pure Python over triton, which torch's CUDA build already brings
 for pkg in bitsandbytes==0.50.2 trl==1.16.0 peft==0.21.2 datasets==5.2.0 dill==0.4.1 \
-           multiprocess==0.70.19 tomli-w==1.2.0; do
+           multiprocess==0.70.19 tomli-w==1.2.0 liger-kernel==0.8.5; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d .whl "$pkg"
+done
+# The GPU machine has no network and no ~/.cache: bench/gpu_train_throughput.py reads the
+# SmolLM2 tokenizer (no weights) and the alpaca sample from .whl/assets when they are here (~4 MB).
+mkdir -p .whl/assets/smollm2-135m
+smol="$HOME/.cache/workbench/models/SmolLM2-135M-Instruct"
+for f in config.json tokenizer.json tokenizer_config.json chat_template.jinja; do
+  [ -f "$smol/$f" ] && cp "$smol/$f" .whl/assets/smollm2-135m/
+done
+for alpaca in ../shared/data/alpaca_en_demo.json /work/shared/data/alpaca_en_demo.json; do
+  [ -f "$alpaca" ] && { cp "$alpaca" .whl/assets/; break; }
 done
 du -sh .whl

@@ -6,11 +6,13 @@
 # preference_gpu_step.{json,md}, compare_batched_7b.md, compare_batched_tiny.md, bnb4.json,
 # grpo_gpu_step.{json,md}, gpu_checks.log.
 # Each step runs even when an earlier one failed; the log says which did. Arguments pick steps
-# by key (memory, preference, compare-7b, compare-tiny, bnb4, grpo), e.g. `bash bench/gpu_checks.sh
+# by key (memory, preference, compare-7b, compare-tiny, bnb4, grpo, throughput), e.g. `bash bench/gpu_checks.sh
 # preference` for the preference step alone (~2.5 min); none: all of them. All of them write 10
 # files, and the steps' timeouts add up to more than one call's 10 minutes: pick steps, e.g.
 #   run(command="bash bench/gpu_checks.sh grpo", carry=[".whl"], timeout_s=300)
-# for the GRPO step alone (~3 min, 3 files).
+# for the GRPO step alone (~3 min, 3 files), or
+#   run(command="bash bench/gpu_checks.sh throughput", carry=[".whl"], timeout_s=560)
+# for the training throughput step alone (< 8 min, 3 files: gpu_train_throughput.{md,json}, log).
 set -u
 ONLY=" $* "
 OUT=${OUT:-bench/out}; mkdir -p "$OUT"
@@ -57,3 +59,9 @@ step bnb4 "bnb4 export" timeout 120 bash -c '
     --set train.device=cuda --runs-dir /tmp/runs >/dev/null &&
   python3 -m workbench export "$(ls -d /tmp/runs/*/ | head -1)" --format bnb4 --json > "$OUT/bnb4.json";
   cat "$OUT/bnb4.json"'
+# Issue 25: training throughput (real tokens/s) and peak memory, trl's SFTTrainer used directly
+# (its defaults; and packing="bfd", padding-free) against `workbench run` with train.kernels =
+# none / liger / auto and FlashAttention 2 when installed, random-init SmolLM2-135M and 1.7B on
+# the alpaca sample, 20 steps an arm. Arms that do not fit the budget say "not run (budget)".
+step throughput "training throughput" timeout 470 python3 bench/gpu_train_throughput.py \
+  --budget-s 420 --write "$OUT/gpu_train_throughput.md"

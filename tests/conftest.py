@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# Module-scoped fixtures plan runs before any test's own cache (below) is set: this one, for the
+# whole session, keeps them out of the user's ~/.cache/workbench/tokenized too.
+_SESSION_TOKEN_CACHE = tempfile.mkdtemp(prefix="workbench-token-cache-")
+atexit.register(shutil.rmtree, _SESSION_TOKEN_CACHE, True)
+os.environ["WORKBENCH_TOKEN_CACHE"] = _SESSION_TOKEN_CACHE
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = REPO / "assets" / "tiny-model"
@@ -28,6 +36,13 @@ def workbench(*args: str, cwd: Path, timeout: float = 600, env: dict | None = No
         raise AssertionError(f"workbench {' '.join(args)} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(autouse=True)
+def _tokenized_data_cache(tmp_path_factory, monkeypatch):
+    """Each test's own tokenized-data cache (workbench/data/token_cache.py), inherited by the
+    processes it starts: tests never write into the user's ~/.cache, nor see each other's rows."""
+    monkeypatch.setenv("WORKBENCH_TOKEN_CACHE", str(tmp_path_factory.mktemp("token-cache")))
 
 
 @pytest.fixture

@@ -308,6 +308,45 @@ def _auto_or_bool(v):
     raise _Invalid('"auto", true or false', v, wrong_type=not isinstance(v, str), hint=hint)
 
 
+LORA_INITS = ("default", "gaussian", "pissa", "pissa_niter_N", "olora", "loftq")
+
+
+def _lora_init(v):
+    expected = f"one of {_quoted(LORA_INITS)} (N a whole number of subspace iterations >= 1)"
+    if not isinstance(v, str):
+        raise _Invalid(expected, v, wrong_type=True)
+    if v.startswith("pissa_niter_"):  # peft's fast (randomized) SVD with N iterations
+        n = v[len("pissa_niter_"):]
+        if not (n.isdigit() and int(n) >= 1):
+            raise _Invalid(expected, v, hint='e.g. "pissa_niter_4"; N counts iterations, >= 1')
+        return v
+    if v not in LORA_INITS or v == "pissa_niter_N":
+        raise _Invalid(expected, v, hint=_suggest(v, LORA_INITS))
+    return v
+
+
+_lora_init.choices = LORA_INITS  # type: ignore[attr-defined]  # the app's select offers these
+
+# model.attn_implementation: kept in step with workbench/train/kernels.py (ATTENTION_CHOICES),
+# which resolves "auto" and falls back on a CPU. A Hub kernel id ("kernels-community/flash-attn2")
+# is accepted too: transformers loads it with the `kernels` package.
+ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
+_HUB_KERNEL_ID = re.compile(r"^[^/:@\s]+/[^/:@\s]+(?:@[^/:\s]+)?(?::[^/:\s]+)?$")
+
+
+def _attention(v):
+    expected = (f"one of {_quoted(ATTENTION_CHOICES)} or a Hub kernel id such as "
+                '"kernels-community/flash-attn2"')
+    if not isinstance(v, str):
+        raise _Invalid(expected, v, wrong_type=True)
+    if v in ATTENTION_CHOICES or _HUB_KERNEL_ID.match(v):
+        return v
+    raise _Invalid(expected, v, hint=_suggest(v, ATTENTION_CHOICES))
+
+
+_attention.choices = ATTENTION_CHOICES  # type: ignore[attr-defined]
+
+
 def _profile_name(v):
     # The name becomes part of a run folder name (runs/<name>-<timestamp>), so no separators.
     expected = "a non-empty name without '/' or '\\' (it names run folders)"
@@ -337,7 +376,8 @@ class ModelSection:
                            required=True, path=True)
     revision: str = _f("main", _string(True, "a non-empty string (branch, tag or commit)"))
     trust_remote_code: bool = _f(False, _boolean)
-    attn_implementation: str = _f("sdpa", _choice("sdpa", "eager", "flash_attention_2"))
+    # "auto": FlashAttention 3 / 2 when installed on a GPU that runs it, else sdpa
+    attn_implementation: str = _f("sdpa", _attention)
     chat_template: str = _f("", _string(), path=True)  # "" = the tokenizer's own template
     # A LoRA adapter to start from: a finished run (its name or folder) or an adapter folder;
     # how SFT then DPO is chained. "" = a fresh adapter on the base model.
@@ -378,6 +418,16 @@ class LoraSection:
     target_modules: list[str] | str = _f(["q_proj", "k_proj", "v_proj", "o_proj"],
                                          _target_modules)
     bias: str = _f("none", _choice("none", "all", "lora_only"))
+    # Rank-stabilized LoRA (peft use_rslora): scale alpha / sqrt(r) instead of alpha / r, so
+    # higher ranks keep learning instead of fading out.
+    rslora: bool = _f(False, _boolean)
+    # How the adapter starts (peft init_lora_weights): "pissa" / "olora" start from the base
+    # weights' principal directions and subtract them from the base; "loftq" starts from
+    # the 4-bit quantization error. Checked against the other keys in _lora_checks.
+    init: str = _f("default", _lora_init)
+    # Fully train the input embedding and the output layer too (peft modules_to_save): for
+    # new tokens or a new chat format; their learning rate is train.embedding_learning_rate.
+    train_embeddings: bool = _f(False, _boolean)
 
 
 TRAIN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo", "grpo")
@@ -394,19 +444,30 @@ class TrainSection:
     batch_size: int = _f(4, _integer(1))
     grad_accum: int = _f(4, _integer(1))
     learning_rate: float = _f(2e-4, _number(0, lo_open=True))
+    # With lora.train_embeddings: the embeddings' own learning rate (usually 2-10x lower than
+    # the adapters'); 0 = the same as learning_rate.
+    embedding_learning_rate: float = _f(0.0, _number(0))
     scheduler: str = _f("cosine", _choice("cosine", "linear", "constant", "constant_with_warmup",
                                           "cosine_with_restarts", "polynomial"))
     warmup_ratio: float = _f(0.03, _number(0, 1, hi_open=True))
     weight_decay: float = _f(0.0, _number(0))
     max_grad_norm: float = _f(0.3, _number(0))
-    optimizer: str = _f("adamw_torch", _choice("adamw_torch", "adamw_torch_fused", "adamw_8bit",
-                                               "paged_adamw_8bit", "paged_adamw_32bit",
-                                               "adafactor", "sgd"))
+    # "auto": fused AdamW (one CUDA kernel, adamw_torch_fused) on a GPU, adamw_torch on the CPU
+    optimizer: str = _f("adamw_torch", _choice("adamw_torch", "auto", "adamw_torch_fused",
+                                               "adamw_8bit", "paged_adamw_8bit",
+                                               "paged_adamw_32bit", "adafactor", "sgd"))
+    # GPU kernels (workbench/train/kernels.py): "liger" (Triton RMSNorm / RoPE / SwiGLU), "hub"
+    # (Hugging Face Hub kernels, from the local HF cache), "none"; "auto" = liger when on CUDA
+    # and liger-kernel is installed. On a CPU a named kernel falls back with a note.
+    kernels: str = _f("auto", _choice("auto", "none", "liger", "hub"))
     # "auto": bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU.
     precision: str = _f("auto", _choice("auto", "bf16", "fp16", "fp32"))
     gradient_checkpointing: bool | str = _f("auto", _auto_or_bool)  # "auto" = on with a GPU
     max_seq_len: int = _f(2048, _integer(16))
-    packing: bool = _f(False, _boolean)
+    # "auto": supervised fine-tuning packs rows into padding-free batches where the attention
+    # keeps packed rows apart exactly (else batches of similar lengths; the run log says which);
+    # false: every batch padded to its longest row, as trl does by default.
+    packing: bool | str = _f("auto", _auto_or_bool)
     neftune_alpha: float = _f(0.0, _number(0))  # 0 = off
     seed: int = _f(42, _integer())
     logging_steps: int = _f(10, _integer(1))
@@ -1036,14 +1097,62 @@ def _cross_checks(valid: dict[str, Any], report: Callable[[str, str], None],
                    f"with early stopping, save_steps must be a multiple of eval_steps "
                    f"({v('train.eval_steps')}), got {v('train.save_steps')}")
     _distributed_checks(v, report)
-    if v("train.method") != "sft" and v("train.packing"):
+    if v("train.method") != "sft" and v("train.packing") is True:
         report("train.packing", f"packing is for supervised fine-tuning; train.method = "
-                                f"\"{v('train.method')}\" does not pack rows, so set packing = false")
+                                f"\"{v('train.method')}\" does not pack rows, so set packing = "
+                                "\"auto\" or false")
     if v("train.method") == "grpo":
         _grpo_checks(v, report, invalid)
     if v("lora.method") == "qlora" and v("train.device") == "cpu":
         report("lora.method", 'QLoRA needs a CUDA GPU (bitsandbytes 4-bit); use method = '
                               '"lora" on CPU or set train.device = "auto"')
+    _lora_checks(v, report)
+
+
+# Inits that move part of the base weights into the adapter (W = W_res + B0 A0): the run saves
+# the adapter converted to a plain LoRA of the original base (workbench/train/lora_setup.py).
+BASE_CHANGING_INITS = ("pissa", "olora", "loftq")
+
+
+def _lora_checks(v: Callable[[str], Any], report: Callable[[str, str], None]) -> None:
+    init = v("lora.init")
+    family = "pissa" if init.startswith("pissa") else init
+    if v("model.adapter"):
+        for key, default in (("lora.init", "default"), ("lora.rslora", False),
+                             ("lora.train_embeddings", False)):
+            if v(key) != default:
+                report(key, f"model.adapter continues an existing adapter, which keeps its own "
+                            f"settings: {key} only applies to a fresh adapter; remove it, or "
+                            f"set model.adapter = \"\" to start a new one")
+        return
+    if family in BASE_CHANGING_INITS:
+        what = {"pissa": "PiSSA", "olora": "OLoRA", "loftq": "LoftQ"}[family]
+        if v("lora.method") == "qlora":
+            why = ("LoftQ quantizes a full-precision base itself: use lora.method = \"lora\" "
+                   "(or init = \"default\" with QLoRA)" if family == "loftq" else
+                   f"{what} rewrites the base weights (base minus the adapter's start), which a "
+                   "4-bit base cannot hold: use lora.method = \"lora\" or \"dora\"")
+            report("lora.init", why)
+        if v("train.method") != "sft":
+            report("lora.init", f"{what} changes the base weights, so the adapter switched off "
+                                f"is no longer the base model that train.method = "
+                                f"\"{v('train.method')}\" uses as its reference: use "
+                                f"init = \"default\" or \"gaussian\", or train.method = \"sft\"")
+        gpus = v("distributed.gpus")
+        if v("distributed.processes") > 1 or (gpus > 1 if isinstance(gpus, int)
+                                              else "," in gpus):
+            report("lora.init", f"{what} adapters are converted to a plain LoRA when saved, "
+                                "which a run split over several processes cannot do yet: train "
+                                "on one GPU, or use init = \"default\" or \"gaussian\"")
+        if family == "loftq" and v("train.device") == "cpu":
+            report("lora.init", 'LoftQ quantizes with bitsandbytes on a CUDA GPU: set '
+                                'train.device = "auto" on a GPU machine, or choose another init')
+        if family == "loftq" and v("lora.method") == "dora":
+            report("lora.init", 'LoftQ is for plain LoRA adapters: use lora.method = "lora"')
+    if v("train.embedding_learning_rate") and not v("lora.train_embeddings"):
+        report("train.embedding_learning_rate",
+               "embedding_learning_rate is the learning rate of trained embeddings: set "
+               "lora.train_embeddings = true, or embedding_learning_rate = 0")
 
 
 def _grpo_checks(v: Callable[[str], Any], report: Callable[[str, str], None],
@@ -1374,3 +1483,12 @@ def format_profile(profile: Profile) -> str:
     header = f"# profile {profile.name!r} from {profile.source}\n"
     header += "# every key is shown, defaults included; paths are resolved\n\n"
     return header + profile.to_toml()
+
+
+def packs_rows(train) -> bool:
+    """Whether a run's [train] asks for packed, padding-free batches: "auto" and true pack
+    supervised fine-tuning only (preference pairs and GRPO groups are whole rows). Whether
+    the model's attention keeps packed rows apart is decided when the run starts
+    (train/packing.py), with a fallback the log states."""
+    return getattr(train, "method", "sft") == "sft" and train.packing in (True, "auto")
+

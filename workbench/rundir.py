@@ -35,8 +35,10 @@ FINAL_STATES = ("finished", "failed", "stopped")
 # Event types and the fields each one carries (besides "type" and "time", a UNIX timestamp).
 # This table is the documented schema; tests check the runner writes nothing else.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
-    "log": ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s",
+    "log": ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s", "tokens",
             "gpu_mem_bytes", "gpu_mem_peak_bytes", "eta_s", "signals"),
+    # `tokens`: tokens through the model since this process started training (padding not
+    # counted), as trl counts them; tokens_per_s is its rate between two logs.
     # `signals`: the method's own values besides the loss ({"rewards/margins": 0.4, ...} for
     # DPO), the ones its module's charts name (workbench/train/methods).
     "eval": ("step", "epoch", "eval_loss", "signals"),

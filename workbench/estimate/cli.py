@@ -8,7 +8,8 @@ is loaded.
         [--generation transformers|vllm] [--r N]
         [--alpha N] [--dropout X] [--targets a,b,c|all-linear] [--batch N] [--seq N]
         [--grad-ckpt|--no-grad-ckpt] [--optimizer NAME] [--precision bf16|fp16|fp32]
-        [--attn sdpa|eager] [--packing] [--grad-accum N] [--loss-path trl_fused|full_logits]
+        [--attn sdpa|eager|flash_attention_2|flash_attention_3] [--kernels none|liger]
+        [--packing] [--grad-accum N] [--loss-path trl_fused|full_logits|liger_fused]
         [--dataset-tokens N] [--epochs X] [--usd-per-hour X] [--gpu NAME] [--trace] [--json]
 
 Flags given with a PROFILE override the profile's values. `--model` takes a folder with a
@@ -118,12 +119,15 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-grad-ckpt", dest="grad_ckpt", action="store_false")
     p.add_argument("--optimizer")
     p.add_argument("--precision", choices=("bf16", "fp16", "fp32"))
-    p.add_argument("--attn", choices=("sdpa", "eager", "flash_attention_2"))
+    p.add_argument("--attn", choices=("sdpa", "eager", "flash_attention_2", "flash_attention_3"))
+    p.add_argument("--kernels", choices=("none", "liger"),
+                   help="GPU kernels to count (train.kernels): liger's RMSNorm / SwiGLU, and its "
+                        "fused linear cross-entropy with --loss-path full_logits or liger_fused")
     p.add_argument("--packing", action="store_true", default=None)
     p.add_argument("--grad-accum", type=int)
-    p.add_argument("--loss-path", choices=("trl_fused", "full_logits"),
+    p.add_argument("--loss-path", choices=("trl_fused", "full_logits", "liger_fused"),
                    help="trl_fused: the runner's SFTTrainer (default); full_logits: plain "
-                        "transformers loss")
+                        "transformers loss; liger_fused: Liger's fused linear cross-entropy")
     p.add_argument("--dataset-tokens", type=int, help="tokens in one epoch of the rendered data "
                    "(with a PROFILE, counted from its data unless --no-count-data)")
     p.add_argument("--no-count-data", action="store_true",
@@ -181,6 +185,7 @@ def _settings_and_model(args):
              "batch": args.batch, "seq": args.seq, "grad_ckpt": args.grad_ckpt,
              "optimizer": args.optimizer, "precision": args.precision, "attn": args.attn,
              "packing": args.packing, "grad_accum": args.grad_accum, "loss_path": args.loss_path,
+             "kernels": args.kernels,
              "train_method": args.train_method, "precompute_ref": args.precompute_ref,
              "num_generations": args.num_generations, "max_prompt_len": args.max_prompt_len,
              "max_completion_len": args.max_completion_len, "beta": args.beta,

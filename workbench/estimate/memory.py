@@ -165,12 +165,14 @@ factor changed at a time; `bench/estimate_accuracy.md` has every point):
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 
-from workbench.estimate.params import Architecture, ConfigError, lora_params, resolve_targets
+from workbench.estimate.params import (Architecture, ConfigError, lora_params, resolve_targets,
+                                       trained_embedding_params)
 from workbench.fmt import fmt_gib
 
 MIB = 1024 ** 2
@@ -180,8 +182,18 @@ METHODS = ("lora", "qlora", "dora", "full")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit",
               "paged_adamw_32bit", "adafactor", "sgd")
 PRECISIONS = ("bf16", "fp16", "fp32")
-ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
-LOSS_PATHS = ("trl_fused", "full_logits")
+ATTENTIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+FLASH_ATTENTIONS = ("flash_attention_2", "flash_attention_3")  # the same saved tensors, no mask
+LOSS_PATHS = ("trl_fused", "full_logits", "liger_fused")
+# train.kernels as counted (workbench/train/kernels.py resolves "auto" and "hub"): Liger's Triton
+# RMSNorm saves its input in the residual dtype and one fp32 rstd a row (torch's saves the fp32
+# upcast), its SwiGLU saves gate and up only and recomputes the SiLU in the backward (torch's
+# saves 3 x intermediate). Its RoPE saves cos/sin, as torch's does: no change. Liger's fused
+# linear cross-entropy is the "liger_fused" loss path; trl's trainers switch it off (their fused
+# LM head takes its place), so with loss_path "trl_fused" liger changes the layers only.
+KERNELS = ("none", "liger")
+LIGER_NOTE_OFF = ("Liger's fused linear cross-entropy is off under trl (its fused LM head "
+                  "already builds no logits): liger counted for RMSNorm and SwiGLU")
 GENERATIONS = ("transformers", "vllm")  # grpo.generation
 TRAIN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo", "grpo")
 PREFERENCE_METHODS = ("dpo", "orpo", "kto", "simpo")
@@ -195,6 +207,9 @@ STEP_MODELED = {
                  "the H200 calibration measured the full-logits step (--loss-path full_logits)",
     "full_logits": "a plain loop with transformers' own loss over full logits, the model output "
                    "kept through the step (the H200 calibration step, bench/estimate_accuracy.md)",
+    "liger_fused": "a plain loop (transformers' Trainer outside trl) with Liger's fused linear "
+                   "cross-entropy (use_liger_kernel): the logits are never built, a chunk of rows "
+                   "at a time, the hidden-state gradient computed in the forward",
 }
 # Preference methods: the step of trl 1.16's trainer, whatever --loss-path says.
 STEP_MODELED_METHOD = {
@@ -258,6 +273,41 @@ def runs_eager(model_type: str, transformers_version: str | None = None) -> bool
     version = transformers_version or installed_transformers()
     return version is None or _release(version) >= since
 
+def _liger_layers(arch: Architecture, s: EstimateSettings) -> bool:
+    """Whether Liger's layer kernels (RMSNorm, SwiGLU) are counted: asked for, and a model type
+    liger patches."""
+    from workbench.train.kernels import LIGER_MODEL_TYPES
+
+    return s.kernels == "liger" and arch.model_type in LIGER_MODEL_TYPES
+
+
+def kernels_counted(s: EstimateSettings, model_type: str) -> str:
+    """One line: which kernels the estimate counts, and what each changes."""
+    from workbench.train.kernels import LIGER_MODEL_TYPES
+
+    parts = []
+    if s.kernels == "liger" and model_type in LIGER_MODEL_TYPES:
+        what = "RMSNorm (input + rstd, no fp32 upcast), SwiGLU (gate and up, no activation copy)"
+        if s.loss_path == "liger_fused":
+            what += ", fused linear cross-entropy (no logits)"
+        elif s.loss_path == "trl_fused":
+            what += "; trl's fused LM head in place of its fused linear cross-entropy"
+        parts.append(f"liger: {what}")
+    elif s.kernels == "liger":
+        parts.append(f"liger asked for, but liger has no kernels for {model_type}: none counted")
+    else:
+        parts.append("no Liger kernels (train.kernels \"none\", or \"auto\" without liger-kernel "
+                     "installed)")
+    if s.attn in FLASH_ATTENTIONS:
+        parts.append(f"{s.attn} (no attention mask, k/v at their own head count)")
+    else:
+        parts.append(f"{s.attn} attention")
+    if s.optimizer == "adamw_torch_fused":
+        parts.append("fused AdamW (same states as adamw_torch, no foreach temporaries; its speed "
+                     "is not modelled)")
+    return "; ".join(parts)
+
+
 CUDA_CONTEXT_BYTES = 600 * MIB
 CUBLAS_WORKSPACE_BYTES = 32 * MIB
 CUBLAS_WORKSPACES = 2
@@ -316,10 +366,13 @@ class EstimateSettings:
     grad_accum: int = 1
     weight_decay: float = 0.0
     loss_path: str = "trl_fused"
+    kernels: str = "none"  # train.kernels as counted: "none" | "liger"
     # train.method: "sft" or a preference method (TRL's trainers); `method` above is the
     # adapter (lora.method). precompute_ref: [preference] precompute_ref (DPO, KTO).
     train_method: str = "sft"
     precompute_ref: bool = False
+    # lora.train_embeddings: the embedding and output layer fully trained (a copy of each).
+    train_embeddings: bool = False
     # GRPO ([grpo]): `batch` counts completions (TRL's per_device_train_batch_size), `seq` is
     # max_prompt_len + max_completion_len; the generation batch is batch x grad_accum
     # completions, num_generations of each prompt. beta > 0: a reference pass (the adapter
@@ -342,6 +395,7 @@ class EstimateSettings:
                                      ("precision", self.precision, PRECISIONS),
                                      ("attention", self.attn, ATTENTIONS),
                                      ("loss_path", self.loss_path, LOSS_PATHS),
+                                     ("kernels", self.kernels, KERNELS),
                                      ("train method", self.train_method, TRAIN_METHODS)):
             if value not in options:
                 problems.append(f"{name} {value!r} is not one of {', '.join(options)}")
@@ -380,6 +434,8 @@ class EstimateSettings:
     @classmethod
     def from_profile(cls, profile) -> EstimateSettings:
         """Settings from a workbench Profile (duck-typed: no import of profile.py needed)."""
+        from workbench.profile import packs_rows
+
         t, lo = profile.train, profile.lora
         precision = t.precision if t.precision != "auto" else "bf16"
         grad_ckpt = t.gradient_checkpointing
@@ -399,16 +455,22 @@ class EstimateSettings:
         if train_method == "grpo":  # a row is a prompt and its completion
             seq = (grpo.get("max_prompt_len", cls.max_prompt_len)
                    + grpo.get("max_completion_len", cls.max_completion_len))
+        # "auto" choices as a GPU run here resolves them (workbench/train/kernels.py)
+        from workbench.train.kernels import estimate_attention, estimate_kernels
+
+        optimizer = "adamw_torch_fused" if t.optimizer == "auto" else t.optimizer
         return cls(method=lo.method, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
                    targets=lo.target_modules if isinstance(lo.target_modules, str)
                    else tuple(lo.target_modules),
                    batch=t.batch_size, seq=seq,
                    grad_ckpt=True if grad_ckpt == "auto" else bool(grad_ckpt),
-                   optimizer=t.optimizer, precision=precision,
-                   attn=profile.model.attn_implementation, packing=t.packing,
+                   optimizer=optimizer, precision=precision,
+                   attn=estimate_attention(profile.model.attn_implementation),
+                   kernels=estimate_kernels(getattr(t, "kernels", "none")), packing=packs_rows(t),
                    grad_accum=t.grad_accum, weight_decay=t.weight_decay,
                    train_method=train_method,
-                   precompute_ref=bool(getattr(preference, "precompute_ref", False)), **grpo)
+                   precompute_ref=bool(getattr(preference, "precompute_ref", False)),
+                   train_embeddings=bool(getattr(lo, "train_embeddings", False)), **grpo)
 
 
 @dataclass
@@ -465,12 +527,14 @@ class Estimate:
                  f"({training}{self.settings.method}, r={self.settings.r}, {shape}, "
                  f"gradient checkpointing "
                  f"{'on' if self.settings.grad_ckpt else 'off'}, {self.settings.optimizer}, "
-                 f"{self.settings.precision}, {self.settings.attn} attention)"]
+                 f"{self.settings.precision}, {self.settings.attn} attention, kernels "
+                 f"{self.settings.kernels})"]
         for t in self.terms:
             lines.append(f"  {t.name:<{width}}  {_gib(t.bytes):>10}  {t.why}")
         lines.append(f"  {'total':<{width}}  {_gib(self.peak_bytes):>10}  peak while {self.phase}; "
                      f"torch's max_memory_reserved would read {_gib(self.reserved_bytes)}")
         lines.append("Step modeled: " + step_modeled(self.settings))
+        lines.append("Kernels counted: " + kernels_counted(self.settings, self.model_type))
         lines.append(f"Trainable parameters: {self.trainable_params:,} of {self.all_params:,} "
                      f"({100 * self.trainable_share:.3f}%); tokens per step: "
                      f"{self.tokens_per_step:,}")
@@ -485,6 +549,7 @@ class Estimate:
             "explain": {t.name: t.why for t in self.terms},
             "peak_phase": self.phase,
             "step_modeled": step_modeled(self.settings),
+            "kernels_counted": kernels_counted(self.settings, self.model_type),
             "method": self.settings.train_method,
             "trainable_params": self.trainable_params,
             "total_params": self.total_params,
@@ -555,7 +620,12 @@ def _per_layer_activations(arch: Architecture, s: EstimateSettings) -> tuple[int
     # Frozen matmul outputs: fp32 in QLoRA (Linear4bit returns its fp32 input's dtype).
     mw = 4 if (qlora or s.precision == "fp32") else a
     parts: dict[str, int] = {}
-    parts["norms (fp32 upcast)"] = arch.norms_per_layer * 4 * h
+    liger = _liger_layers(arch, s)
+    if liger:  # Liger's RMSNorm: its input (the residual's width) and an fp32 rstd a row
+        rs = 4 if (qlora or s.precision == "fp32") else a
+        parts["norms (Liger: input + rstd)"] = arch.norms_per_layer * (rs * h + 4)
+    else:
+        parts["norms (fp32 upcast)"] = arch.norms_per_layer * 4 * h
 
     mask = _attention_mask_materialized(arch, s)
     k_width = arch.q_dim if (mask or s.attn == "eager") else arch.kv_dim
@@ -573,7 +643,10 @@ def _per_layer_activations(arch: Architecture, s: EstimateSettings) -> tuple[int
         # scores: fp32 softmax output + its bf16 copy saved for the matmul with v.
         extra = 2 if arch.attn_logit_softcapping else 0
         parts["attention scores (eager)"] = (6 + extra) * arch.heads * s.seq
-    parts["MLP (activation input/output, up)"] = 3 * mw * i
+    if liger:  # Liger's SwiGLU saves gate and up, recomputes the activation in the backward
+        parts["MLP (Liger SwiGLU: gate, up)"] = 2 * mw * i
+    else:
+        parts["MLP (activation input/output, up)"] = 3 * mw * i
 
     adapted = resolve_targets(arch, s.targets) if s.method != "full" else ()
     lora = 0
@@ -593,7 +666,7 @@ def _per_layer_activations(arch: Architecture, s: EstimateSettings) -> tuple[int
 def _attention_mask_materialized(arch: Architecture, s: EstimateSettings) -> bool:
     """transformers skips the mask (is_causal) for sdpa unless a sliding window is shorter
     than the sequence, or packing needs block-diagonal masks."""
-    if s.attn == "flash_attention_2":
+    if s.attn in FLASH_ATTENTIONS:
         return False
     if s.attn == "eager" or s.packing:
         return True
@@ -895,6 +968,19 @@ def _loss_peak(arch: Architecture, s: EstimateSettings, tokens: int, rows: int,
                 f"full logits: {tokens:,} tokens x {V:,} vocab x {per_tok // V + a} bytes (the "
                 f"output's bf16 logits{softcap}, saved fp32 log-probs, their gradient, "
                 "log_softmax's input gradient)")
+    if s.loss_path == "liger_fused":
+        # liger's fused_linear_cross_entropy_forward (ops/fused_linear_cross_entropy.py): the
+        # hidden-state gradient (BT x H, the input's dtype) is computed in the forward and kept
+        # for the backward; the logits exist a chunk at a time, chunk = next power of two of
+        # BT / ceil(V / H) rows (about BT x H elements), plus an fp32 loss a row.
+        w = 4 if qlora else a
+        per_chunk = math.ceil(V / h)
+        chunk = min(tokens, 1 << max(0, math.ceil(tokens / per_chunk) - 1).bit_length())
+        grad_input = tokens * h * w
+        return (grad_input + chunk * V * w + tokens * 4 + lm_cast, grad_input + lm_cast,
+                f"Liger fused linear cross-entropy: a {chunk:,} x {V:,} logits chunk and the "
+                f"hidden-state gradient ({tokens:,} x {h} x {w} bytes) computed in the forward "
+                "(no full logits)")
     if scored is None:  # labels shifted by one: the last position of a row scores nothing
         scored = rows * (s.seq - 1)
     rs = 4 if qlora else a
@@ -922,6 +1008,14 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
         notes.append(f"{arch.model_type} has no SDPA attention in transformers "
                      f"{transformers_version or installed_transformers() or ''}: estimated with "
                      "eager attention, as the runner will run it")
+    if s.kernels == "liger" and s.loss_path == "full_logits" and s.train_method == "sft":
+        # transformers' Trainer with use_liger_kernel (outside trl) patches the forward with
+        # Liger's fused linear cross-entropy: the plain loop's logits are never built
+        s = replace(s, loss_path="liger_fused")
+        notes.append("liger: a plain loop with use_liger_kernel runs Liger's fused linear "
+                     "cross-entropy: estimated as loss path liger_fused (no full logits)")
+    elif s.kernels == "liger" and s.loss_path == "trl_fused":
+        notes.append(LIGER_NOTE_OFF)
     preference = s.train_method != "sft"
     grpo = s.train_method == "grpo"
     if preference:
@@ -947,15 +1041,31 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
     opt_temp_b = int(trainable * temp_pp)
     # Autocast caches the bf16 cast of each fp32 leaf that requires grad for the forward.
     autocast_cache_b = trainable * 2 if (param_bytes == 4 and s.precision != "fp32") else 0
+    # lora.train_embeddings: peft trains a copy of the embedding (and of an untied output
+    # layer) in the weights' dtype (fp32 under QLoRA, whose preparation upcasts them), with
+    # its gradient and optimizer states; the frozen original stays in "frozen weights".
+    embed_grads_b = 0
+    if s.train_embeddings and not full:
+        embed = trained_embedding_params(arch)
+        embed_bytes = 4 if (qlora or s.precision == "fp32") else a
+        embed_state_pp, embed_temp_pp = _optimizer_bytes_per_param(s, embed_bytes)
+        embed_grads_b = embed * embed_bytes
+        params_b += embed * embed_bytes
+        grads_b += embed_grads_b
+        states_b += int(embed * embed_state_pp)
+        opt_temp_b += int(embed * embed_temp_pp)
+        trainable += embed
 
     per_layer, _parts = _per_layer_activations(arch, s)
     mask_b = 0
-    if _attention_mask_materialized(arch, s) and s.attn != "flash_attention_2":
+    if _attention_mask_materialized(arch, s):
         # A boolean (B, 1, S, S) mask shared by the layers; two with alternating windows.
         kinds = 2 if arch.model_type in {"gemma2", "gemma3_text"} else 1
         mask_b = kinds * rows * s.seq * s.seq * (a if s.attn == "eager" else 1)
     rs = 4 if (qlora or s.precision == "fp32") else a
-    outside_layers = tokens * 4 * arch.hidden  # final norm's fp32 upcast
+    # the final norm's fp32 upcast (Liger's: its input and an fp32 rstd a row)
+    outside_layers = (tokens * (rs * arch.hidden + 4) if _liger_layers(arch, s)
+                      else tokens * 4 * arch.hidden)
     if s.grad_ckpt:
         saved = tokens * rs * arch.hidden * arch.layers + outside_layers
         recompute = tokens * per_layer
@@ -987,8 +1097,8 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
     # layer as the backward runs, while the saved activations of those layers are freed: at
     # the backward's largest moment (its first layer) one layer's gradients exist.
     static = frozen + constants + params_b + states_b
-    grads_during_backward = (grads_b // max(arch.layers, 1) if not full
-                             else arch.vocab * arch.hidden * a)
+    grads_during_backward = ((grads_b - embed_grads_b) // max(arch.layers, 1) + embed_grads_b
+                             if not full else arch.vocab * arch.hidden * a)
     moments = {
         "the loss is computed and its backward starts": saved + loss_b + autocast_cache_b
         + (0 if not full else arch.vocab * arch.hidden * a),
@@ -1041,6 +1151,8 @@ def estimate_memory(arch: Architecture, settings: EstimateSettings,
     if constants:
         add("quantization constants", constants, why_constants)
     what = "full model" if full else f"LoRA r={s.r}" + (" + DoRA magnitudes" if s.method == "dora" else "")
+    if s.train_embeddings and not full:
+        what += " + trained embeddings"
     add("trainable params", params_b, f"{trainable:,} ({what}) x {param_bytes} bytes")
     add("optimizer states", states_b, f"{s.optimizer}: {state_pp:g} bytes per trainable param")
     dequant_why = " + one 4-bit linear dequantized to bf16" if dequant_b else ""

@@ -226,3 +226,9 @@ def lora_params(arch: Architecture, targets, r: int, dora: bool = False) -> int:
     per_layer = sum(r * (lin.d_in + lin.d_out) + (lin.d_out if dora else 0)
                     for lin in resolve_targets(arch, targets))
     return arch.layers * per_layer
+
+
+def trained_embedding_params(arch: Architecture) -> int:
+    """Parameters lora.train_embeddings trains: the input embedding and the output layer,
+    one matrix when they are tied (peft keeps the trained copies tied)."""
+    return arch.embedding_params + arch.lm_head_params

@@ -105,8 +105,10 @@ def check_traceable(settings: EstimateSettings) -> None:
         why.append(f"optimizer {settings.optimizer} (traceable: {', '.join(TRACEABLE_OPTIMIZERS)})")
     if settings.packing:
         why.append("packing")
-    if settings.attn == "flash_attention_2":
-        why.append("the flash_attention_2 package (use sdpa: the same kernel's allocations)")
+    if settings.attn in ("flash_attention_2", "flash_attention_3"):
+        why.append(f"the {settings.attn} package (use sdpa: the same kernel's allocations)")
+    if getattr(settings, "kernels", "none") == "liger" or settings.loss_path == "liger_fused":
+        why.append("Liger's Triton kernels (CUDA only)")
     if getattr(settings, "train_method", "sft") == "grpo":
         if settings.generation == "vllm":
             why.append("GRPO with colocated vLLM (its generation is vLLM's own, not traced)")

@@ -5,27 +5,33 @@ about two), and a person deciding whether to wait, cap it (`eval.time_budget_s`)
 (`eval.after_training = false`) needs that number before the run, not after.
 
 How it is estimated: the evaluation's own generate calls are planned (`plan_batches`, the rows
-it will really answer, few-shot prompts included), then probe calls are timed on the model that
-will be evaluated, each with 1 + PROBE_STEPS new tokens (forced, so an early end-of-turn cannot
-shorten it), the time of each token taken as it comes:
+it will really answer, few-shot prompts included), then a few small probe calls are timed on the
+model that will be evaluated, each with 1 + PROBE_STEPS new tokens (forced, so an early
+end-of-turn cannot shorten it), the time of each token taken as it comes. A call's cost has a
+part paid once per call whatever its rows (reading the weights, Python, kernel launches: about
+0.1 s a decoding step for SmolLM2-135M on 2 cores) and a part paid per row, so rows are not
+priced by dividing one call's time by its rows:
 
-- the largest zero-shot call: a prefill rate (prompt tokens a second, padding included, as
-  `generate` pays for it), which prices every call's prompt (rows x its longest prompt) and the
-  perplexity passes (each test row's prompt and reference answer, once per system), and a
-  decoding step's time per row at a short context;
-- the few-shot call with the longest prompts, when there is one: a decoding step's time per row
-  at a long context. Each step reads the whole KV cache (on the CPU, SDPA also expands grouped
-  KV heads), so a step of a ~650-token few-shot row costs much more than one of a ~45-token
-  question: with one probe only, the estimate was 0.69x the measured generation on SmolLM2-135M
-  (bench/eval_speed.md). The two probes give a step's time per row as a line in the context
-  length (`StepCost`), and each call's steps are priced at its mean context (its longest prompt
-  plus half of `max_new_tokens`).
+- two zero-shot probes, the longest prompts of the largest zero-shot call: 2 rows and
+  `probe_size` rows (about PROBE_TOKENS prompt tokens), padded to the same length. Their
+  difference gives the prefill rate (prompt tokens a second, padding included, as `generate`
+  pays for it) and a decoding step's time per row at a short context; what is left is the
+  per-call part (`CallCost`). The rate prices every call's prompt (rows x its longest prompt)
+  and the perplexity passes (each test row's prompt and reference answer, once per system);
+- the few-shot call with the longest prompts, when there is one, on `probe_size` of its rows:
+  a decoding step's time per row at a long context. Each step reads the whole KV cache (on the
+  CPU, SDPA also expands grouped KV heads), so a step of a ~650-token few-shot row costs much
+  more than one of a ~45-token question. The probes give a step's time per row as a line in the
+  context length (`StepCost`), and each call's steps are priced at its mean context (its
+  longest prompt plus half of `max_new_tokens`).
 
 Every call is priced as if some row in it ran to `max_new_tokens` (a batch of 48 usually has one
-that does). The probes cost one zero-shot and one few-shot call's prefill plus a few steps each
-(seconds for a 135M model on 2 cores); bench/eval_speed.md checks the estimate against the
-measured generation: 0.93x and 1.10x on two runs (SmolLM2-135M, 100 Alpaca rows x 3 systems,
-2 CPU cores); the probes' own timing noise is the spread.
+that does). Before, the probes were whole calls (48 rows, the few-shot one 48 x ~650 tokens):
+two and a half minutes of prefill on SmolLM2-135M on 2 cores, said before training began
+(issue 25). Now the probes cost a few seconds there, and the run times them after its first
+optimizer step (workbench/pipeline/timing.py), stating the cost long before it is paid.
+bench/eval_speed.md checks the estimate against the measured generation (SmolLM2-135M, 100
+Alpaca rows x 3 systems, 2 CPU cores); the probes' own timing noise is the spread.
 """
 
 from __future__ import annotations
@@ -36,7 +42,13 @@ from dataclasses import dataclass
 
 from workbench.evaluate.compare import BASE, ComparisonEngine, Row, System, plan_batches
 
-PROBE_STEPS = 4
+PROBE_STEPS = 8  # decoding steps timed a probe: small probes' steps are cheap, more of them steadier
+PROBE_TOKENS = 1024  # prompt tokens of a probe, about: rows = PROBE_TOKENS // its longest prompt
+PROBE_MIN_ROWS = 4  # ... but at least this many (or the whole call), so a row's share shows
+
+
+class Stopped(Exception):
+    """The run was asked to stop while a probe was generating: the estimate is dropped."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,14 @@ class StepCost:
         return cls(max(0.0, s1 - per_token * c1), per_token)
 
 
+@dataclass(frozen=True)
+class CallCost:
+    """What a generate call pays whatever its rows: seconds of its prefill and of each decoding
+    step (the weights read once, Python, kernel launches)."""
+    prefill_s: float = 0.0
+    step_s: float = 0.0
+
+
 @dataclass
 class EvalCost:
     rows: int  # test rows (each answered once per system)
@@ -69,6 +89,8 @@ class EvalCost:
     step: StepCost  # one decoding step per row, by context length
     probe_rows: int
     samples: int = 0  # a rewards (GRPO) evaluation: sampled answers per prompt besides greedy
+    call: CallCost = CallCost()  # paid once per generate call
+    probe_s: float = 0.0  # what the probes took
 
     @property
     def total_s(self) -> float:
@@ -89,9 +111,12 @@ class EvalCost:
                 "answer priced at eval.max_new_tokens)")
 
 
-def probe(engine: ComparisonEngine, rows: list[Row], adapter: str, steps: int = PROBE_STEPS
-          ) -> tuple[float, float]:
-    """(prefill seconds, seconds a decoding step) of one generate call on `rows`."""
+def probe(engine: ComparisonEngine, rows: list[Row], adapter: str, steps: int = PROBE_STEPS,
+          should_stop=None) -> tuple[float, float]:
+    """(prefill seconds, seconds a decoding step) of one generate call on `rows`. Under
+    no_grad rather than inference_mode: it runs between training steps, and a tensor a module
+    caches under inference_mode could not be saved for training's backward afterwards.
+    `should_stop()` true after a token ends the call at once (`Stopped`)."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -111,10 +136,12 @@ def probe(engine: ComparisonEngine, rows: list[Row], adapter: str, steps: int = 
             if engine.device == "cuda":
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())
+            if should_stop is not None and should_stop():
+                raise Stopped()
             return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)
 
     n = steps + 1
-    with torch.inference_mode(), engine.using(adapter):
+    with torch.no_grad(), engine.using(adapter):
         started = time.perf_counter()
         engine.model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                               pad_token_id=tok.pad_token_id, temperature=None, top_p=None,
@@ -122,12 +149,19 @@ def probe(engine: ComparisonEngine, rows: list[Row], adapter: str, steps: int = 
     return stamps[0] - started, (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
 
 
+def probe_size(call: list[int], lengths: list[int]) -> int:
+    """Rows of a probe on `call` (longest prompts first): about PROBE_TOKENS prompt tokens."""
+    longest = max(lengths[i] for i in call)
+    return min(len(call), max(PROBE_MIN_ROWS, PROBE_TOKENS // max(longest, 1)))
+
+
 def estimate(engine: ComparisonEngine, test: list[dict], systems: list[System], picker,
-             max_new_tokens: int, batch_size: int) -> EvalCost:
-    """The cost of answering `test` with every system and scoring its perplexity, from one
-    timed probe call (see the module's docstring)."""
+             max_new_tokens: int, batch_size: int, should_stop=None) -> EvalCost:
+    """The cost of answering `test` with every system and scoring its perplexity, from a few
+    small timed probe calls (see the module's docstring)."""
     from workbench.evaluate.evaluation import split_for_generation
 
+    started = time.perf_counter()
     convos, references = zip(*(split_for_generation(r) for r in test)) if test else ((), ())
     rows = engine.rows(list(convos), systems, picker)
     lengths = engine.prompt_lengths(rows)
@@ -136,47 +170,66 @@ def estimate(engine: ComparisonEngine, test: list[dict], systems: list[System], 
     tuned = next((s.adapter for s in systems if s.adapter != BASE), BASE)
 
     def timed(call: list[int]) -> tuple[float, float, int]:
-        """(prefill seconds, decoding seconds per row, context of the probe's steps)."""
-        prefill_s, step_s = probe(engine, [rows[i] for i in call], tuned)
-        return prefill_s, step_s / len(call), max(lengths[i] for i in call) + PROBE_STEPS // 2
+        """(prefill seconds, decoding step seconds, padded prompt tokens) of a probe on `call`."""
+        prefill_s, step_s = probe(engine, [rows[i] for i in call], tuned,
+                                  should_stop=should_stop)
+        return prefill_s, step_s, max(lengths[i] for i in call)
 
-    probe_call = max(zero_shot, key=len)
-    prefill_s, short_step, short_context = timed(probe_call)
-    rate = len(probe_call) * max(lengths[i] for i in probe_call) / max(prefill_s, 1e-9)
+    # calls run longest prompt first: a probe's first rows share the call's padded length
+    biggest = max(zero_shot, key=len)
+    size = probe_size(biggest, lengths)
+    prefill_s, step_s, width = timed(biggest[:size])
+    short_context = width + PROBE_STEPS // 2
+    if size > 2:  # what one more row adds, from a 2-row probe of the same width
+        small_prefill, small_step, _ = timed(biggest[:2])
+        per_row_step = max(0.0, (step_s - small_step) / (size - 2))
+        per_row_prefill = max(1e-9, (prefill_s - small_prefill) / (size - 2))
+        call = CallCost(prefill_s=max(0.0, small_prefill - 2 * per_row_prefill),
+                        step_s=max(0.0, small_step - 2 * per_row_step))
+        if per_row_step == 0.0:  # the difference drowned in timing noise: no split then
+            per_row_step, call = step_s / size, CallCost()
+    else:
+        per_row_step, per_row_prefill, call = step_s / size, prefill_s / size, CallCost()
+    rate = width / per_row_prefill
     long_probe = None
     few_shot = [c for c in calls if rows[c[0]].system.shots > 0]
     if few_shot:
-        _, long_step, long_context = timed(max(few_shot, key=lambda c: max(lengths[i] for i in c)))
-        long_probe = (long_context, long_step)
-    step = StepCost.through((short_context, short_step), long_probe)
+        longest = max(few_shot, key=lambda c: max(lengths[i] for i in c))
+        n = probe_size(longest, lengths)
+        _, long_step, long_width = timed(longest[:n])
+        long_probe = (long_width + PROBE_STEPS // 2, max(0.0, long_step - call.step_s) / n)
+    step = StepCost.through((short_context, per_row_step), long_probe)
 
     answer_tokens = [len(ids) for ids in
                      engine.tokenizer(list(references), add_special_tokens=False)["input_ids"]]
     generation, scoring = price(calls, lengths, [answer_tokens[r.prompt_index] for r in rows],
-                                rate, step, max_new_tokens)
+                                rate, step, max_new_tokens, call=call)
     return EvalCost(rows=len(test), systems=len(systems), generation_s=generation,
                     perplexity_s=scoring, prefill_tokens_per_s=rate, step=step,
-                    probe_rows=len(probe_call))
+                    probe_rows=size, call=call, probe_s=time.perf_counter() - started)
 
 
 def price(calls: list[list[int]], prompt_tokens: list[int], answer_tokens: list[int],
-          tokens_per_s: float, step: StepCost, max_new_tokens: int) -> tuple[float, float]:
+          tokens_per_s: float, step: StepCost, max_new_tokens: int,
+          call: CallCost = CallCost()) -> tuple[float, float]:
     """(generation seconds, perplexity seconds). A call pays its prompt as rows x its longest
     prompt (left padding is computed too) and `max_new_tokens` decoding steps of its rows, each
-    at the call's mean context (longest prompt + half the new tokens); the perplexity pass reads
-    each row's prompt and reference answer once."""
+    at the call's mean context (longest prompt + half the new tokens), plus its per-call part
+    (`call`); the perplexity pass reads each row's prompt and reference answer once."""
     generation = 0.0
     for c in calls:
         longest = max(prompt_tokens[i] for i in c)
-        generation += (len(c) * longest / tokens_per_s
-                       + max_new_tokens * len(c) * step.at(longest + max_new_tokens / 2))
+        generation += (call.prefill_s + len(c) * longest / tokens_per_s
+                       + max_new_tokens * (call.step_s
+                                           + len(c) * step.at(longest + max_new_tokens / 2)))
     scoring = sum(p + a for p, a in zip(prompt_tokens, answer_tokens)) / tokens_per_s
     return generation, scoring
 
 
-def estimate_before_training(model, plan) -> EvalCost:
+def estimate_evaluation(model, plan, should_stop=None) -> EvalCost:
     """The cost of the evaluation `evaluate_after_training` will run on `model` (the PEFT model
-    about to be trained: same shapes, so the same speed), its rows chosen as it will choose them."""
+    in training: same shapes, so the same speed), its rows chosen as it will choose them.
+    `should_stop()` true ends the probes at their next token (`Stopped`)."""
     from workbench.evaluate.evaluation import (EvalOptions, _capped, inference_ready,
                                                systems_and_picker)
     from workbench.evaluate.suite import load_prompts
@@ -188,7 +241,7 @@ def estimate_before_training(model, plan) -> EvalCost:
     from workbench.evaluate.rewards_eval import is_rewards_run
 
     if is_rewards_run(profile):
-        return _rewards_cost(model, plan, options)
+        return _rewards_cost(model, plan, options, should_stop)
     splits = _capped(load_splits(profile), options.max_test_rows, options.seed)
     tuned = "default" if "default" in (getattr(model, "peft_config", None) or {}) else BASE
     suite = load_prompts(profile.eval.prompts) if profile.eval.prompts else None
@@ -197,7 +250,7 @@ def estimate_before_training(model, plan) -> EvalCost:
         engine = ComparisonEngine(model, plan.tokenizer, plan.device,
                                   profile.data.system_prompt, profile_chat_format(plan.tokenizer, profile))
         cost = estimate(engine, splits.test, systems, picker, options.max_new_tokens,
-                        options.batch_size)
+                        options.batch_size, should_stop)
     if options.time_budget_s and cost.total_s > options.time_budget_s:
         # The evaluation will sample rows to fit the budget; say what it will really take.
         share = options.time_budget_s / cost.total_s
@@ -207,7 +260,7 @@ def estimate_before_training(model, plan) -> EvalCost:
     return cost
 
 
-def _rewards_cost(model, plan, options) -> EvalCost:
+def _rewards_cost(model, plan, options, should_stop=None) -> EvalCost:
     """A GRPO run's evaluation (rewards_eval.py): base and fine-tuned answer each held-out
     prompt greedily and `sample_count` times sampled, up to grpo.max_completion_len tokens, and
     nothing is scored by perplexity. Priced like the other evaluations' generation, from a probe."""
@@ -225,7 +278,7 @@ def _rewards_cost(model, plan, options) -> EvalCost:
         engine = ComparisonEngine(model, plan.tokenizer, plan.device, "",
                                   profile_chat_format(plan.tokenizer, profile))
         cost = estimate(engine, records, [System("base"), System("fine-tuned", tuned)], None,
-                        profile.grpo.max_completion_len, options.batch_size)
+                        profile.grpo.max_completion_len, options.batch_size, should_stop)
     k = sample_count(profile)
     cost.generation_s *= 1 + k
     cost.perplexity_s, cost.samples = 0.0, k
@@ -235,17 +288,30 @@ def _rewards_cost(model, plan, options) -> EvalCost:
     return cost
 
 
-def announce_before_training(model, plan, run, on_event) -> None:
-    """Say in the run's events (the console and the app show them) and status.json what the
-    evaluation after training will cost. Advice only: a failure is logged, never fatal."""
+TIMING_MESSAGE = "timing the evaluation after training"
+
+
+def announce(model, plan, run, on_event, should_stop=None) -> EvalCost | None:
+    """Time the probes and say in the run's events (the console and the app show them) and
+    status.json what the evaluation after training will cost; "timing the evaluation after
+    training" while the probes run. Advice only: a failure is logged, never fatal; a stop
+    requested meanwhile drops it (None)."""
     if not plan.profile.eval.after_training:
-        return
+        return None
+    on_event(run.append_event("status", state="running", message=TIMING_MESSAGE))
     try:
-        cost = estimate_before_training(model, plan)
+        cost = estimate_evaluation(model, plan, should_stop)
+    except Stopped:
+        on_event(run.append_event("status", state="running", message=(
+            "evaluation after training: not timed, the run was asked to stop")))
+        return None
     except Exception as exc:  # noqa: BLE001 - the evaluation itself reports real problems later
         with open(run.log_path, "a", encoding="utf-8") as fh:
             fh.write(f"evaluation cost estimate unavailable: {type(exc).__name__}: {exc}\n")
-        return
+        on_event(run.append_event("status", state="running", message=(
+            f"evaluation after training: not timed ({type(exc).__name__}; see {run.log_path})")))
+        return None
     run.write_status(eval_estimate_s=round(cost.total_s, 1))
     on_event(run.append_event("status", state="running",
                               message="evaluation after training: " + cost.describe(plan.device)))
+    return cost

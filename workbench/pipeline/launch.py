@@ -230,7 +230,7 @@ def rank_main(run_dir: str, resume: bool) -> int:
         fh.write(f"rank {rank()}: {size_torch_threads()}\n")
     try:
         with main_process_first():
-            plan = plan_run(run_profile(run))
+            plan = plan_run(run_profile(run), log=lambda s: _rank_log(run, s))
     except Exception as exc:  # the world changed since the run was planned (data moved...)
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         run.append_event("error", kind=getattr(exc, "kind", "config"), message=message,
@@ -251,6 +251,15 @@ def rank_main(run_dir: str, resume: bool) -> int:
         except Exception:  # noqa: BLE001 - a peer that already left
             pass
     return 0 if state in ("finished", "stopped") else 1
+
+
+def _rank_log(run, message: str) -> None:
+    """A rank's planning line ("tokenized data from the cache ...") in the run's log."""
+    try:
+        with open(run.log_path, "a", encoding="utf-8") as fh:
+            fh.write(f"rank {rank()}: {message}\n")
+    except OSError:
+        pass  # a full disk is met, and reported, by the run itself
 
 
 # ---- the launcher -----------------------------------------------------------------------------

@@ -22,16 +22,16 @@ def run_pipeline(run: RunDir, plan: Plan, resume: bool = False,
     """Train (or resume), then evaluate what training changed. Returns the final state."""
     from workbench.train.runner import execute
 
+    def timing(recorder) -> list:
+        """The evaluation's cost, timed after the first optimizer step (pipeline/timing.py);
+        a resumed run stated it already."""
+        from workbench.pipeline.timing import EvaluationTiming
+
+        return [EvaluationTiming(plan, run, on_event, recorder)]
+
     return execute(run, plan, resume=resume, on_event=on_event, from_checkpoint=from_checkpoint,
-                   hangup=hangup, before_training=announce_evaluation,
+                   hangup=hangup, extra_callbacks=None if resume else timing,
                    after_training=evaluate_run)
-
-
-def announce_evaluation(model, plan: Plan, run: RunDir, on_event) -> None:
-    """What the evaluation after training will cost, said before training is paid for."""
-    from workbench.evaluate.cost import announce_before_training
-
-    announce_before_training(model, plan, run, on_event)
 
 
 def evaluate_run(model, plan: Plan, run: RunDir, on_event) -> None:

@@ -47,13 +47,25 @@ def run_in_this_process(run, resume: bool, printer=None, plan=None,
         hangup.restore()
 
 
+def _planning_status(run, printer):
+    """What planning is doing ("loading ...", "tokenized data from the cache ..."): a status
+    event the app shows while the run starts, and a line in the run's log."""
+    def say(message: str) -> None:
+        try:
+            event = run.append_event("status", state="starting", message=message)
+        except OSError:  # a full disk: the log line below still says it
+            event = {"type": "status", "state": "starting", "message": message}
+        printer.handle(event)
+    return say
+
+
 def _plan_and_execute(run, resume, printer, plan, from_checkpoint, hangup) -> int:
     from workbench.train.control import run_profile
     from workbench.train.plan import plan_run
     from workbench.rundir import iso
 
     try:
-        plan = plan or plan_run(run_profile(run))
+        plan = plan or plan_run(run_profile(run), log=_planning_status(run, printer))
     except Exception as exc:  # the world changed since the run was planned (data moved...)
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         hint = getattr(exc, "hint", "")

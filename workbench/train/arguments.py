@@ -7,9 +7,11 @@ from workbench.rundir import RunDir
 
 
 def training_arguments(plan, run: RunDir) -> dict:
+    from workbench.train.kernels import kernels_for_run
     from workbench.train.ranks import trainer_settings
 
     t = plan.profile.train
+    kernels = kernels_for_run(plan.profile, plan.device)  # Liger, fused AdamW (train/kernels.py)
     evaluates = plan.evaluates
     early = bool(t.early_stopping_patience and evaluates)
     return dict(
@@ -24,7 +26,7 @@ def training_arguments(plan, run: RunDir) -> dict:
         warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        optim=t.optimizer,
+        optim=kernels.optimizer,
         bf16=plan.precision == "bf16",
         fp16=plan.precision == "fp16",
         use_cpu=plan.device == "cpu",
@@ -47,5 +49,6 @@ def training_arguments(plan, run: RunDir) -> dict:
         report_to=list(t.report_to) or "none",
         disable_tqdm=True,  # our own progress display reads the events instead
         dataloader_num_workers=0,
+        **kernels.training_args,  # use_liger_kernel + liger_kernel_config; {} otherwise
         **trainer_settings(plan),  # DDP / FSDP2 / DeepSpeed under torchrun; {} otherwise
     )

@@ -62,7 +62,8 @@ def create_run(plan, runs_dir: Path | None = None) -> RunDir:
                      profile=profile.name, method=profile.train.method,
                      created_at=profile.resolved["created_at"],
                      run_dir=str(run.path))
-    for note in plan.notes:
+    source = getattr(plan, "data_source", "")  # tokenized now, or from the tokenized-data cache
+    for note in ([source] if source else []) + plan.notes:
         with open(run.log_path, "a", encoding="utf-8") as fh:
             fh.write(note + "\n")
     return run

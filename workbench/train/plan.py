@@ -4,11 +4,12 @@ model path or the data ends here, with a message for people, and leaves nothing 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from workbench.profile import Profile
+from workbench.train.packing import PackingChoice
 
 
 class RunError(Exception):
@@ -44,6 +45,11 @@ class Plan:
     manifest_hash: str | None = None  # when data.train is a folder saved by `workbench data clean`
     notes: list[str] = field(default_factory=list)  # things a person should know, shown once
     start_adapter: str | None = None  # model.adapter resolved: the adapter training starts from
+    # Where the tokenized data came from: tokenized now, or read back from the tokenized-data
+    # cache (train/data_cache.py); said in the console and the run's log, not a note.
+    data_source: str = ""
+    # How supervised rows are batched (train/packing.py); confirmed on the loaded model.
+    packing: PackingChoice = field(default_factory=lambda: PackingChoice("padded"))
 
     @property
     def method(self):
@@ -150,13 +156,14 @@ def check_model_config(profile: Profile) -> None:
                        f"{str(exc).splitlines()[0]}", hint=hint) from exc
 
 
-def attention_implementation(profile: Profile) -> tuple[str, str]:
+def attention_implementation(profile: Profile, requested: str | None = None) -> tuple[str, str]:
     """(the attention to load the model with, a note when it is not the profile's). Asking
     transformers 5 for "sdpa" on a model without an SDPA path (Gemma-2) is an error, and
-    eager attention is what that model runs; the estimate counts the same."""
+    eager attention is what that model runs; the estimate counts the same. `requested`: the
+    attention train/kernels.py resolved (default: the profile's)."""
     from workbench.estimate.memory import runs_eager
 
-    requested = profile.model.attn_implementation
+    requested = requested or profile.model.attn_implementation
     if requested != "sdpa":
         return requested, ""
     from transformers import AutoConfig
@@ -243,6 +250,7 @@ def load_training_data(profile: Profile, log: Callable[[str], None] = lambda s: 
 def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> Plan:
     from workbench.data.render import check_template
     from workbench.profile import ProfileError, check_paths
+    from workbench.train.data_cache import prepare_data_cached
     from workbench.train.methods import get_method
 
     issues = check_paths(profile)
@@ -259,21 +267,45 @@ def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> P
     tokenizer = load_tokenizer(profile)
     fmt = profile_chat_format(tokenizer, profile)
     notes = [f"chat template: {p}" for p in check_template(tokenizer, fmt)]
-    data = method.prepare_data(profile, tokenizer, fmt, log)
+    data, data_source = prepare_data_cached(method, profile, tokenizer, fmt, log)
     notes += [f"chat template: {n}" for n in fmt.notes]
-    attn_note = attention_implementation(profile)[1]
-    if attn_note:
-        notes.append(attn_note)
+    from workbench.train.kernels import kernels_for_run
+
+    notes += kernels_for_run(profile, device).notes  # kernels, attention, optimizer fallbacks
     if method.name != "sft":
         notes.append(f"method: {method.title}: {method.summary}")
     if adapter:
         notes.append(f"starting from the adapter in {adapter}")
     notes += data.notes
+    packing = choose_packing(profile, data.train_rows)
+    if packing.why or packing.packed:
+        notes.append(packing.why)
     notes.append(_describe_evaluation(profile, data.held_out, method.evaluation))
     return Plan(profile=profile, device=device, precision=precision, gradient_checkpointing=gc,
                 tokenizer=tokenizer, train_rows=data.train_rows, eval_rows=data.eval_rows,
                 dataset_hash=data.dataset_hash, manifest_hash=data.manifest_hash, notes=notes,
-                start_adapter=adapter)
+                start_adapter=adapter, packing=packing, data_source=data_source)
+
+
+def choose_packing(profile: Profile, rows: list[dict]) -> PackingChoice:
+    """train.packing for this model and attention; `why` says what the run does and why."""
+    from workbench.profile import packs_rows
+    from workbench.train.packing import choose, modeling_source, pack_stats
+
+    t, m = profile.train, profile.model
+    if not packs_rows(t):
+        return PackingChoice("padded")
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(m.name_or_path, revision=m.revision,
+                                        trust_remote_code=m.trust_remote_code)
+    choice = choose(t.packing, t.method, attention_implementation(profile)[0],
+                    modeling_source(config), m.trust_remote_code)
+    if choice.packed:
+        stats = pack_stats([len(r["input_ids"]) for r in rows], t.max_seq_len)
+        return replace(choice, why=stats.describe())
+    return replace(choice, why=f"packing: off; batches of similar lengths instead, because "
+                               f"{choice.why}")
 
 
 def resolve_start_adapter(profile: Profile) -> str | None:

@@ -25,15 +25,17 @@ def load_model(plan: Plan):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from workbench.train.plan import attention_implementation
+    from workbench.train.kernels import kernels_for_run
 
     p = plan.profile
+    kernels = kernels_for_run(p, plan.device)  # attention and Hub kernels for this device
     kwargs = dict(
         revision=p.model.revision,
         trust_remote_code=p.model.trust_remote_code,
-        attn_implementation=attention_implementation(p)[0],
+        attn_implementation=kernels.attn_implementation,
         use_safetensors=True,  # never unpickle .bin weights from who knows where
         dtype=getattr(torch, DTYPES[plan.precision]),
+        **kernels.load_kwargs,
     )
     if p.lora.method == "qlora":
         from transformers import BitsAndBytesConfig
@@ -68,19 +70,10 @@ def load_model(plan: Plan):
 def add_adapters(model, plan: Plan):
     if plan.start_adapter:
         return _continue_adapter(model, plan)
-    from peft import LoraConfig, get_peft_model
+    # rsLoRA, the adapter's init (PiSSA, OLoRA, LoftQ...) and trained embeddings: lora_setup.py
+    from workbench.train.lora_setup import add_fresh_adapter
 
-    lo = plan.profile.lora
-    config = LoraConfig(
-        r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, bias=lo.bias,
-        target_modules=lo.target_modules, use_dora=lo.method == "dora", task_type="CAUSAL_LM")
-    try:
-        model = get_peft_model(model, config)
-    except ValueError as exc:
-        raise RunError(f"lora.target_modules = {lo.target_modules!r} does not fit this model: "
-                       f"{str(exc).splitlines()[0]}",
-                       hint="use \"all-linear\", or names of the model's linear layers "
-                            "(e.g. q_proj, k_proj, v_proj, o_proj for Llama-style models)") from exc
+    model = add_fresh_adapter(model, plan)
     if plan.gradient_checkpointing:
         # With frozen embeddings no input requires grad, and checkpointed blocks would
         # then produce no gradient for the adapters inside them.
@@ -95,6 +88,7 @@ def save_adapter(trainer, plan: Plan, run: RunDir) -> str:
         return save_adapter_distributed(trainer, plan, run)
     from workbench.train.checkpoints import write_manifest
     from workbench.train.diskspace import folder_bytes, writing
+    from workbench.train.lora_setup import save_adapter_files, use_saved_adapter
 
     last = run.last_checkpoint()
     need = folder_bytes(last / "adapter_model.safetensors") if last else None
@@ -102,12 +96,14 @@ def save_adapter(trainer, plan: Plan, run: RunDir) -> str:
         staging = run.path / ".adapter.partial"
         shutil.rmtree(staging, ignore_errors=True)
         # Only the trained adapter: not trl's frozen reference copy ("ref") beside it.
-        trainer.model.save_pretrained(str(staging), selected_adapters=["default"])
+        # Converted to a plain LoRA of the original base for PiSSA / OLoRA / LoftQ starts.
+        save_adapter_files(trainer.model, staging)
         plan.tokenizer.save_pretrained(str(staging))
         write_manifest(staging)  # export and eval check it before they load the adapter
         if run.adapter_dir.exists():
             shutil.rmtree(run.adapter_dir)
         os.replace(staging, run.adapter_dir)
+    use_saved_adapter(trainer.model, run.adapter_dir)  # evaluation sees what was saved
     return str(run.adapter_dir)
 
 
@@ -135,12 +131,13 @@ HANGUP_NOTE = ("the terminal went away (SIGHUP): the run goes on, its output now
 def execute(run: RunDir, plan: Plan, resume: bool = False,
             on_event: Callable[[dict], None] = lambda ev: None,
             from_checkpoint: str | None = None, hangup=None,
-            before_training: Callable | None = None,
+            extra_callbacks: Callable | None = None,
             after_training: Callable | None = None) -> str:
     """Train in this process. Returns the final state. `from_checkpoint` names the
     checkpoint to resume from (else the newest intact one); `hangup` is the SIGHUP watcher
-    of a foreground run (console.Hangup); `before_training(model, plan, run, on_event)` runs
-    once the model is loaded (not on resume), and `after_training(...)` runs
+    of a foreground run (console.Hangup); `extra_callbacks(recorder)` returns more
+    TrainerCallbacks for the run (the pipeline's: time the evaluation after the first step),
+    given the run's RunRecorder (its stop flag, its clocks), and `after_training(...)` runs
     once the adapter is saved, before the run is marked finished (the pipeline's evaluation:
     training never calls up into evaluate itself)."""
     quiet_libraries()
@@ -251,15 +248,20 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
                           if not checkpoint else f"stopped before training began; resume "
                           f"continues from {os.path.basename(checkpoint)}")
 
-        if not resume and before_training is not None:
-            before_training(model, plan, run, on_event)
+        # Said at each phase that can take seconds, so a run never sits at "loading model".
+        emit("status", state="running", message=f"building the trainer ({len(plan.train_rows)} "
+             "training rows into its dataset)")
         recorder = RunRecorder(run, stop, on_event=on_event, device=plan.device,
                                signals=plan.method.signals)
         callbacks = [recorder]
         if plan.profile.train.early_stopping_patience and plan.evaluates:
             callbacks.append(EarlyStoppingCallback(plan.profile.train.early_stopping_patience))
+        if extra_callbacks is not None:
+            callbacks += extra_callbacks(recorder)
         trainer = plan.method.build_trainer(model, plan, run, callbacks)
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; we print events
+        emit("status", state="running", message="training: the first step"
+             if checkpoint is None else f"training: loading {os.path.basename(checkpoint)}")
         trainer.train(resume_from_checkpoint=checkpoint)
 
         state = trainer.state

@@ -21,6 +21,7 @@ from workbench.train import ranks
 from workbench.train.methods import signal_match
 from workbench.rundir import RunDir
 from workbench.train.plan import NonFiniteLoss
+from workbench.train.threads import ThreadWatch
 
 
 class StopFlag:
@@ -64,6 +65,12 @@ class RunDirTrainer:
                                         self.state.global_step + 1)
             ranks.note_batch(inputs)
         return result
+
+    def create_optimizer(self, model=None):
+        # Trained embeddings at train.embedding_learning_rate: groups of their own.
+        from workbench.train.lora_setup import create_optimizer
+
+        return create_optimizer(self, lambda: super(RunDirTrainer, self).create_optimizer(model))
 
     def _save_checkpoint(self, model, trial):
         # HF writes checkpoint-N file by file; a crash or a full disk halfway would leave a
@@ -162,6 +169,8 @@ class RunRecorder(TrainerCallback):
         self._last_gpu = 0.0
         self._last_status = 0.0
         self.steps_done = 0  # in this process; 0 means a resumed checkpoint is still loading
+        # A CPU run follows the load from other processes (train/threads.py, issue 25).
+        self.threads = None if self.cuda else ThreadWatch()
 
     def _event(self, type_: str, **fields) -> None:
         self.on_event(self.run.append_event(type_, **fields))
@@ -174,6 +183,14 @@ class RunRecorder(TrainerCallback):
         self.run.write_status(state="running", pid=os.getpid(), step=state.global_step,
                               total_steps=state.max_steps)
         self._gpu(force=True)
+
+    def leave_out(self, seconds: float) -> None:
+        """`seconds` spent between steps on something else (timing the evaluation's cost,
+        pipeline/timing.py): not training, so not in the ETA nor in tokens/s."""
+        if self._t0 is not None:
+            self._t0 += seconds
+        if self._last_tokens_t is not None:
+            self._last_tokens_t += seconds
 
     def _eta(self, state) -> float | None:
         done = state.global_step - self._step0
@@ -195,11 +212,21 @@ class RunRecorder(TrainerCallback):
         if now - self._last_status >= self.STATUS_EVERY_S or state.global_step == state.max_steps:
             self._last_status = now
             self.run.write_status(step=state.global_step, epoch=state.epoch, eta_s=self._eta(state))
+        resized = self.threads.check() if self.threads is not None else None
+        if resized:
+            self._log_line(resized)
         if ranks.any_rank(self.stop.is_set()):  # every rank stops at the same step
             self.stop._event.set()
             control.should_save = True
             control.should_training_stop = True
         return control
+
+    def _log_line(self, line: str) -> None:
+        try:
+            with open(self.run.log_path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError:
+            pass  # a full disk is met, and reported, by the checkpoint writes
 
     def _signals(self, logs: dict, prefix: str = "") -> dict:
         """{"signals": {name: value}} for the method's values in this log, {} when none."""
@@ -236,7 +263,8 @@ class RunRecorder(TrainerCallback):
                 loss=loss if math.isfinite(loss) else None,
                 learning_rate=logs.get("learning_rate"),
                 grad_norm=float(grad_norm) if grad_norm is not None and math.isfinite(grad_norm) else None,
-                tokens_per_s=tokens_per_s, gpu_mem_bytes=mem, gpu_mem_peak_bytes=peak,
+                tokens_per_s=tokens_per_s, tokens=None if tokens is None else int(tokens),
+                gpu_mem_bytes=mem, gpu_mem_peak_bytes=peak,
                 eta_s=None if (eta := self._eta(state)) is None else round(eta, 1),
                 **self._signals(logs),
             )

@@ -30,27 +30,91 @@ def build_trainer(method, model, plan, run, callbacks):
     from trl import SFTConfig, SFTTrainer
 
     from workbench.train.arguments import training_arguments
+    from workbench.train.packing import PackedCollator, packed_rows
     from workbench.train.trainer import with_run_dir
 
     t = plan.profile.train
-    args = SFTConfig(**training_arguments(plan, run), max_length=t.max_seq_len, packing=t.packing,
-                     dataset_num_proc=None)
-    return with_run_dir(SFTTrainer)(
-        model=model, args=args, run=run, train_dataset=to_dataset(plan.train_rows),
-        eval_dataset=to_dataset(plan.eval_rows) if plan.evaluates else None,
-        processing_class=plan.tokenizer, callbacks=callbacks)
+    choice = confirm_packing(model, plan, run, callbacks)
+    train_rows, eval_rows = with_labels(plan.train_rows), with_labels(plan.eval_rows)
+    extra = {}
+    if choice.packed:
+        train_rows, _ = packed_rows(train_rows, t.max_seq_len)
+        eval_rows, _ = packed_rows(eval_rows, t.max_seq_len)
+        extra["data_collator"] = PackedCollator(plan.tokenizer.pad_token_id, flat=choice.flat)
+    # packing=False: the rows are packed (or not) here; trl's own preparation is skipped,
+    # as the rows are already rendered, cut at max_seq_len and labelled (what you inspect is
+    # what you train).
+    args = SFTConfig(**training_arguments(plan, run), max_length=t.max_seq_len, packing=False,
+                     dataset_num_proc=None, dataset_kwargs={"skip_prepare_dataset": True},
+                     train_sampling_strategy="group_by_length" if choice.mode == "grouped"
+                     else "random")
+    return with_run_dir(_counting_packed_tokens(SFTTrainer))(
+        model=model, args=args, run=run, train_dataset=to_dataset(train_rows),
+        eval_dataset=to_dataset(eval_rows) if plan.evaluates else None,
+        processing_class=plan.tokenizer, callbacks=callbacks, **extra)
+
+
+def _counting_packed_tokens(sft_trainer: type) -> type:
+    """trl counts a batch without an attention mask as one sequence (its width); packs side
+    by side are batch rows: count their tokens, padding excluded (the monitor's tokens/s)."""
+    import torch
+
+    from workbench.train.packing import real_tokens
+
+    class PackedTokensSFTTrainer(sft_trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            before = self._total_train_tokens
+            result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                          num_items_in_batch=num_items_in_batch)
+            real = real_tokens(inputs) if model.training else None
+            if real is not None and inputs["position_ids"].size(0) > 1:
+                local = torch.tensor(real, device=inputs["position_ids"].device)
+                self._total_train_tokens = before + int(
+                    self.accelerator.gather_for_metrics(local).sum().item())
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return result
+
+    return PackedTokensSFTTrainer
+
+
+def confirm_packing(model, plan, run, callbacks):
+    """The plan's packing, proven on the loaded model (train/packing.py check_exact); when the
+    proof fails the run trains on batches of similar lengths and says why."""
+    from dataclasses import replace
+
+    from workbench.train import ranks
+    from workbench.train.packing import check_exact
+
+    choice = plan.packing
+    if not choice.packed or ranks.is_distributed():  # every rank would prove the same thing
+        return choice
+    if plan.device == "cuda" and next(model.parameters()).device.type != "cuda":
+        model.to("cuda")  # where the trainer would put it anyway; the proof runs there
+    problem = check_exact(model, plan.train_rows, choice.flat, plan.tokenizer.pad_token_id)
+    if problem is None:
+        return choice
+    message = f"packing: off; batches of similar lengths instead, because {problem}"
+    event = run.append_event("status", state="running", message=message)
+    for callback in callbacks:
+        if hasattr(callback, "on_event"):  # the run's recorder: the console and the app
+            callback.on_event(event)
+    return replace(choice, mode="grouped", why=message)
+
+
+def with_labels(rows: list[dict]) -> list[dict]:
+    """Rows carry the exact tokens and mask from the renderer; labels are built here so the
+    trainer never re-renders or re-masks. The first label is always ignored: nothing predicts
+    a row's first token, padded or packed (train/packing.py)."""
+    return [{"input_ids": r["input_ids"],
+             "labels": [-100] + [tok if m else -100
+                                 for tok, m in zip(r["input_ids"][1:], r["assistant_masks"][1:])]}
+            for r in rows]
 
 
 def to_dataset(rows: list[dict]):
-    """Rows carry the exact tokens and mask from the renderer; labels are built here so
-    the trainer never re-renders or re-masks (what you inspect is what you train)."""
     from datasets import Dataset
 
-    return Dataset.from_list([
-        {"input_ids": r["input_ids"],
-         "labels": [tok if m else -100 for tok, m in zip(r["input_ids"], r["assistant_masks"])]}
-        for r in rows
-    ])
+    return Dataset.from_list(rows)
 
 
 def _describe_render(stats, n_train: int, n_eval: int, max_len: int) -> str:
