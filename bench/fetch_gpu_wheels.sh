@@ -16,13 +16,14 @@ for pkg in bitsandbytes==0.50.2 trl==1.16.0 peft==0.21.2 datasets==5.2.0 dill==0
     --platform manylinux2014_x86_64 -d .whl "$pkg"
 done
 # The GPU machine has no network and no ~/.cache: bench/gpu_train_throughput.py reads the
-# SmolLM2 tokenizer (no weights) and the alpaca sample from .whl/assets when they are here (~4 MB).
+# SmolLM2 tokenizer (no weights) and the alpaca sample from .whl/assets when they are here,
+# gzipped (~1 MB: the carry limit is close).
 mkdir -p .whl/assets/smollm2-135m
 smol="$HOME/.cache/workbench/models/SmolLM2-135M-Instruct"
 for f in config.json tokenizer.json tokenizer_config.json chat_template.jinja; do
-  [ -f "$smol/$f" ] && cp "$smol/$f" .whl/assets/smollm2-135m/
+  if [ -f "$smol/$f" ]; then gzip -9c "$smol/$f" > ".whl/assets/smollm2-135m/$f.gz"; fi
 done
 for alpaca in ../shared/data/alpaca_en_demo.json /work/shared/data/alpaca_en_demo.json; do
-  [ -f "$alpaca" ] && { cp "$alpaca" .whl/assets/; break; }
+  if [ -f "$alpaca" ]; then gzip -9c "$alpaca" > .whl/assets/alpaca_en_demo.json.gz; break; fi
 done
 du -sh .whl

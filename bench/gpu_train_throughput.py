@@ -26,13 +26,15 @@ and step count in every arm; everything else is each side's default.
 Writes gpu_train_throughput.md and .json to $OUT (default bench/out) or --write PATH.md.
 The GPU machine has no network: the SmolLM2 tokenizer and the alpaca sample travel in
 .whl/assets (bench/fetch_gpu_wheels.sh puts them there); without them the bundled tiny
-tokenizer and demo data stand in, and the table says so.
+tokenizer and demo data stand in, and the table says so. The SmolLM2-135M model's config.json
+comes with its tokenizer; the 1.7B's is assets/configs/smollm2-1.7b.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import gzip
 import importlib.util
 import itertools
 import json
@@ -49,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "assets" / "tiny-model"
 CARRIED = REPO / ".whl" / "assets"  # what fetch_gpu_wheels.sh copies for the offline GPU box
 SMOLLM2 = Path.home() / ".cache" / "workbench" / "models" / "SmolLM2-135M-Instruct"
-ALPACA_PLACES = (CARRIED / "alpaca_en_demo.json", REPO.parent / "shared" / "data" / "alpaca_en_demo.json",
+ALPACA_PLACES = (REPO.parent / "shared" / "data" / "alpaca_en_demo.json",
                  Path("/work/shared/data/alpaca_en_demo.json"))
 DEMO_DATA = REPO / "assets" / "demo" / "translate_en_fr.jsonl"
 ARMS = ("trl-default", "trl-bfd", "wb-none", "wb-liger", "wb-auto", "wb-flash2")
@@ -63,15 +65,32 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def tokenizer_dir() -> tuple[Path, str]:
-    for folder, label in ((CARRIED / "smollm2-135m", "SmolLM2-135M-Instruct's tokenizer (carried)"),
-                          (SMOLLM2, "SmolLM2-135M-Instruct's tokenizer")):
-        if (folder / "tokenizer.json").is_file():
-            return folder, label
-    return TINY, "the bundled tiny model's tokenizer (SmolLM2's was not found)"
+def _unzipped(folder: Path, into: Path) -> Path:
+    """`folder`'s files with any .gz undone, in `into` (fetch_gpu_wheels.sh gzips what it carries)."""
+    into.mkdir(parents=True, exist_ok=True)
+    for f in folder.iterdir():
+        if f.suffix == ".gz":
+            (into / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
+        elif f.is_file():
+            shutil.copy(f, into / f.name)
+    return into
 
 
-def data_file(cpu_smoke: bool) -> tuple[Path, str]:
+def tokenizer_dir(tmp: Path) -> tuple[Path, str]:
+    carried = CARRIED / "smollm2-135m"
+    if (carried / "tokenizer.json.gz").is_file() or (carried / "tokenizer.json").is_file():
+        return _unzipped(carried, tmp / "smollm2-tokenizer"), "SmolLM2-135M-Instruct's (carried)"
+    if (SMOLLM2 / "tokenizer.json").is_file():
+        return SMOLLM2, "SmolLM2-135M-Instruct's"
+    return TINY, "the bundled tiny model's (SmolLM2's was not found)"
+
+
+def data_file(tmp: Path) -> tuple[Path, str]:
+    carried = CARRIED / "alpaca_en_demo.json.gz"
+    if carried.is_file():
+        path = tmp / "alpaca_en_demo.json"
+        path.write_bytes(gzip.decompress(carried.read_bytes()))
+        return path, "alpaca_en_demo.json (carried)"
     for path in ALPACA_PLACES:
         if path.is_file():
             return path, "alpaca_en_demo.json"
@@ -340,16 +359,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.steps = args.steps or (2 if args.cpu_smoke else 20)
     args.warmup = args.warmup if args.warmup is not None else (0 if args.cpu_smoke else 4)
-    tok_dir, tok_label = (TINY, "the bundled tiny model's") if args.cpu_smoke else tokenizer_dir()
-    data, data_label = data_file(args.cpu_smoke)
+    scratch = Path(tempfile.mkdtemp(prefix="throughput-assets-"))
+    tok_dir, tok_label = (TINY, "the bundled tiny model's") if args.cpu_smoke else tokenizer_dir(scratch)
+    data, data_label = data_file(scratch)
     models = (("tiny", TINY, 2, 128),) if args.cpu_smoke else GPU_MODELS
+    if not args.cpu_smoke and tok_dir == TINY:  # no SmolLM2-135M config either: the 360M's
+        models = (("smollm2-360m", REPO / "assets/configs/smollm2-360m", 8, 1024),) + models[1:]
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     md_path = Path(args.write) if args.write else Path(os.environ.get("OUT", REPO / "bench" / "out")) / "gpu_train_throughput.md"
     from _shared import cpu_machine
 
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": cpu_machine() + ("" if args.cpu_smoke else f"; {torch.cuda.get_device_name(0)}"),
-            "versions": versions(device), "data": data_label, "tokenizer": tok_label,
+            "versions": versions(device), "data": data_label, "tokenizer": f"{tok_label} tokenizer",
             "steps": args.steps, "warmup": args.warmup,
             "command": "python bench/gpu_train_throughput.py " + " ".join(argv or sys.argv[1:])}
     rows: list[dict] = []
@@ -384,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"peak reserved {_gib(row.get('peak_reserved'))} GiB ({row['seconds']} s) "
                       f"{row.get('notes', '')}", flush=True)
             shutil.rmtree(model_dir, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     write_report(rows, meta, md_path)
     print(md_path.read_text())
     return 0 if all(r["status"] == "ok" or r["status"].startswith("not run") for r in rows) else 1

@@ -49,10 +49,10 @@ SMOLLM2 = Path.home() / ".cache/workbench/models/SmolLM2-135M-Instruct"
 ALPACA = Path("/work/shared/data/alpaca_en_demo.json")
 
 # What the two arms share, written into the workbench profile and the SFTConfig alike.
-SETTINGS = dict(lora_r=16, lora_alpha=32, lora_dropout=0.05, targets="all-linear",
-                grad_accum=1, learning_rate=2e-4, scheduler="cosine", warmup_ratio=0.03,
-                weight_decay=0.0, max_grad_norm=0.3, optimizer="adamw_torch", seed=42,
-                logging_steps=10)
+SETTINGS = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "targets": "all-linear",
+                "grad_accum": 1, "learning_rate": 2e-4, "scheduler": "cosine", "warmup_ratio": 0.03,
+                "weight_decay": 0.0, "max_grad_norm": 0.3, "optimizer": "adamw_torch", "seed": 42,
+                "logging_steps": 10}
 
 
 def profile_toml(a, folder: Path) -> Path:
@@ -86,6 +86,7 @@ device = "cpu"
 precision = "fp32"
 gradient_checkpointing = false
 save_steps = 100000
+eval_steps = {a.eval_steps}
 runs_dir = {json.dumps(str(folder / 'runs'))}
 [eval]
 after_training = false
@@ -169,7 +170,12 @@ def child_trl(a, cfg: dict) -> dict:
         logging_steps=s["logging_steps"], logging_first_step=True, save_strategy="steps",
         save_steps=100000, report_to="none", max_length=a.max_seq_len, packing=False)
     dataset = Dataset.from_list(rows)
+    if a.eval_steps:  # the workbench evaluates its held-out rows every eval_steps: so does TRL
+        args.eval_strategy, args.eval_steps = "steps", a.eval_steps
+        args.per_device_eval_batch_size = a.batch_size
+    evals = Dataset.from_list(json.loads(Path(cfg["rows"]).with_name("eval_rows.json").read_text()))
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
+                         eval_dataset=evals if a.eval_steps else None,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=[clock])
     _profiled(trainer.train, a.cprofile, "trl")
     return record
@@ -177,7 +183,7 @@ def child_trl(a, cfg: dict) -> dict:
 
 def child_ours(a, cfg: dict) -> dict:
     from workbench import cli
-    import workbench.train.methods.sft as sft
+    from workbench.train.methods import sft
 
     record: dict = {"arm": "ours"}
     clock = instruments(record)
@@ -198,6 +204,47 @@ def child_ours(a, cfg: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# which batches each setup trains on (no training)
+
+
+def padded_schedule(a, rows_path: Path) -> dict:
+    """Padded and real tokens of each optimizer step's batch, from the data loader TRL's
+    SFTTrainer builds (its collator, its seeded order), for: the plan's rendered rows (what
+    both arms above train on) and the Alpaca file given to TRL as a user would (all its rows,
+    prompt / completion conversations TRL renders itself), as issue 25's TRL run did. The model
+    is the bundled tiny one: the data loader never runs it."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(a.model))
+    model = AutoModelForCausalLM.from_pretrained(str(ROOT / "assets" / "tiny-model"))
+    raw = json.loads(a.data.read_text())
+    user_rows = [{"prompt": [{"role": "user", "content": r["instruction"]
+                              + (f"\n{r['input']}" if r.get("input") else "")}],
+                  "completion": [{"role": "assistant", "content": r["output"]}]} for r in raw]
+    out = {}
+    for name, rows in (("plan rows (both arms)", json.loads(rows_path.read_text())),
+                       ("the Alpaca file given to TRL", user_rows)):
+        args = SFTConfig(output_dir=str(rows_path.parent / "schedule"), max_steps=a.steps,
+                         per_device_train_batch_size=a.batch_size, seed=SETTINGS["seed"],
+                         data_seed=SETTINGS["seed"], use_cpu=True, bf16=False,
+                         gradient_checkpointing=False, report_to="none",
+                         max_length=a.max_seq_len, packing=False)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer)
+        steps = []
+        for batch in trainer.get_train_dataloader():
+            steps.append([int(batch["input_ids"].numel()), int(batch["attention_mask"].sum())])
+            if len(steps) == a.steps:
+                break
+        timed = steps[a.from_step - 1:]
+        out[name] = {"rows": len(rows), "padded": sum(p for p, _ in timed),
+                         "real": sum(r for _, r in timed), "per_step": [p for p, _ in steps]}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # the parent
 
 
@@ -207,12 +254,18 @@ def plan_rows(a, folder: Path, toml: Path) -> Path:
     from workbench.train.plan import plan_run
 
     plan = plan_run(load_profile(toml, []))
-    rows = [{"input_ids": r["input_ids"],
-             "labels": [t if m else -100 for t, m in zip(r["input_ids"], r["assistant_masks"])]}
-            for r in plan.train_rows]
+    def labelled(rows):
+        return [{"input_ids": r["input_ids"],
+                 "labels": [t if m else -100 for t, m in zip(r["input_ids"], r["assistant_masks"])]}
+                for r in rows]
+
+    (folder / "eval_rows.json").write_text(json.dumps(labelled(plan.eval_rows)))
     path = folder / "rows.json"
-    path.write_text(json.dumps(rows))
+    path.write_text(json.dumps(labelled(plan.train_rows)))
     return path
+
+
+BUSY = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end: pass"
 
 
 def summarize(rec: dict, from_step: int) -> dict:
@@ -221,12 +274,12 @@ def summarize(rec: dict, from_step: int) -> dict:
     steps = len(ends) - from_step + 1
     batches = rec["batches"][from_step - 1:]
     padded = [b[0][0] * b[0][1] for b in batches]
-    return dict(arm=rec["arm"], seconds=round(timed, 2), per_step=round(timed / steps, 3),
-                steps=steps, threads=rec["threads"],
-                padded_per_step=round(sum(padded) / len(padded), 1),
-                real_per_step=round(sum(b[1] for b in batches) / len(batches), 1),
-                step_times=[round(ends[i] - ends[i - 1], 3) for i in range(1, len(ends))],
-                shapes=[b[0] for b in rec["batches"]], threads_line=rec.get("threads_line"))
+    return {"arm": rec["arm"], "seconds": round(timed, 2), "per_step": round(timed / steps, 3),
+                "steps": steps, "threads": rec["threads"],
+                "padded_per_step": round(sum(padded) / len(padded), 1),
+                "real_per_step": round(sum(b[1] for b in batches) / len(batches), 1),
+                "step_times": [round(ends[i] - ends[i - 1], 3) for i in range(1, len(ends))],
+                "shapes": [b[0] for b in rec["batches"]], "threads_line": rec.get("threads_line")}
 
 
 def main() -> int:
@@ -238,7 +291,16 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-seq-len", type=int, default=512)
     p.add_argument("--arms", default="trl,ours")
+    p.add_argument("--eval-steps", type=int, default=0,
+                   help="evaluate the held-out rows every N steps in both arms (the workbench "
+                        "profile's default is 50, TRL's is no evaluation; 0 = none)")
     p.add_argument("--cprofile", type=Path)
+    p.add_argument("--blip", type=float, default=0.0, metavar="S",
+                   help="keep one core busy for S seconds from the start of each arm's process "
+                        "(another command running briefly while the run starts)")
+    p.add_argument("--schedule", action="store_true",
+                   help="only compare the padded tokens per step of the plan's rows and of the "
+                        "Alpaca file given to TRL directly (no training)")
     p.add_argument("--json", type=Path, help="append the results to this JSON-lines file")
     p.add_argument("--child", choices=["trl", "ours"], help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
@@ -254,17 +316,26 @@ def main() -> int:
         folder = Path(tmp)
         toml = profile_toml(a, folder)
         rows = plan_rows(a, folder, toml)
+        if a.schedule:
+            for name, s in padded_schedule(a, rows).items():
+                print(f"{name}: {s['rows']} rows, steps {a.from_step}..{a.steps}: {s['padded']} "
+                      f"padded tokens ({s['real']} real); per step {s['per_step']}")
+            return 0
         results = []
         for arm in a.arms.split(","):
             out = folder / f"{arm}.json"
-            cfg = dict(tmp=tmp, rows=str(rows), profile=str(toml), out=str(out))
+            cfg = {"tmp": tmp, "rows": str(rows), "profile": str(toml), "out": str(out)}
             cmd = [sys.executable, __file__, "--child", arm, "--config", json.dumps(cfg),
                    "--model", str(a.model), "--data", str(a.data), "--steps", str(a.steps),
-                   "--batch-size", str(a.batch_size), "--max-seq-len", str(a.max_seq_len)]
+                   "--batch-size", str(a.batch_size), "--max-seq-len", str(a.max_seq_len),
+                   "--eval-steps", str(a.eval_steps)]
             if a.cprofile:
                 cmd += ["--cprofile", str(a.cprofile)]
             t0 = time.time()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            blip = subprocess.Popen([sys.executable, "-c", BUSY, str(a.blip)]) if a.blip else None
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if blip is not None:
+                blip.wait()
             if proc.returncode != 0 or not out.exists():
                 print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
                 return 1

@@ -196,7 +196,7 @@ def main() -> int:
         print(f"time_to_first_step: {SMOLLM2} or {ALPACA} is missing; run with --profiles demo. "
               "Nothing was measured.", file=sys.stderr)
         return 2
-    rows, details, alones = [], [], {}
+    rows, alones = [], {}
     for name in chosen:
         args = profiles()[name]
         with tempfile.TemporaryDirectory() as tmp:

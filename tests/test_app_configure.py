@@ -321,7 +321,7 @@ async def test_ctrl_t_traces_the_step_and_an_edit_falls_back_to_the_rule():
 
 @sync
 async def test_the_time_counts_the_data_of_the_profile_shown():
-    """The demo counts 272 steps, as its run takes; another length is counted again, and a
+    """The demo counts 248 steps (its rows packed), as its run takes; another length is counted again, and a
     count that arrives for settings the form has left is dropped, not shown."""
     app = make("demo", count_tokens=True)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -329,7 +329,7 @@ async def test_the_time_counts_the_data_of_the_profile_shown():
         await wait_for(pilot, lambda: screen.data_count is not None, timeout=60)
         await pilot.pause()
         (label, time), = [t for t in screen.view.times if t[0].startswith("detected")]
-        assert time.steps == 272 and "540 rows" in time.plan
+        assert time.steps == 248 and "540 rows" in time.plan
         demo = (screen.counted_for, screen.data_count)
         screen.query_one(ProfileForm).widget("train.max_seq_len").value = "16"
         await pilot.pause()

@@ -111,3 +111,20 @@ def test_grpo_demo_benchmark_runs_a_short_demo(tmp_path):
     assert len(cells) == 15 and cells[2] == "42" and " -> " in cells[3] and float(cells[11]) > 0, row
     assert "--set eval.after_training=false --set train.max_steps=4" in table
     assert "Mean reward at each log (run 1)" in table
+
+
+@pytest.mark.slow
+def test_gpu_train_throughput_runs_its_cpu_smoke(tmp_path):
+    """The training-throughput GPU check (issue 25) in its CPU smoke mode: trl's SFTTrainer and
+    `workbench run` both train the tiny model, and a kernel asked for on a CPU falls back."""
+    out = tmp_path / "throughput.md"
+    proc = subprocess.run([sys.executable, "bench/gpu_train_throughput.py", "--cpu-smoke",
+                           "--arms", "trl-default,wb-liger", "--write", str(out)],
+                          cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = out.read_text()
+    for arm in ("trl-default", "wb-liger"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| tiny | {arm} |"))
+        assert float(row.split("|")[4].replace(",", "")) > 0, row
+    assert "kernels: liger asked for but this is a CPU" in table

@@ -276,9 +276,11 @@ def test_time_and_cost_from_dataset_tokens():
 
 
 def test_steps_are_counted_from_rows_as_transformers_counts_them():
-    """The demo's 540 rows, batch 4, grad_accum 4, 8 epochs: 135 micro-batches an epoch, 34
+    """540 rows, batch 4, grad_accum 4, 8 epochs, padded: 135 micro-batches an epoch, 34
     optimizer steps an epoch (the last one short), 272 steps: what the run's status shows. A
     count from tokens / (batch x seq) said 64."""
+    from workbench.train.packing import pack
+
     s = EstimateSettings(batch=4, seq=128, grad_accum=4)
     data = DataCount(tokens=540 * 27, rows=540, lengths=tuple(20 + i % 15 for i in range(540)))
     plan = plan_steps(s, data, epochs=8)
@@ -286,9 +288,13 @@ def test_steps_are_counted_from_rows_as_transformers_counts_them():
     # padding: each micro-batch of 4 random rows costs its longest row, never more than seq
     assert 27 < plan.row_tokens <= 34
     assert plan_steps(s, data, epochs=8, max_steps=20).steps == 20
-    # packing fills rows of seq tokens instead
+    # packing: the runner's best-fit packs of up to seq tokens, batch packs a micro-batch
     packed = plan_steps(replace(s, packing=True), data, epochs=1)
-    assert packed.micro_batches == -(-540 * 27 // (4 * 128)) and packed.row_tokens == 128
+    packs = len(pack([20 + i % 15 for i in range(540)], 128))
+    assert packed.micro_batches == -(-packs // 4) and 120 < packed.row_tokens <= 128
+    assert "540 rows packed into" in packed.why
+    tokens_only = plan_steps(replace(s, packing=True), DataCount(tokens=540 * 27), epochs=1)
+    assert tokens_only.micro_batches == -(-540 * 27 // (4 * 128)) and tokens_only.row_tokens == 128
     # on 4 GPUs each optimizer step takes 4 x the rows: a quarter of the steps
     assert plan_steps(s, data, epochs=8, world=4).steps == 9 * 8
 

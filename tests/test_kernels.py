@@ -12,12 +12,12 @@ import pytest
 from workbench.estimate.config import load_model_config
 from workbench.estimate.memory import EstimateSettings, estimate
 from workbench.profile import ProfileError, load_profile
+from workbench.train.plan import kernels_for_run
 from workbench.train.kernels import (
     Environment,
     KernelError,
     estimate_attention,
     estimate_kernels,
-    kernels_for_run,
     resolve_kernels,
 )
 
@@ -194,7 +194,7 @@ def test_hub_attention_kernel_must_be_cached_on_the_gpu():
     ("auto", "cuda", "adamw_torch_fused", False),
     ("auto", "cpu", "adamw_torch", False),
     ("adamw_torch", "cuda", "adamw_torch", False),  # what the profile says, kept
-    ("adamw_torch_fused", "cpu", "adamw_torch", True),
+    ("adamw_torch_fused", "cpu", "adamw_torch_fused", False),  # torch fuses it on CPUs too
     ("adamw_8bit", "cuda", "adamw_8bit", False),
 ])
 def test_fused_adamw(optimizer, device, expected, noted):
@@ -292,3 +292,18 @@ def test_estimate_cli_flags(tmp_path):
     assert rc == 0, text
     assert "Kernels counted: liger" in text and "fused linear cross-entropy (no logits)" in text
     assert "flash_attention_3 (no attention mask" in text and "fused AdamW" in text
+
+
+def test_auto_attention_keeps_the_eager_fallback_of_models_without_sdpa(tmp_path):
+    """"auto" resolves to sdpa on a CPU; Gemma-2 has no SDPA path, so the run loads it eager,
+    as train/plan.py attention_implementation decides for "sdpa"."""
+    pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM, Gemma2Config
+
+    cfg = Gemma2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=1, head_dim=32, vocab_size=300)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "gemma2")
+    p = _profile(tmp_path, model=tmp_path / "gemma2", attn="auto")
+    choice = kernels_for_run(p, "cpu")
+    assert choice.attn_implementation == "eager"
+    assert any("gemma2 has no SDPA path" in n for n in choice.notes)

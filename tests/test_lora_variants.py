@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, TINY_MODEL, workbench
 
 DEMO = REPO / "profiles" / "demo.toml"
@@ -172,6 +171,31 @@ def test_saved_adapter_on_the_original_base_gives_the_trained_outputs(tmp_path, 
 
 
 @pytest.mark.slow
+def test_a_resumed_pissa_run_ends_with_the_same_adapter(tmp_path):
+    """Checkpoints hold the unconverted adapter; resume re-derives the same residual base (same
+    seed, same SVD) under it, so the converted adapter at the end is the uninterrupted one."""
+    from safetensors.torch import load_file
+
+    from workbench.profile import load_profile
+    from workbench.train.control import create_run
+    from workbench.train.plan import plan_run
+    from workbench.train.runner import execute
+
+    overrides = QUICK + ["train.save_steps=2", "train.max_steps=4", 'lora.init="pissa_niter_2"',
+                         "lora.train_embeddings=true", "train.embedding_learning_rate=1e-4",
+                         f'train.runs_dir="{tmp_path}"']
+    run = create_run(plan_run(load_profile(DEMO, overrides)), tmp_path)
+    assert execute(run, plan_run(load_profile(DEMO, overrides))) == "finished"
+    whole = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
+    assert execute(run, plan_run(load_profile(DEMO, overrides)), resume=True,
+                   from_checkpoint="checkpoint-2") == "finished"
+    resumed = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
+    assert sorted(resumed) == sorted(whole)
+    for key, value in whole.items():
+        assert (resumed[key] - value).abs().max() < 1e-5, key
+
+
+@pytest.mark.slow
 def test_trained_embeddings_get_their_own_learning_rate(tmp_path, monkeypatch):
     import torch
     from safetensors.torch import load_file
@@ -258,9 +282,9 @@ def test_workbench_estimate_changes_with_train_embeddings(tmp_path):
 
 
 def test_configure_shows_the_new_keys(monkeypatch, tmp_path):
+    from app_helpers import wait_for
     from textual.app import App
 
-    from app_helpers import wait_for
     from screens.configure import ConfigureScreen
     from screens.widgets.configure_form import ProfileForm
 

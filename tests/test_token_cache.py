@@ -150,6 +150,22 @@ def test_changed_data_misses_and_the_same_bytes_hit(tmp_path, renders, needs_tin
     assert "cached for the next run" in plan(DEMO, f'data.train="{copy / "data.jsonl"}"').data_source
 
 
+def test_a_saved_dataset_folder_is_cached_by_its_files(tmp_path, renders, needs_tiny_model):
+    saved = tmp_path / "saved"
+    workbench("data", "split", str(DEMO_DATA), "-o", str(saved), cwd=tmp_path, check=True)
+    on = f'data.train="{saved}"'
+    first = plan(DEMO, on)
+    assert "cached for the next run" in first.data_source
+    assert plan(DEMO, on).data_source.startswith("tokenized data from the cache")
+    assert plan(DEMO, on).manifest_hash == first.manifest_hash
+    with (saved / "validation.jsonl").open("a", encoding="utf-8") as fh:  # one split changes
+        fh.write(json.dumps({"messages": [{"role": "user", "content": "Translate to French: yes"},
+                                          {"role": "assistant", "content": "oui"}]}) + "\n")
+    again = plan(DEMO, on)
+    assert "cached for the next run" in again.data_source
+    assert len(again.eval_rows) == len(first.eval_rows) + 1
+
+
 def _model_copy(folder: Path) -> Path:
     """The tiny model's config and tokenizer (planning reads no weights)."""
     folder.mkdir()
@@ -331,14 +347,19 @@ def test_least_recently_used_entries_go_over_the_limit(monkeypatch):
     assert "over the cache's limit" in token_cache.store("huge", {"train": rows}, {})
 
 
-def test_loading_ten_thousand_rows_is_fast():
-    """The reason for numpy columns: 10,000 rows of 300 tokens read back in well under a
-    second on a busy 2-core machine (bench/token_cache.md has the measured numbers)."""
+def test_token_ids_are_stored_as_arrays_not_json():
+    """The reason the cache is fast (bench/token_cache.md has the timings, which are not this
+    test's business on a busy machine): token ids and masks are packed numpy columns of the
+    narrowest exact type, and the JSON holds only the rest."""
     rows = _rows(10000)
     token_cache.store("fast", {"train": rows}, {})
-    started = time.perf_counter()
-    entry, _ = token_cache.lookup("fast")
-    assert time.perf_counter() - started < 2.0 and entry.splits["train"] == rows
+    folder = token_cache.cache_dir() / "fast"
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["splits"]["train"]["ids"] == ["input_ids", "assistant_masks"]
+    assert (folder / "train.ids0.npy").stat().st_size < 4 * 300 * 10000 + 1000  # int32
+    assert (folder / "train.ids1.npy").stat().st_size < 300 * 10000 + 1000  # uint8
+    assert (folder / "train.json").stat().st_size < 50 * 10000  # the sources only
+    assert token_cache.lookup("fast")[0].splits["train"] == rows
 
 
 # ---- the command line ----------------------------------------------------------------------------

@@ -100,18 +100,28 @@ def tokenizer_fingerprint(tokenizer: Any) -> str | None:
 
 
 def data_fingerprint(paths: list[str | Path]) -> str | None:
-    """sha256 of the data files' bytes (`dataset_hash`: a saved dataset folder counts every file
-    in it). None when one of them is not a local file or folder: a Hub dataset id names data
-    whose contents can change under the same name, so it is not cached."""
-    from workbench.data.errors import DataError
+    """sha256 of the data files' bytes (each file as `dataset_hash` counts it; a folder, such as
+    one saved by `workbench data clean`, by every file in it). None when one of them is not a
+    local file or folder: a Hub dataset id names data whose contents can change under the same
+    name, so it is not cached."""
     from workbench.data.load import dataset_hash
 
-    if not all(Path(p).exists() for p in paths):
-        return None
+    digest = hashlib.sha256()
     try:
-        return dataset_hash(paths)
-    except (DataError, OSError):
+        for path in map(Path, paths):
+            if path.is_dir():
+                files = sorted(f for f in path.rglob("*") if f.is_file())
+                digest.update(f"folder {len(files)}\n".encode())
+                for file in files:
+                    digest.update(f"{file.relative_to(path).as_posix()} {dataset_hash(file)}\n"
+                                  .encode())
+            elif path.is_file():
+                digest.update(f"file {dataset_hash(path)}\n".encode())
+            else:
+                return None
+    except OSError:
         return None  # whatever is wrong, loading the data says it better
+    return digest.hexdigest()
 
 
 # ---- reading -----------------------------------------------------------------------------------

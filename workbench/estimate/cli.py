@@ -36,6 +36,8 @@ JSON output (`--json`), one object:
                       "traced vs the terms" (--trace), "allocator reserve", "CUDA context"
     explain           {term: one line saying how it was computed}
     peak_phase        str   the moment of the step that holds the peak
+    kernels_counted   str   the kernels the estimate counts (settings.kernels "none" | "liger",
+                      settings.attn, a fused AdamW) and what each changes
     trainable_params  int;  total_params int (the model's);  all_params int (with the
                       adapters, as peft counts);  trainable_share float (of all_params)
     tokens_per_step   int   batch x seq x grad_accum

@@ -296,8 +296,8 @@ def kernels_counted(s: EstimateSettings, model_type: str) -> str:
     elif s.kernels == "liger":
         parts.append(f"liger asked for, but liger has no kernels for {model_type}: none counted")
     else:
-        parts.append("no Liger kernels (train.kernels \"none\", or \"auto\" without liger-kernel "
-                     "installed)")
+        parts.append("no Liger kernels (torch's RMSNorm and MLP; train.kernels \"auto\" counts "
+                     "liger where liger-kernel is installed)")
     if s.attn in FLASH_ATTENTIONS:
         parts.append(f"{s.attn} (no attention mask, k/v at their own head count)")
     else:

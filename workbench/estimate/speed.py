@@ -140,6 +140,18 @@ def plan_steps(s: EstimateSettings, data: DataCount | None, epochs: float = 1.0,
                   if getattr(s, "train_method", "sft") == "grpo" else
                   ", each padded to its longest row")
                + f": {row_tokens:,.0f} tokens a row on average")
+    elif data is not None and data.rows and data.lengths and s.packing:
+        # the runner's own packing (train/packing.py, best fit decreasing, rows never cut) of
+        # the counted lengths, scaled from the sample to every row
+        from workbench.train.packing import pack
+
+        lengths = [min(n, s.seq) for n in data.lengths]
+        packs = math.ceil(len(pack(lengths, s.seq)) * data.rows / len(lengths))
+        micro_epoch = -(-packs // (s.batch * world))
+        row_tokens = sum(lengths) / len(lengths) * data.rows / packs
+        why = (f"{data.rows:,} rows packed into {packs:,} packs of up to {s.seq} tokens "
+               f"({row_tokens / s.seq:.0%} full), micro-batches of {s.batch} pack{'s' if s.batch > 1 else ''}"
+               + (f" on each of {world} GPUs" if world > 1 else ""))
     elif data is not None:
         # a micro-batch holds its trained rows' tokens: both sides of each pair for DPO / ORPO
         # / SimPO (DataCount.tokens counts both, as count_preference_tokens does)

@@ -41,8 +41,9 @@ QLoRA's; the allocated terms stay analytic. Without checkpointing QLoRA keeps th
 estimate: there the bf16 step's fragmentation is not QLoRA's.
 
 Not traceable (TraceUnsupported says which): QLoRA without checkpointing, 8-bit and paged
-optimizers, packing, the flash_attention_2 package, GRPO with vLLM or QLoRA. Those keep the
-analytic estimate.
+optimizers, the flash_attention_2 package, GRPO with vLLM or QLoRA. Those keep the
+analytic estimate. Packing (train.packing, on by default for SFT) is traced with two rows a
+pack, so transformers builds the block-diagonal mask a packed step has.
 """
 
 from __future__ import annotations
@@ -103,8 +104,6 @@ def check_traceable(settings: EstimateSettings) -> None:
                    "QLoRA's: 5.0 vs 0.2 GiB measured on Qwen2.5-0.5B r64 at 4 x 2048)")
     if settings.optimizer not in TRACEABLE_OPTIMIZERS:
         why.append(f"optimizer {settings.optimizer} (traceable: {', '.join(TRACEABLE_OPTIMIZERS)})")
-    if settings.packing:
-        why.append("packing")
     if settings.attn in ("flash_attention_2", "flash_attention_3"):
         why.append(f"the {settings.attn} package (use sdpa: the same kernel's allocations)")
     if getattr(settings, "kernels", "none") == "liger" or settings.loss_path == "liger_fused":
@@ -482,6 +481,11 @@ def _run_steps(config, settings, steps, events, state, recorder, transformers_ve
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = _optimizer(settings, trainable, torch)
         ids = torch.randint(0, arch.vocab, (settings.batch, settings.seq))
+        packed = {}
+        if settings.packing:  # two rows a pack: positions restart, so the block mask is built
+            half = settings.seq // 2
+            positions = torch.cat([torch.arange(half), torch.arange(settings.seq - half)])
+            packed = {"position_ids": positions.expand(settings.batch, -1), "use_cache": False}
         events.append(("mark", "reset_peak"))
         autocast = settings.precision != "fp32"
         for step in range(steps):
@@ -497,9 +501,10 @@ def _run_steps(config, settings, steps, events, state, recorder, transformers_ve
                 else:
                     with torch.autocast("cpu", dtype=dtype, enabled=autocast):
                         if fused:  # the trainer keeps only the loss: the output dies here
-                            out = model(input_ids=ids, labels=ids, fused_lm_head=True).loss
+                            out = model(input_ids=ids, labels=ids, fused_lm_head=True,
+                                        **packed).loss
                         else:      # the calibration loop keeps the output until after the step
-                            out = model(input_ids=ids, labels=ids)
+                            out = model(input_ids=ids, labels=ids, **packed)
                 state["phase"] = f"step{step}.{micro}.backward"
                 (out if (fused or preference) else out.loss).backward()
                 if micro + 1 < min(settings.grad_accum, 2):

@@ -7,11 +7,10 @@ from workbench.rundir import RunDir
 
 
 def training_arguments(plan, run: RunDir) -> dict:
-    from workbench.train.kernels import kernels_for_run
     from workbench.train.ranks import trainer_settings
 
     t = plan.profile.train
-    kernels = kernels_for_run(plan.profile, plan.device)  # Liger, fused AdamW (train/kernels.py)
+    kernels = plan.kernel_choice()  # Liger, fused AdamW (train/kernels.py)
     evaluates = plan.evaluates
     early = bool(t.early_stopping_patience and evaluates)
     return dict(

@@ -48,9 +48,7 @@ def prepare_data_cached(method, profile, tokenizer, fmt, log: Callable[[str], No
         if damage:
             log(f"the cached copy of the tokenized data could not be read ({damage}); "
                 "tokenizing again")
-        log("tokenizing the data (it will be cached for the next run)")
-    else:
-        why_not = why_not or "the cache is off"
+    log("tokenizing the data" + (" (it will be cached for the next run)" if key else ""))
     before = list(fmt.notes)
     started = time.perf_counter()
     data = method.prepare_data(profile, tokenizer, fmt, log)

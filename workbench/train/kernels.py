@@ -18,11 +18,12 @@ What transformers 5.25 / trl 1.16 offer, read from their sources:
 - Attention: "flash_attention_2" (`flash_attn`), "flash_attention_3" (`flash_attn_interface`,
   Hopper GPUs), or a Hub kernel id such as "kernels-community/flash-attn2". Without `flash_attn`
   transformers falls back to that Hub kernel, which again must be cached.
-- Fused AdamW: `optim="adamw_torch_fused"`, one CUDA kernel for the whole update (no foreach
+- Fused AdamW: `optim="adamw_torch_fused"`, one kernel for the whole update (no foreach
   temporaries); `train.optimizer = "auto"` picks it on CUDA.
 
 `resolve_kernels` is pure: it takes the device and what is installed, so every case is testable
-on a CPU. `kernels_for_run` gathers those facts for a profile.
+on a CPU. `resolve_for_profile` gathers those facts for a profile (train/plan.py
+`kernels_for_run` for a run).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 KERNELS = ("auto", "none", "liger", "hub")
@@ -160,13 +162,11 @@ def resolve_kernels(kernels: str, attention: str, optimizer: str, env: Environme
         load_kwargs = {"use_kernels": False}  # transformers 5.25 kernelizes by default otherwise
 
     attn = _resolve_attention(attention, env, notes)
+    # "auto": the fused kernel on CUDA; the CPU keeps adamw_torch (torch has a fused CPU AdamW
+    # too, so a profile naming adamw_torch_fused keeps it there)
     opt = optimizer
     if optimizer == "auto":
         opt = "adamw_torch_fused" if cuda else "adamw_torch"
-    elif optimizer == "adamw_torch_fused" and not cuda:
-        notes.append("optimizer: adamw_torch_fused asked for but this is a CPU: running "
-                     "adamw_torch (the fused AdamW kernel is CUDA's)")
-        opt = "adamw_torch"
     return KernelChoice(kernels=resolved, attn_implementation=attn, optimizer=opt,
                         training_args=training_args, load_kwargs=load_kwargs, notes=tuple(notes))
 
@@ -242,6 +242,7 @@ def hub_cached(repo: str) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
+@lru_cache(maxsize=1)
 def _liger_model_types() -> frozenset:
     try:  # the installed liger's own table (imports triton: CUDA machines only)
         from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
@@ -268,12 +269,10 @@ def _model_facts(profile) -> tuple[str, bool]:
     return config.model_type, supports
 
 
-def kernels_for_run(profile, device: str) -> KernelChoice:
-    """The choice for a run of `profile` on `device` ("cuda" | "cpu"). Raises RunError for a
-    kernel asked for on a GPU that lacks it. The sdpa -> eager fallback for models without an
-    SDPA path (train/plan.py attention_implementation) still applies."""
-    from workbench.train.plan import RunError, attention_implementation
-
+def resolve_for_profile(profile, device: str) -> KernelChoice:
+    """The choice for a run of `profile` on `device` ("cuda" | "cpu"). Raises KernelError for a
+    kernel asked for on a GPU that lacks it. train/plan.py `kernels_for_run` adds the sdpa ->
+    eager fallback for models without an SDPA path."""
     model_type, supports = _model_facts(profile)
     capability = (0, 0)
     if device == "cuda":
@@ -284,18 +283,8 @@ def kernels_for_run(profile, device: str) -> KernelChoice:
                       model_type=model_type, supports_flash=supports,
                       liger_model_types=_liger_model_types() if device == "cuda" else LIGER_MODEL_TYPES)
     t = profile.train
-    try:
-        choice = resolve_kernels(getattr(t, "kernels", "none"), profile.model.attn_implementation,
-                                 t.optimizer, env)
-    except KernelError as exc:
-        raise RunError(exc.message, hint=exc.hint) from None
-    if choice.attn_implementation == "sdpa":
-        attn, note = attention_implementation(profile, requested="sdpa")
-        if attn != "sdpa":
-            from dataclasses import replace
-
-            choice = replace(choice, attn_implementation=attn, notes=choice.notes + (note,))
-    return choice
+    return resolve_kernels(getattr(t, "kernels", "none"), profile.model.attn_implementation,
+                           t.optimizer, env)
 
 
 def estimate_kernels(kernels: str, installed_here: Callable[[str], bool] = installed) -> str:

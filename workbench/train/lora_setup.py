@@ -36,7 +36,6 @@ class LoraExtras:
     init: str = "default"
     # Module names (as named in the base model) of the fully trained embedding / output layer.
     embedding_modules: tuple[str, ...] = ()
-    tied_embeddings: bool = False
     embedding_learning_rate: float = 0.0  # 0 = the same as train.learning_rate
     # The adapter's start (lora_A / lora_B of adapter "default", on the CPU) for inits that
     # change the base weights; what the final save subtracts.
@@ -134,7 +133,6 @@ def add_fresh_adapter(model, plan: Plan):
     config = lora_config(model, plan)
     if lo.train_embeddings:
         extras.embedding_modules = tuple(config.modules_to_save)
-        extras.tied_embeddings = bool(config.ensure_weight_tying)
     try:
         with warnings.catch_warnings():
             # "PiSSA/OLoRA changes the base weights... consider converting": the save does.
@@ -185,6 +183,9 @@ def save_adapter_files(model, folder: str | Path) -> None:
                   str(initial / "adapter_model.safetensors"), metadata={"format": "pt"})
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*changes the base weights.*")
+            # The start is loaded beside the trained adapter, whose embeddings peft has already
+            # wrapped: it finds no tied modules left to tie (they are tied, by the first).
+            warnings.filterwarnings("ignore", message=".*ensure_weight_tying.*no tied modules.*")
             model.save_pretrained(str(folder), selected_adapters=["default"],
                                   path_initial_model_for_weight_conversion=str(initial))
     # peft's conversion keeps only lora_A / lora_B: the fully trained embeddings and DoRA's

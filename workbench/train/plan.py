@@ -50,12 +50,19 @@ class Plan:
     data_source: str = ""
     # How supervised rows are batched (train/packing.py); confirmed on the loaded model.
     packing: PackingChoice = field(default_factory=lambda: PackingChoice("padded"))
+    kernels: Any = None  # train/kernels.py KernelChoice for this device: `kernel_choice()`
 
     @property
     def method(self):
         from workbench.train.methods import get_method
 
         return get_method(self.profile.train.method)
+
+    def kernel_choice(self):
+        """Attention, kernels and optimizer for this run's device, resolved once."""
+        if self.kernels is None:
+            self.kernels = kernels_for_run(self.profile, self.device)
+        return self.kernels
 
     @property
     def evaluates(self) -> bool:
@@ -269,26 +276,44 @@ def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> P
     notes = [f"chat template: {p}" for p in check_template(tokenizer, fmt)]
     data, data_source = prepare_data_cached(method, profile, tokenizer, fmt, log)
     notes += [f"chat template: {n}" for n in fmt.notes]
-    from workbench.train.kernels import kernels_for_run
-
-    notes += kernels_for_run(profile, device).notes  # kernels, attention, optimizer fallbacks
+    kernels = kernels_for_run(profile, device)
+    notes += kernels.notes  # kernels, attention, optimizer fallbacks
     if method.name != "sft":
         notes.append(f"method: {method.title}: {method.summary}")
     if adapter:
         notes.append(f"starting from the adapter in {adapter}")
     notes += data.notes
-    packing = choose_packing(profile, data.train_rows)
+    packing = choose_packing(profile, data.train_rows, kernels.attn_implementation)
     if packing.why or packing.packed:
         notes.append(packing.why)
     notes.append(_describe_evaluation(profile, data.held_out, method.evaluation))
     return Plan(profile=profile, device=device, precision=precision, gradient_checkpointing=gc,
                 tokenizer=tokenizer, train_rows=data.train_rows, eval_rows=data.eval_rows,
                 dataset_hash=data.dataset_hash, manifest_hash=data.manifest_hash, notes=notes,
-                start_adapter=adapter, packing=packing, data_source=data_source)
+                start_adapter=adapter, packing=packing, kernels=kernels, data_source=data_source)
 
 
-def choose_packing(profile: Profile, rows: list[dict]) -> PackingChoice:
-    """train.packing for this model and attention; `why` says what the run does and why."""
+def kernels_for_run(profile: Profile, device: str):
+    """Attention, kernels and optimizer (train/kernels.py) for a run on `device`; a kernel the
+    GPU lacks is a RunError, and a model without an SDPA path loads eager."""
+    from dataclasses import replace
+
+    from workbench.train.kernels import KernelError, resolve_for_profile
+
+    try:
+        choice = resolve_for_profile(profile, device)
+    except KernelError as exc:
+        raise RunError(exc.message, hint=exc.hint) from None
+    if choice.attn_implementation == "sdpa":
+        attn, note = attention_implementation(profile, requested="sdpa")
+        if attn != "sdpa":
+            choice = replace(choice, attn_implementation=attn, notes=choice.notes + (note,))
+    return choice
+
+
+def choose_packing(profile: Profile, rows: list[dict], attn: str) -> PackingChoice:
+    """train.packing for this model and the attention it loads with (`attn`, resolved by
+    train/kernels.py); `why` says what the run does and why."""
     from workbench.profile import packs_rows
     from workbench.train.packing import choose, modeling_source, pack_stats
 
@@ -299,8 +324,7 @@ def choose_packing(profile: Profile, rows: list[dict]) -> PackingChoice:
 
     config = AutoConfig.from_pretrained(m.name_or_path, revision=m.revision,
                                         trust_remote_code=m.trust_remote_code)
-    choice = choose(t.packing, t.method, attention_implementation(profile)[0],
-                    modeling_source(config), m.trust_remote_code)
+    choice = choose(t.packing, t.method, attn, modeling_source(config), m.trust_remote_code)
     if choice.packed:
         stats = pack_stats([len(r["input_ids"]) for r in rows], t.max_seq_len)
         return replace(choice, why=stats.describe())

@@ -25,10 +25,8 @@ def load_model(plan: Plan):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from workbench.train.kernels import kernels_for_run
-
     p = plan.profile
-    kernels = kernels_for_run(p, plan.device)  # attention and Hub kernels for this device
+    kernels = plan.kernel_choice()  # attention and Hub kernels for this device
     kwargs = dict(
         revision=p.model.revision,
         trust_remote_code=p.model.trust_remote_code,

@@ -23,6 +23,7 @@ machine both ways (another process starts: fewer threads; it ends: all of them a
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -78,7 +79,7 @@ def busy_elsewhere(sample_s: float = 0.4, slices: int = 4) -> float:
             return os.getloadavg()[0]
         except (AttributeError, OSError):
             return 0.0
-    loads = sorted(_load_between(a, b) for a, b in zip(points, points[1:]))
+    loads = sorted(_load_between(a, b) for a, b in itertools.pairwise(points))
     middle = len(loads) // 2
     return loads[middle] if len(loads) % 2 else (loads[middle - 1] + loads[middle]) / 2
 
