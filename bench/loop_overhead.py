@@ -105,7 +105,7 @@ def instruments(record: dict):
     import torch
     from transformers import Trainer, TrainerCallback
 
-    record.update(step_ends=[], batches=[], threads=None)
+    record.update(step_ends=[], step_threads=[], batches=[], threads=None)
 
     class Clock(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
@@ -114,6 +114,7 @@ def instruments(record: dict):
 
         def on_step_end(self, args, state, control, **kw):
             record["step_ends"].append(time.perf_counter())
+            record["step_threads"].append(torch.get_num_threads())
 
     inner = Trainer.training_step
 
@@ -197,9 +198,8 @@ def child_ours(a, cfg: dict) -> dict:
     code = _profiled(lambda: cli.main(["--run", cfg["profile"]]), a.cprofile, "ours")
     record["exit"] = code
     log = Path(record["run"]) / "stdout.log"
-    record["threads_line"] = next((line for line in (log.read_text().splitlines()
-                                                     if log.exists() else [])
-                                   if line.startswith("cpu:")), None)
+    lines = log.read_text().splitlines() if log.exists() else []
+    record["threads_line"] = "; ".join(line for line in lines if line.startswith("cpu:")) or None
     return record
 
 
@@ -265,6 +265,15 @@ def plan_rows(a, folder: Path, toml: Path) -> Path:
     return path
 
 
+def _threads(rec: dict) -> str:
+    """torch's threads at the start, and at every step where they changed: "1, 2 from step 4"."""
+    text, now = str(rec["threads"]), rec["threads"]
+    for step, threads in enumerate(rec.get("step_threads", []), start=2):
+        if threads != now:  # set at the end of step - 1: in effect from `step`
+            text, now = f"{text}, {threads} from step {step}", threads
+    return text
+
+
 BUSY = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end: pass"
 
 
@@ -275,7 +284,7 @@ def summarize(rec: dict, from_step: int) -> dict:
     batches = rec["batches"][from_step - 1:]
     padded = [b[0][0] * b[0][1] for b in batches]
     return {"arm": rec["arm"], "seconds": round(timed, 2), "per_step": round(timed / steps, 3),
-                "steps": steps, "threads": rec["threads"],
+                "steps": steps, "threads": _threads(rec),
                 "padded_per_step": round(sum(padded) / len(padded), 1),
                 "real_per_step": round(sum(b[1] for b in batches) / len(batches), 1),
                 "step_times": [round(ends[i] - ends[i - 1], 3) for i in range(1, len(ends))],

@@ -22,8 +22,8 @@ Apart, in one process each (imports done first, not counted): the model load alo
 (from_pretrained + the LoRA adapter, as the runner does it) and the tokenization alone (the
 method's prepare_data: the file read, split and rendered to token ids, no cache), so that
 "model load + tokenization + at most 2 s" can be checked; and a second step's time (log of
-step 2 - log of step 1) as the cost of one step's compute, the first step's share of the
-total.
+step 3 - log of step 2; the probes run between steps 1 and 2) as the cost of one step's
+compute, the first step's share of the total.
 
     flock -x /tmp/bench.lock python bench/time_to_first_step.py --write bench/time_to_first_step.md
 """
@@ -96,7 +96,7 @@ def one_run(args: list[str], runs: Path, cache: Path) -> dict:
         stated = next((e["time"] for e in events if e["type"] == "status" and (
             e.get("message") or "").startswith("evaluation after training: ")), None)
         steps = [e for e in events if e["type"] == "log"]
-        if first_step and len(steps) >= 2 and (stated or time.time() - first_step > 60):
+        if first_step and len(steps) >= 3 and (stated or time.time() - first_step > 60):
             proc.send_signal(signal.SIGTERM)  # checkpoint, stopped: the evaluation is not timed here
             break
     proc.wait(timeout=600)
@@ -124,7 +124,8 @@ def phases(r: dict) -> dict:
                        and e["time"] > loading and e.get("message") != "loading model"), None)
     logs = [e for e in events if e["type"] == "log"]
     first = logs[0]["time"] if logs else None
-    second = logs[1]["time"] if len(logs) > 1 else None
+    # one step's compute: steps 2 -> 3 (the probes run between steps 1 and 2)
+    second, third = (logs[1]["time"], logs[2]["time"]) if len(logs) > 2 else (None, None)
     timing = status_at("timing the evaluation")
     stated = status_at("evaluation after training: ", timing or 0.0)
     cache_line = next((text for _, text in lines if "cache" in text.lower()), "")
@@ -135,9 +136,10 @@ def phases(r: dict) -> dict:
         "load": after_load - loading if after_load and loading else None,
         "to_first_step": first - after_load if first and after_load else None,
         "total": first - t0 if first else None,
-        "step": second - first if first and second else None,
+        "step": third - second if second and third else None,
         "probe": stated - timing if stated and timing else None,
-        "probe_after_step": bool(timing and first and timing > first),
+        # events' times are to the millisecond: the file's order says which came first
+        "probe_after_step": bool(timing and first and timing >= first),
         "stated": next((e["message"] for e in events if e["type"] == "status" and (
             e.get("message") or "").startswith("evaluation after training: ") and timing
             and e["time"] >= timing), ""),
@@ -233,7 +235,8 @@ def main() -> int:
              "imports, profile); plan: planning (tokenizer, data read and tokenized); to "
              "loading: run folder, runner imports; load: memory estimate, weights, adapter; to "
              "step 1: trainer built (TRL's dataset preparation) and the first step's own "
-             "compute; one step: log of step 2 - log of step 1.", "",
+             "compute; one step: log of step 3 - log of step 2 (one step's compute; the "
+             "evaluation's probes run between steps 1 and 2).", "",
              "| profile | run | cli | plan | to loading | load | to step 1 | **total** | one step "
              "| probe after step 1 (s) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]

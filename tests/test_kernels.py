@@ -221,8 +221,9 @@ def test_the_training_arguments_carry_the_choice(tmp_path):
     from workbench.train.arguments import training_arguments
 
     p = _profile(tmp_path, '[train]\nkernels = "liger"\noptimizer = "auto"\n')
+    choice = kernels_for_run(p, "cpu")
     plan = SimpleNamespace(profile=p, evaluates=False, precision="fp32", device="cpu",
-                           gradient_checkpointing=False)
+                           gradient_checkpointing=False, kernel_choice=lambda: choice)
     args = training_arguments(plan, RunDir(tmp_path / "run"))
     assert args["optim"] == "adamw_torch" and "use_liger_kernel" not in args
 

@@ -27,11 +27,14 @@ priced by dividing one call's time by its rows:
 
 Every call is priced as if some row in it ran to `max_new_tokens` (a batch of 48 usually has one
 that does). Before, the probes were whole calls (48 rows, the few-shot one 48 x ~650 tokens):
-two and a half minutes of prefill on SmolLM2-135M on 2 cores, said before training began
-(issue 25). Now the probes cost a few seconds there, and the run times them after its first
-optimizer step (workbench/pipeline/timing.py), stating the cost long before it is paid.
-bench/eval_speed.md checks the estimate against the measured generation (SmolLM2-135M, 100
-Alpaca rows x 3 systems, 2 CPU cores); the probes' own timing noise is the spread.
+about 145 s on SmolLM2-135M on 2 cores, before training began (issue 25). Now they take about
+16 s there (0.5 s on the demo), and the run times them after its first optimizer step
+(workbench/pipeline/timing.py), stating the cost long before it is paid.
+bench/eval_cost_check.md compares the stated cost with whole evaluations: 1.28x on the demo,
+0.69x on SmolLM2-135M (24 Alpaca rows x 3 systems, 32 new tokens); the whole-call probes had
+0.93x and 1.10x on the generation of 100 rows (bench/eval_speed.md, another shape). Known
+gap: the prefill rate comes from the short zero-shot probes, and the few-shot prompts
+(~650 tokens, attention growing with the length) prefill slower per token.
 """
 
 from __future__ import annotations

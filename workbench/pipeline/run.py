@@ -20,6 +20,11 @@ def run_pipeline(run: RunDir, plan: Plan, resume: bool = False,
                  on_event: Callable[[dict], None] = lambda ev: None,
                  from_checkpoint: str | None = None, hangup=None) -> str:
     """Train (or resume), then evaluate what training changed. Returns the final state."""
+    try:  # seconds on a small machine (bench/time_to_first_step.md): say so, not nothing
+        on_event(run.append_event("status", state="starting",
+                                  message="loading the training libraries (torch, transformers, trl)"))
+    except OSError:
+        pass  # a full disk is met, and reported, by the run itself
     from workbench.train.runner import execute
 
     def timing(recorder) -> list:
