@@ -83,3 +83,20 @@ def trained_segments(tokenizer, row) -> list[str]:
     if current:
         segments.append(tokenizer.decode(current, skip_special_tokens=False))
     return segments
+
+
+def build_chatml_model(model_dir: Path, max_positions: int = 256):
+    """A ChatML tokenizer (above) and a random-init two-layer Llama sized to it, both saved in
+    `model_dir`: a real model folder the runner loads, trained in seconds on a CPU. Returns the
+    tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = build_chatml_tokenizer(model_dir)
+    tok.save_pretrained(model_dir)
+    LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+        bos_token_id=None, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id)).save_pretrained(model_dir)
+    return tok
+

@@ -28,19 +28,11 @@ STATED = "evaluation after training: "
 @pytest.fixture(scope="module")
 def profile_path(tmp_path_factory):
     sys.path.insert(0, str(REPO / "tests"))
-    from _tokenizers import build_chatml_tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from _tokenizers import build_chatml_model
 
     root = tmp_path_factory.mktemp("timing")
     model_dir = root / "model"
-    tok = build_chatml_tokenizer(model_dir)
-    tok.save_pretrained(model_dir)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, bos_token_id=None,
-                         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                         pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(model_dir)
+    build_chatml_model(model_dir, max_positions=512)
     rows = [{"messages": [{"role": "user", "content": f"say {i} twice"},
                           {"role": "assistant", "content": f"number {i} and {i}"}]}
             for i in range(60)]

@@ -148,18 +148,11 @@ def test_models_and_attention_without_exact_support_fall_back_with_a_reason():
 def uneven_setup(tmp_path_factory):
     """A random-init Llama with a ChatML tokenizer and rows of very different lengths."""
     sys.path.insert(0, str(REPO / "tests"))
-    from _tokenizers import build_chatml_tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from _tokenizers import build_chatml_model
 
     root = tmp_path_factory.mktemp("uneven")
     model_dir = root / "model"
-    tok = build_chatml_tokenizer(model_dir)
-    tok.save_pretrained(model_dir)
-    LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        bos_token_id=None, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tok.pad_token_id)).save_pretrained(model_dir)
+    build_chatml_model(model_dir, max_positions=512)
     rng = random.Random(1)
     rows = [{"messages": [{"role": "user", "content": "say " + " ".join(["hi"] * rng.randint(1, 14))},
                           {"role": "assistant", "content": f"number {i}"}]} for i in range(80)]
