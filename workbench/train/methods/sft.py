@@ -67,7 +67,7 @@ def _counting_packed_tokens(sft_trainer: type) -> type:
             result = super().compute_loss(model, inputs, return_outputs=return_outputs,
                                           num_items_in_batch=num_items_in_batch)
             real = real_tokens(inputs) if model.training else None
-            if real is not None and inputs["position_ids"].size(0) > 1:
+            if real is not None:  # on every rank alike: the gather below is collective
                 local = torch.tensor(real, device=inputs["position_ids"].device)
                 self._total_train_tokens = before + int(
                     self.accelerator.gather_for_metrics(local).sum().item())
