@@ -72,9 +72,13 @@ def test_two_processes_finish_like_one(tmp_path, needs_tiny_model):
     rec = ranks(run)
     assert set(rec) == {0, 1} and status["pid"] not in (rec[0]["pid"], rec[1]["pid"])
     assert rec[0]["state"] == rec[1]["state"] == "finished"
-    # Different data on each rank, and all of a step's rows: 12 steps x 2 micro-batches x 4.
+    # Different data on each rank, and all of a step's batch rows: 12 steps x 2 micro-batches
+    # x the demo's batch_size (packs of rows: one a micro-batch).
     seen0, seen1 = set(rec[0]["seen_rows"]), set(rec[1]["seen_rows"])
-    assert len(rec[0]["seen_rows"]) == len(rec[1]["seen_rows"]) == 12 * 2 * 4
+    from workbench.profile import load_profile
+
+    batch = load_profile("demo").train.batch_size
+    assert len(rec[0]["seen_rows"]) == len(rec[1]["seen_rows"]) == 12 * 2 * batch
     assert len(seen0 & seen1) <= 2, "the ranks trained on the same rows"
     # The same global batch learns the same way: final logged loss within 10%.
     single, double = log_losses(only_run(tmp_path / "one")), log_losses(run)
