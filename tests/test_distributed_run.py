@@ -16,6 +16,7 @@ import pytest
 
 from conftest import workbench
 from workbench.rundir import RunDir, pid_alive
+from workbench.profile import load_profile
 
 pytestmark = pytest.mark.slow
 
@@ -75,8 +76,6 @@ def test_two_processes_finish_like_one(tmp_path, needs_tiny_model):
     # Different data on each rank, and all of a step's batch rows: 12 steps x 2 micro-batches
     # x the demo's batch_size (packs of rows: one a micro-batch).
     seen0, seen1 = set(rec[0]["seen_rows"]), set(rec[1]["seen_rows"])
-    from workbench.profile import load_profile
-
     batch = load_profile("demo").train.batch_size
     assert len(rec[0]["seen_rows"]) == len(rec[1]["seen_rows"]) == 12 * 2 * batch
     assert len(seen0 & seen1) <= 2, "the ranks trained on the same rows"
@@ -112,12 +111,13 @@ def test_stop_then_resume_on_one_process(tmp_path, needs_tiny_model):
     # goes on (rows of this epoch not seen again), the steps continue.
     resumed = workbench("resume", run.name, "--procs", "1", "--runs-dir", "runs", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "gradient accumulation 2 -> 4 keeps the global batch of 16" in resumed.stdout
+    assert "gradient accumulation 2 -> 4 keeps the global batch of 4" in resumed.stdout
     status = run.read_status()
     assert status["state"] == "finished" and status["step"] == 30
     assert status["world_size"] == 1 and status["grad_accum_per_rank"] == 4
     after = set(ranks(run)[0]["seen_rows"])
-    assert len(after) >= (30 - stopped_at) * 16 * 0.9
+    global_batch = 4 * load_profile("demo").train.batch_size  # grad_accum 4 on one process
+    assert len(after) >= (30 - stopped_at) * global_batch * 0.9
     assert len(after & first_rows) <= 3, "the resumed run started the data over"
 
 
@@ -152,7 +152,7 @@ def test_one_process_run_resumes_on_two(tmp_path, needs_tiny_model):
     assert stopped.returncode == 0 and run.read_status()["state"] == "stopped"
     resumed = workbench("resume", run.name, "--procs", "2", "--runs-dir", "runs", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "world size 1 -> 2: gradient accumulation 4 -> 2 keeps the global batch of 16" \
+    assert "world size 1 -> 2: gradient accumulation 4 -> 2 keeps the global batch of 4" \
         in resumed.stdout
     status = run.read_status()
     assert status["state"] == "finished" and status["step"] == 24 and status["world_size"] == 2
