@@ -135,9 +135,10 @@ async def test_f3_is_for_grpo_and_switching_to_grpo_offers_it(in_repo):
         assert "group size" not in screen_text(app)
 
         screen.query_one(ProfileForm).widget("train.method").value = "grpo"
-        await pilot.pause()
+        # the Select's change travels through the form to the screen: messages, not one pause
+        await wait_for(pilot, lambda: "group size" in screen_text(app)
+                       and "f3 Rewards" in screen_text(app))
         text = screen_text(app)
-        assert "group size" in text and "f3 Rewards" in text
         assert "rewards: none yet" in text  # the demo names no reward functions
         assert "rewards.functions" in text  # ... and the validator says so
         screen.query_one(ProfileForm).focus()

@@ -314,7 +314,7 @@ def announce(model, plan, run, on_event, should_stop=None) -> EvalCost | None:
         on_event(run.append_event("status", state="running", message=(
             f"evaluation after training: not timed ({type(exc).__name__}; see {run.log_path})")))
         return None
-    run.write_status(eval_estimate_s=round(cost.total_s, 1))
+    run.write_status(eval_estimate_s=round(cost.total_s, 3))  # a tiny model's is < 0.1 s
     on_event(run.append_event("status", state="running",
                               message="evaluation after training: " + cost.describe(plan.device)))
     return cost
