@@ -31,3 +31,18 @@ def same_token_share(left: dict, right: dict) -> float:
         total += max(len(ids), len(other))
         agree += sum(1 for i, j in zip(ids, other) if i == j)
     return agree / total if total else 1.0
+
+
+def header_lines(title: str, command: str,
+                 packages: tuple[str, ...] = ("torch", "transformers", "trl", "peft")) -> list[str]:
+    """A results file's head: title, date, machine, versions and the command that wrote it."""
+    import sys
+    from datetime import datetime, timezone
+    from importlib import metadata
+
+    versions = ", ".join(f"{p} {metadata.version(p)}" for p in packages)
+    return [f"# {title}", "",
+            f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+            f"- machine: {cpu_machine()}, no GPU",
+            f"- Python {sys.version.split()[0]}; {versions}",
+            f"- command: `{command}`"]

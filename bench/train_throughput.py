@@ -33,11 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
-from _shared import cpu_machine
+from _shared import header_lines
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = Path(os.environ.get("WORKBENCH_SMOLLM2", Path.home() / ".cache/workbench/models/SmolLM2-135M-Instruct"))
@@ -176,18 +174,13 @@ def measure(config: str, steps: int) -> dict:
 
 def table(results: dict, steps: int) -> str:
     base = results.get("trl_default", {}).get("tokens_per_s")
-    versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("torch", "transformers", "trl", "peft"))
-    lines = [
-        "# Training throughput: TRL used directly vs `workbench --run` (CPU)",
-        "",
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {cpu_machine()}, no GPU",
-        f"- Python {sys.version.split()[0]}; {versions}",
+    lines = header_lines(
+        "Training throughput: TRL used directly vs `workbench --run` (CPU)",
+        f"HF_HUB_OFFLINE=1 python bench/train_throughput.py --steps {steps} "
+        "--write bench/train_throughput.md") + [
         f"- workload: SmolLM2-135M-Instruct, alpaca_en_demo.json (all rows, the workbench's rendering), "
         f"max_seq_len {SEQ}, LoRA r=16 all-linear, batch {BATCH}, grad_accum 1, fp32, no "
         f"checkpointing, {steps} optimizer steps; timed: steps 3..{steps}",
-        f"- command: `HF_HUB_OFFLINE=1 python bench/train_throughput.py --steps {steps} "
-        "--write bench/train_throughput.md`",
         "- tokens/s: real (non-padding) tokens through the model per second; x TRL: against (a)",
         "",
         "| config | s (steps 3..N) | tokens | tokens/s | x TRL defaults | peak RSS MiB | loss (last 3 steps) | tokens seen |",

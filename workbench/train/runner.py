@@ -256,6 +256,11 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
             callbacks.append(EarlyStoppingCallback(plan.profile.train.early_stopping_patience))
         if extra_callbacks is not None:
             callbacks += extra_callbacks(recorder)
+        if plan.device == "cpu":  # every method's loss goes through trl's fused LM head
+            from workbench.train.cpu_lm_head import size_for_cpu
+
+            with open(run.log_path, "a", encoding="utf-8") as fh:
+                fh.write(size_for_cpu() + "\n")
         trainer = plan.method.build_trainer(model, plan, run, callbacks)
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; we print events
         emit("status", state="running", message="training: the first step"
