@@ -4,9 +4,11 @@ Each entry names its screen class as "module:Class" and is imported only the fir
 someone opens it, so the app starts fast and a screen that does not exist yet (or fails to
 import) shows a "coming soon" placeholder instead of stopping the app.
 
-To add a screen: write `screens/<name>.py` with a `Screen` subclass that takes no
-arguments (read shared state such as `self.app.runs_dir` from the app), and point its entry
-here at it. Its bindings should carry ids ("<name>.<action>") so users can remap them.
+To add a screen: write `screens/<name>.py` with a `FocusScreen` subclass (screens/widgets/
+focus.py: the app's one focus rule; name its list, table or form as `HOME`) that takes no
+arguments (read shared state such as `self.app.runs_dir` from the app), yield a `NavBar(name)`
+under its header, and point its entry here at it. Its bindings should carry ids
+("<name>.<action>") so users can remap them.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
+from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.theme import Theme
 
@@ -96,10 +97,14 @@ class WorkbenchApp(App):
     # Screens live in modes, so each keeps its state (cursor, attached run) while away.
     MODES = {name: partial(make_screen, name) for name in SCREENS}
     DEFAULT_MODE = "runs"  # home is the first screen drawn: no blank default screen first
+    # The theme is the app's from the start (registered in __init__): set in on_mount, it
+    # restyled every widget of the first screen a second time before the first frame.
+    theme = Reactive(WORKBENCH_THEME.name)
 
     def __init__(self, runs_dir: Path | None = None, open_run: str | Path | None = None,
                  keymap_file: Path | None = None):
         super().__init__()
+        self.register_theme(WORKBENCH_THEME)
         self.runs_dir = Path(runs_dir or default_runs_dir())
         self.monitored_run: str | None = None  # the run the Train screen shows
         self._open_at_start = str(open_run) if open_run else None
@@ -115,8 +120,6 @@ class WorkbenchApp(App):
 
     # ---- start-up --------------------------------------------------------------------------
     def on_mount(self) -> None:
-        self.register_theme(WORKBENCH_THEME)
-        self.theme = "workbench"
         if self._keymap_problem:
             self.notify(self._keymap_problem, title="keymap", severity="warning", timeout=10)
         if self._open_at_start:
@@ -159,6 +162,41 @@ class WorkbenchApp(App):
             self.screen.post_message(RunsChanged())
         else:
             self.action_show("train")
+
+    # ---- quitting: unsaved changes are asked about ----------------------------------------
+    def unsaved_changes(self) -> list[tuple[Screen, str]]:
+        """(screen, what would be lost) for every screen the app holds (each mode keeps its
+        screen) that has unsaved changes (`unsaved_changes()`, e.g. Configure's edits)."""
+        found = []
+        for stack in list(self._screen_stacks.values()):
+            for screen in stack:
+                ask = getattr(screen, "unsaved_changes", None)
+                text = ask() if callable(ask) else ""
+                if text:
+                    found.append((screen, text))
+        return found
+
+    async def action_quit(self) -> None:
+        """q / ctrl+q: quit, after asking save / discard / cancel when a screen holds unsaved
+        changes (runs keep going either way)."""
+        from screens.widgets.quit_confirm import QuitScreen
+
+        if isinstance(self.screen, QuitScreen):
+            return  # the question is open: it answers
+        unsaved = self.unsaved_changes()
+        if not unsaved:
+            self.exit()
+            return
+
+        def answered(answer: str | None) -> None:
+            if answer == "discard":
+                self.exit()
+            elif answer == "save":
+                saved = [screen.save_changes() for screen, _ in unsaved]
+                if all(path is not None for path in saved):
+                    self.exit(message="saved " + ", ".join(str(p) for p in saved))
+
+        self.push_screen(QuitScreen([text for _, text in unsaved]), answered)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         # "Back" is hidden where there is nowhere to go back to (home, nothing opened).
@@ -245,7 +283,9 @@ class WorkbenchApp(App):
         else:
             text = f"{type(exc).__name__}: {exc}"
         self.log.error(f"{title}: {text}")
-        self.notify(text, title=title, severity="error", timeout=12)
+        # Plain text: messages quote commands such as `pip install '.[gguf]'`, whose brackets
+        # Textual's markup would swallow.
+        self.notify(text, title=title, severity="error", timeout=12, markup=False)
 
     # ---- run actions (used by Runs, Train and Configure) -----------------------------------
     def start_run(self, profile_ref: str | Path, overrides: list[str] = ()) -> None:

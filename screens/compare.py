@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Static
 
 from screens.widgets.run_picker import PicksFinishedRun
-from screens.widgets.compare_columns import SYSTEMS, AnswerColumn, column_text
+from screens.widgets.compare_columns import SYSTEMS, AnswerColumn, aligned_columns, column_text
+from screens.widgets.focus import FocusScreen
 from screens.widgets.nav import NavBar
 from screens.widgets.sized_table import repaint_after_sizing
 from workbench.fmt import fmt_duration
 
 FLUSH_S = 0.05
+TYPED_PLACEHOLDER = "Enter: type a prompt, Enter again generates"
 
 
 class CompareError(Exception):
@@ -71,8 +73,10 @@ def load_engine(run_path: str, device: str = "auto", progress=None):
     return engine, profile, run, splits
 
 
-class CompareScreen(PicksFinishedRun, Screen):
+class CompareScreen(PicksFinishedRun, FocusScreen):
     RUN_SELECT = "#compare-run"
+    # Arrive on the answers (arrows scroll them); Enter there goes into the prompt.
+    HOME = "#col-base"
     DEFAULT_CSS = """
     #compare-top, #compare-ask { height: 1; padding: 0 1; }
     .compare-label { color: $text-muted; width: auto; }
@@ -81,6 +85,8 @@ class CompareScreen(PicksFinishedRun, Screen):
     #compare-prompt { width: 1fr; }
     #compare-columns { height: 1fr; min-height: 6; }
     #compare-metrics { height: auto; max-height: 6; }
+    /* A long status (a report's progress and its clock) wraps at 80 columns, never cut. */
+    #compare-status { height: auto; max-height: 3; color: $text-muted; padding: 0 1; }
     """
     BINDINGS = [
         Binding("ctrl+g", "generate", "Generate", id="compare.generate", priority=True),
@@ -88,6 +94,8 @@ class CompareScreen(PicksFinishedRun, Screen):
         Binding("ctrl+t", "toggle_source", "Suite", id="compare.source", priority=True),
         Binding("ctrl+r", "report", "Report", id="compare.report", priority=True),
         Binding("ctrl+b", "cancel", "Stop", id="compare.cancel", priority=True),
+        # Not a priority key: in the prompt Enter generates, on the run list it opens it.
+        Binding("enter", "enter_prompt", "Prompt", show=False, id="compare.prompt"),
     ]
 
     def __init__(self) -> None:
@@ -119,9 +127,8 @@ class CompareScreen(PicksFinishedRun, Screen):
             yield Input("64", id="compare-max", type="integer", compact=True)
         with Horizontal(id="compare-ask"):
             yield Label("prompt ", id="compare-source", classes="compare-label")
-            yield Input(placeholder="type a prompt, Enter to generate", id="compare-prompt",
-                        compact=True)
-        yield Static("", id="compare-status", classes="hint")
+            yield Input(placeholder=TYPED_PLACEHOLDER, id="compare-prompt", compact=True)
+        yield Static("", id="compare-status")
         with Horizontal(id="compare-columns"):
             for name in SYSTEMS:
                 yield AnswerColumn(name, id=f"col-{name}")
@@ -134,7 +141,17 @@ class CompareScreen(PicksFinishedRun, Screen):
         self._tick = self.set_interval(1.0, self._show_busy, pause=True)
         self._show_status("pick a run; ^g generates (the model loads first), ^t suite/typed")
         self._refresh_runs()
-        self.query_one("#compare-prompt", Input).focus()
+        # The three columns scroll as one: their rows are aligned (compare_columns.py).
+        for column in self.query(AnswerColumn):
+            self.watch(column, "scroll_y", partial(self._scrolled, column), init=False)
+
+    def _scrolled(self, source: AnswerColumn, y: float) -> None:
+        for column in self.query(AnswerColumn):
+            if column is not source and column.scroll_y != y:
+                column.scroll_to(y=y, animate=False, immediate=True)
+
+    def on_resize(self, event) -> None:
+        self.call_after_refresh(self._redraw)  # wrapped to the new widths
 
     # ---- status ----------------------------------------------------------------------------
     def _show_status(self, text: str) -> None:
@@ -155,7 +172,9 @@ class CompareScreen(PicksFinishedRun, Screen):
             done, total = self._counted
             if 0 < done < total:
                 eta = f", ETA {fmt_duration(elapsed / done * (total - done))}"
-        self._show_status(f"{self._what} {elapsed:.0f}s{eta}  (^b cancel)")
+        # The clock is labelled: after a report's own "ETA 1s", a bare "64s" read as a
+        # second ETA ("ETA 1s 64s").
+        self._show_status(f"{self._what}{eta}  ·  {fmt_duration(elapsed)} so far  (^b cancels)")
 
     def _end_busy(self, text: str = "") -> None:
         self.busy = ""
@@ -231,6 +250,14 @@ class CompareScreen(PicksFinishedRun, Screen):
             self._what = f"{text}..."
             self._show_busy()
 
+    def action_enter_prompt(self) -> None:
+        prompt = self.query_one("#compare-prompt", Input)
+        if prompt.disabled:  # the suite is generated instead: nothing to type
+            self.notify("generating the run's prompt suite: ^g starts it, ^t types a prompt",
+                        severity="information")
+            return
+        prompt.focus()
+
     # ---- generating ------------------------------------------------------------------------
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "compare-prompt":
@@ -248,7 +275,7 @@ class CompareScreen(PicksFinishedRun, Screen):
         else:
             label.update("prompt ")
             prompt.disabled = False
-            prompt.placeholder = "type a prompt, Enter to generate"
+            prompt.placeholder = TYPED_PLACEHOLDER
 
     def _settings(self) -> tuple[str, int, int]:
         """The chosen run, shots and max new tokens; CompareError names a bad field."""
@@ -383,10 +410,15 @@ class CompareScreen(PicksFinishedRun, Screen):
         self._redraw(touched)
 
     def _redraw(self, systems=SYSTEMS) -> None:
-        for name in systems:
-            if name in SYSTEMS:
-                self.query_one(f"#col-{name}", AnswerColumn).show(
-                    column_text(name, self.prompts, self.answers, getattr(self, "_suite", False)))
+        """Every column, always: an answer growing in one pads the rows of the others.
+        (`systems`, the columns a delta touched, is kept for callers.)"""
+        suite = getattr(self, "_suite", False)
+        columns = {name: self.query_one(f"#col-{name}", AnswerColumn) for name in SYSTEMS}
+        widths = {name: column.wrap_width for name, column in columns.items()}
+        aligned = (aligned_columns(SYSTEMS, widths, self.prompts, self.answers, suite)
+                   if all(widths.values()) else {})  # before the first layout: not yet
+        for name, column in columns.items():
+            column.show(column_text(name, self.prompts, self.answers, suite), aligned.get(name))
 
     def _show_metrics(self, metrics: dict, timing: dict, n_scored: int) -> None:
         table = self.query_one("#compare-metrics", DataTable)

@@ -6,9 +6,15 @@ millisecond, so there is nothing to debounce. What is slow runs in thread worker
 model's config (a file read, maybe the hub), GPU telemetry (NVML) and counting the dataset's
 tokens for the time estimate (transformers).
 
-Keys: while a field has focus, every printable key (digits included) is typed into it; Esc
-leaves the field, and then 1-6 switch screens as everywhere else. A field whose value differs
-from the loaded (or last saved) profile is marked "*", and the status line counts them.
+Keys (the app's focus rule, screens/widgets/focus.py): the screen is arrived on at the form's
+row cursor, never in a field; ↑/↓ move the cursor, Enter edits that row with its value selected
+(typing replaces it) and Enter or Esc leaves it, after which 1-6 switch screens as everywhere
+else. A field whose value differs from the loaded (or last saved) profile is marked "*", and the
+status line counts them. `m` goes to the memory remedies (screens/widgets/configure_estimate.py).
+
+Saving never writes a copy a shipped preset hides: ctrl+s writes the user's own file, and for a
+preset opens Save as with a name no profile has (my-demo); the app asks before quitting with
+unsaved changes (`unsaved_changes` / `save_changes`, screens/widgets/quit_confirm.py).
 
 GRPO (train.method = "grpo"): f3 shows the Rewards view in the form's place, arriving on the
 table of reward functions (screens/widgets/configure_rewards.py). There `e` opens the selected
@@ -30,20 +36,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Select, Static
+from textual.widgets import Footer, Header, Input, Static
 
-from screens.widgets.configure_estimate import EstimatePanel, compute_view
+from screens.widgets.configure_estimate import (EstimatePanel, RemedyList, compute_view,
+                                                remedy_changes)
 from screens.widgets.configure_rewards import RewardsView, reward_rows
 from screens.widgets.configure_form import FIELDS, ProfileForm
-from screens.widgets.data_path import PathSuggester
-from screens.widgets.keys import KeyedInput, with_ids
-
-# Remedy settings -> the form keys that express them.
-REMEDY_KEYS = {
-    "grad_ckpt": "train.gradient_checkpointing", "batch": "train.batch_size",
-    "grad_accum": "train.grad_accum", "optimizer": "train.optimizer", "method": "lora.method",
-    "targets": "lora.target_modules", "seq": "train.max_seq_len",
-}
+from screens.widgets.data_path import PathInput
+from screens.widgets.focus import FocusScreen
+from screens.widgets.keys import with_ids
+from screens.widgets.nav import NavBar
 
 
 def _describe(exc: BaseException) -> str:
@@ -86,12 +88,13 @@ def data_note(method: str, preference: bool | None) -> str:
         return f"! this data is conversations: {METHODS[method].title} needs preference rows"
     return ""
 
-class ConfigureScreen(Screen):
+class ConfigureScreen(FocusScreen):
     TITLE = "workbench"
     SUB_TITLE = "configure"
     # Coming back to this screen with nothing focused must not land in a text field, where
     # the next screen key would be typed: the form itself takes focus (arrows scroll it).
     AUTO_FOCUS = "#cfg-form"
+    HOME = "#cfg-form"  # the app's focus rule: screens/widgets/focus.py
     DEFAULT_CSS = """
     ConfigureScreen #cfg-top { height: 1; }
     ConfigureScreen #cfg-top > Input { width: 1fr; }
@@ -108,7 +111,9 @@ class ConfigureScreen(Screen):
     """
     # The footer must fit 80 columns with the app's "? Help  b Back  q Quit" and, while a
     # field has focus, "esc Leave field": Open and the remedies are left to help and the
-    # palette (the estimate panel shows each remedy's key next to it).
+    # palette (the estimate panel says "m chooses a remedy" when there are any). The remedies
+    # take a plain key outside the fields: alt+N never arrives through tmux and many SSH
+    # terminals.
     BINDINGS = [
         *with_ids(Screen, "screen"),
         Binding("ctrl+o", "open", "Open", show=False, id="configure.open"),
@@ -119,10 +124,7 @@ class ConfigureScreen(Screen):
         # GRPO only (check_action): the reward functions and the reward test, in the form's place.
         Binding("f3", "toggle_rewards", "Rewards", id="configure.rewards"),
         Binding("ctrl+t", "trace", "Trace the step", show=False, id="configure.trace"),
-        Binding("alt+1", "remedy(1)", "Remedy 1-6", show=False, key_display="alt+1…6",
-                id="configure.remedy.1"),
-        *[Binding(f"alt+{n}", f"remedy({n})", f"Remedy {n}", show=False, id=f"configure.remedy.{n}")
-          for n in range(2, 7)],
+        Binding("m", "remedies", "Memory remedies", show=False, id="configure.remedies"),
     ]
 
     def __init__(self, profile: str | Path | None = None, *, detected_gpu: dict | None = None,
@@ -162,10 +164,11 @@ class ConfigureScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield NavBar("configure")
         with Horizontal(id="cfg-top"):
-            yield KeyedInput(self.profile_ref,
-                             placeholder="profile name or .toml path, Enter loads",
-                             suggester=PathSuggester(), id="cfg-profile", compact=True)
+            yield PathInput(self.profile_ref,
+                            placeholder="profile name or .toml path, Enter loads",
+                            id="cfg-profile", compact=True)
         yield Static("", id="cfg-status")
         with Horizontal(id="cfg-main"):
             with Vertical():
@@ -173,8 +176,8 @@ class ConfigureScreen(Screen):
                 yield Static("", id="cfg-issues")
             yield EstimatePanel(id="cfg-estimate")
         yield RewardsView(id="cfg-rewards")
-        yield KeyedInput(placeholder="save as: path to a .toml file, Enter saves",
-                         id="cfg-save-as", suggester=PathSuggester(), compact=True)
+        yield PathInput(placeholder="save as: path to a .toml file, Enter saves",
+                        id="cfg-save-as", compact=True)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -240,12 +243,12 @@ class ConfigureScreen(Screen):
     def _filled(self) -> None:
         self._filling = False
         self.revalidate()
-        # Onto the form, unless the person has gone elsewhere meanwhile (the profile or
-        # save-as box, the Rewards view): keys typed there must not land in a form field.
+        # Onto the form (its row cursor, never into a field: the focus rule), unless the
+        # person has gone elsewhere meanwhile (the profile or save-as box, the Rewards view).
         elsewhere = isinstance(self.focused, Input) and self.focused.id in ("cfg-profile",
                                                                              "cfg-save-as")
         if not self.has_class("-rewards") and not elsewhere:
-            self.query_one(ProfileForm).widget("lora.r").focus()
+            self.focus_home()
 
     def _probe_gpu(self) -> None:
         from workbench.estimate.gpu import telemetry
@@ -677,12 +680,15 @@ class ConfigureScreen(Screen):
     def action_open(self) -> None:
         self.query_one("#cfg-profile", Input).focus()
 
-    def _field_focused(self) -> bool:
-        return isinstance(self.focused, (Input, Select))
+    def home_widget(self):
+        """The form, or the reward table while the Rewards view shows."""
+        if self.has_class("-rewards"):
+            return self.query_one(RewardsView).table
+        return self.query_one(ProfileForm)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "leave_field":  # shown (and Esc taken) only while a field has focus
-            return self._field_focused()
+            return self.editing()
         if action == "toggle_rewards":  # GRPO only
             return self.has_class("-rewards") or self._grpo()
         return True
@@ -693,7 +699,25 @@ class ConfigureScreen(Screen):
         box = self.query_one("#cfg-save-as", Input)
         if self.focused is box:
             box.remove_class("-shown")
-        self.query_one(ProfileForm).focus()
+        self.focus_home()
+
+    def action_remedies(self) -> None:
+        """m: onto the list of remedies (↑/↓ pick, Enter applies, Esc back to the form)."""
+        if self.view is None or not self.view.remedies:
+            self.notify("No remedies: the settings fit." if self.view is not None and
+                        self.view.verdict == "fits" else "No remedies to choose from.",
+                        severity="information")
+            return
+        self.query_one(RemedyList).focus()
+
+    def on_option_list_option_selected(self, event: RemedyList.OptionSelected) -> None:
+        if isinstance(event.option_list, RemedyList):
+            event.stop()
+            self.action_remedy(int(event.option.id or 0))
+            self.focus_home()
+
+    def on_remedy_list_back(self, event: RemedyList.Back) -> None:
+        self.focus_home()
 
     def action_remedy(self, n: int) -> None:
         if self.view is None or not (1 <= n <= len(self.view.remedies)):
@@ -701,13 +725,20 @@ class ConfigureScreen(Screen):
                         else f"No remedy {n}.", severity="warning")
             return
         remedy = self.view.remedies[n - 1]
-        current = self.view.estimate.settings
+        problems = self.view.remedy_problems or [""] * len(self.view.remedies)
+        if problems[n - 1]:
+            self.notify(f"{remedy.change} is not applied: {problems[n - 1]}",
+                        title="Remedy", severity="warning", timeout=10, markup=False)
+            return
         form = self.query_one(ProfileForm)
-        for attr, key in REMEDY_KEYS.items():
-            value = getattr(remedy.settings, attr)
-            if value != getattr(current, attr):
-                form.set_value(key, list(value) if isinstance(value, tuple) else value)
-        self.notify(f"Applied: {remedy.change}", title="Remedy")
+        shown = {f.key for f in FIELDS}
+        for key, value in remedy_changes(remedy, self.view.estimate.settings).items():
+            if key in shown:
+                form.set_value(key, value)
+            else:  # a setting the form has no field for (e.g. grpo.max_prompt_len)
+                _set(self.base, key, value)
+                self.revalidate()
+        self.notify(f"Applied: {remedy.change}", title="Remedy", markup=False)
 
     def _valid_profile(self) -> Any:
         if self.issues:
@@ -716,24 +747,44 @@ class ConfigureScreen(Screen):
         return self.profile
 
     def action_save(self) -> None:
-        from workbench.profile import user_profiles_dir
-
-        profile = self._valid_profile()
-        if profile is None:
+        """ctrl+s: into the user's own file; a shipped preset (or any file not in the user's
+        profile folder) stays as it is, and Save as opens with a new name for the copy."""
+        if self._valid_profile() is None:
             return
+        if self._is_user_file():
+            self.save_to(Path(self.source))
+            return
+        from workbench.profile import shipped_profiles_dir
+
+        self.action_save_as()
         source = Path(self.source) if self.source and not self.source.startswith("<") else None
-        # Shipped presets stay as shipped; edits of them go to the user's profile folder.
-        if source is not None and user_profiles_dir().resolve() in source.resolve().parents:
-            self.save_to(source)
-        else:
-            self.save_to(user_profiles_dir() / f"{profile.name}.toml")
+        shipped = source is not None and source.resolve().parent == shipped_profiles_dir().resolve()
+        what = (f"{source.stem} is a shipped preset" if shipped else
+                f"{source or 'this profile'} is not in your profile folder")
+        self._status(f"{what}: save your copy under a new name (Enter saves)")
+
+    def new_profile_path(self) -> Path:
+        """Where a copy of this profile goes: the user's file itself, else a name in the
+        user's profile folder that no profile has yet (my-demo, my-demo-2, ...), so that
+        `workbench run NAME` runs the copy and not the preset it came from."""
+        from workbench.profile import list_profiles, user_profiles_dir
+
+        if self._is_user_file():
+            return Path(self.source)
+        folder = user_profiles_dir()
+        name = self.profile.name if self.profile is not None else "profile"
+        stem = name if name.startswith("my-") else f"my-{name}"
+        taken = list_profiles()
+        candidate, n = stem, 1
+        while candidate in taken or (folder / f"{candidate}.toml").exists():
+            n += 1
+            candidate = f"{stem}-{n}"
+        return folder / f"{candidate}.toml"
 
     def action_save_as(self) -> None:
-        from workbench.profile import user_profiles_dir
-
         box = self.query_one("#cfg-save-as", Input)
         if not box.value and self.profile is not None:
-            box.value = str(user_profiles_dir() / f"{self.profile.name}.toml")
+            box.value = str(self.new_profile_path())
         box.add_class("-shown")
         box.focus()
 
@@ -745,6 +796,16 @@ class ConfigureScreen(Screen):
             return None
         if path.suffix != ".toml":
             path = path.with_suffix(".toml")
+        copied_from = Path(self.source).stem if self.source and not self.source.startswith("<") \
+            else ""
+        if path.stem != profile.name and profile.name == copied_from:
+            # A copy is named after its file (runs are named after the profile): my-demo.toml
+            # holds name = "my-demo", not a second "demo".
+            self.query_one(ProfileForm).set_value("name", path.stem)
+            self._check_profile()
+            profile = self._valid_profile()
+            if profile is None:
+                return None
         try:
             save_profile(profile, path)
         except OSError as exc:
@@ -754,8 +815,32 @@ class ConfigureScreen(Screen):
         self.base = profile.to_dict()
         self.query_one(ProfileForm).mark_saved()
         self._status(f"{profile.name}  ·  saved to {path}")
-        self.notify(str(path), title="Profile saved")
+        self.notify(str(path), title="Profile saved", markup=False)
+        shadow = _shadowed_by(path)
+        if shadow is not None:
+            self.notify(f"`workbench run {path.stem}` runs {shadow}, not this file (that name "
+                        f"is found first): run it as `workbench run {path}`, or save it under "
+                        "another name (f2).", title="Name already taken", severity="warning",
+                        timeout=15, markup=False)
         return path
+
+    # -- unsaved changes (the app asks before quitting) -------------------------------------
+
+    def unsaved_changes(self) -> str:
+        """What would be lost by quitting now ("" when nothing)."""
+        if not self.is_mounted:
+            return ""
+        changed = self.query_one(ProfileForm).modified()
+        if not changed:
+            return ""
+        labels = {f.key: f.label for f in FIELDS}
+        name = self.profile.name if self.profile is not None else "the profile"
+        fields = ", ".join(labels[k] for k in changed)
+        return f"Configure: {name}, {len(changed)} changed ({fields})"
+
+    def save_changes(self) -> Path | None:
+        """Save for the quit question: the user's own file, else a new name."""
+        return self.save_to(self.new_profile_path())
 
     def action_start(self) -> None:
         """Save, then ask the app to start the run detached (it plans in a worker)."""
@@ -767,11 +852,11 @@ class ConfigureScreen(Screen):
         if start is None:
             self.notify("This app cannot start runs; use `workbench run PROFILE`.", severity="warning")
             return
-        saved = self.save_to(Path(self.source)) if self._is_user_file() else None
-        if saved is None:
-            from workbench.profile import user_profiles_dir
-
-            saved = self.save_to(user_profiles_dir() / f"{self.profile.name}.toml")
+        if self._is_user_file() or self.query_one(ProfileForm).modified():
+            saved = self.save_to(self.new_profile_path())  # never a copy a preset hides
+        else:  # a preset (or a file elsewhere) as it is: run it, no copy
+            saved = Path(self.source) if self.source and not self.source.startswith("<") \
+                else self.save_to(self.new_profile_path())
         if saved is not None:
             start(saved)
 
@@ -781,6 +866,27 @@ class ConfigureScreen(Screen):
         if not self.source or self.source.startswith("<"):
             return False
         return user_profiles_dir().resolve() in Path(self.source).resolve().parents
+
+
+def _shadowed_by(path: Path) -> Path | None:
+    """The other profile `workbench run <path's stem>` would run instead of `path` (a
+    shipped preset is found before the user's folder), or None."""
+    from workbench.profile import ProfileError, find_profile
+
+    try:
+        found = find_profile(path.stem)
+    except ProfileError:
+        return None
+    try:
+        same = found.resolve() == path.resolve()
+    except OSError:
+        same = False
+    if same:
+        return None
+    try:
+        return found.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return found
 
 
 # Editors that open a file at a line given as "+LINE" before it.

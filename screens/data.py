@@ -21,7 +21,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Header, Input, Static
 
 from screens.widgets.data_clean import CleanPanel, result_table
@@ -33,10 +32,12 @@ from screens.widgets.data_flags import (
     flags_from_report,
     preference_flags,
 )
-from screens.widgets.data_path import PathSuggester
+from screens.widgets.data_path import PathInput
 from screens.widgets.data_preference import PairView
 from screens.widgets.data_stats import StatsPanel
 from screens.widgets.data_table import RowsView, flag_names, record_kind
+from screens.widgets.focus import FocusScreen
+from screens.widgets.nav import NavBar
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TOKENIZER = REPO / "assets" / "tiny-model"
@@ -56,8 +57,9 @@ def _short(path: str | Path) -> str:
         return str(path)
 
 
-class DataScreen(Screen):
-    """Rows on the left; stats, row detail or cleaning on the right (i / d / c)."""
+class DataScreen(FocusScreen):
+    """Rows on the left; stats, row detail or cleaning on the right (i / d / c). Arrived on
+    the rows (screens/widgets/focus.py); ctrl+o enters the path field, Esc leaves any field."""
 
     TITLE = "workbench"
     SUB_TITLE = "data"
@@ -74,17 +76,21 @@ class DataScreen(Screen):
     DataScreen.-pairs #data-pairs { display: block; width: 1fr; }
     """
     BINDINGS = [
+        # The footer (compact) must fit 80 columns with the app's "? Help  b Back  q Quit":
+        # the stats pane (shown first), the detail (Enter on a row) and re-inspecting (done on
+        # open) are left to help and the palette.
         Binding("ctrl+o", "open", "Open", id="data.open"),
-        Binding("i", "pane('stats')", "Stats", id="data.stats"),
-        Binding("d", "pane('detail')", "Detail", id="data.detail"),
+        Binding("i", "pane('stats')", "Stats", show=False, id="data.stats"),
+        Binding("d", "pane('detail')", "Detail", show=False, id="data.detail"),
         Binding("c", "pane('clean')", "Clean", id="data.clean"),
         Binding("f", "next_filter", "Filter", id="data.filter"),
-        Binding("r", "inspect", "Inspect", id="data.inspect"),
+        Binding("r", "inspect", "Inspect", show=False, id="data.inspect"),
         Binding("x", "cancel", "Cancel", id="data.cancel"),
         Binding("s", "save", "Split+save", id="data.save"),
         Binding("escape", "focus_rows", "Rows", show=False, id="data.rows"),
     ]
     SUB_TITLE_PAIRS = "data · pairs"
+    HOME = "#data-rows"
 
     def __init__(self, path: str | Path | None = None, *, tokenizer: str | Path | None = None,
                  max_seq_len: int = 2048, out_dir: str | Path | None = None,
@@ -109,6 +115,7 @@ class DataScreen(Screen):
         self.clean_report: Any = None
         self._cleaned_for: tuple | None = None  # the (steps, settings) `kept` was cleaned with
         self.saved_to: Path | None = None
+        self._proposed_out = ""  # the save folder this screen named after the open file
         self._tokenizer: Any = None
         self._tokenizer_for = ""
         self._tokenizer_lock = threading.Lock()
@@ -121,11 +128,12 @@ class DataScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield NavBar("data")
         with Horizontal(id="data-open"):
-            yield Input(self.initial_path, placeholder="dataset file (Tab completes)",
-                        suggester=PathSuggester(), id="data-path", compact=True)
-            yield Input(_short(self.tokenizer_path), placeholder="tokenizer folder",
-                        suggester=PathSuggester(), id="data-tokenizer", compact=True)
+            yield PathInput(self.initial_path, placeholder="dataset file (Tab completes)",
+                            id="data-path", compact=True)
+            yield PathInput(_short(self.tokenizer_path), placeholder="tokenizer folder",
+                            id="data-tokenizer", compact=True)
         yield Static("Open a JSONL, CSV or Parquet file: ctrl+o, type a path, Enter.", id="data-status")
         with Horizontal(id="data-main"):
             yield RowsView(id="data-rows")
@@ -134,13 +142,11 @@ class DataScreen(Screen):
                 yield DetailPanel(id="detail")
                 yield CleanPanel(out_dir=self.initial_out, max_tokens=self.max_seq_len, id="clean")
             yield PairView(id="data-pairs")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         if self.initial_path:
             self.open(self.initial_path)
-        else:
-            self.query_one("#data-path", Input).focus()
 
     def on_unmount(self) -> None:
         # Threads cannot be killed; the flags make the engine stop at its next batch.
@@ -208,7 +214,9 @@ class DataScreen(Screen):
         if pane == "detail":
             self._show_detail(self.query_one(RowsView).current_index)
         elif pane == "clean":
-            self.query_one("#split-fractions" if self.preference else "#step-drop_empty").focus()
+            # Onto the first step; preference data has none to toggle, so the panel itself
+            # (arrows scroll it), never a field: the next screen key must not be typed.
+            self.query_one(CleanPanel if self.preference else "#step-drop_empty").focus()
 
     def action_next_filter(self) -> None:
         if not self.records:
@@ -307,9 +315,6 @@ class DataScreen(Screen):
         self.pair_shown = None
         self.query_one(RowsView).set_records([])
         self._set_status(rows=f"loading {path}…", filter="", work="", saved="")
-        panel = self.query_one(CleanPanel)
-        if not panel.out_dir:
-            panel.set_out_dir(f"{Path(path).stem}-split")
         self._load_worker(path)
 
     def _work(self, fn, *args, group: str, exclusive: bool = True) -> None:
@@ -343,9 +348,17 @@ class DataScreen(Screen):
         self._work(load, group="load")
 
     def _load_failed(self, path: str, exc: BaseException) -> None:
+        # The save folder stays as it was: it is named after a file only once that file opens.
         self._set_status(rows=f"could not open {path}")
         self._error("Cannot open the dataset", exc)
-        self.query_one("#data-path", Input).focus()
+
+    def _name_out_dir(self, path: str) -> None:
+        """Propose "<file>-split" as the save folder, unless the person typed one: a folder
+        this screen proposed for an earlier file follows the file now open."""
+        panel = self.query_one(CleanPanel)
+        if not panel.out_dir or panel.out_dir == self._proposed_out:
+            self._proposed_out = f"{Path(path).stem}-split"
+            panel.set_out_dir(self._proposed_out)
 
     def _loaded(self, path: str, records: list[dict], skipped: int, formats: list[str],
                 load_report: Any = None) -> None:
@@ -354,6 +367,7 @@ class DataScreen(Screen):
         self.records = records
         self.formats = formats
         self._load_report = load_report
+        self._name_out_dir(path)
         was_preference = self.preference
         self.kind = record_kind(records[0]) if records else "sft"
         self.flags = bytearray(len(records))

@@ -16,12 +16,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.markup import escape
-from textual.screen import Screen
-from textual.widgets import Checkbox, Footer, Header, Label, Log, Select, Static, TextArea
+from textual.widgets import Checkbox, Footer, Header, Label, Select, Static, TextArea
 
 from screens.widgets.run_picker import PicksFinishedRun
 from screens.run_actions import ActionError
+from screens.widgets.focus import FocusScreen
 from screens.widgets.export_result import commands_of, error_text, progress_line, proof_text
+from screens.widgets.log_pane import LogPane
 from screens.widgets.nav import NavBar
 from screens.widgets.tick_box import TickBox
 
@@ -43,8 +44,9 @@ def export_command(run_path: str, formats: list[str], force: bool,
     return cmd + ["--force"] * force
 
 
-class ExportScreen(PicksFinishedRun, Screen):
+class ExportScreen(PicksFinishedRun, FocusScreen):
     RUN_SELECT = "#export-run"
+    HOME = "#export-run"  # the runs to export: a list
     DEFAULT_CSS = """
     #export-top { height: 1; padding: 0 1; }
     #export-top Label { color: $text-muted; width: auto; }
@@ -52,7 +54,9 @@ class ExportScreen(PicksFinishedRun, Screen):
     #export-quant { width: 17; }
     #export-formats { height: 1; padding: 0 1; }
     #export-formats Checkbox { margin-right: 1; }
-    #export-status { height: 1; }
+    /* At 80 columns "done: merged -> export/merged, ..." and the export's progress lines are
+       longer than a line: both wrap (the status up to 3 lines) instead of being cut. */
+    #export-status { height: auto; max-height: 3; color: $text-muted; padding: 0 1; }
     #export-log { height: 1fr; min-height: 3; border: round $panel-lighten-2; }
     #export-proof { height: auto; padding: 0 1; }
     #export-commands { height: 5; min-height: 3; }
@@ -70,6 +74,7 @@ class ExportScreen(PicksFinishedRun, Screen):
         self.result: dict | None = None
         self.commands: dict[str, list[str]] = {}
         self.busy = False
+        self.log_lines: list[str] = []  # the progress lines shown, as written
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -85,9 +90,8 @@ class ExportScreen(PicksFinishedRun, Screen):
             for fmt in FORMATS:
                 yield TickBox(fmt, fmt in DEFAULT_ON, id=f"fmt-{fmt}", compact=True)
             yield TickBox("force", False, id="fmt-force", compact=True)
-        yield Static("choose formats (space toggles), e exports", id="export-status",
-                     classes="hint")
-        yield Log(id="export-log", max_lines=1000, auto_scroll=True)
+        yield Static("choose formats (space toggles), e exports", id="export-status")
+        yield LogPane(max_lines=1000, id="export-log")
         yield Static("proof: -", id="export-proof")
         yield TextArea("", id="export-commands", read_only=True, show_line_numbers=False,
                        soft_wrap=True)
@@ -95,7 +99,7 @@ class ExportScreen(PicksFinishedRun, Screen):
 
     def on_mount(self) -> None:
         self.sub_title = "export"
-        self.query_one("#export-log", Log).border_title = "progress"
+        self.query_one("#export-log", LogPane).border_title = "progress"
         self.query_one("#export-commands", TextArea).border_title = "commands"
         self._refresh_runs()
         self.query_one("#export-run", Select).focus()
@@ -105,7 +109,7 @@ class ExportScreen(PicksFinishedRun, Screen):
             return self.busy or None  # greyed out when nothing runs
         if action == "copy":
             return bool(self.commands.get(parameters[0])) or None
-        return True
+        return super().check_action(action, parameters)
 
     # ---- export ----------------------------------------------------------------------------
     def selected_formats(self) -> list[str]:
@@ -139,8 +143,8 @@ class ExportScreen(PicksFinishedRun, Screen):
     def start(self, run_path: str, formats: list[str], force: bool,
               quant: str | None = None) -> None:
         self.busy, self.result, self.commands = True, None, {}
-        log = self.query_one("#export-log", Log)
-        log.clear()
+        self.log_lines = []
+        self.query_one("#export-log", LogPane).reset()
         self.query_one("#export-proof", Static).update("proof: -")
         self.query_one("#export-commands", TextArea).load_text("")
         what = ", ".join(f"{f} {quant}" if f == "gguf" and quant else f for f in formats)
@@ -180,7 +184,8 @@ class ExportScreen(PicksFinishedRun, Screen):
         return out
 
     def _line(self, line: str, elapsed: float) -> None:
-        self.query_one("#export-log", Log).write_line(line)
+        self.log_lines.append(line)
+        self.query_one("#export-log", LogPane).add(line + "\n", follow=True)
         self._set_status(f"exporting... {elapsed:.0f}s  (x cancels)")
 
     def _set_status(self, text: str) -> None:

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from screens.widgets.format import parse_iso
 
 LOG_TAIL_BYTES = 16 * 1024
 
@@ -50,16 +49,13 @@ def scan_runs(runs_dir: Path, now: float | None = None) -> list[RunRow]:
         st = run.read_status()
         if not st and not run.path.exists():
             continue  # deleted since it was listed
-        state = run.effective_state(st)
-        start = parse_iso(st.get("started_at") or st.get("created_at"))
-        end = parse_iso(st.get("ended_at") or st.get("updated_at"))
-        if state in ("starting", "running"):
-            end = now
+        state = run.shown_state(st)  # a sweep's pruned trial reads "pruned", as in `workbench runs`
         rows.append(RunRow(
             path=str(run.path), name=run.name, state=state, step=st.get("step") or 0,
             total_steps=st.get("total_steps"), loss=st.get("loss"),
             created_at=st.get("created_at"),
-            duration_s=(end - start) if start is not None and end is not None else None,
+            # The run's own time, as `workbench runs` and `runs compare` count it.
+            duration_s=run.active_seconds(st, now=now),
             device=st.get("device"), pid=st.get("pid")))
     return rows
 

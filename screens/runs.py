@@ -17,6 +17,7 @@ from textual.widgets.option_list import Option
 from screens import run_actions
 from screens.app import RunsChanged
 from screens.run_actions import RunRow
+from screens.widgets.focus import FocusScreen
 from screens.widgets.format import duration, num, started
 from screens.widgets.gpu_panel import GpuPanel
 from screens.widgets.keys import KeyedDataTable, KeyedOptionList, with_ids
@@ -60,7 +61,8 @@ def name_width(table: DataTable, rows: list[RunRow]) -> int | None:
     return table.size.width - table.styles.scrollbar_size_vertical - others - padding
 
 
-class RunsScreen(Screen):
+class RunsScreen(FocusScreen):
+    HOME = "#runs"
     BINDINGS = [
         *with_ids(Screen, "screen"),
         Binding("o,enter", "open", "Open", id="runs.open"),
@@ -73,8 +75,9 @@ class RunsScreen(Screen):
         Binding("space", "mark", "Mark", id="runs.mark", show=False),
         Binding("c", "compare", "Compare marked", id="runs.compare", show=False),
         Binding("w", "sweeps", "Sweeps", id="runs.sweeps", show=False),
-        # The list refreshes itself every 2 s; the key is for the impatient (help, palette).
-        Binding("f5,ctrl+r", "refresh", "Refresh", id="runs.refresh", show=False),
+        # The runs refresh themselves every 2 s; the key is for the impatient (help, palette),
+        # and reads the profile folders again too (a profile saved in an editor).
+        Binding("f5,ctrl+r", "refresh(True)", "Refresh", id="runs.refresh", show=False),
     ]
 
     def __init__(self) -> None:
@@ -103,8 +106,6 @@ class RunsScreen(Screen):
         table = self.query_one("#runs", DataTable)
         for key, label in COLUMNS:
             table.add_column(label, key=key)
-        self.app.run_in_thread(_list_profiles, node=self, on_done=self._show_profiles,
-                               group="profiles")
         self._runs_timer = self.set_interval(POLL_S, self.action_refresh)
         self._gpu_timer = self.set_interval(POLL_S, self._poll_gpu)
         self.action_refresh()
@@ -119,7 +120,8 @@ class RunsScreen(Screen):
     def on_screen_resume(self) -> None:
         self._runs_timer.resume()
         self._gpu_timer.resume()
-        self.action_refresh()
+        # Back from Configure (a profile saved there) or anywhere: the profiles too.
+        self.action_refresh(profiles=True)
 
     def on_runs_changed(self, _: RunsChanged) -> None:
         self.action_refresh()
@@ -135,9 +137,12 @@ class RunsScreen(Screen):
             self._show_runs(rows)
 
     # ---- reading (workers) -----------------------------------------------------------------
-    def action_refresh(self) -> None:
+    def action_refresh(self, profiles: bool = False) -> None:
         self.app.run_in_thread(run_actions.scan_runs, self.app.runs_dir, node=self,
                                on_done=self._show_runs, group="runs-scan", exclusive=True)
+        if profiles:
+            self.app.run_in_thread(_list_profiles, node=self, on_done=self._show_profiles,
+                                   group="profiles", exclusive=True)
 
     def _poll_gpu(self) -> None:
         self.app.run_in_thread(run_actions.read_telemetry, node=self, group="gpu",
@@ -145,12 +150,17 @@ class RunsScreen(Screen):
 
     # ---- showing ---------------------------------------------------------------------------
     def _show_profiles(self, profiles: dict[str, str]) -> None:
-        self.profiles = profiles
+        if profiles == self.profiles:
+            return
         options = self.query_one("#profiles", OptionList)
+        # Keep the highlighted profile when it is still there, else the demo, else the first.
+        kept = self.selected_profile()
+        self.profiles = profiles
         options.clear_options()
         options.add_options([Option(name, id=name) for name in profiles])
         if profiles:
-            options.highlighted = list(profiles).index("demo") if "demo" in profiles else 0
+            want = kept if kept in profiles else "demo" if "demo" in profiles else None
+            options.highlighted = list(profiles).index(want) if want else 0
 
     def _show_runs(self, rows: list[RunRow]) -> None:
         table = self.query_one("#runs", DataTable)
@@ -169,12 +179,14 @@ class RunsScreen(Screen):
                     for (key, _), value in zip(COLUMNS, self._row_cells(row, width)):
                         table.update_cell(row.path, key, value, update_width=True)
         else:
-            selected = self.selected_path()
+            selected, at = self.selected_path(), table.cursor_row
             table.clear()
             for row in rows:
                 table.add_row(*self._row_cells(row, width), key=row.path)
             if selected in {r.path for r in rows}:
                 table.move_cursor(row=table.get_row_index(selected))
+            elif rows:  # it was deleted: the run below it (else the new last) takes its place
+                table.move_cursor(row=min(at, len(rows) - 1))
         repaint_after_sizing(table)
         self.rows, self._name_width = rows, width
 

@@ -28,6 +28,7 @@ from textual.widgets import Footer, Header, Static
 from screens import run_actions
 from screens.app import RunsChanged
 from screens.run_actions import RunPoll
+from screens.widgets.focus import FocusScreen
 from screens.widgets.format import NA, duration, gib, num
 from screens.widgets.gpu_panel import GpuPanel
 from screens.widgets.keys import with_ids
@@ -71,7 +72,8 @@ def cost_lines(hourly: float | None, seconds: float | None) -> list[str]:
     return [f"cost       ${seconds / 3600 * hourly:.2f} at ${hourly:g}/h"]
 
 
-class TrainScreen(Screen):
+class TrainScreen(FocusScreen):
+    HOME = "#train-log"
     BINDINGS = [
         *with_ids(Screen, "screen"),
         Binding("x", "stop", "Stop run", id="train.stop"),
@@ -415,4 +417,4 @@ class TrainScreen(Screen):
             return self.compact
         if action == "focus_samples":
             return self.query_one("#train-bottom").has_class("-samples")
-        return True
+        return super().check_action(action, parameters)  # the focus rule's Esc

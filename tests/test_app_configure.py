@@ -71,10 +71,13 @@ async def test_edit_validate_and_save_as(tmp_path):
         screen = app.screen
         await wait_for(pilot, lambda: screen.view is not None)
         form = screen.query_one(ProfileForm)
-        assert form.widget("lora.r").has_focus
+        # Arrived on the form's row cursor (the focus rule); Enter edits LoRA r, selected.
+        assert form.has_focus and form.current == "lora.r"
         before = screen.view.estimate
 
-        await retype(pilot, "64")
+        await pilot.press("enter", "6", "4")
+        await pilot.pause()
+        assert form.widget("lora.r").value == "64"  # replaced, not appended
         await pilot.pause()
         after_r = screen.view.estimate
         assert after_r.settings.r == 64
@@ -124,7 +127,8 @@ async def test_remedy_applies_with_one_key():
         assert screen.view.remedies
         first = screen.view.remedies[0]
         peak = screen.view.estimate.peak_bytes
-        await pilot.press("alt+1")
+        screen.focus_home()  # off any field: m is a screen key (alt+N never reached tmux)
+        await pilot.press("m", "enter")
         await pilot.pause()
         assert screen.view.estimate.peak_bytes == first.estimate.peak_bytes < peak
         assert screen.view.estimate.settings == first.settings
@@ -215,10 +219,10 @@ def test_screen_keys_in_a_field_are_text_and_esc_leaves_it(monkeypatch, tmp_path
     async def steps(app, pilot):
         form = await _on_configure(app, pilot)
         r = form.widget("lora.r")
-        assert r.has_focus and r.value == "16"
-        await pilot.press("5")  # typed into LoRA r, not a switch to Compare...
+        assert form.has_focus and r.value == "16"  # arrived on the form, not in a field
+        await pilot.press("enter", "5")  # in LoRA r (selected), 5 is text, not Compare...
         await pilot.pause()
-        assert app.current_mode == "configure" and r.value == "165"
+        assert app.current_mode == "configure" and r.value == "5"
         text = screen_text(app)  # ...and shown as a change, with the way out
         assert "LoRA r*" in text and "1 changed" in text and "esc Leave field" in text
         await pilot.press("escape")
@@ -227,14 +231,14 @@ def test_screen_keys_in_a_field_are_text_and_esc_leaves_it(monkeypatch, tmp_path
         assert "b Back" in screen_text(app) and "esc Leave field" not in screen_text(app)
         await pilot.press("4")
         await pilot.pause(0.2)
-        assert app.current_mode == "train" and r.value == "165"
+        assert app.current_mode == "train" and r.value == "5"
         await pilot.press("3")  # back on Configure: not in a field, so 1 switches again
         await pilot.pause(0.2)
         assert app.current_mode == "configure"
         assert not isinstance(app.focused, (Input, Select))
         await pilot.press("1")
         await pilot.pause(0.2)
-        assert app.current_mode == "runs" and r.value == "165"
+        assert app.current_mode == "runs" and r.value == "5"
     drive(steps, size=(80, 24))
 
 
@@ -247,6 +251,7 @@ async def test_a_changed_field_is_marked_until_it_is_saved(tmp_path):
         form = screen.query_one(ProfileForm)
         row = form.query_one("#f-lora-r-row")
         assert "LoRA r*" not in screen_text(app) and not row.has_class("-modified")
+        await pilot.press("enter")  # into LoRA r, the form's first row cursor
         await retype(pilot, "32")
         await pilot.pause()
         assert form.modified() == ["lora.r"] and row.has_class("-modified")
@@ -273,6 +278,7 @@ def test_help_names_every_key_with_its_id_and_the_ids_remap(monkeypatch, tmp_pat
 
     async def steps(app, pilot):
         form = await _on_configure(app, pilot)
+        await pilot.press("enter")  # into LoRA r
         assert form.widget("lora.r").has_focus
         rows = app.binding_rows(app.screen)
         assert rows and all(binding_id for _, _, binding_id in rows), \

@@ -69,6 +69,8 @@ async def test_open_inspect_filter_detail_clean_save(tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.screen
         path_box = screen.query_one("#data-path")
+        assert not path_box.has_focus  # arrived on the rows; ctrl+o enters the path field
+        await pilot.press("ctrl+o")
         assert path_box.has_focus
         await pilot.press(*DEMO[:12])  # typed, then completed: a prefix and the rest
         path_box.value = DEMO
@@ -368,7 +370,8 @@ async def test_preference_split_keeps_each_prompt_in_one_split(tmp_path):
         screen = app.screen
         await wait_for(pilot, lambda: len(screen.records) == 600)
         await pilot.press("c")
-        assert screen.query_one("#split-fractions").has_focus  # the steps are for conversations
+        # The steps are for conversations: the panel takes focus, never its split field.
+        assert screen.query_one(CleanPanel).has_focus
         assert screen.query_one("#step-drop_empty").disabled
         assert "Preference data" in screen_text(app)
         out = tmp_path / "pairs-split"

@@ -40,7 +40,7 @@ def test_export_merged_and_vllm(tmp_path, needs_tiny_model):
             text = screen_text(app)
             assert "proof passed" in text and "greedy tokens identical" in text
             assert "vllm serve" in screen.query_one("#export-commands").text
-            assert "merging" in "\n".join(screen.query_one("#export-log").lines)
+            assert "merging" in "\n".join(screen.log_lines)
             await pilot.press("v")
             assert copied and copied[-1].startswith("vllm serve")
             assert (run.path / "export" / "vllm").is_dir()

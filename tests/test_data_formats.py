@@ -156,7 +156,7 @@ def test_parquet_streams_in_batches(tmp_path):
 
 def test_parquet_wrong_field_type_names_the_row(tmp_path):
     path = write_parquet(tmp_path / "t.parquet", [{"instruction": "a", "output": 1}, {"instruction": "b", "output": 4}])
-    with pytest.raises(DataError, match=r"t.parquet: row \[0\]: field 'output' must be a string, found a number 1"):
+    with pytest.raises(DataError, match=r"t.parquet: row 1: field 'output' must be a string, found a number 1"):
         load_records(path)
 
 
@@ -227,7 +227,7 @@ def test_hub_id_unreachable_or_loaded(tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "_hub_load", fake_hub)
     stream = iter_records("someone/data", split="dev", revision="abc123")
     assert next(stream)["source"] == {"file": "someone/data", "row": 0}
-    with pytest.raises(DataError, match=r"someone/data: row \[1\]: missing field 'output'"):
+    with pytest.raises(DataError, match=r"someone/data: row 2: missing field 'output'"):
         next(stream)
     assert seen == {"id": "someone/data", "split": "dev", "revision": "abc123"}
     assert dataset_hash("someone/data", revision="abc") != dataset_hash("someone/data", revision="def")

@@ -107,12 +107,13 @@ def test_json_array_rows_are_zero_based(tmp_path):
     assert [r["source"]["row"] for r in records] == [0, 1]
 
 
-def test_json_array_bad_record_is_named_by_index(tmp_path):
+def test_json_array_bad_record_is_named_by_its_row_from_one(tmp_path):
     path = tmp_path / "a.json"
     path.write_text(json.dumps([ALPACA, dict(ALPACA, output=4)]), encoding="utf-8")
     with pytest.raises(DataError) as err:
         load_records(path)
-    assert "a.json: record [1]: field 'output' must be a string, found a number 4" in str(err.value)
+    # Counted from 1, as messages count every row (issue 26): the second record is row 2.
+    assert "a.json: row 2: field 'output' must be a string, found a number 4" in str(err.value)
 
 
 def test_json_array_syntax_error_has_line_and_column(tmp_path):

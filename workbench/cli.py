@@ -24,6 +24,12 @@ class UserError(Exception):
 def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile field, e.g. --set train.max_steps=20 (repeatable)")
+    # The flag a bad row's hint names (data/load.py), taken wherever a profile is: the same as
+    # --set data.on_bad_rows=skip, as in the data commands.
+    p.add_argument("--skip-bad-rows", dest="overrides", action="append_const",
+                   const="data.on_bad_rows=skip",
+                   help="skip data rows that cannot be read (each is counted and listed); "
+                        "same as --set data.on_bad_rows=skip")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +130,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a reader that went away is seen here, not at exit
+        return code
+    except BrokenPipeError:
+        # `workbench runs | head -3`: the reader has what it wanted. Nothing more can reach it,
+        # and Python's flush at exit would print a second traceback: stdout goes nowhere now.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + 13  # as a process ended by SIGPIPE, what shells expect from `cmd | head`
+
+
+def _main(argv: list[str] | None = None) -> int:
+    if not (sys.argv[1:] if argv is None else argv):
+        # Bare `workbench` opens the app, whose first frame people wait on: the parser would
+        # import engine modules (launch flags) the app does not need (bench/app_startup.py).
+        try:
+            return cmd_app()
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     parser = build_parser()
     args = parser.parse_args(argv)
     from workbench.hub import quiet_offline_kernel_notice
@@ -323,10 +353,13 @@ def cmd_runs(args) -> int:
     rows = []
     for run in runs:
         st = run.read_status()
-        rows.append({"name": run.name, "path": str(run.path), "state": run.effective_state(st),
+        rows.append({"name": run.name, "path": str(run.path), "state": run.shown_state(st),
                      "step": st.get("step"), "total_steps": st.get("total_steps"),
                      "loss": st.get("loss"), "eval_loss": st.get("eval_loss"),
                      "created_at": st.get("created_at"), "ended_at": st.get("ended_at"),
+                     # The run's own time (its sessions; what `runs compare` costs), as the
+                     # Runs screen shows it: not the pause before a resume, nor a later eval.
+                     "active_seconds": run.active_seconds(st),
                      "device": st.get("device"), "pid": st.get("pid"),
                      "damaged_checkpoints": _damaged(run)})
     if args.json:
@@ -335,8 +368,6 @@ def cmd_runs(args) -> int:
     if not rows:
         print(f"no runs under {args.runs_dir or 'runs'}/; start one with `workbench run demo`")
         return EXIT_OK
-    from datetime import datetime
-
     header = f"{'RUN':<34} {'STATE':<12} {'STEP':>11} {'LOSS':>8} {'EVAL':>8} {'DEVICE':<6} STARTED / DURATION"
     print(header)
     for r in rows:
@@ -344,9 +375,8 @@ def cmd_runs(args) -> int:
         loss = f"{r['loss']:.4f}" if isinstance(r["loss"], (int, float)) else "-"
         ev = f"{r['eval_loss']:.4f}" if isinstance(r["eval_loss"], (int, float)) else "-"
         when = (r["created_at"] or "")[:16].replace("T", " ")
-        if r["created_at"] and r["ended_at"]:
-            secs = (datetime.fromisoformat(r["ended_at"]) - datetime.fromisoformat(r["created_at"])).total_seconds()
-            when += f"  {fmt_duration(secs)}"
+        if r["active_seconds"] is not None:
+            when += f"  {fmt_duration(r['active_seconds'])}"
         print(f"{r['name']:<34} {r['state']:<12} {step:>11} {loss:>8} {ev:>8} {r['device'] or '-':<6} {when}")
         for name, what in r["damaged_checkpoints"]:
             print(f"  ! damaged {name}: {what}")
@@ -409,18 +439,23 @@ def _running_run(runs_dir: Path | None):
 
 
 def cmd_stop(args) -> int:
-    from workbench.train.control import ControlError, stop_run
+    from workbench.train.control import ControlError, request_stop, wait_stopped
 
     run = _find_run(args.run_ref, args.runs_dir)
-    try:
-        if args.no_wait:
-            stop_run(run, wait_s=0)
-            print(f"asked {run.name} to checkpoint and stop")
-            return EXIT_OK
-        print(f"asking {run.name} to checkpoint and stop...", flush=True)
-        state = stop_run(run, wait_s=args.timeout)
+    try:  # nothing is said before the run is known to be stoppable
+        asked = request_stop(run)
     except ControlError as exc:
         raise UserError(str(exc)) from exc
+    # A run still starting has no step to checkpoint: it ends before training begins; one
+    # evaluating after training has its adapter saved: the evaluation ends at its next token.
+    what = ("stop" if asked.get("state") == "starting" else
+            "stop its evaluation (the adapter is saved)" if asked.get("evaluation") == "running"
+            else "checkpoint and stop")
+    if args.no_wait:
+        print(f"asked {run.name} to {what}")
+        return EXIT_OK
+    print(f"asked {run.name} to {what}; waiting...", flush=True)
+    state = wait_stopped(run, asked, wait_s=args.timeout)
     status = run.read_status()
     print(f"{run.name}: {state}" + (f" ({status.get('message')})" if status.get("message") else ""))
     return EXIT_OK if state in ("stopped", "finished") else EXIT_FAILED
@@ -487,7 +522,7 @@ def cmd_profile(args) -> int:
                 print(issue)
         return EXIT_USAGE if bad else EXIT_OK
     if action == "show":
-        print(format_profile(_load_profile(args.profile, args.overrides)), end="")
+        print(format_profile(_load_profile(args.profile, args.overrides), args.overrides), end="")
         return EXIT_OK
     if action == "diff":
         a, b = (_load_profile(_run_profile_path(x), []) for x in (args.a, args.b))

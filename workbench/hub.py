@@ -187,6 +187,48 @@ def is_local(ref: str) -> bool:
     return Path(ref).expanduser().exists() or not _HUB_ID.match(ref)
 
 
+def closest_entry(path: Path) -> Path | None:
+    """The existing entry next to a missing `path` whose name is closest to its name (a typo:
+    `tiny-modle` -> `tiny-model`), or None when its folder holds nothing alike."""
+    import difflib
+
+    try:
+        names = [p.name for p in path.parent.iterdir() if not p.name.startswith(".")]
+    except OSError:
+        return None
+    match = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return path.parent / match[0] if match else None
+
+
+def mistyped_local(ref: str, base: Path | None = None) -> Path | None:
+    """`assets/tiny-modle`: written like a hub id (owner/name), but its first part is a folder
+    here (relative to `base`, else the current folder) holding something with a name close to
+    the last part. Then it is a mistyped local path, not a model to download: returns the
+    closest existing entry. None otherwise (a real hub id, or nothing alike here)."""
+    if not ref or "/" not in ref or Path(ref).is_absolute():
+        return None
+    path = Path(base or Path.cwd()) / Path(ref).expanduser()
+    if path.exists() or not path.parent.is_dir():
+        return None
+    return closest_entry(path)
+
+
+class LocalFolderMissing(HubUnavailable):
+    """A name that reads as a local path (mistyped_local) and names nothing: no hub to reach."""
+
+
+def missing_folder_error(ref: str, label: str = "", base: Path | None = None) -> LocalFolderMissing | None:
+    closest = mistyped_local(ref, base)
+    if closest is None:
+        return None
+    path = Path(base or Path.cwd()) / ref
+    shown = closest if base else Path(os.path.relpath(closest))
+    return LocalFolderMissing(
+        f"{label or repr(ref)}: no such folder {path} ({path.parent.name}/ is a local folder, so "
+        "this is read as a path, not a Hugging Face Hub id)",
+        f"did you mean {shown}? (the closest name in {path.parent})")
+
+
 # ---- the decision -------------------------------------------------------------------------------
 
 def _download_hint(repo_id: str, repo_type: str) -> str:
@@ -213,6 +255,9 @@ def resolve_offline(repo_id: str, revision: str = "main", needs: tuple[str, ...]
     here. Returns True when the hub will not be contacted; raises HubUnavailable."""
     if is_local(repo_id):
         return False
+    missing = missing_folder_error(repo_id, label)
+    if missing is not None:  # `assets/tiny-modle`: a typo of a folder here, not a model to fetch
+        raise missing
     label = label or repr(repo_id)
     cached = is_cached(repo_id, revision or "main", needs, repo_type)
     if is_offline():

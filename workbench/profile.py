@@ -900,7 +900,15 @@ def _looks_local(value: str, base: Path | None) -> bool:
     profile; otherwise it is a hub id ("meta-llama/Llama-3.1-8B") and must stay as written."""
     if value.startswith((".", "/", "~")) or os.path.isabs(value):
         return True
-    return base is not None and (base / value).exists()
+    if base is None:
+        return False
+    if (base / value).exists():
+        return True
+    from workbench.hub import mistyped_local  # light: the standard library only
+
+    # "assets/tiny-modle" next to assets/tiny-model: a typo of a local folder, reported as a
+    # missing folder (check_paths), never sent to the hub as "hf download assets/tiny-modle".
+    return mistyped_local(value, base) is not None
 
 
 def _resolve(value: str, base: Path | None) -> str:
@@ -1366,11 +1374,24 @@ def check_paths(profile: Profile) -> list[ProfileIssue]:
         file, line = profile.locations.get(dotted, (profile.source, None))
         issues.append(ProfileIssue(file, line, dotted, message))
 
+    def relative_to(dotted: str) -> str:
+        # Where a relative path was looked for: the profile's folder, or for a --set value
+        # the folder the command was typed in (Profile.with_overrides, _build).
+        if profile.locations.get(dotted, ("",))[0] == OVERRIDE:
+            return f"a relative path given with --set is relative to the current folder, {Path.cwd()}"
+        return "relative paths are relative to the profile's folder"
+
+    def closest(value: str) -> str:
+        from workbench.hub import closest_entry
+
+        near = closest_entry(Path(value))
+        return f"; did you mean {near}?" if near is not None else ""
+
     model = profile.model.name_or_path
     if _looks_local(model, None):
         if not Path(model).exists():
-            report("model.name_or_path", f"model folder not found: {model}; fix the path "
-                   "(relative paths are relative to the profile's folder) or use a hub id")
+            report("model.name_or_path", f"model folder not found: {model}{closest(model)} "
+                   f"({relative_to('model.name_or_path')}); fix the path or use a hub id")
         elif not Path(model).is_dir():
             report("model.name_or_path", f"expected a model folder, got a file: {model}")
         elif not (Path(model) / "config.json").is_file():
@@ -1379,8 +1400,7 @@ def check_paths(profile: Profile) -> list[ProfileIssue]:
         # A data file, a folder (saved splits or a `save_to_disk` dataset) or a hub dataset id.
         value = profile.get(dotted)
         if value and not Path(value).exists() and not _looks_like_hub_id(value):
-            report(dotted, f"file not found: {value} (relative paths are relative to the "
-                           "profile's folder)")
+            report(dotted, f"file not found: {value}{closest(value)} ({relative_to(dotted)})")
     for i, spec in enumerate(profile.rewards.functions):
         file = spec.rpartition(":")[0] if ".py:" in spec else ""
         if file and not Path(file).is_file():
@@ -1390,9 +1410,15 @@ def check_paths(profile: Profile) -> list[ProfileIssue]:
         value = profile.get(dotted)
         if value and not Path(value).is_file():
             what = "folder, expected a file" if Path(value).is_dir() else "file not found"
-            report(dotted, f"{what}: {value} (relative paths are relative to the profile's "
-                           "folder)")
+            report(dotted, f"{what}: {value} ({relative_to(dotted)})")
     return issues
+
+
+def paths_hint(issues: Iterable[ProfileIssue]) -> str:
+    """What to do about check_paths' issues, naming only the keys that are wrong."""
+    keys = list(dict.fromkeys(i.key for i in issues))
+    return ("fix the path in the profile, or override it, e.g. "
+            + " or ".join(f"--set {key}=PATH" for key in keys))
 
 
 def check_hub_ids(profile: Profile) -> list[ProfileIssue]:
@@ -1478,9 +1504,13 @@ def format_diff(diff: list[tuple[str, Any, Any]], a_label: str = "a", b_label: s
     return "\n".join(lines)
 
 
-def format_profile(profile: Profile) -> str:
-    """The full resolved profile as TOML (every key, defaults included), for `profile show`."""
+def format_profile(profile: Profile, overrides: Iterable[str] = ()) -> str:
+    """The full resolved profile as TOML (every key, defaults included), for `profile show`;
+    the overrides applied are named in its header, so a changed value is not taken for the
+    file's."""
     header = f"# profile {profile.name!r} from {profile.source}\n"
+    for text in overrides:
+        header += f"# with --set {text} (not saved in the file)\n"
     header += "# every key is shown, defaults included; paths are resolved\n\n"
     return header + profile.to_toml()
 

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -185,6 +186,42 @@ class RunDir:
             return "interrupted"
         return state
 
+    def active_seconds(self, status: dict | None = None, now: float | None = None) -> float | None:
+        """The run's own time, what its cost is counted from: status.json's `active_seconds`,
+        recorded by the runner as each session ends (`active_until` = that session's
+        `ended_at`); else (a live run, one killed, a session ended elsewhere, or a run older
+        than the record) counted from its events, a live session up to `now`. Evaluation
+        and export commands run later append no time to it."""
+        status = self.read_status() if status is None else status
+        recorded = status.get("active_seconds")
+        if (status.get("state") in FINAL_STATES and isinstance(recorded, (int, float))
+                and status.get("active_until") == status.get("ended_at")):
+            return float(recorded)
+        live = self.effective_state(status) in ("starting", "running")
+        return _clock_of(self).seconds(live_until=(time.time() if now is None else now)
+                                       if live else None)
+
+    def shown_state(self, status: dict | None = None) -> str:
+        """The state as lists show it: effective_state, and "pruned" for a sweep trial its
+        sweep's pruner stopped (status.json's `pruned`, written by the sweep for the session
+        that ended then; a resumed trial reads as its new state)."""
+        status = self.read_status() if status is None else status
+        state = self.effective_state(status)
+        pruned = status.get("pruned")
+        if (state == "stopped" and isinstance(pruned, dict)
+                and pruned.get("ended_at") == status.get("ended_at")):
+            return "pruned"
+        return state
+
+    def mark_pruned(self, sweep: str, reason: str) -> None:
+        """Written by a sweep once its pruner has stopped this trial's run (the run's process
+        has ended): the run then reads "pruned" (shown_state) until it runs again."""
+        status = self.read_status()
+        self.write_status(
+            pruned={"sweep": sweep, "step": status.get("step"), "reason": reason,
+                    "ended_at": status.get("ended_at")},
+            message=f"{reason} (sweep {sweep}); `workbench resume {self.name}` would continue it")
+
     # ---- events ---------------------------------------------------------------------------
     def append_event(self, type_: str, **fields: Any) -> dict:
         if type_ not in EVENT_FIELDS:
@@ -241,6 +278,98 @@ class RunDir:
                     shutil.rmtree(child, ignore_errors=True)
                     removed.append(child)
         return removed
+
+
+# ---- a run's own time ----------------------------------------------------------------------
+# What a run cost is the time its own processes spent training it and evaluating it after
+# training: its sessions. A session opens with a "starting" status (the worker, the launcher,
+# the pipeline) or, in runs older than that, a "running" one after a final status; it closes
+# at its final status. Events after that belong to later commands (`workbench eval` appends
+# its progress) and are no session's: they never change the run's time. A session that ended
+# without a word (kill -9) closes at its last event; a pause between stop and resume is nobody's.
+SESSION_OPENING_STATES = ("starting", "running")
+
+
+class SessionClock:
+    """Reads a run's events in file order, as many at a time as there are, and keeps its
+    sessions: the Runs screen feeds it a live run's new events every poll, not the file."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []  # closed sessions, (start, end) UNIX times
+        self.start: float | None = None  # the open session's
+        self.last: float | None = None
+        self.opened = False  # something besides "starting" happened in the open session
+        self.seen = False
+
+    def feed(self, events: list[dict]) -> SessionClock:
+        for e in events:
+            t = e.get("time")
+            if not isinstance(t, (int, float)):
+                continue
+            state = e.get("state") if e.get("type") == "status" else None
+            if self.start is None:
+                # The run's first event opens its first session; after a final status only a
+                # new session's opening does (a resume), not a later command's progress.
+                if not self.seen or state in SESSION_OPENING_STATES:
+                    self.start = self.last = t
+                    self.opened = state != "starting"
+                self.seen = True
+                continue
+            if state == "starting" and self.opened:
+                # The open session was killed: it ended at its last event.
+                self.spans.append((self.start, self.last))
+                self.start = self.last = t
+                self.opened = False
+                continue
+            self.last = max(self.last, t)
+            self.opened = self.opened or state != "starting"
+            if state in FINAL_STATES:
+                self.spans.append((self.start, self.last))
+                self.start = None
+        return self
+
+    def session_spans(self, live_until: float | None = None) -> list[tuple[float, float]]:
+        """Every session; `live_until`: the run is live, its open session lasts until then."""
+        if self.start is None:
+            return list(self.spans)
+        end = max(self.last, live_until) if live_until is not None else self.last
+        return self.spans + [(self.start, end)]
+
+    def seconds(self, live_until: float | None = None) -> float | None:
+        spans = self.session_spans(live_until)
+        return sum(end - start for start, end in spans) if spans else None
+
+
+def session_spans(events: list[dict], live_until: float | None = None) -> list[tuple[float, float]]:
+    """(start, end) UNIX times of each session of the run, from its events in file order."""
+    return SessionClock().feed(events).session_spans(live_until)
+
+
+def active_seconds(events: list[dict], live_until: float | None = None) -> float | None:
+    """Seconds of the run's own sessions (training and its evaluation), None without events."""
+    return SessionClock().feed(events).seconds(live_until)
+
+
+# Each run's clock and how far into its events.jsonl it has read: a list refreshed every few
+# seconds reads only what a live run appended since (a long run's file is many MB).
+_CLOCKS: dict[Path, tuple[int, int, SessionClock]] = {}
+_CLOCKS_LOCK = threading.Lock()
+
+
+def _clock_of(run: RunDir) -> SessionClock:
+    with _CLOCKS_LOCK:
+        inode, offset, clock = _CLOCKS.get(run.path, (0, 0, None))
+        try:
+            st = run.events_path.stat()
+            now_inode, size = st.st_ino, st.st_size
+        except OSError:
+            now_inode, size = 0, 0
+        if clock is None or now_inode != inode or size < offset:  # new, or another file now
+            offset, clock = 0, SessionClock()
+        events, offset = run.read_events(offset)
+        clock.feed(events)
+        _CLOCKS[run.path] = (now_inode, offset, clock)
+        return clock
 
 
 def default_runs_dir() -> Path:

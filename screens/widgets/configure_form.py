@@ -8,6 +8,11 @@ The training method (train.method) comes right after the model, with what it doe
 it needs under it (from the method registry, workbench.train.methods); the [preference] and
 [grpo] keys follow it, each shown only while the chosen method reads it (`Method.settings`).
 Under GRPO a line names the reward functions; the screen's Rewards view (f3) shows them.
+
+Keys (the app's focus rule, screens/widgets/focus.py): the form itself takes focus, with a row
+cursor (its label highlighted); ↑/↓ move it, Enter edits that row (a text field with its value
+selected, so typing replaces it; a choice opens its list), and Enter in a text field or Esc
+goes back to the row cursor. A click or Tab enters a field directly; the cursor follows.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
@@ -148,6 +154,9 @@ def _dom_id(key: str) -> str:
     return "f-" + key.replace(".", "-")
 
 
+_KEYS = {_dom_id(f.key): f.key for f in FIELDS}  # a field's DOM id -> its profile key
+
+
 class ProfileForm(VerticalScroll):
     """Each field remembers the value it was filled with (the profile as loaded or saved);
     a field that differs is marked "*" so a stray key press can never change the estimate
@@ -161,6 +170,9 @@ class ProfileForm(VerticalScroll):
     ProfileForm .form-row > Input, ProfileForm .form-row > Select { width: 1fr; }
     ProfileForm .form-error { color: $error; height: auto; padding-left: 12; display: none; }
     ProfileForm .form-error.-shown { display: block; }
+    /* A value longer than its field (a model path at 80 columns), in full under it. */
+    ProfileForm .form-full { color: $text-muted; height: auto; padding-left: 12; display: none; }
+    ProfileForm .form-full.-shown { display: block; }
     ProfileForm #f-train-method-row > Label { color: $accent; text-style: bold; }
     ProfileForm .form-row.-unread, ProfileForm .form-error.-unread { display: none; }
     ProfileForm .method-note { height: auto; padding-left: 12; color: $text-muted; }
@@ -168,9 +180,17 @@ class ProfileForm(VerticalScroll):
     ProfileForm #method-data.-shown { display: block; }
     ProfileForm #method-rewards { color: $accent; display: none; }
     ProfileForm #method-rewards.-shown { display: block; }
+    ProfileForm:focus > .form-row.-current > Label { background: $accent; color: $background; }
     """
-    BINDINGS = with_ids(VerticalScroll, "form")
+    # The rows are a list: ↑/↓ move between them (instead of scrolling), Enter edits one.
+    BINDINGS = [
+        *[b for b in with_ids(VerticalScroll, "form") if b.key not in ("up", "down", "enter")],
+        Binding("up", "move(-1)", "Previous row", show=False, id="form.previous_row"),
+        Binding("down", "move(1)", "Next row", show=False, id="form.next_row"),
+        Binding("enter", "edit", "Edit", id="form.edit"),
+    ]
     MARK = "*"
+    FIRST_ROW = "lora.r"  # where the cursor starts: the setting tried most
 
     class Changed(Message):
         def __init__(self, key: str) -> None:
@@ -180,6 +200,7 @@ class ProfileForm(VerticalScroll):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._baseline: dict[str, Any] = {}  # parsed values as filled; {} before the first fill
+        self.current = self.FIRST_ROW  # the key of the row the cursor is on
 
     def compose(self) -> ComposeResult:
         for field in FIELDS:
@@ -190,12 +211,61 @@ class ProfileForm(VerticalScroll):
                     yield KeyedSelect(options, allow_blank=False, id=_dom_id(field.key),
                                       compact=True)
                 else:
-                    yield KeyedInput(id=_dom_id(field.key), compact=True, select_on_focus=False)
+                    yield KeyedInput(id=_dom_id(field.key), compact=True)
             yield Static("", id=_dom_id(field.key) + "-error", classes="form-error")
+            if field.kind != "choice":
+                yield Static("", id=_dom_id(field.key) + "-full", classes="form-full",
+                             markup=False)
             if field.key == "train.method":
                 yield Static("", id="method-summary", classes="method-note")
                 yield Static("", id="method-data", classes="method-note")
                 yield Static("", id="method-rewards", classes="method-note")
+
+    def on_mount(self) -> None:
+        self._show_current()
+
+    # -- the row cursor -------------------------------------------------------------------
+
+    def visible_keys(self) -> list[str]:
+        hidden = hidden_keys(self.method)
+        return [f.key for f in FIELDS if f.key not in hidden]
+
+    def _show_current(self) -> None:
+        for field in FIELDS:
+            self.query_one("#" + _dom_id(field.key) + "-row").set_class(
+                field.key == self.current, "-current")
+
+    def move_to(self, key: str) -> None:
+        self.current = key
+        self._show_current()
+        self.scroll_to_widget(self.query_one("#" + _dom_id(key) + "-row"), animate=False)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        # The row keys are the form's own, not a focused field's (its arrows, its Enter).
+        if action in ("move", "edit"):
+            return self.has_focus
+        return True
+
+    def action_move(self, delta: int) -> None:
+        keys = self.visible_keys()
+        at = keys.index(self.current) if self.current in keys else 0
+        self.move_to(keys[max(0, min(len(keys) - 1, at + delta))])
+
+    def action_edit(self) -> None:
+        """Into the row's field: Textual selects a text field's value as it takes focus."""
+        widget = self.widget(self.current)
+        widget.focus()
+        if isinstance(widget, Select):
+            widget.action_show_overlay()
+
+    def on_descendant_focus(self, event) -> None:
+        key = _KEYS.get(event.widget.id or "")
+        if key is not None and key != self.current:
+            self.move_to(key)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id in _KEYS:  # Enter ends the edit: back on the row cursor
+            self.focus()
 
     @property
     def method(self) -> str:
@@ -209,6 +279,29 @@ class ProfileForm(VerticalScroll):
         for field in METHOD_FIELDS:
             self.query_one("#" + _dom_id(field.key) + "-row").set_class(field.key in hidden, "-unread")
             self.query_one("#" + _dom_id(field.key) + "-error").set_class(field.key in hidden, "-unread")
+        if self.current in hidden:  # the cursor's row was hidden: onto the method's
+            self.current = "train.method"
+            self._show_current()
+
+    def show_full_values(self) -> None:
+        """Under each text field whose value is wider than the field, the whole value
+        (wrapped): at 80 columns a model path or a list of targets is otherwise cut."""
+        from rich.cells import cell_len
+
+        hidden = hidden_keys(self.method)
+        for field in FIELDS:
+            if field.kind == "choice":
+                continue
+            widget = self.widget(field.key)
+            value = widget.value
+            width = widget.content_region.width
+            cut = width > 0 and cell_len(value) >= width and field.key not in hidden
+            full = self.query_one("#" + _dom_id(field.key) + "-full", Static)
+            full.update(value if cut else "")
+            full.set_class(cut, "-shown")
+
+    def on_resize(self, event) -> None:
+        self.call_after_refresh(self.show_full_values)
 
     def show_rewards_note(self, text: str) -> None:
         """GRPO's reward functions in one line (the screen knows them: they are no field)."""
@@ -240,6 +333,7 @@ class ProfileForm(VerticalScroll):
             self.set_value(field.key, profile.get(field.key))
         self.mark_saved()
         self.show_method()
+        self.call_after_refresh(self.show_full_values)
 
     def mark_saved(self) -> None:
         """The values shown now are the profile's (just loaded or saved): nothing is modified."""
@@ -280,6 +374,7 @@ class ProfileForm(VerticalScroll):
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
         self._show_modified()
+        self.show_full_values()
         self.post_message(self.Changed(event.input.id or ""))
 
     def on_select_changed(self, event: Select.Changed) -> None:

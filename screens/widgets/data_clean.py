@@ -12,6 +12,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Static
@@ -76,6 +77,12 @@ class CleanPanel(VerticalScroll):
     CleanPanel Horizontal.setting > Input { width: 10; }
     """
 
+    # ↑/↓ move between the steps' boxes (space toggles); elsewhere in the panel they scroll.
+    BINDINGS = [
+        Binding("up", "step(-1)", "Previous step", show=False, id="clean.previous_step"),
+        Binding("down", "step(1)", "Next step", show=False, id="clean.next_step"),
+    ]
+
     class Changed(Message):
         """A step was toggled or a setting edited."""
 
@@ -103,6 +110,16 @@ class CleanPanel(VerticalScroll):
         with Horizontal():
             yield Label("save to")
             yield Input(self._out_dir, placeholder="output folder", id="split-out", compact=True)
+
+    def action_step(self, delta: int) -> None:
+        boxes = [box for box in self.query(TickBox) if box.focusable]
+        focused = self.screen.focused
+        if focused in boxes:
+            at = boxes.index(focused) + delta
+            if 0 <= at < len(boxes):
+                boxes[at].focus()
+        else:
+            self.scroll_relative(y=delta, animate=False)
 
     @property
     def steps(self) -> list[str]:

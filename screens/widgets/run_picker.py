@@ -9,6 +9,9 @@ from textual.widgets import Select
 from screens import run_actions
 
 
+NO_RUN = "no finished run"
+
+
 def finished_runs(runs_dir: Path) -> list[tuple[str, str]]:
     """(name, path) of every finished run, newest first. Blocking: call it from a worker."""
     return [(r.name, r.path) for r in run_actions.scan_runs(runs_dir) if r.state == "finished"]
@@ -24,6 +27,9 @@ def fill_run_select(select: Select, runs: list[tuple[str, str]], opened: str | N
         target = str(Path(opened).resolve())
         want = next((p for p in paths if str(Path(p).resolve()) == target), None)
     select.set_options(runs)
+    # The prompt is also the blank first entry of the open list: with runs to choose from it
+    # must not say there are none.
+    select.prompt = "pick a finished run" if runs else NO_RUN
     want = want or (paths[0] if paths else None)
     if want is not None:
         select.value = want

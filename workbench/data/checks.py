@@ -36,11 +36,11 @@ import re
 # ---------------------------------------------------------------------------------------------
 # Placeholders
 
-_LOG_WORDS = frozenset(
+LOG_WORDS = frozenset(
     "INFO DEBUG WARN WARNING ERROR TRACE FATAL CRITICAL NOTICE OK PASS FAIL FAILED DONE TODO NOTE "
     "SKIP SKIPPED".split()
 )
-_PLACEHOLDER_RE = re.compile(
+PLACEHOLDER_RE = re.compile(
     r"\{\{-?\s*(?P<jinja>[A-Za-z_][\w.]*)\s*-?\}\}"
     # [CAPS WORDS] or [Insert/Your/Enter/Add/Placeholder ...], not after a name (indexing) and not
     # followed by "(" (Markdown link).
@@ -57,12 +57,12 @@ def find_placeholders(text: str) -> list[str]:
     if "{{" not in text and "[" not in text and "<" not in text:
         return []  # fast path: most rows have none of the opening characters of a rule
     found = []
-    for m in _PLACEHOLDER_RE.finditer(text):
+    for m in PLACEHOLDER_RE.finditer(text):
         if m.group("jinja"):
             found.append("{{" + m.group("jinja") + "}}")
         elif m.group("square"):
             inner = m.group("square").strip()
-            if inner.upper() in _LOG_WORDS or len(inner) < 2:
+            if inner.upper() in LOG_WORDS or len(inner) < 2:
                 continue
             found.append(f"[{inner}]")
         else:

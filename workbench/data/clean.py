@@ -14,7 +14,8 @@ Operations:
     dedup_exact           identical conversations: the first is kept
     dedup_near            near-identical conversations (MinHash, `near_dup_threshold`)
     length_filter         rows longer than `max_tokens` once rendered (needs a tokenizer)
-    fill_placeholders     `{{name}}` -> `placeholders["name"]`; unfilled ones are flagged
+    fill_placeholders     `{{name}}`, `[Your Name]`, `<NAME>` -> `placeholders["name"]` (the name
+                          inside; unfilled ones are flagged)
     drop_secrets          rows with API keys / tokens / private keys (and PII with `drop_pii`)
 
 Pure Python: the tokenizer is passed in, and dedup / checks are imported when a step needs them.
@@ -43,8 +44,6 @@ STEPS = (
 )
 LENGTH_POLICIES = ("exceeds", "answer_truncated")
 
-# `{{ name }}`: the placeholder style of LLaMA-Factory's identity data and most templates.
-_PLACEHOLDER_RE = re.compile(r"\{\{-?\s*([A-Za-z_][\w.]*)\s*-?\}\}")
 
 
 class CancelFlag(Protocol):
@@ -309,10 +308,18 @@ def _overflow(tokenizer, rendered, limit) -> int:
 def _fill_placeholders(rows, config, op, **_):
     from workbench.data import checks
 
-    values = {str(k): str(v) for k, v in config.placeholders.items()}
+    # Every style `data inspect` lists is filled: `{{name}}`, `[Your Name]`, `<YOUR_NAME>`, by
+    # the name inside (`--fill "Your Name=Ada"`, or written as listed: `--fill "[Your Name]=Ada"`).
+    # An exact name first, then one that differs only in case (`[YOUR NAME]`).
+    values = {placeholder_name(str(k)): str(v) for k, v in config.placeholders.items()}
+    folded = {k.casefold(): v for k, v in values.items()}
 
     def substitute(match: re.Match) -> str:
-        return values.get(match.group(1), match.group(0))
+        if match.group("square") and match.group("square").strip().upper() in checks.LOG_WORDS:
+            return match.group(0)  # [INFO]: never a placeholder (find_placeholders' rule)
+        name = (match.group("jinja") or match.group("square") or match.group("angle")).strip()
+        value = values.get(name, folded.get(name.casefold()))
+        return match.group(0) if value is None else value
 
     kept = []
     for record in rows:
@@ -321,13 +328,12 @@ def _fill_placeholders(rows, config, op, **_):
             content = message.get("content")
             if not isinstance(content, str):
                 continue
-            if "{{" in content:
-                filled = _PLACEHOLDER_RE.sub(substitute, content)
+            if values and ("{{" in content or "[" in content or "<" in content):
+                filled = checks.PLACEHOLDER_RE.sub(substitute, content)
                 if filled != content:
                     message["content"] = content = filled
                     changed = True
-            # What is left is judged by the same rules inspect uses, so `[YOUR NAME]` and
-            # `<INSERT NAME>` leftovers are reported too (those are never filled: no mapping style).
+            # What is left is judged by the same rules inspect uses.
             left += [p for p in checks.find_placeholders(content) if p not in left]
         op.changed += changed
         if left:
@@ -338,6 +344,16 @@ def _fill_placeholders(rows, config, op, **_):
             op.flagged.append(entry)
         kept.append(record)
     return kept
+
+
+def placeholder_name(text: str) -> str:
+    """The name a placeholder is filled by: `{{ name }}` -> name, `[Your Name]` -> Your Name,
+    `<YOUR_NAME>` -> YOUR_NAME; a bare name stays as it is."""
+    text = text.strip()
+    for opening, closing in (("{{", "}}"), ("[", "]"), ("<", ">")):
+        if text.startswith(opening) and text.endswith(closing) and len(text) > len(opening + closing):
+            return text[len(opening):-len(closing)].strip(" -")
+    return text
 
 
 def _drop_secrets(rows, config, op, **_):
@@ -457,7 +473,9 @@ def _entry(record: dict, reason: str) -> dict:
 
 
 def _where(entry: dict) -> str:
-    return f"{entry.get('file')}:{entry.get('row')}" if entry.get("file") else f"row {entry.get('row')}"
+    from workbench.data.readers import row_label
+
+    return row_label(entry.get("file"), entry.get("row"))
 
 
 def _filter(rows, op, reason_of, progress=None, cancel=None) -> list[dict]:

@@ -38,7 +38,13 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     p = actions.add_parser("inspect", help="report on a dataset: schema, lengths, duplicates, problems")
-    p.add_argument("path", help="a data file (JSON, JSON Lines, CSV, Parquet)")
+    p.add_argument("path", nargs="?", help="a data file (JSON, JSON Lines, CSV, Parquet); "
+                   "default: the profile's data.train")
+    p.add_argument("--profile", help="read the file as training does: its data.train, "
+                   "data.columns and data.format")
+    p.add_argument("--columns", metavar="NAME=COLUMN,...",
+                   help="map your columns to the format's names, e.g. "
+                        "--columns instruction=question,output=answer (as data.columns)")
     _model_args(p)
     p.add_argument("--near-dup-threshold", type=float, default=0.85, metavar="X")
     _load_args(p)
@@ -60,7 +66,8 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--max-tokens", type=int, metavar="N", help="for length_filter (needs --model)")
     p.add_argument("--model", metavar="M", help="tokenizer for length_filter (a local folder or hub id)")
     p.add_argument("--fill", action="append", default=[], metavar="NAME=VALUE",
-                   help="value for a {{NAME}} placeholder (repeatable, or name=a,author=b)")
+                   help="value for a placeholder as `data inspect` lists it: {{NAME}}, [Your Name], "
+                        "<NAME> (--fill \"Your Name=Ada\"; repeatable, or name=a,author=b)")
     p.add_argument("--drop-unfilled", action="store_true", help="drop rows whose placeholders have no value")
     p.add_argument("--drop-pii", action="store_true", help="drop_secrets also drops rows with personal data")
     _split_args(p, fractions_flag="--split")
@@ -81,7 +88,8 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p = actions.add_parser("show", help="render one row through the chat template, trained tokens marked")
     p.add_argument("path", help="a data file")
     p.add_argument("--row", type=int, required=True, metavar="N",
-                   help="the row as error messages number it (line for JSON Lines, index for a JSON array)")
+                   help="the row as messages number it, from 1: the line for JSON Lines and CSV "
+                        "(file.jsonl:36), the row for a JSON array (file.json row 36)")
     p.add_argument("--model", required=True, metavar="M", help="whose tokenizer and chat template to use")
     p.add_argument("--train-on", choices=("assistant", "all"), default="assistant")
     p.add_argument("--max-seq-len", type=int, metavar="N")
@@ -117,6 +125,8 @@ def data_main(argv: list[str] | None = None) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from workbench.data.inspect import format_report, inspect_dataset
 
+    started = time.perf_counter()  # the report's own time leaves out loading the tokenizer
+    args.path, columns, args.format = _inspect_source(args)
     if _is_preference(args):
         return _inspect_preferences(args)
     if args.format == "prompts":
@@ -128,6 +138,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "max_seq_len": args.max_seq_len,
         "near_dup_threshold": args.near_dup_threshold,
         "format": args.format,
+        "columns": columns or None,
         "on_bad_line": "skip" if args.skip_bad_rows else "error",
         "progress": _Progress("inspect"),
     })
@@ -136,8 +147,51 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         data = report.to_json()  # a dict in inspect.py today; accept a ready string too
         print(data if isinstance(data, str) else json.dumps(data, indent=2, ensure_ascii=False, default=str))
     else:
-        print(format_report(report))
+        since_start = _process_seconds()
+        print(format_report(report, total_s=since_start if since_start is not None
+                            else time.perf_counter() - started))
     return EXIT_OK
+
+
+def _process_seconds() -> float | None:
+    """Seconds since this process started (Linux /proc), so the time a report gives is the
+    command's own, imports included; None where it cannot be read."""
+    import os
+
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _inspect_source(args: argparse.Namespace) -> tuple[str, dict[str, str], str]:
+    """(path, data.columns, format) for `data inspect`: the flags, else the profile's [data]."""
+    data = None
+    if getattr(args, "profile", None):
+        from workbench.profile import load_profile
+
+        data = load_profile(args.profile).data
+    path = args.path or getattr(data, "train", None)
+    if not path:
+        raise DataError("no data file given", hint="pass PATH, or --profile with data.train set")
+    columns = dict(getattr(data, "columns", {}) or {})
+    columns.update(_parse_columns(getattr(args, "columns", None) or ""))
+    fmt = args.format if args.format != "auto" or data is None else getattr(data, "format", "auto")
+    return str(path), columns, fmt
+
+
+def _parse_columns(text: str) -> dict[str, str]:
+    """`instruction=question,output=answer` -> {"instruction": "question", "output": "answer"}."""
+    columns: dict[str, str] = {}
+    for part in _csv(text):
+        name, sep, column = part.partition("=")
+        if not sep or not name.strip() or not column.strip():
+            raise DataError(f"--columns expects NAME=COLUMN, got {part!r}",
+                            hint="e.g. --columns instruction=question,output=answer")
+        columns[name.strip()] = column.strip()
+    return columns
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -224,16 +278,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         return _show_preference(args)
     report = LoadReport()
     record = None
+    wanted = _source_row(args.path, args.row)
     for candidate in iter_records(args.path, format=args.format,
                                   on_bad_line="skip" if args.skip_bad_rows else "error", report=report):
-        if candidate["source"]["row"] == args.row:
+        if candidate["source"]["row"] == wanted:
             record = candidate
             break
     if record is None:
-        rows = sorted({r for _, r, _ in report.skipped if r == args.row})
+        rows = sorted({r for _, r, _ in report.skipped if r == wanted})
         why = " (it was skipped as a bad row)" if rows else ""
-        raise DataError(f"no row {args.row}{why}", file=args.path,
-                        hint="rows are numbered by line for JSON Lines (from 1) and by index for a JSON array (from 0)")
+        raise DataError(f"no row {args.row}{why}", file=args.path, hint=ROW_HINT)
     tokenizer = _load_tokenizer(args.model, args.chat_template)
     fmt = _chat_format(args, tokenizer)
     for problem in check_template(tokenizer, fmt):
@@ -346,12 +400,12 @@ def _show_preference(args: argparse.Namespace) -> int:
         raise DataError("preference data trains on the answers only; --train-on applies to SFT data",
                         file=args.path, hint="leave out --train-on")
     records, report = _load_preferences(args, "skip" if args.skip_bad_rows else "error")
-    record = next((r for r in records if r["source"]["row"] == args.row), None)
+    wanted = _source_row(args.path, args.row)
+    record = next((r for r in records if r["source"]["row"] == wanted), None)
     if record is None:
-        skipped = any(r == args.row for _, r, _ in report.skipped)
+        skipped = any(r == wanted for _, r, _ in report.skipped)
         raise DataError(f"no row {args.row}" + (" (it was skipped as a bad row)" if skipped else ""),
-                        file=args.path,
-                        hint="rows are numbered by line for JSON Lines (from 1) and by index for a JSON array (from 0)")
+                        file=args.path, hint=ROW_HINT)
     tokenizer = _load_tokenizer(args.model, args.chat_template)
     fmt = _chat_format(args, tokenizer)
     for problem in check_template(tokenizer, fmt):
@@ -590,6 +644,17 @@ def _load(path, format: str = "auto", on_bad_line: str = "error", system_prompt:
     return records, report
 
 
+ROW_HINT = ("rows are numbered from 1 as messages show them: the line for JSON Lines and CSV "
+            "(file.jsonl:36), the row for a JSON array or Parquet (file.json row 36)")
+
+
+def _source_row(path: str, row: int) -> int:
+    """The record's source.row for the row a person names (readers.row_label, from 1)."""
+    from workbench.data.readers import numbering_of
+
+    return row - 1 if numbering_of(path) == "index" else row
+
+
 def _load_tokenizer(name_or_path: str, chat_template: str = ""):
     from workbench.hub import TOKENIZER, HubUnavailable, resolve_offline
 
@@ -607,6 +672,12 @@ def _load_tokenizer(name_or_path: str, chat_template: str = ""):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"could not load the tokenizer of {name_or_path!r}: {first}",
                         hint="give a local model folder, or a hub id that is in the local cache (the Hub may be offline)") from None
+    # The data commands measure rows longer than the model's limit on purpose, and say so in
+    # their own words (length_filter, truncation): transformers' one-off "Token indices sequence
+    # length is longer..." warning would only leak into the report. Marked as already given.
+    warned = getattr(tokenizer, "deprecation_warnings", None)
+    if isinstance(warned, dict):
+        warned["sequence-length-is-longer-than-the-specified-maximum"] = True
     if chat_template:
         try:
             tokenizer.chat_template = Path(chat_template).read_text(encoding="utf-8")

@@ -80,6 +80,7 @@ from workbench.data.checks import (
 )
 from workbench.data.dedup import CancelFlag, MinHashLSH, exact_key, record_text
 from workbench.data.load import LoadReport, iter_records
+from workbench.data.readers import row_label
 
 _BATCH = 2048
 _NEAR_LIMIT = 16  # template-overhead estimates can be off by a few tokens at message boundaries
@@ -323,6 +324,7 @@ def inspect_dataset(
     max_examples: int = 20,
     near_dups: bool = True,
     chat: Any = None,
+    columns: dict[str, str] | None = None,
 ) -> InspectionReport:
     """Inspect records from a file, several files, or an iterable of records, in one pass.
 
@@ -331,11 +333,13 @@ def inspect_dataset(
     near_dups=False skips MinHash (saves 512 bytes/row and ~20% of the time on big datasets).
     chat: the ChatFormat (data.system / data.reasoning) training will use; the tokenizer's
     default one when None.
+    columns: the profile's data.columns (schema name -> the file's column name), as training
+    reads the file.
     """
     started = time.perf_counter()
     report = InspectionReport()
     load = LoadReport()
-    records, schemas = _records(path_or_records, format, load, report)
+    records, schemas = _records(path_or_records, format, load, report, columns)
     state = _State(tokenizer, max_seq_len, near_dup_threshold if near_dups else None, max_examples,
                    chat)
 
@@ -368,7 +372,8 @@ def inspect_dataset(
     return report
 
 
-def _records(source: Any, format: str, load: LoadReport, report: InspectionReport):
+def _records(source: Any, format: str, load: LoadReport, report: InspectionReport,
+             columns: dict[str, str] | None = None):
     """(record iterator, {file: schema}) for a path, a list of paths, or records."""
     if isinstance(source, (str, Path)):
         paths = [source]
@@ -381,7 +386,7 @@ def _records(source: Any, format: str, load: LoadReport, report: InspectionRepor
 
     def chain():
         for p in paths:
-            yield from iter_records(p, format=format, on_bad_line="skip", report=load)
+            yield from iter_records(p, format=format, on_bad_line="skip", report=load, columns=columns)
 
     return chain(), {}
 
@@ -559,7 +564,7 @@ def _expand(counter: Counter) -> np.ndarray:
 # Text for people
 
 
-def format_report(report: InspectionReport | dict) -> str:
+def format_report(report: InspectionReport | dict, total_s: float | None = None) -> str:
     """The report as aligned text sections, with a small histogram of lengths."""
     r = report.to_json() if isinstance(report, InspectionReport) else report
     out: list[str] = []
@@ -572,8 +577,13 @@ def format_report(report: InspectionReport | dict) -> str:
     def line(label: str, value: Any) -> None:
         out.append(f"  {label:<28} {value:>12,}" if isinstance(value, int) else f"  {label:<28} {value:>12}")
 
+    def more(total: int, shown: int, what: str) -> None:
+        # Only some examples are listed: say how many are not.
+        if total > shown:
+            out.append(f"      … and {total - shown:,} more {what}")
+
     def refs(sources: list[dict], limit: int = 5) -> str:
-        shown = ", ".join(f"{Path(s['file']).name if s.get('file') else ''}:{s['row']}" for s in sources[:limit])
+        shown = ", ".join(row_label(s.get("file"), s["row"], name_only=True) for s in sources[:limit])
         return shown + (" …" if len(sources) > limit else "")
 
     out.append(f"Dataset inspection — {', '.join(r['inputs'])}" + ("  (CANCELLED: partial)" if r["cancelled"] else ""))
@@ -582,8 +592,7 @@ def format_report(report: InspectionReport | dict) -> str:
     line("rows inspected", r["rows"])
     line("rows skipped (bad)", r["rows_skipped"])
     for e in r["skipped_examples"][:5]:
-        column = f":{e['column']}" if e.get("column") else ""
-        out.append(f"    {Path(e['file']).name}:{e['row']}{column}: {e['reason']}")
+        out.append(f"    {row_label(e['file'], e['row'], e.get('column'), name_only=True)}: {e['reason']}")
     for schema, n in r["rows_by_schema"].items():
         line(f"schema {schema}", n)
     if len(r["rows_by_file"]) > 1:
@@ -631,12 +640,14 @@ def format_report(report: InspectionReport | dict) -> str:
     line("  rows removable", ed["rows_removable"])
     for g in ed["examples"][:3]:
         out.append(f"      {refs(g)}")
+    more(ed["groups"], 3, "groups")
     nd = r["near_duplicates"]
     if nd is not None:
         line(f"near-dup groups (J>={nd['threshold']})", nd["groups"])
         line("  rows removable", nd["rows_removable"])
         for g in nd["examples"][:3]:
             out.append(f"      {refs(g)}")
+        more(nd["groups"], 3, "groups")
     else:
         line("near duplicates", "not checked")
     for title, key, ex_key in (("placeholders", "placeholders", "found"), ("broken text", "broken_text", "kinds"),
@@ -647,9 +658,24 @@ def format_report(report: InspectionReport | dict) -> str:
             line(f"  {name}", n)
         for e in block["examples"][:3]:
             out.append(f"      {refs([e['source']])}  {e[ex_key]}")
+        more(block["rows"], 3, "rows")
+        if key == "placeholders" and block["counts"]:
+            name = next(iter(sorted(block["counts"], key=lambda k: -block["counts"][k])))
+            out.append(f"      fill them: workbench data clean FILE -o OUT --steps fill_placeholders "
+                       f"--fill \"{_fill_name(name)}=...\"")
     out.append("")
-    out.append(f"({r['elapsed_s']:.1f} s)")
+    if total_s is not None and total_s >= r["elapsed_s"] + 0.05:
+        # The whole command: starting up and loading a tokenizer can take most of it.
+        out.append(f"({total_s:.1f} s in all, {r['elapsed_s']:.1f} s of it inspecting the rows)")
+    else:
+        out.append(f"({r['elapsed_s']:.1f} s)")
     return "\n".join(out)
+
+
+def _fill_name(placeholder: str) -> str:
+    from workbench.data.clean import placeholder_name
+
+    return placeholder_name(placeholder)
 
 
 def _stats_lines(out: list[str], label: str, s: dict) -> None:

@@ -13,8 +13,9 @@ Where the rows come from is `workbench.data.readers` (JSON, JSON Lines, CSV / TS
 `save_to_disk` folder, a Hub id); how a row becomes messages is `workbench.data.schemas`
 (alpaca, sharegpt, messages, prompt_completion, text). `source.row` is what a person would look
 for: the 1-based line for JSON Lines and CSV / TSV (the line a CSV row starts on), the 0-based
-index for a JSON array, Parquet, saved datasets and Hub datasets. Errors use the same numbering:
-`file:line:col` for line-based files, `file: record [i]` / `file: row [i]` otherwise.
+index for a JSON array, Parquet, saved datasets and Hub datasets. Messages count from 1 either
+way, said once (readers.row_label): `file:line:col` for line-based files, `file row N` (the
+index + 1) otherwise.
 
 Nothing is dropped silently: with `on_bad_line="skip"` every skipped row is counted and listed in
 the `LoadReport` the caller passes in.
@@ -29,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from workbench.data.errors import DataError
-from workbench.data.readers import SAVED_DATASET_MARKERS, RawRow, RowSource, looks_like_hub_id, open_source
+from workbench.data.readers import (
+    SAVED_DATASET_MARKERS,
+    RawRow,
+    RowSource,
+    looks_like_hub_id,
+    open_source,
+    row_label,
+)
 from workbench.data.schemas import (  # re-exported: callers imported these from load.py before
     COLUMNS_EXAMPLE,
     CONVERTERS,
@@ -95,9 +103,9 @@ class LoadReport:
     kinds: dict[str, str] = field(default_factory=dict)  # file -> reader: json, jsonl, csv, tsv, parquet, saved_dataset, hub
 
     def location(self, file: str, row: int) -> str:
-        """`file:row`, or `file:row:column` when the column of the problem is known."""
-        column = self.columns.get((file, row))
-        return f"{file}:{row}:{column}" if column else f"{file}:{row}"
+        """`file:line`, `file:line:column` when the column of the problem is known, or
+        `file row N` (1-based) for a JSON array and other sources numbered by position."""
+        return row_label(file, row, self.columns.get((file, row)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,8 +277,9 @@ def _detect(source: RowSource, raw: RawRow, row: dict) -> str:
             raw.row,
             f"cannot tell the dataset format from the first record; found columns {key_list(row)}",
             hint=f"supported formats and their keys: {formats_help()}. If your columns have other "
-            f"names, map them in the profile, e.g. {COLUMNS_EXAMPLE}; or set data.format to force "
-            "a format",
+            f"names, map them in the profile, e.g. {COLUMNS_EXAMPLE} (on a `workbench data` command: "
+            "--columns instruction=question,output=answer, or --profile P); or set data.format to "
+            "force a format",
         )
     return chosen
 
@@ -290,8 +299,8 @@ def _to_record(chosen: str, row: dict, system_prompt: str) -> dict:
 
 def _error_at(source: RowSource, row: int, message: str, hint: str | None, column: int | None = None) -> DataError:
     """A DataError placed the way the source numbers rows: file:line[:col], or file: row [i]."""
-    if source.numbering == "index":
-        return DataError(f"{source.label} [{row}]: {message}", file=source.name, hint=hint)
+    if source.numbering == "index":  # 1-based, as every message counts rows (readers.row_label)
+        return DataError(f"row {row + 1}: {message}", file=source.name, hint=hint)
     return DataError(message, file=source.name, line=row, column=column, hint=hint)
 
 

@@ -317,8 +317,10 @@ def _to_record(chosen: str, row: dict, system_prompt: str) -> dict:
 
 
 def _where(record: dict) -> str:
+    from workbench.data.readers import row_label
+
     source = record.get("source") or {}
-    return f"{source.get('file', '?')}:{source.get('row', '?')}"
+    return row_label(source.get("file", "?"), source.get("row", "?"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.data.preference_problems import CHECKS, _answer_key, _answer_text, pair_problem
+from workbench.data.readers import row_label
 from workbench.data.split import SPLIT_NAMES, SplitResult, _integer_targets, parse_fractions
 
 __all__ = [
@@ -255,8 +256,7 @@ def format_preference_report(report: PreferenceReport | dict) -> str:
     line("rows loaded", r["rows"])
     line("rows skipped (bad)", r["rows_skipped"])
     for e in r["skipped_examples"]:
-        column = f":{e['column']}" if e.get("column") else ""
-        out.append(f"    {Path(e['file']).name}:{e['row']}{column}: {e['reason']}")
+        out.append(f"    {row_label(e['file'], e['row'], e.get('column'), name_only=True)}: {e['reason']}")
     if r["paired"]:
         line("pairs (chosen / rejected)", r["paired"])
     if r["unpaired"]:
@@ -328,13 +328,12 @@ def format_preference_report(report: PreferenceReport | dict) -> str:
 
 def _where(record: dict) -> str:
     source = record.get("source") or {}
-    return f"{source.get('file')}:{source.get('row')}"
+    return row_label(source.get("file"), source.get("row"))
 
 
 def _refs(where: list[str], limit: int = 5) -> str:
-    def short(w: str) -> str:
-        file, _, row = w.rpartition(":")
-        return f"{Path(file).name}:{row}" if file and file != "None" else f"row {row}"
+    def short(w: str) -> str:  # "dir/a.jsonl:3" -> "a.jsonl:3", "dir/a.json row 3" -> "a.json row 3"
+        return Path(w).name
     shown = ", ".join(short(w) for w in where[:limit])
     return shown + (" …" if len(where) > limit else "")
 

@@ -207,6 +207,11 @@ def render_preference_dataset(
             stats.dropped.append((file, row_no, exc.message))
             continue
         except DataError as exc:
+            from workbench.data.readers import numbering_of
+
+            # Counted from 1 as every message counts rows: the line, or a JSON array's row.
+            if row_no is not None and numbering_of(file) == "index":
+                row_no += 1
             where = f"row {row_no}: " if row_no is not None else ""
             raise type(exc)(where + exc.message, file=file, hint=exc.hint) from exc
         if paired:

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from workbench.data.errors import DataError
 from workbench.data.load import BAD_LINE_CHOICES, LoadReport, _error_at, dataset_hash, stream_records
-from workbench.data.readers import RawRow, RowSource, open_source
+from workbench.data.readers import RawRow, RowSource, open_source, row_label
 from workbench.data.schemas import (RowProblem, _convert_chat_list, content_text, key_list,
                                     sharegpt_turns)
 
@@ -198,7 +198,7 @@ def render_prompts(tokenizer, fmt, records: list[dict], max_len: int) -> tuple[l
     texts = [fmt.prompt(r["prompt"], tools=_tools(r)) for r in records]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     for r, prompt_ids in zip(records, ids):
-        where = f"{r['source']['file']}:{r['source']['row']}"
+        where = row_label(r["source"]["file"], r["source"]["row"])
         if len(prompt_ids) > max_len:
             too_long.append(where)
             continue

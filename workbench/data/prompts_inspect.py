@@ -8,6 +8,7 @@ from __future__ import annotations
 from statistics import median
 
 from workbench.data.load import LoadReport
+from workbench.data.readers import row_label
 
 
 def inspect_prompts(records: list[dict], load_report: LoadReport, tokenizer=None, fmt=None,
@@ -49,7 +50,7 @@ def format_prompt_report(report: dict, path: str) -> str:
     for key, what in (("skipped", "bad rows skipped"), ("dropped", "prompts dropped")):
         if report[key]:
             lines.append(f"  {len(report[key])} {what}: " + "; ".join(
-                f"{x['file']}:{x['row']}: {x['why']}" for x in report[key][:5])
+                f"{row_label(x['file'], x['row'])}: {x['why']}" for x in report[key][:5])
                 + (" ..." if len(report[key]) > 5 else ""))
     lines.append(f"  {report['with_system']} with a system turn, {report['multi_turn']} with "
                  "more than one user turn")

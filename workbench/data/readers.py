@@ -5,11 +5,14 @@
 | what                                   | reader           | `row` numbering                          |
 | -------------------------------------- | ---------------- | ---------------------------------------- |
 | JSON Lines (.jsonl, .ndjson, or sniffed) | `_read_jsonl`  | 1-based line (errors: file:line:col)     |
-| JSON array (.json starting with '[')   | `_read_json_array` | 0-based index (errors: record [i])     |
+| JSON array (.json starting with '[')   | `_read_json_array` | 0-based index (shown: file row i+1)     |
 | CSV / TSV (.csv, .tsv)                 | `_read_csv`      | 1-based line of the row's first line     |
 | Parquet (.parquet, .pq)                | `_read_parquet`  | 0-based row index                        |
 | folder from `datasets.save_to_disk`    | `_read_saved`    | 0-based row index                        |
 | Hugging Face Hub id (`owner/name`)     | `_read_hub`      | 0-based row index                        |
+
+Messages never show a 0-based index: `row_label` says `file.jsonl:36` for a line and
+`file.json row 36` (index + 1) for the rest, so `file:35` is never taken for line 35.
 
 Every reader is a generator, so memory stays bounded on large files, with one exception: a JSON
 array is parsed whole (the standard library has no streaming JSON parser); use JSON Lines, CSV or
@@ -121,6 +124,48 @@ def open_source(
         file=path,
         hint=f"give the file the extension that matches its content; {_SUPPORTED_FILES_HINT}",
     )
+
+
+_LINE_KINDS = ("jsonl", "csv", "tsv")
+_numbering_cache: dict[str, str] = {}
+
+
+def numbering_of(file: str | Path | None) -> str:
+    """"line" when a file's rows are its lines (JSON Lines, CSV / TSV: `file.jsonl:36`), else
+    "index" (a JSON array, Parquet, a saved dataset, a hub id). Decided as open_source decides:
+    by extension, and for .json by its first character. Unknown or unreadable: "line"."""
+    if not file:
+        return "line"
+    key = str(file)
+    if key not in _numbering_cache:
+        path = Path(key)
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".ndjson") or suffix in CSV_DELIMITERS:
+            kind = "line"
+        elif suffix in PARQUET_EXTENSIONS or path.is_dir() or (not path.exists() and looks_like_hub_id(key)):
+            kind = "index"
+        elif path.is_file():
+            try:
+                kind = "index" if _first_significant_char(path, resolve_encoding(path, None)) == "[" else "line"
+            except (DataError, OSError):
+                kind = "line"
+        else:
+            kind = "line"
+        _numbering_cache[key] = kind
+    return _numbering_cache[key]
+
+
+def row_label(file: str | Path | None, row: int | None, column: int | None = None, *,
+              name_only: bool = False) -> str:
+    """Where a row is, one numbering for people, said once: `data.jsonl:36` (line 36, as an
+    editor shows it) or `data.json row 36` (the 36th record, counted from 1; source.row keeps
+    the 0-based index)."""
+    shown = (Path(file).name if name_only else str(file)) if file else ""
+    if numbering_of(file) == "index" and isinstance(row, int):
+        return f"{shown} row {row + 1}".strip()
+    if not shown:
+        return f"row {row}"
+    return f"{shown}:{row}" + (f":{column}" if column else "")
 
 
 def looks_like_hub_id(text: str) -> bool:

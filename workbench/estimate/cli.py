@@ -559,9 +559,9 @@ def _print_text(report: dict) -> None:
               f"({t['plan']}), ${t['usd']:.2f} at ${t['usd_per_hour']:.2f}/h; "
               f"{t['tokens_per_second']:,.0f} tokens/s on full batch x seq micro-batches "
               f"(model FLOPs utilization {100 * t['mfu']:.2g}%)")
-    if t and t.get("generation_seconds"):
+    if t and t["seconds"] is not None and t.get("generation_seconds"):
         print(f"  of which generation: {t['generation_seconds']:.3g} s a step ({GENERATION_NOTE})")
-    elif t:
+    elif t and t["seconds"] is None:  # timed above, or said here why not: never both
         print(f"\ntime on {t['gpu']}: {t['step_seconds']:.2f} s per optimizer step of full "
               f"batch x seq micro-batches; the run is not timed or priced: {t['plan']} "
               "(give --dataset-tokens N, or a profile whose tokenizer and data can be read here)")

@@ -69,25 +69,41 @@ def _fail(exc) -> int:
     return EXIT_USAGE
 
 
+def _stopped(stop, what: str, again: str) -> int:
+    """One line for a command a stop ended (Ctrl-C, SIGTERM): what ended, what to run later."""
+    print(f"stopped ({stop.name}): {what}; {again}", file=sys.stderr)
+    from workbench.evaluate.interrupt import EXIT_STOPPED
+
+    return EXIT_STOPPED
+
+
 def cmd_eval(args) -> int:
-    from workbench.evaluate.errors import EvaluateError
+    from workbench.evaluate.errors import EvaluateError, Stopped
     from workbench.evaluate.evaluation import evaluate_run
+    from workbench.evaluate.interrupt import SignalStop
     from workbench.evaluate.progress import TerminalProgress
     from workbench.rundir import RunNotFound, find_run
 
     # Rows done / total with an ETA: on a CPU the answers alone take minutes.
     shown = TerminalProgress()
+    # Ctrl-C / SIGTERM: the evaluation ends at its next token, within seconds (interrupt.py).
+    stop = SignalStop()
     try:
-        run = find_run(args.run_ref, args.runs_dir)
-        from workbench.train.checkpoints import adapter_problem  # files vs their manifest
-        if problem := adapter_problem(run):
-            raise EvaluateError(*problem)
-        _quiet()
-        result = evaluate_run(run, log=shown.log, progress=shown.update,
-                              on_event=shown.periodic, shots=args.shots,
-                              selection=args.select, max_new_tokens=args.max_new_tokens,
-                              checkpoints=args.checkpoints or None, device=args.device,
-                              max_test_rows=args.max_test_rows)
+        with stop:
+            run = find_run(args.run_ref, args.runs_dir)
+            from workbench.train.checkpoints import adapter_problem  # files vs their manifest
+            if problem := adapter_problem(run):
+                raise EvaluateError(*problem)
+            _quiet()
+            result = evaluate_run(run, log=shown.log, progress=shown.update,
+                                  on_event=shown.periodic, shots=args.shots,
+                                  selection=args.select, max_new_tokens=args.max_new_tokens,
+                                  checkpoints=args.checkpoints or None, device=args.device,
+                                  max_test_rows=args.max_test_rows, cancel=stop)
+    except (Stopped, KeyboardInterrupt):
+        shown.close()
+        return _stopped(stop, "the evaluation ended, no report was written",
+                        f"`workbench eval {args.run_ref}` runs it again")
     except (EvaluateError, RunNotFound) as exc:
         return _fail(exc)
     finally:
@@ -100,20 +116,26 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from workbench.evaluate.errors import EvaluateError
+    from workbench.evaluate.errors import EvaluateError, Stopped
+    from workbench.evaluate.interrupt import SignalStop
     from workbench.rundir import RunNotFound, find_run
 
+    stop = SignalStop()  # Ctrl-C / SIGTERM: the answers end at their next token
     try:
-        run = find_run(args.run_ref, args.runs_dir)
-        from workbench.train.checkpoints import adapter_problem  # files vs their manifest
-        if problem := adapter_problem(run):
-            raise EvaluateError(*problem)
-        return _compare(run, args)
+        with stop:
+            run = find_run(args.run_ref, args.runs_dir)
+            from workbench.train.checkpoints import adapter_problem  # files vs their manifest
+            if problem := adapter_problem(run):
+                raise EvaluateError(*problem)
+            return _compare(run, args, stop)
+    except (Stopped, KeyboardInterrupt):
+        return _stopped(stop, "the comparison ended before every answer was in",
+                        f"`workbench compare {args.run_ref}` runs it again")
     except (EvaluateError, RunNotFound) as exc:
         return _fail(exc)
 
 
-def _compare(run, args) -> int:
+def _compare(run, args, stop=None) -> int:
     from workbench.evaluate.compare import (ComparisonEngine, Generations, RowDone,
                                             default_systems, run_adapters)
     from workbench.evaluate.evaluation import EvalOptions
@@ -122,7 +144,7 @@ def _compare(run, args) -> int:
     from workbench.evaluate.progress import EvalProgress, TerminalProgress
     from workbench.evaluate.suite import load_prompts
     from workbench.evaluate.testset import load_splits
-    from workbench.evaluate.errors import EvaluateError
+    from workbench.evaluate.errors import EvaluateError, check_stop
     from workbench.profile import ProfileError, load_profile
 
     try:
@@ -139,6 +161,7 @@ def _compare(run, args) -> int:
     splits = load_splits(profile)
     _quiet()
     engine = ComparisonEngine.from_run(run, profile, adapters=adapters, device=args.device)
+    check_stop(stop)  # asked while the model loaded
     systems = default_systems(opts.shots)
     picker = FewShotPicker(splits.train, opts.shots, seed=opts.seed, selection=opts.selection,
                            exclude_prompts=[p["prompt"] for p in prompts])
@@ -150,13 +173,14 @@ def _compare(run, args) -> int:
     tracker(stage, 0, len(rows))
     try:
         for ev in engine.stream(rows, max_new_tokens=opts.max_new_tokens, seed=opts.seed,
-                                batch_size=opts.batch_size):
+                                batch_size=opts.batch_size, cancel=stop):
             if isinstance(ev, RowDone):
                 tracker(stage, ev.done, ev.total)
             elif isinstance(ev, Generations):
                 gens = ev
     finally:
         shown.close()
+    check_stop(stop)  # answers cut short are no answers to show
     names = [s.name for s in systems]
     answers = [{"prompt": p["prompt"], "reference": p["reference"],
                 "answers": {n: gens.text(n, i) for n in names}} for i, p in enumerate(prompts)]

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from workbench.evaluate.errors import EvaluateError
+from workbench.evaluate.errors import EvaluateError, stop_requested
 from workbench.fmt import fmt_bytes
 
 BASE = "__base__"  # PEFT's name for "this row uses no adapter"
@@ -454,7 +454,7 @@ class ComparisonEngine:
                                      cancel=cancel, adapter_names=None if whole is not None
                                      else [r.system.adapter for r in chunk])
             answered += zip(call, result.answers[before:])
-            if cancel is not None and cancel.is_set():
+            if stop_requested(cancel):
                 break
         result.answers = [a for _, a in sorted(answered, key=lambda pair: pair[0])]
         result.wall_s = time.perf_counter() - started
@@ -512,10 +512,11 @@ class ComparisonEngine:
                                 on_stop=(lambda row: on_row_done(chunk[row])) if on_row_done else None)
         criteria = StoppingCriteriaList()
         if cancel is not None:
+            # Asked after every token: a stop ends even a long generate call within one step.
             class Cancelled(StoppingCriteria):
                 def __call__(self, input_ids, scores, **kw):
-                    return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool,
-                                      device=input_ids.device)
+                    return torch.full((input_ids.shape[0],), stop_requested(cancel),
+                                      dtype=torch.bool, device=input_ids.device)
             criteria.append(Cancelled())
         gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
                           eos_token_id=sorted(self.stop_ids), pad_token_id=tok.pad_token_id,

@@ -44,14 +44,13 @@ import time
 from dataclasses import dataclass
 
 from workbench.evaluate.compare import BASE, ComparisonEngine, Row, System, plan_batches
+# The run was asked to stop while a probe was generating: the estimate is dropped. One stop
+# exception for every generation of the evaluate room (errors.py).
+from workbench.evaluate.errors import Stopped  # noqa: F401 - re-exported
 
 PROBE_STEPS = 8  # decoding steps timed a probe: small probes' steps are cheap, more of them steadier
 PROBE_TOKENS = 1024  # prompt tokens of a probe, about: rows = PROBE_TOKENS // its longest prompt
 PROBE_MIN_ROWS = 4  # ... but at least this many (or the whole call), so a row's share shows
-
-
-class Stopped(Exception):
-    """The run was asked to stop while a probe was generating: the estimate is dropped."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Callable
 
 from workbench.evaluate.compare import (BASE, ComparisonEngine, Generations, System,
                                        default_systems)
-from workbench.evaluate.errors import EvaluateError
+from workbench.evaluate.errors import EvaluateError, check_stop
 
 
 @dataclass
@@ -81,9 +81,10 @@ def _within_budget(engine, splits, systems, picker, options, gen, log):
     pilot = splits.test[:PILOT_ROWS]
     started = time.perf_counter()
     for s in systems:
-        perplexity(engine, pilot, s, picker)
+        perplexity(engine, pilot, s, picker, cancel=gen.get("cancel"))
     convos = [split_for_generation(r)[0] for r in pilot]
     engine.generate(engine.rows(convos, systems, picker), **gen)
+    check_stop(gen.get("cancel"))
     per_row = (time.perf_counter() - started) / max(len(pilot), 1)
     fit = max(len(pilot), int((options.time_budget_s - per_row * len(pilot)) / per_row))
     log(f"  time budget {options.time_budget_s:g} s: {per_row:.2f} s a row measured on "
@@ -135,14 +136,18 @@ def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | No
     if options.time_budget_s:
         splits = _within_budget(engine, splits, systems, picker, options, gen, log)
 
+    # `cancel` (an Event, or a run's should_stop) is asked between perplexity batches and
+    # after every generated token: a stop ends the evaluation within seconds (`Stopped`).
     def ppl_of(stage: str, system: System) -> dict:
         say(stage, 0, len(splits.test))
-        return perplexity(engine, splits.test, system, picker,
+        return perplexity(engine, splits.test, system, picker, cancel=cancel,
                           on_batch=lambda done, total: say(stage, done, total)).to_dict()
 
     def answers(stage: str, rows) -> Generations:
         say(stage, 0, len(rows))
-        return engine.generate(rows, on_row_done=lambda ev: say(stage, ev.done, ev.total), **gen)
+        out = engine.generate(rows, on_row_done=lambda ev: say(stage, ev.done, ev.total), **gen)
+        check_stop(cancel)  # the rows cut short are no answers to score
+        return out
 
     # ---- test split ------------------------------------------------------------------------
     log(f"test split: {len(splits.test)} rows from {splits.source}")
@@ -194,8 +199,7 @@ def evaluate(engine: ComparisonEngine, profile, splits, prompts: list[dict] | No
             p = ppl_of(f"perplexity {name}", System(name, name))
             out["checkpoints"].append({"step": int(name.split("-")[1]), **p})
             log(f"  {name}: answer perplexity {p['answer_ppl']:.3f}")
-    if cancel is not None and cancel.is_set():
-        raise EvaluateError("evaluation cancelled; nothing was written")
+    check_stop(cancel)
     return out
 
 
@@ -255,6 +259,7 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
     if engine is None:
         log(f"loading {profile.model.name_or_path} with adapter(s) {', '.join(adapters)}")
         engine = ComparisonEngine.from_run(run, profile, adapters=adapters, device=device)
+        check_stop(cancel)  # asked while the model loaded
 
     def record(fields: dict) -> None:
         event = run.append_event("eval_progress", **fields)
@@ -282,10 +287,11 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
 
 def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambda s: None,
                             on_event: Callable[[dict], None] | None = None,
-                            final_state: str = "finished") -> dict:
+                            final_state: str = "finished", cancel=None) -> dict:
     """The end of every training run: the in-memory PEFT model (adapter "default") is the
     fine-tuned system, the same weights with the adapter off are the base. The run is still
-    `running` while this runs; the report states `final_state`, what the runner marks it next."""
+    `running` while this runs; the report states `final_state`, what the runner marks it next.
+    `cancel` is the run's should_stop: a stop ends the evaluation within seconds (`Stopped`)."""
     from workbench.evaluate.preference import is_preference_run
     from workbench.evaluate.rewards_eval import is_rewards_run
     from workbench.train.plan import profile_chat_format
@@ -301,7 +307,7 @@ def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambd
         elif is_preference_run(plan.profile):  # plan.eval_rows are held-out preference rows
             rows = dict(preference_rows=plan.eval_rows, preference_train_rows=plan.train_rows)
         return evaluate_run(run, engine=engine, profile=plan.profile, log=log, on_event=on_event,
-                            final_state=final_state, **rows)
+                            final_state=final_state, cancel=cancel, **rows)
 
 
 def _tuned_adapter(engine: ComparisonEngine) -> str:
@@ -430,6 +436,7 @@ def _preference_generations(engine, profile, rows, train_rows, prompts, options,
                                max_new_tokens=options.max_new_tokens, seed=options.seed,
                                batch_size=options.batch_size, cancel=cancel,
                                on_row_done=lambda ev: say(stage, ev.done, ev.total))
+        check_stop(cancel)
         base_texts = [gens.text("start", i) for i in range(len(examples))]
         for e, text in zip(examples, base_texts):
             e["answers"]["start"] = text

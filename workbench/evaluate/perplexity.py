@@ -71,9 +71,12 @@ def _scored_rows(tokenizer, records: Sequence[dict], system: System, picker, sys
 
 def perplexity(engine, records: Sequence[dict], system: System, picker=None,
                batch_size: int = 8, max_len: int = 4096,
-               on_batch: Callable[[int, int], None] | None = None) -> Perplexity:
-    """`on_batch(rows scored, rows)` after each batch: a big model takes a while per system."""
+               on_batch: Callable[[int, int], None] | None = None, cancel=None) -> Perplexity:
+    """`on_batch(rows scored, rows)` after each batch: a big model takes a while per system.
+    `cancel` (an Event or a callable) asking to stop ends it before the next batch (`Stopped`)."""
     import torch
+
+    from workbench.evaluate.errors import check_stop
 
     tok, model = engine.tokenizer, engine.model
     rows = _scored_rows(tok, records, system, picker, engine.system_prompt, max_len, engine.fmt)
@@ -81,6 +84,7 @@ def perplexity(engine, records: Sequence[dict], system: System, picker=None,
     n_answer = n_all = 0
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     for lo in range(0, len(rows), batch_size):
+        check_stop(cancel)
         chunk = rows[lo:lo + batch_size]
         width = max(len(r[0]) for r in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)

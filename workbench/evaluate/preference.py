@@ -35,7 +35,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from workbench.evaluate.errors import EvaluateError
+from workbench.evaluate.errors import EvaluateError, Stopped, stop_requested
 
 LENGTH_BIAS_SHARE = 0.20  # fine-tuned answers this much longer than the base's (and CI > 0)
 PAIRED_SIDES = ("chosen", "rejected")
@@ -115,11 +115,7 @@ def _check_row(row: dict, index: int) -> None:
 
 def is_cancelled(cancel) -> bool:
     """A threading.Event or a callable returning True: both are used in the engine."""
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
+    return stop_requested(cancel)
 
 
 def score_rows(model, rows: Sequence[dict], *, batch_size: int = 8, device=None,
@@ -165,7 +161,7 @@ def score_rows(model, rows: Sequence[dict], *, batch_size: int = 8, device=None,
         with torch.inference_mode():
             for lo in range(0, len(order), batch_size):
                 if is_cancelled(cancel):
-                    raise EvaluateError("evaluation cancelled; nothing was written")
+                    raise Stopped()
                 chunk = [seqs[k] for k in order[lo:lo + batch_size]]
                 width = max(len(p) + len(a) for _, _, p, a in chunk) or 1
                 ids = torch.full((len(chunk), width), pad, dtype=torch.long)

@@ -38,8 +38,11 @@ def _fmt_bytes(n) -> str:
     return "n/a" if not n else f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def ascii_chart(points: list[tuple[int, float]], width: int = 60, height: int = 10) -> list[str]:
-    """A loss curve drawn with characters: readable in a terminal, a diff and an SSH session."""
+def ascii_chart(points: list[tuple[int, float]], width: int = 60, height: int = 10,
+                last_step: int | None = None) -> list[str]:
+    """A loss curve drawn with characters: readable in a terminal, a diff and an SSH session.
+    `last_step`: the run's last step, where the axis ends even when the loss was last logged
+    before it (logging every 10 steps of 272 ends at 270)."""
     if len(points) < 2:
         return []
     steps = [p[0] for p in points]
@@ -47,7 +50,7 @@ def ascii_chart(points: list[tuple[int, float]], width: int = 60, height: int = 
     lo, hi = min(vals), max(vals)
     span = (hi - lo) or 1.0
     grid = [[" "] * width for _ in range(height)]
-    s0, s1 = steps[0], steps[-1] or 1
+    s0, s1 = steps[0], max(steps[-1], last_step or 0) or 1
     for step, v in points:
         if not math.isfinite(v):
             continue
@@ -138,7 +141,7 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
     else:
         if primary:
             L.append(f"- decided on {primary['metric']}: {primary['why']} (`eval.metric` chooses "
-                     "another); answer-token perplexity is below")
+                     "another); answer-token perplexity is in the Perplexity section")
         L += [f"- {line}" for line in judged.get("lines", [])[1:]]
         if primary:
             L += ["- paired bootstrap over the test rows (2,000 resamples): a system beats another "
@@ -211,15 +214,20 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
 
     L += ["## Loss curve", ""]
     if facts["loss"]:
-        L += ["training loss by step:", "", "```"] + ascii_chart(facts["loss"]) + ["```", ""]
+        last = facts["steps"] if isinstance(facts["steps"], int) else None
+        L += ["training loss by step:", "", "```"] + ascii_chart(facts["loss"], last_step=last)
+        L += ["```", ""]
         L += ["| step | loss | eval loss |", "|---|---|---|"]
         evals = dict(facts["eval_loss"])
+        losses = dict(facts["loss"])
         shown = facts["loss"][:: max(1, len(facts["loss"]) // 12)]
-        if shown[-1] != facts["loss"][-1]:
-            shown.append(facts["loss"][-1])
-        for step, loss in shown:
-            ev = evals.get(step)
-            L.append(f"| {step} | {loss:.4f} | {'' if ev is None else f'{ev:.4f}'} |")
+        # About 12 rows of loss, the last logged one, and every evaluation (the final one at the
+        # last step included, where no training loss is logged).
+        steps = sorted({s for s, _ in shown} | {facts["loss"][-1][0]} | set(evals))
+        for step in steps:
+            loss, ev = losses.get(step), evals.get(step)
+            L.append(f"| {step} | {'' if loss is None else f'{loss:.4f}'} | "
+                     f"{'' if ev is None else f'{ev:.4f}'} |")
     else:
         L.append("no training loss logged")
     L.append("")

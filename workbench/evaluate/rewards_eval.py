@@ -41,7 +41,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from workbench.evaluate.errors import EvaluateError
+from workbench.evaluate.errors import EvaluateError, check_stop
 
 PASS_AT = 1.0  # a reward at or above this is a pass (full marks on the built-ins)
 SHOWN = 8  # prompts shown side by side in report.md (report.json keeps every one)
@@ -370,8 +370,7 @@ def evaluate_rewards(engine, profile, rows: list[dict], options, *,
         say(stage, 0, len(gen_rows))
         out = engine.generate(gen_rows, on_row_done=lambda ev: say(stage, ev.done, ev.total),
                               **gen, **kw)
-        if cancel is not None and cancel.is_set():
-            raise EvaluateError("evaluation cancelled; nothing was written")
+        check_stop(cancel)
         return out
 
     greedy = answers("rewards greedy answers", prompts)

@@ -256,8 +256,21 @@ def cmd_export(args) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr if as_json else sys.stdout, flush=True)
 
+    from workbench.evaluate.interrupt import EXIT_STOPPED, SignalStop
+
+    # Ctrl-C / SIGTERM: the export ends at once (KeyboardInterrupt through the generation and
+    # the llama.cpp tools); the format being written was in a temporary folder, removed then.
+    stop = SignalStop(at_once=True)
     try:
-        out = run_export(args, log)
+        with stop:
+            out = run_export(args, log)
+    except KeyboardInterrupt:
+        print(f"stopped ({stop.name}): the export ended; nothing half-written was kept (the "
+              "format in progress was in a temporary folder, now removed); run the same "
+              "command again to export", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"ok": False, "error": "stopped"}, indent=2))
+        return EXIT_STOPPED
     except ExportError as exc:
         hint = exc.hint_for(getattr(args, "hints_for", "cli"))
         print(f"error: {exc.message}" + (f"\n  hint: {hint}" if hint else ""), file=sys.stderr)

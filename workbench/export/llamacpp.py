@@ -147,6 +147,10 @@ def build_wheel(version: str = VERSION, log=print) -> Path:
     return sorted(wheels.glob(f"llama_cpp_python-{version}-*.whl"))[-1]
 
 
+NEXT = ("next: export a finished run as GGUF, proven by llama.cpp: `workbench export RUN "
+        "--format gguf --quant q4_K_M` (`workbench runs` lists the runs)")
+
+
 def setup(version: str = VERSION, log=print) -> None:
     source = fetch_source(version)
     log(f"converter: {source / 'vendor' / 'llama.cpp' / SCRIPT}")
@@ -155,7 +159,24 @@ def setup(version: str = VERSION, log=print) -> None:
         _pip("install", str(wheel))
     # The converter's own requirements that the workbench does not already have.
     _pip("install", "sentencepiece>=0.1.98,<0.3", "protobuf>=4.21")
+    log(f"llama.cpp is ready (llama-cpp-python {version})")
+    log(NEXT)  # minutes of compiler output above: the last line says what to do now
+
+
+def main(argv: list[str] | None = None) -> int:
+    # A parser even with no options: `--help` must print help, never start a 20-minute build.
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m workbench.export.llamacpp",
+        description=f"Set up llama.cpp for GGUF export: fetch llama-cpp-python {VERSION}'s source "
+                    f"(it carries llama.cpp and its converter) into {source_dir()}, build its wheel "
+                    f"once (about 20 minutes on 2 cores; kept in {wheel_dir()}) and install it.",
+        epilog=NEXT.replace("next: ", "Then: "))
+    parser.parse_args(argv)
+    setup()
+    return 0
 
 
 if __name__ == "__main__":
-    setup()
+    sys.exit(main())

@@ -28,16 +28,29 @@ class ProgressPrinter:
         self.last_log: dict = {}
         self.last_eval_loss: float | None = None
         self._bar_shown = False
+        self._eval_text: str | None = None  # the evaluation's progress, once it has begun
+        self._ended = False  # the run's final status is out: nothing live after it
 
-    # Lines that must stay visible (evals, checkpoints, status) end the live bar first.
+    # Lines that must stay visible (evals, checkpoints, status) end the live bar first, and
+    # the live line (the step bar, or the evaluation's progress once it runs) comes back
+    # under them, never after the run's last word.
     def _line(self, text: str) -> None:
         if self.live and self._bar_shown:
             self.stream.write("\r\033[K")
             self._bar_shown = False
         self.stream.write(text + "\n")
         self.stream.flush()
-        if self.live and self.last_log:
+        if not self.live or self._ended:
+            return
+        if self._eval_text is not None:
+            self._live(self._eval_text)
+        elif self.last_log:
             self._bar()
+
+    def _live(self, text: str) -> None:
+        self.stream.write("\r\033[K" + text)
+        self.stream.flush()
+        self._bar_shown = True
 
     def _bar(self) -> None:
         step = self.last_log.get("step", 0)
@@ -85,11 +98,14 @@ class ProgressPrinter:
             self._line(f"checkpoint  step {ev.get('step')}  {ev.get('path')}")
         elif kind == "status":
             msg = f"  {ev['message']}" if ev.get("message") else ""
+            self._ended = ev.get("state") in ("finished", "stopped", "failed")
             self._line(f"[{ev.get('state')}]{msg}")
         elif kind == "estimate":
-            self._line(f"memory estimate: {fmt_bytes(ev.get('peak_bytes'))} peak on a GPU "
-                       f"(torch reserved {fmt_bytes(ev.get('reserved_bytes'))}; "
-                       "`workbench estimate` explains it)")
+            # Two numbers that read alike: the peak counts the CUDA context, torch's reserved
+            # memory does not; the app's Train screen shows the reserved one ("memory est").
+            self._line(f"memory estimate for a GPU: {fmt_bytes(ev.get('peak_bytes'))} peak with "
+                       f"the CUDA context, {fmt_bytes(ev.get('reserved_bytes'))} of it reserved "
+                       "by torch (the app's \"memory est\"); `workbench estimate` explains it")
         elif kind == "memory":
             err = ev.get("error_pct")
             self._line(f"measured peak GPU memory {fmt_bytes(ev.get('measured_peak_reserved_bytes'))}"
@@ -97,9 +113,8 @@ class ProgressPrinter:
                        + (f" ({err:+.1f}%)" if isinstance(err, (int, float)) else ""))
         elif kind == "eval_progress":  # the evaluation after training: a few a stage
             if self.live:  # in place of the step bar, which has nothing more to say
-                self.stream.write("\r\033[K" + progress_text(ev))
-                self.stream.flush()
-                self._bar_shown = True
+                self._eval_text = progress_text(ev)
+                self._live(self._eval_text)
             else:
                 self._line(progress_text(ev))
         elif kind == "samples":

@@ -475,7 +475,9 @@ def spawn_detached_launch(run: RunDir, resume: bool = False) -> int:
     single-process worker, control.spawn_detached)."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "workbench.pipeline.launch", "launch", str(run.path)]
+    # --background: lower the CPU priority as a detached worker does (worker.lower_priority).
+    cmd = [sys.executable, "-m", "workbench.pipeline.launch", "launch", str(run.path),
+           "--background"]
     if resume:
         cmd.append("--resume")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -532,7 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master-port", type=int)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--runs-dir")
+    parser.add_argument("--background", action="store_true",
+                        help="launch: a detached run; lower its CPU priority (ranks inherit it)")
     args = parser.parse_args(argv)
+    if args.background:
+        from workbench.pipeline.worker import lower_priority
+
+        lower_priority()
     if args.role == "rank":
         return rank_main(args.target, args.resume)
     if args.role == "prepare":

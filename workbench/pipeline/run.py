@@ -9,6 +9,9 @@ run a run through `run_pipeline`.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from typing import Callable
 
 from workbench.rundir import RunDir
@@ -18,8 +21,10 @@ from workbench.train.ranks import current_launch, is_distributed, is_main
 
 def run_pipeline(run: RunDir, plan: Plan, resume: bool = False,
                  on_event: Callable[[dict], None] = lambda ev: None,
-                 from_checkpoint: str | None = None, hangup=None) -> str:
-    """Train (or resume), then evaluate what training changed. Returns the final state."""
+                 from_checkpoint: str | None = None, hangup=None, stop=None) -> str:
+    """Train (or resume), then evaluate what training changed. Returns the final state.
+    `stop` is the stop flag of the process (control.StartingStop's), if it made one: a stop
+    asked for while the run started ends it before the model loads."""
     try:  # seconds on a small machine (bench/time_to_first_step.md): say so, not nothing
         on_event(run.append_event("status", state="starting",
                                   message="loading the training libraries (torch, transformers, trl)"))
@@ -36,12 +41,15 @@ def run_pipeline(run: RunDir, plan: Plan, resume: bool = False,
 
     return execute(run, plan, resume=resume, on_event=on_event, from_checkpoint=from_checkpoint,
                    hangup=hangup, extra_callbacks=None if resume else timing,
-                   after_training=evaluate_run)
+                   after_training=evaluate_run, stop=stop)
 
 
-def evaluate_run(model, plan: Plan, run: RunDir, on_event) -> None:
+def evaluate_run(model, plan: Plan, run: RunDir, on_event, stop=None) -> str | None:
+    """The evaluation after training; a message when a stop cut it short (the run then ends
+    `stopped`, its adapter kept), else None."""
     if runs_evaluation(run, on_event):  # under torchrun: rank 0 of a DDP run only
-        _evaluate(model, plan, run, on_event)
+        return _evaluate(model, plan, run, on_event, stop)
+    return None
 
 
 def runs_evaluation(run: RunDir, on_event: Callable[[dict], None]) -> bool:
@@ -60,34 +68,96 @@ def runs_evaluation(run: RunDir, on_event: Callable[[dict], None]) -> bool:
     return False
 
 
-def _evaluate(model, plan: Plan, run: RunDir, on_event) -> None:
+def _evaluate(model, plan: Plan, run: RunDir, on_event, stop=None) -> str | None:
     """Every run ends with evidence of what training changed: base, few-shot and fine-tuned
     on the test split and the prompt suite, in report.md / report.json. A failure here never
     fails the run (`workbench eval RUN` retries it). It takes minutes on a CPU, so its
     eval_progress events go to the display like the training's own; the run is marked
-    finished right after, and the report says so already."""
+    finished right after, and the report says so already.
+
+    A stop (Ctrl-C, `workbench stop`, the app's `x`) during it ends it within seconds: the
+    evaluation asks the stop flag after every generated token and perplexity batch. The
+    adapter is already saved; status.json says `evaluation: "stopped"`, and the message says
+    `workbench eval RUN` runs it later. Returns that message, else None."""
     if not plan.profile.eval.after_training:
         on_event(run.append_event("status", state="running", message=(
             "evaluation after training skipped (eval.after_training = false); "
             f"`workbench eval {run.name}` runs it")))
-        return
+        return None
+    from workbench.evaluate.errors import Stopped
     from workbench.train.diskspace import REPORT_BYTES, is_disk_full, writing
 
+    stop = stop if stop is not None else _NoStop()
+    if stop.is_set():  # asked while the adapter was being saved
+        return _evaluation_stopped(run)
+    run.write_status(evaluation="running")  # `workbench stop` says what a stop does now
     try:
         from workbench.evaluate.evaluation import evaluate_after_training
         from workbench.evaluate.report import verdict
         from workbench.evaluate.suite import summary_line
 
-        with writing("the evaluation report", need=REPORT_BYTES):
+        with _stops_evaluation(run, on_event, stop), \
+                writing("the evaluation report", need=REPORT_BYTES):
             result = evaluate_after_training(model, plan, run, on_event=on_event,
-                                             final_state="finished")
+                                             final_state="finished", cancel=stop.is_set)
+    except (Stopped, KeyboardInterrupt):  # KeyboardInterrupt: a second Ctrl-C, at once
+        return _evaluation_stopped(run)
     except Exception as exc:
         if is_disk_full(exc, run.path):
             raise  # a full disk is the run's failure, with its own message (execute)
+        run.write_status(evaluation="failed")
         on_event(run.append_event("status", state="running",
                                   message=f"evaluation skipped: {type(exc).__name__}: {exc}"))
-        return
+        return None
+    run.write_status(evaluation="finished")
     if "suite" in result:
         on_event(run.append_event("status", state="running",
                                   message=summary_line(result["suite"]["summary"])))
     on_event(run.append_event("status", state="running", message=verdict(result)))
+    return None
+
+
+class _NoStop:
+    """The stop flag of a caller that has none (tests calling the evaluation directly)."""
+
+    def is_set(self) -> bool:
+        return False
+
+    def request(self) -> None:
+        pass
+
+
+def _evaluation_stopped(run: RunDir) -> str:
+    run.write_status(evaluation="stopped")
+    return (f"stopped during the evaluation after training: the adapter is saved in "
+            f"{run.adapter_dir}, no report was written; `workbench eval {run.name}` runs the "
+            "evaluation later")
+
+
+@contextlib.contextmanager
+def _stops_evaluation(run: RunDir, on_event, stop):
+    """While the evaluation runs, SIGINT / SIGTERM say what a stop now does (training's
+    handler says "saving a checkpoint", which is over): set the flag the evaluation asks
+    after every token; a second one raises KeyboardInterrupt at once. Main thread only
+    (Python's rule for signal handlers); elsewhere training's handler still sets the flag."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum, frame) -> None:
+        stop.request()
+        if getattr(stop, "signals", 1) > 1:
+            raise KeyboardInterrupt
+        try:
+            on_event(run.append_event("status", state="stopping", message=(
+                f"{signal.Signals(signum).name}: stopping the evaluation after training (the "
+                "adapter is saved)")))
+        except OSError:
+            pass  # a full disk: the final status still says it
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

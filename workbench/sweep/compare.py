@@ -18,7 +18,6 @@ import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from workbench.fmt import fmt_gib
@@ -121,48 +120,27 @@ def _profile_of(run: RunDir) -> dict:
     return _flat(raw)
 
 
-def _hours(status: dict) -> float | None:
-    try:
-        start = datetime.fromisoformat(status.get("started_at") or status["created_at"])
-        end = datetime.fromisoformat(status["ended_at"])
-        return max((end - start).total_seconds(), 0.0) / 3600
-    except (KeyError, TypeError, ValueError):
+def _hours(run: RunDir, status: dict) -> float | None:
+    """The run's own time (rundir.RunDir.active_seconds: its sessions of training and the
+    evaluation after it, as recorded when each ended), never the span from its first event to
+    its last: a `workbench eval` run later, or a pause between stop and resume, is not what
+    this configuration cost to train. A run with no events falls back to train_seconds."""
+    secs = run.active_seconds(status)
+    if not secs:
         secs = status.get("train_seconds")
-        return secs / 3600 if isinstance(secs, (int, float)) else None
-
-
-KILLED_GAP_S = 120.0  # silence this long, then a "running" status: a killed run was resumed
-
-
-def _active_hours(events: list[dict]) -> float | None:
-    """Hours the run's processes were alive, from its events: a run stopped on Monday and
-    resumed on Friday cost two short sessions, not four days. A new session starts with a
-    "running" status after a final one (stop, failure), or after a long silence (kill -9)."""
-    times = [(e.get("time"), e) for e in events if isinstance(e.get("time"), (int, float))]
-    if len(times) < 2:
-        return None
-    total, start, last, ended = 0.0, times[0][0], times[0][0], False
-    for t, e in times[1:]:
-        is_status = e.get("type") == "status"
-        if is_status and e.get("state") == "running" and (ended or t - last > KILLED_GAP_S):
-            total += last - start
-            start, ended = t, False
-        elif is_status and e.get("state") in ("finished", "stopped", "failed"):
-            ended = True
-        last = t
-    return (total + last - start) / 3600
+    return secs / 3600 if isinstance(secs, (int, float)) and secs > 0 else None
 
 
 def read_row(run: RunDir) -> RunRow:
     status = run.read_status()
-    row = RunRow(name=run.name, path=str(run.path), state=run.effective_state(status),
+    row = RunRow(name=run.name, path=str(run.path), state=run.shown_state(status),
                  eval_loss=status.get("eval_loss"), device=status.get("device"))
     if isinstance(status.get("peak_gpu_mem_bytes"), int):
         row.peak_bytes, row.peak_source = status["peak_gpu_mem_bytes"], "measured"
     elif isinstance(status.get("estimated_peak_bytes"), int):
         row.peak_bytes, row.peak_source = status["estimated_peak_bytes"], "estimated"
     events, _ = run.read_events()
-    row.hours = _active_hours(events) or _hours(status)
+    row.hours = _hours(run, status)
     speeds = []
     for ev in events:
         if ev.get("type") == "log":
@@ -309,23 +287,39 @@ def table_lines(c: Comparison) -> list[str]:
     return lines
 
 
-def terminal_plot(c: Comparison, width: int = 100, height: int = 20, color: bool = False) -> str:
-    """Train loss (solid) and eval loss of every run, on one plotext canvas."""
+# Without colour (a pipe, a file, report.md) runs are told apart by their markers: the line's
+# character, and a digit for its eval points.
+PLAIN_MARKERS = ("+", "o", "*", "#", "@", "%", "&", "=")
+
+
+def terminal_plot(c: Comparison, width: int | None = None, height: int = 20,
+                  color: bool = False) -> str:
+    """Train loss (solid) and eval loss of every run, on one plotext canvas. `width`: the
+    terminal's when None (at least 60 columns)."""
+    import shutil
+
     import plotext as plt
 
     curves = [(r, r.loss_curve, r.eval_curve) for r in c.rows if r.loss_curve or r.eval_curve]
     if not curves:
         return "(no loss curves yet)"
+    width = width or max(60, shutil.get_terminal_size((100, 24)).columns)
+    room = max(30, width - 24)  # the legend's line, less the axis, the marker and " eval"
     plt.clf()
+    plt.limitsize(False, False)  # the width asked for, not the terminal's (a pipe has none)
     plt.plotsize(width, height)
     plt.theme("clear")
-    for r, loss, ev in curves:
-        label = r.label[:30]
+    for n, (r, loss, ev) in enumerate(curves):
+        label = r.label if len(r.label) <= room else r.label[:room - 1] + "…"
+        line = {} if color else {"marker": PLAIN_MARKERS[n % len(PLAIN_MARKERS)]}
         if loss:
-            plt.plot([s for s, _ in loss], [v for _, v in loss], label=f"{label} loss")
-        if ev:
+            plt.plot([s for s, _ in loss], [v for _, v in loss], label=f"{label} loss", **line)
+        if ev and color:
             plt.scatter([s for s, _ in ev], [v for _, v in ev], marker="x")  # legend: the line's
-    plt.title("loss (lines) and eval loss (x) by step")
+        elif ev:
+            plt.scatter([s for s, _ in ev], [v for _, v in ev], marker=str((n + 1) % 10),
+                        label=f"{label} eval")
+    plt.title("loss (lines) and eval loss (x) by step" if color else "loss and eval loss by step")
     plt.xlabel("step")
     text = plt.build()
     plt.clf()

@@ -147,6 +147,7 @@ class Active:
     offset: int = 0
     reported: set = field(default_factory=set)
     pruned: bool = False
+    prune_reason: str = ""  # why the pruner stopped it, said once (sweep.log, trials.json)
     stopping: bool = False
     gpu: int | None = None
 
@@ -303,10 +304,12 @@ class SweepRunner:
             return
         act.reported.add(step)
         act.otrial.report(loss, step)
-        if self.definition.prune and not act.pruned and act.otrial.should_prune():
+        if (self.definition.prune and not act.pruned and _steps_left(act, step) != 0
+                and act.otrial.should_prune()):
             act.pruned = True
-            self._log(f"trial {act.index + 1}: pruned at step {step}: eval loss {loss:.4f} is worse "
-                      "than the median of the other trials at this step")
+            act.prune_reason = (f"pruned at step {step}: eval loss {loss:.4f} is worse than the "
+                                "median of the other trials at this step")
+            self._log(f"trial {act.index + 1}: {act.prune_reason}; stopping it at a checkpoint")
             self._stop(act, "pruned")
 
     def _stop(self, act: Active, why: str) -> None:
@@ -353,8 +356,13 @@ class SweepRunner:
                 study.tell(number, value if value is not None else float("nan"))
             elif state == "stopped" and act.pruned:
                 trial["state"] = "pruned"
-                trial["reason"] = (f"pruned: eval loss above the median of the other trials; stopped at "
-                                   f"step {status.get('step')} with a checkpoint")
+                trial["reason"] = (f"{act.prune_reason or 'pruned'}; stopped at step "
+                                   f"{status.get('step')} with a checkpoint")
+                # The run itself reads "pruned" (`workbench runs`, the app, `runs compare`).
+                try:
+                    act.run.mark_pruned(self.sweep.name, act.prune_reason or "pruned by the sweep")
+                except OSError:
+                    pass  # a full disk: trials.json still says "pruned"
                 study.tell(number, state=optuna.trial.TrialState.PRUNED)
             elif state == "stopped":
                 trial["state"] = "stopped"
@@ -367,8 +375,11 @@ class SweepRunner:
                                    f"the run's process died ({state})"))
                 study.tell(number, state=optuna.trial.TrialState.FAIL)
         self.save()
+        # A pruned trial's why was said when it was pruned: its end says only where it stopped.
+        said = (f"stopped at step {act.run.read_status().get('step')} with a checkpoint"
+                if trial["state"] == "pruned" else trial["reason"])
         self._log(f"trial {act.index + 1}: {trial['state']}"
-                  + (f" ({trial['reason']})" if trial["reason"] else "")
+                  + (f" ({said})" if said else "")
                   + (f"; eval loss {act.run.read_status().get('eval_loss'):.4f}"
                      if act.run is not None and trial["state"] == "finished"
                      and isinstance(act.run.read_status().get("eval_loss"), float) else ""))
@@ -410,6 +421,19 @@ class SweepRunner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _steps_left(act: Active, step: int) -> int | None:
+    """Optimizer steps the trial still has to run (None: not known yet). A trial with none
+    left is never pruned: stopping it then saves nothing and throws away its evaluation and
+    its rank (its eval loss at the last step may well beat a ranked trial's)."""
+    if act.run is None:
+        return None
+    status = act.run.read_status()
+    total = status.get("total_steps")
+    if not isinstance(total, int) or total <= 0:
+        return None
+    return max(total - max(step, status.get("step") or 0), 0)
 
 
 def _last_error_kind(run: RunDir) -> str:

@@ -1,5 +1,5 @@
 """report.md / report.json / loss.svg of a sweep: the comparison of its trials' runs, with each
-trial's sweep state (a pruned trial's run reads "stopped"; the sweep says "pruned") and the
+trial's sweep state (a pruned trial's run reads "pruned" too: RunDir.shown_state) and the
 trials that never got a run (failed while planning) listed with their reason."""
 
 from __future__ import annotations

@@ -248,7 +248,7 @@ def load_training_data(profile: Profile, log: Callable[[str], None] = lambda s: 
         else:
             validation = []
     if report.skipped:
-        shown = "; ".join(f"{f}:{r}: {why}" for f, r, why in report.skipped[:5])
+        shown = "; ".join(f"{report.location(f, r)}: {why}" for f, r, why in report.skipped[:5])
         notes.append(f"data: skipped {len(report.skipped)} bad rows (data.on_bad_rows = \"skip\"): "
                      f"{shown}{' ...' if len(report.skipped) > 5 else ''}")
     return TrainingData(train, validation, dataset_hash(hashed), manifest, notes)
@@ -256,15 +256,13 @@ def load_training_data(profile: Profile, log: Callable[[str], None] = lambda s: 
 
 def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> Plan:
     from workbench.data.render import check_template
-    from workbench.profile import ProfileError, check_paths
+    from workbench.profile import ProfileError, check_paths, paths_hint
     from workbench.train.data_cache import prepare_data_cached
     from workbench.train.methods import get_method
 
     issues = check_paths(profile)
     if issues:
-        raise RunError(str(ProfileError(issues)),
-                       hint="fix the path in the profile, or override it, e.g. "
-                            "--set data.train=PATH or --set model.name_or_path=PATH")
+        raise RunError(str(ProfileError(issues)), hint=paths_hint(issues))
     t = profile.train
     method = get_method(t.method)
     check_reporters(t.report_to)

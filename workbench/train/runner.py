@@ -16,7 +16,7 @@ from typing import Callable
 
 from workbench.train.plan import Plan, RunError
 from workbench.quiet import quiet_libraries
-from workbench.rundir import RunDir, iso
+from workbench.rundir import RunDir, active_seconds, iso
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
@@ -130,14 +130,16 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
             on_event: Callable[[dict], None] = lambda ev: None,
             from_checkpoint: str | None = None, hangup=None,
             extra_callbacks: Callable | None = None,
-            after_training: Callable | None = None) -> str:
+            after_training: Callable | None = None, stop=None) -> str:
     """Train in this process. Returns the final state. `from_checkpoint` names the
     checkpoint to resume from (else the newest intact one); `hangup` is the SIGHUP watcher
     of a foreground run (console.Hangup); `extra_callbacks(recorder)` returns more
     TrainerCallbacks for the run (the pipeline's: time the evaluation after the first step),
     given the run's RunRecorder (its stop flag, its clocks), and `after_training(...)` runs
     once the adapter is saved, before the run is marked finished (the pipeline's evaluation:
-    training never calls up into evaluate itself)."""
+    training never calls up into evaluate itself); given the stop flag, it returns a message
+    when a stop cut it short, and the run then ends `stopped` with its adapter kept. `stop` is
+    the flag a stop asked for while the process started is already in (control.StopRequest)."""
     quiet_libraries()
     import torch
     from transformers import EarlyStoppingCallback, set_seed
@@ -149,7 +151,7 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
     from workbench.train.plan import NonFiniteLoss
     from workbench.train.trainer import RunRecorder, StopFlag
 
-    stop = StopFlag()
+    stop = stop if stop is not None else StopFlag()
 
     def emit(type_: str, **fields) -> None:
         """An event for the record and the screen. When the record cannot be written (the
@@ -193,7 +195,13 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
 
     def finish(state: str, message: str, **extra) -> str:
         try:
-            run.write_status(state=state, message=message, ended_at=iso(time.time()), **extra)
+            # The run's own time, recorded once as each session ends: what `runs compare`
+            # and sweeps cost it at, whatever later commands append (rundir.active_seconds).
+            now = time.time()
+            spent = active_seconds(run.read_events()[0], live_until=now)
+            run.write_status(state=state, message=message, ended_at=iso(now),
+                             active_seconds=round(spent, 1) if spent is not None else None,
+                             active_until=iso(now), **extra)
         except OSError as exc:  # nothing more to free: the terminal still says it
             on_event({"type": "error", "kind": "disk", "message": f"could not write "
                       f"{run.status_path}: {exc.strerror or exc}", "hint": ""})
@@ -235,6 +243,10 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
 
         if not resume:
             _record_estimate(run, plan, on_event)
+        if stop.is_set():  # asked while the process started: no model to load
+            return finish("stopped", "stopped before training began; nothing to resume from"
+                          if not checkpoint else f"stopped before training began; resume "
+                          f"continues from {os.path.basename(checkpoint)}")
         set_seed(plan.profile.train.seed)
         model = add_adapters(load_model(plan), plan)
         trainable, total = model.get_nb_trainable_parameters()
@@ -284,7 +296,9 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
         message = (f"adapter saved to {adapter}" + (" (early stopping: eval loss stopped improving)"
                                                     if early else ""))
         if after_training is not None:
-            after_training(trainer.model, plan, run, on_event)
+            cut_short = after_training(trainer.model, plan, run, on_event, stop)
+            if cut_short:  # a stop during it: the adapter is kept, the run ends stopped
+                return finish("stopped", cut_short, adapter=adapter, **extra)
         return finish("finished", message, adapter=adapter, **extra)
     except NonFiniteLoss as exc:
         return fail("nan", str(exc), NAN_HINT)
