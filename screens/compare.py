@@ -93,7 +93,8 @@ class CompareScreen(PicksFinishedRun, FocusScreen):
         Binding("ctrl+l", "load", "Load", id="compare.load", priority=True),
         Binding("ctrl+t", "toggle_source", "Suite", id="compare.source", priority=True),
         Binding("ctrl+r", "report", "Report", id="compare.report", priority=True),
-        Binding("ctrl+b", "cancel", "Stop", id="compare.cancel", priority=True),
+        # ctrl+c: what stops things in a terminal (ctrl+b, the old key, is tmux's prefix)
+        Binding("ctrl+c", "cancel", "Stop", id="compare.cancel", priority=True),
         # Not a priority key: in the prompt Enter generates, on the run list it opens it.
         Binding("enter", "enter_prompt", "Prompt", show=False, id="compare.prompt"),
     ]
@@ -174,7 +175,7 @@ class CompareScreen(PicksFinishedRun, FocusScreen):
                 eta = f", ETA {fmt_duration(elapsed / done * (total - done))}"
         # The clock is labelled: after a report's own "ETA 1s", a bare "64s" read as a
         # second ETA ("ETA 1s 64s").
-        self._show_status(f"{self._what}{eta}  ·  {fmt_duration(elapsed)} so far  (^b cancels)")
+        self._show_status(f"{self._what}{eta}  ·  {fmt_duration(elapsed)} so far  (^c stops)")
 
     def _end_busy(self, text: str = "") -> None:
         self.busy = ""
@@ -201,7 +202,7 @@ class CompareScreen(PicksFinishedRun, FocusScreen):
 
     def _guard(self) -> bool:
         if self.busy:
-            self.notify(f"busy ({self.busy}); ^b cancels it", severity="warning")
+            self.notify(f"busy ({self.busy}); ^c stops it", severity="warning")
             return False
         return True
 

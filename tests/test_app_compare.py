@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from app_helpers import isolate, make_finished_run, screen_text, settle
+from app_helpers import isolate, make_finished_run, screen_text, settle, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -117,12 +117,23 @@ def test_suite_generation_counts_prompts_as_they_finish(tmp_path, needs_tiny_mod
             gen = [t for t in shown if t.startswith("generating")]  # after the loading
             assert gen[0].startswith("generating...  ·  0s so far"), shown  # no rows yet
             assert gen[1].startswith("generating: 0 / 40 prompts ") and "ETA" not in gen[1], gen
-            # "generating: 1 / 40 prompts, ETA 2s  ·  0s so far  (^b cancels)": an ETA once one
+            # "generating: 1 / 40 prompts, ETA 2s  ·  0s so far  (^c stops)": an ETA once one
             # is done, and the clock labelled (a bare "0s" after it read as a second ETA)
             one = next(t for t in gen if t.startswith("generating: 1 / 40"))
             assert re.fullmatch(r"generating: 1 / 40 prompts, ETA \w+  ·  \w+ so far  "
-                                r"\(\^b cancels\)", one), one
+                                r"\(\^c stops\)", one), one
             assert "done" in screen_text(app)
+
+            # ctrl+c stops a generation within a prompt (the terminal's own stop key; the
+            # old ctrl+b never reached an app inside tmux, whose prefix it is)
+            screen._answered = answered
+            screen.query_one("#compare-max").value = "64"  # ~20 s of answers: time to stop
+            await pilot.press("ctrl+g")
+            await wait_for(pilot, lambda: bool(screen.busy))
+            await pilot.press("ctrl+c")
+            await until_idle(pilot, screen, limit=15)
+            assert not screen.busy and app.is_running  # stopped, and the app did not quit
+            assert not screen._what.startswith("generating: 40 / 40"), screen._what
     asyncio.run(go())
 
 

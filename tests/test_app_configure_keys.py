@@ -311,3 +311,30 @@ def test_quit_without_changes_does_not_ask(monkeypatch, tmp_path):
         seen["running"] = app.is_running
     drive(steps, size=(80, 24))
     assert seen["running"] is False
+
+
+def test_no_key_of_any_screen_needs_alt_or_a_key_terminals_take():
+    """Every binding the workbench declares (ids `<screen>.<action>`, the ones a keymap can
+    rebind), on every screen and widget of the app: tmux's prefix (ctrl+b), screen's (ctrl+a),
+    alt combinations and the like never reach an app over SSH (Compare's stop was ctrl+b)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import screens
+    import screens.widgets
+
+    TEXTUALS = ("screen.", "input.", "app.")  # Textual's own, with spare keys such as super+c
+    bad = []
+    for package in (screens, screens.widgets):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            for _, cls in inspect.getmembers(module, inspect.isclass):
+                if cls.__module__ != module.__name__:
+                    continue
+                for b in Binding.make_bindings(cls.__dict__.get("BINDINGS", [])):
+                    keys = [k.strip() for k in b.key.split(",")]
+                    bad += [f"{cls.__name__}: {k} ({b.id or b.action})" for k in keys
+                            if b.id and not b.id.startswith(TEXTUALS)
+                            and (k.startswith(UNDELIVERABLE) or k in UNDELIVERABLE)]
+    assert not bad, bad

@@ -59,7 +59,7 @@ def test_compare_status_line_is_whole_and_the_eta_is_not_doubled():
         await pilot.pause()
         assert shows(app, status, what), region_lines(app, status)
         text = " ".join(region_lines(app, status))
-        assert "1m04s so far" in text and "^b" in text, text
+        assert "1m04s so far" in text and "^c" in text, text
         assert not re.search(r"ETA \S+ \d", " ".join(text.split())), text  # was "ETA 1m20s 64s"
         screen._end_busy("loaded demo-1795852800 on cpu; ^g generates")
         await pilot.pause()
