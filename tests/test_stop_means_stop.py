@@ -272,6 +272,7 @@ def test_a_stop_while_the_run_starts_ends_it_stopped_with_a_line(tmp_path, profi
     assert "checkpoint and stop" not in proc.stdout  # nothing to checkpoint yet
     log = (run / "stdout.log").read_text()
     assert "[stopped]  stopped before training began" in log
+    assert "saving a checkpoint" not in log  # said by no handler before the first step
     assert "Traceback" not in log
 
 

@@ -162,13 +162,15 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
             event = {"type": type_, "time": round(time.time(), 3), **fields}
         on_event(event)
 
+    training = []  # set once the trainer runs: before that there is no step to checkpoint
+
     def on_signal(signum, frame):
         stop.request()
         if stop.signals > 1:  # a second Ctrl-C means "now", checkpoint or not
             raise KeyboardInterrupt
         again = " (press Ctrl-C again to quit at once)" if signum == signal.SIGINT else ""
-        emit("status", state="stopping",
-             message=f"{signal.Signals(signum).name}: saving a checkpoint, then stopping{again}")
+        what = "saving a checkpoint, then stopping" if training else "stopping before training begins"
+        emit("status", state="stopping", message=f"{signal.Signals(signum).name}: {what}{again}")
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     policy = getattr(plan.profile.train, "on_hangup", "continue")
@@ -277,6 +279,7 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; we print events
         emit("status", state="running", message="training: the first step"
              if checkpoint is None else f"training: loading {os.path.basename(checkpoint)}")
+        training.append(True)
         trainer.train(resume_from_checkpoint=checkpoint)
 
         state = trainer.state

@@ -76,7 +76,9 @@ def _describe_dropped(dropped: list[tuple]) -> str:
     from collections import Counter
 
     whys = Counter(why for _, _, why in dropped)
-    shown = ", ".join(f"{f}:{r}" for f, r, _ in dropped[:5])
+    from workbench.data.readers import row_label
+
+    shown = ", ".join(row_label(f, r) for f, r, _ in dropped[:5])
     return (f"data: dropped {len(dropped)} rows before training: "
             + "; ".join(f"{why} ({n})" for why, n in whys.most_common())
             + f" ({shown}{' ...' if len(dropped) > 5 else ''}); "

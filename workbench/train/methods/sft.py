@@ -129,6 +129,8 @@ def _describe_render(stats, n_train: int, n_eval: int, max_len: int) -> str:
         parts.append(f"{stats.truncated_rows} rows cut at max_seq_len {max_len} "
                      f"({stats.answer_tokens_lost} answer tokens lost)")
     if stats.dropped:
-        shown = ", ".join(f"{f}:{r}" for f, r, _ in stats.dropped[:5])
+        from workbench.data.readers import row_label
+
+        shown = ", ".join(row_label(f, r) for f, r, _ in stats.dropped[:5])
         parts.append(f"{len(stats.dropped)} rows dropped with nothing left to train on ({shown})")
     return "; ".join(parts)
