@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import threading
 import time
 
 import torch
@@ -16,6 +15,7 @@ from transformers import TrainerCallback
 
 from workbench.estimate.gpu import gpu_snapshot
 from workbench.train.checkpoints import write_manifest
+from workbench.train.control import StopRequest
 from workbench.train.diskspace import folder_bytes, writing
 from workbench.train import ranks
 from workbench.train.methods import signal_match
@@ -24,19 +24,9 @@ from workbench.train.plan import NonFiniteLoss
 from workbench.train.threads import ThreadWatch
 
 
-class StopFlag:
-    """Set by SIGINT / SIGTERM; read by the callback at the end of each optimizer step."""
-
-    def __init__(self):
-        self._event = threading.Event()
-        self.signals = 0
-
-    def request(self) -> None:
-        self.signals += 1
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
+# Set by SIGINT / SIGTERM; read by the callback at the end of each optimizer step. One class
+# with the stop a run process records from its first line (control.py imports no torch).
+StopFlag = StopRequest
 
 
 def with_run_dir(trainer_class: type) -> type:
