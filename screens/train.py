@@ -332,8 +332,16 @@ class TrainScreen(FocusScreen):
             lines.append(f"[$error]error: {escape(str(v.error.get('message')))}[/]")
         text = "\n".join(lines)
         if text != self._stats_text:
+            stats = self.query_one("#train-stats", Static)
+            # The clock fields change the text every second; a layout pass of the whole screen
+            # each time was most of the CPU of following a run. Only a change of height needs
+            # one: another count of lines, or a line that may wrap (markup counted as text).
+            width = stats.content_size.width
+            old = self._stats_text.split("\n") if self._stats_text else []
+            same_height = (len(old) == len(lines) and width > 0
+                           and all(len(line) <= width for line in old + lines))
             self._stats_text = text
-            self.query_one("#train-stats", Static).update(text)
+            stats.update(text, layout=not same_height)
 
     def _signal_lines(self) -> list[str]:
         """The method's signals at the last logged step, two a row; a pattern's signals (GRPO's
