@@ -338,3 +338,14 @@ def test_no_key_of_any_screen_needs_alt_or_a_key_terminals_take():
                             if b.id and not b.id.startswith(TEXTUALS)
                             and (k.startswith(UNDELIVERABLE) or k in UNDELIVERABLE)]
     assert not bad, bad
+
+
+def test_every_form_label_leaves_a_gap_before_its_value():
+    """The label column is 12 cells (configure_form.py's CSS) and a changed field's label gets
+    a `*`: a longer label ran into its value ("adapter initdefault")."""
+    import re
+
+    from screens.widgets.configure_form import FIELDS, ProfileForm
+
+    width = int(re.search(r"\.form-row > Label \{ width: (\d+);", ProfileForm.DEFAULT_CSS)[1])
+    assert [f.label for f in FIELDS if len(f.label + "*") >= width] == []

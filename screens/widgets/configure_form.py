@@ -48,8 +48,8 @@ PREFERENCE_FIELDS: tuple[Field, ...] = (
     Field("preference.loss", "loss", "choice"),
     Field("preference.label_smoothing", "smoothing"),
     Field("preference.gamma", "gamma"),
-    Field("preference.desirable_weight", "desirable w"),
-    Field("preference.undesirable_weight", "undesired w"),
+    Field("preference.desirable_weight", "desirable"),
+    Field("preference.undesirable_weight", "undesired"),
     Field("preference.precompute_ref", "precompute", "choice"),
 )
 
@@ -57,7 +57,7 @@ PREFERENCE_FIELDS: tuple[Field, ...] = (
 GRPO_FIELDS: tuple[Field, ...] = (
     Field("grpo.num_generations", "group size"),
     Field("grpo.max_completion_len", "answer len"),
-    Field("grpo.temperature", "temperature"),
+    Field("grpo.temperature", "temp"),
     Field("grpo.beta", "KL beta"),
     Field("grpo.loss", "loss", "choice"),
     Field("grpo.generation", "generation", "choice"),
@@ -76,8 +76,8 @@ FIELDS: tuple[Field, ...] = (
     Field("lora.dropout", "dropout"),
     Field("lora.target_modules", "targets", "list"),
     Field("lora.rslora", "rsLoRA", "choice"),
-    Field("lora.init", "adapter init", "text"),  # text: "pissa_niter_4" is no fixed choice
-    Field("lora.train_embeddings", "train embeds", "choice"),
+    Field("lora.init", "LoRA init", "text"),  # text: "pissa_niter_4" is no fixed choice
+    Field("lora.train_embeddings", "embeddings", "choice"),
     Field("train.batch_size", "batch"),
     Field("train.grad_accum", "grad accum"),
     Field("train.max_seq_len", "seq len"),
