@@ -35,7 +35,7 @@ from screens.widgets.data_flags import (
 from screens.widgets.data_path import PathInput
 from screens.widgets.data_preference import PairView
 from screens.widgets.data_stats import StatsPanel
-from screens.widgets.data_table import RowsView, flag_names, record_kind
+from screens.widgets.data_table import RowsView, flag_names, record_kind, shown_row
 from screens.widgets.focus import FocusScreen
 from screens.widgets.nav import NavBar
 
@@ -517,7 +517,7 @@ class DataScreen(FocusScreen):
         record = self.records[index]
         bits = self.flags[index] if index < len(self.flags) else 0
         source = record.get("source") or {}
-        header = f"{_short(source.get('file') or '')} row {source.get('row')}"
+        header = f"{_short(source.get('file') or '')} row {shown_row(source, index)}"
         notes = [f"flagged: {', '.join(flag_names(bits))}"] if bits else []
         self.detail_text = None
 
@@ -556,7 +556,8 @@ class DataScreen(FocusScreen):
         record = self.records[index]
         source = record.get("source") or {}
         what = "pair" if self.kind == "paired" else "answer"
-        header = f"{what} {table.cursor + 1:,} of {table.row_count:,} (row {source.get('row')})"
+        header = (f"{what} {table.cursor + 1:,} of {table.row_count:,} "
+                  f"(row {shown_row(source, index)})")
         if self.filter_index:
             header += f"  ·  filter: {self.filters[self.filter_index][0]}"
         bits = self.flags[index] if index < len(self.flags) else 0

@@ -149,3 +149,19 @@ def test_every_screen_shows_the_same_tab_bar():
                         if all(t in line for t in titles)), None)
             assert bar is not None, f"{name}: no tab bar\n{screen_text(app)}"
     drive(steps, size=(100, 30))
+
+
+def test_the_rows_table_numbers_rows_as_every_message_does(tmp_path):
+    """One numbering (data/readers.py row_label): a JSON array's first record is row 1, as
+    `data inspect` and the training notes say (the table showed 0), a JSONL line its line."""
+    import json
+
+    from screens.widgets.data_table import shown_row
+
+    array = tmp_path / "a.json"
+    array.write_text(json.dumps([{"instruction": "x", "output": "y"}] * 3))
+    lines = tmp_path / "a.jsonl"
+    lines.write_text('{"instruction": "x", "output": "y"}\n' * 3)
+    assert shown_row({"file": str(array), "row": 0}, 0) == 1
+    assert shown_row({"file": str(lines), "row": 1}, 0) == 1  # JSONL rows are their lines
+    assert shown_row({}, 4) == 5  # no source: the position, from 1

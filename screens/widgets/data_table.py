@@ -251,7 +251,7 @@ class RowsView(ScrollView, can_focus=True):
         record = self._records[index]
         bits = self._flags[index] if index < len(self._flags) else 0
         source = record.get("source") or {}
-        row = source.get("row", index + 1)
+        row = shown_row(source, index)
         base = self.rich_style
         if line == self.cursor:
             base = base + self.get_component_rich_style("rows--cursor")
@@ -276,3 +276,12 @@ class RowsView(ScrollView, can_focus=True):
         return Region(0, line + 1, self.size.width, 1)
 
 
+def shown_row(source: dict, index: int) -> int:
+    """A record's row as every message numbers it (workbench/data/readers.py row_label): a
+    line's number in JSON Lines / CSV, a JSON array's or Parquet file's record counted from 1."""
+    from workbench.data.readers import numbering_of
+
+    row = source.get("row")
+    if not isinstance(row, int):
+        return index + 1
+    return row + 1 if numbering_of(source.get("file")) == "index" else row
