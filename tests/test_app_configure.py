@@ -122,8 +122,7 @@ async def test_remedy_applies_with_one_key():
         await wait_for(pilot, lambda: screen.view is not None)
         form = screen.query_one(ProfileForm)
         form.widget("budget.gpu").value = "t4"
-        await pilot.pause()
-        assert screen.view.verdict == "does not fit"
+        await wait_for(pilot, lambda: screen.view.verdict == "does not fit")
         assert screen.view.remedies
         first = screen.view.remedies[0]
         peak = screen.view.estimate.peak_bytes
@@ -320,8 +319,8 @@ async def test_ctrl_t_traces_the_step_and_an_edit_falls_back_to_the_rule():
         assert "from the traced step" in screen_text(app)
         # another rank is another step: the analytic reserve again, until the next ctrl+t
         screen.query_one(ProfileForm).widget("lora.r").value = "8"
-        await pilot.pause()
-        assert screen.view.estimate.settings.r == 8
+        # the change travels as messages (field, form, screen): awaited, not one pause
+        await wait_for(pilot, lambda: screen.view.estimate.settings.r == 8)
         assert "from the traced step" not in " ".join(screen.view.notes)
 
 
@@ -338,8 +337,7 @@ async def test_the_time_counts_the_data_of_the_profile_shown():
         assert time.steps == 248 and "540 rows" in time.plan
         demo = (screen.counted_for, screen.data_count)
         screen.query_one(ProfileForm).widget("train.max_seq_len").value = "16"
-        await pilot.pause()
-        assert screen.counted_for != demo[0]
+        await wait_for(pilot, lambda: screen.counted_for != demo[0])
         await wait_for(pilot, lambda: screen.data_count is not None, timeout=60)
         assert max(screen.data_count.lengths) <= 16 < max(demo[1].lengths)
         screen._tokens_counted(demo[0], demo[1], "")  # a late answer for the old settings
@@ -391,8 +389,7 @@ async def test_choosing_dpo_shows_its_summary_and_preference_settings(tmp_path):
         sft_peak = screen.view.estimate.peak_bytes
 
         form.widget("train.method").value = "dpo"
-        await pilot.pause()
-        assert screen.profile.train.method == "dpo"
+        await wait_for(pilot, lambda: screen.profile.train.method == "dpo")
         summary = _note(form, "summary")
         assert "prefer the chosen answer over the rejected one" in summary
         assert "trains on pairs: a prompt, a chosen and a rejected answer" in summary
@@ -414,8 +411,8 @@ async def test_choosing_dpo_shows_its_summary_and_preference_settings(tmp_path):
         form.widget("preference.beta").focus()
         await retype(pilot, "0.2")
         form.widget("train.method").value = "simpo"  # SimPO reads gamma, not loss
-        await pilot.pause()
-        assert _shown(form, "preference.gamma") and not _shown(form, "preference.loss")
+        await wait_for(pilot, lambda: _shown(form, "preference.gamma")
+                       and not _shown(form, "preference.loss"))
         assert "SimPO" in screen_text(app)
 
         target = tmp_path / "simpo.toml"
@@ -441,8 +438,8 @@ async def test_preference_data_under_sft_is_pointed_out():
         assert _note(form, "data").startswith("! this data is preference rows: SFT needs conversations")
         assert "! this data is preference rows" in screen_text(app)
         form.widget("train.method").value = "dpo"
-        await pilot.pause()
-        assert _note(form, "data") == "" and "this data is" not in screen_text(app)
+        await wait_for(pilot, lambda: _note(form, "data") == "")
+        assert "this data is" not in screen_text(app)
 
 
 async def _dpo_chosen(pilot) -> None:
