@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, workbench
+from test_eval_timing import messages
+from test_run_control import wait_for
 from workbench.rundir import RunDir
 
 pytestmark = pytest.mark.slow
@@ -85,20 +87,6 @@ def run_once(tmp_path, profile_path, *overrides: str, on_event=lambda ev: None):
     state = run_pipeline(run, plan, on_event=on_event)
     events = [json.loads(line) for line in run.events_path.read_text().splitlines()]
     return state, events, run.read_status(), run
-
-
-def messages(events) -> list[str]:
-    return [e.get("message") or "" for e in events if e["type"] == "status"]
-
-
-def wait_for(predicate, timeout: float = 120, poll: float = 0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError("timed out waiting")
 
 
 # ---- item 1: a stop during the evaluation after training -----------------------------------
