@@ -308,6 +308,86 @@ def _auto_or_bool(v):
     raise _Invalid('"auto", true or false', v, wrong_type=not isinstance(v, str), hint=hint)
 
 
+# [[data.sources]]: where each source's rows come from and how they join the mixture.
+SOURCE_KEYS = {
+    "path": "a local file or folder (relative to the profile's folder)",
+    "name": "a Hugging Face Hub dataset id, e.g. \"tatsu-lab/alpaca\"",
+    "config": "the dataset's configuration (subset) name",
+    "split": "the split to read (default \"train\")",
+    "revision": "a Hub branch, tag or commit; the run records the commit it read",
+    "data_files": "a file name or glob (or a list) inside the dataset",
+    "format": "the row schema (as data.format)",
+    "columns": "your column names for the schema's (as data.columns)",
+    "system_prompt": "a system prompt for this source's conversations",
+    "train_on": "\"assistant\" or \"all\" (as data.train_on)",
+    "encoding": "the text encoding of a local file",
+    "weight": "this source's share of the mixture (any positive number; shares are normalised)",
+    "rows": "a fixed number of rows from this source instead of a weight",
+    "held_out": "false = no validation or test rows come from this source",
+    "label": "how reports name this source (default: its file or dataset name)",
+}
+SOURCE_FORMATS = ("auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text")
+
+
+def _sources(v):
+    expected = ('a list of [[data.sources]] tables, each with `path` (a local file or folder) or '
+                '`name` (a Hub dataset id) and a `weight` or `rows`')
+    if not isinstance(v, list):
+        raise _Invalid(expected, v, wrong_type=True)
+    out, labels = [], set()
+    for i, item in enumerate(v):
+        at = f"[{i}]"
+        if not isinstance(item, dict):
+            raise _Invalid("a table, e.g. { path = \"data.jsonl\", weight = 0.7 }", item,
+                           wrong_type=True, at=at)
+        for key in item:
+            if key not in SOURCE_KEYS:
+                raise _Invalid("a source key", key, at=f"{at}.{key}",
+                               hint=_suggest(key, SOURCE_KEYS, "'")
+                               or "source keys are " + ", ".join(SOURCE_KEYS))
+        if ("path" in item) == ("name" in item):
+            raise _Invalid("exactly one of `path` (a local file or folder) or `name` (a Hub "
+                           "dataset id)", item, at=at)
+        checks = {"path": _string(True, "a path"), "name": _string(True, "a dataset id"),
+                  "config": _string(), "split": _string(True, "a split name"),
+                  "revision": _string(), "format": _choice(*SOURCE_FORMATS),
+                  "columns": _string_table("schema field = your column name"),
+                  "system_prompt": _string(), "train_on": _choice("assistant", "all"),
+                  "encoding": _string(), "weight": _number(0, lo_open=True),
+                  "rows": _integer(1), "held_out": _boolean, "label": _string(True, "a name")}
+        spec = {}
+        for key, value in item.items():
+            if key == "data_files":
+                files = [value] if isinstance(value, str) else value
+                if not isinstance(files, list) or not files or not all(
+                        isinstance(f, str) and f for f in files):
+                    raise _Invalid("a file name or glob, or a list of them", value,
+                                   at=f"{at}.{key}")
+                spec[key] = list(files)
+                continue
+            try:
+                spec[key] = checks[key](value)
+            except _Invalid as e:
+                e.at = f"{at}.{key}{e.at}"
+                raise
+        if "weight" in spec and "rows" in spec:
+            raise _Invalid("a `weight` or a fixed number of `rows`, not both", item, at=at)
+        label = spec.get("label") or spec.get("name") or Path(spec["path"]).name
+        if label in labels:
+            raise _Invalid("a distinct label per source", label, at=f"{at}.label",
+                           hint="two sources would both be called this in reports; give one "
+                                "a `label`")
+        labels.add(label)
+        out.append(spec)
+    weighted = [s for s in out if "weight" in s]
+    if weighted and any("weight" not in s and "rows" not in s for s in out):
+        raise _Invalid("a `weight` (or `rows`) on every source once one has a weight", v,
+                       hint="without weights every source gives all its rows once")
+    return out
+
+
+STREAMING_AUTO_BYTES = 2 * 1024**3  # data.streaming = "auto": local data above this streams
+
 LORA_INITS = ("default", "gaussian", "pissa", "pissa_niter_N", "olora", "loftq")
 
 
@@ -386,6 +466,8 @@ class ModelSection:
 
 @dataclass
 class DataSection:
+    # One source: a file, a folder (saved splits, `save_to_disk` output, parquet / arrow shards
+    # in the Hub's layout) or a Hub dataset id. Several sources: [[data.sources]] tables instead.
     train: str = _f("", _string(True, "a path to a training data file"), required=True,
                     path=True)
     validation: str = _f("", _string(), path=True)
@@ -407,6 +489,14 @@ class DataSection:
     reasoning: str = _f("keep", _choice("keep", "drop"))
     train_on: str = _f("assistant", _choice("assistant", "all"))
     split: list[float] = _f([0.8, 0.1, 0.1], _fractions)  # for `workbench data clean / split`
+    # Several sources mixed by weight, each a [[data.sources]] table (keys: SOURCE_KEYS); given
+    # instead of `train`. The mixture is drawn with train.seed.
+    sources: list[dict] = _f([], _sources)
+    # Rows drawn for the weighted sources together; 0 = as many as they hold together.
+    mix_rows: int = _f(0, _integer(0))
+    # Read rows one by one instead of loading them all (data larger than memory); "auto" streams
+    # data above STREAMING_AUTO_BYTES.
+    streaming: bool | str = _f(False, _auto_or_bool)
 
 
 @dataclass
@@ -1007,6 +1097,10 @@ def _build(raw: dict, *, label: str, base_dir: Path | None, locator: _Locator | 
                 elif (dotted not in HUB_OR_PATH or _looks_local(value, base)
                         or (dotted != "model.name_or_path" and not _looks_like_hub_id(value))):
                     value = _resolve(value, base)
+            if dotted == "data.sources":  # each source's `path` is relative to the profile
+                base = Path.cwd() if dotted in overridden else base_dir
+                value = [{**spec, "path": _resolve(spec["path"], base)} if "path" in spec
+                         else spec for spec in value]
             if dotted == "rewards.functions":  # "rewards.py:f": the file is relative too
                 base = Path.cwd() if dotted in overridden else base_dir
                 value = [_resolve_reward_file(spec, base) for spec in value]
@@ -1015,6 +1109,8 @@ def _build(raw: dict, *, label: str, base_dir: Path | None, locator: _Locator | 
             locations[dotted] = where(dotted)
         for key, f in fields.items():
             if f.metadata["required"] and key not in values and key not in given:
+                if (section, key) == ("data", "train") and "sources" in given:
+                    continue  # [[data.sources]] stand in for `train`
                 dotted = f"{section}.{key}"
                 if section in raw:
                     report(dotted, f'required key is missing; add `{key} = "..."` under '
@@ -1111,6 +1207,19 @@ def _cross_checks(valid: dict[str, Any], report: Callable[[str, str], None],
                                 "\"auto\" or false")
     if v("train.method") == "grpo":
         _grpo_checks(v, report, invalid)
+    if v("data.sources") and "data.train" in valid:
+        report("data.sources", "give either data.train (one source) or [[data.sources]] tables "
+                               "(a mixture), not both; a single source can be one "
+                               "[[data.sources]] table")
+    if v("data.streaming") is True and v("train.max_steps") <= 0:
+        # A stream has no length, so epochs cannot be counted (train/streaming.py).
+        report("train.max_steps", "data.streaming = true reads rows one by one and cannot count "
+                                  "epochs: set train.max_steps to the number of optimizer steps "
+                                  "(e.g. max_steps = 1000), or data.streaming = false")
+    if v("data.sources") and v("train.method") not in ("sft",):
+        report("data.sources", f"a mixture of [[data.sources]] is for supervised fine-tuning; "
+                               f"train.method = \"{v('train.method')}\" reads one source: set "
+                               "data.train")
     if v("lora.method") == "qlora" and v("train.device") == "cpu":
         report("lora.method", 'QLoRA needs a CUDA GPU (bitsandbytes 4-bit); use method = '
                               '"lora" on CPU or set train.device = "auto"')
@@ -1401,6 +1510,11 @@ def check_paths(profile: Profile) -> list[ProfileIssue]:
         value = profile.get(dotted)
         if value and not Path(value).exists() and not _looks_like_hub_id(value):
             report(dotted, f"file not found: {value}{closest(value)} ({relative_to(dotted)})")
+    for i, source in enumerate(profile.data.sources):
+        path = source.get("path")
+        if path and not Path(path).exists():
+            report("data.sources", f"[{i}]: source file not found: {path}{closest(path)} "
+                                   f"({relative_to('data.sources')})")
     for i, spec in enumerate(profile.rewards.functions):
         file = spec.rpartition(":")[0] if ".py:" in spec else ""
         if file and not Path(file).is_file():

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.data.errors import DataError
+from workbench.data.sources import SourceSpec
 from workbench.data.readers import (
     SAVED_DATASET_MARKERS,
     RawRow,
@@ -70,6 +71,7 @@ __all__ = [
     "dataset_hash",
     "detect_format",
     "iter_records",
+    "iter_source",
     "load_records",
     "prompt_completion_to_messages",
     "sharegpt_to_messages",
@@ -195,6 +197,25 @@ def stream_records(source: RowSource, report: LoadReport, chosen: str | None, on
     if not read_any:
         # e.g. "[]" or a saved dataset with no rows: say so here rather than as "0 rows" later.
         raise DataError("has no records", file=source.name, hint="a dataset needs at least one record")
+
+
+def iter_source(spec: SourceSpec, on_bad_line: str = "error", report: LoadReport | None = None
+                ) -> Iterator[dict]:
+    """Records of one `sources.SourceSpec` (a [[data.sources]] table or data.train): a local
+    path or a Hub dataset with its config, split, revision and data files. Each record's
+    `source` also carries the spec's `label`; a source trained on whole (`train_on = "all"`)
+    marks its records `train_on`, which the renderer honours per record."""
+    kwargs: dict[str, Any] = dict(format=spec.format, system_prompt=spec.system_prompt,
+                                  on_bad_line=on_bad_line, report=report,
+                                  columns=spec.columns or None, encoding=spec.encoding or None,
+                                  split=spec.split, revision=spec.revision or None)
+    if spec.config or spec.data_files:
+        kwargs.update(config=spec.config or None, data_files=list(spec.data_files) or None)
+    for record in iter_records(spec.path or spec.name, **kwargs):
+        record["source"]["label"] = spec.label
+        if spec.train_on == "all":
+            record["train_on"] = "all"
+        yield record
 
 
 def load_records(path: str | Path, **kwargs: Any) -> list[dict]:
