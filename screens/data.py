@@ -34,6 +34,8 @@ from screens.widgets.data_flags import (
 )
 from screens.widgets.data_path import PathInput
 from screens.widgets.data_preference import PairView
+from screens.widgets import data_sources
+from screens.widgets.data_sources import Opened, first_page, is_profile, open_profile
 from screens.widgets.data_stats import StatsPanel
 from screens.widgets.data_table import RowsView, flag_names, record_kind, shown_row
 from screens.widgets.focus import FocusScreen
@@ -87,6 +89,7 @@ class DataScreen(FocusScreen):
         Binding("r", "inspect", "Inspect", show=False, id="data.inspect"),
         Binding("x", "cancel", "Cancel", id="data.cancel"),
         Binding("s", "save", "Split+save", id="data.save"),
+        Binding("m", "more", "More rows", show=False, id="data.more"),
         Binding("escape", "focus_rows", "Rows", show=False, id="data.rows"),
     ]
     SUB_TITLE_PAIRS = "data · pairs"
@@ -106,6 +109,8 @@ class DataScreen(FocusScreen):
         self.kind = "sft"  # "sft", or preference data: "paired" / "unpaired"
         self.pair_shown: Any = None  # the PairShown on show in the pair view, for tests
         self._load_report: Any = None
+        self.sources: list[dict] | None = None  # a mixture's sources and shares (a profile)
+        self._rest: Any = None  # the unread rows of a paged dataset (an iterator), or None
         self.formats: list[str] = []
         self.flags: Any = ()
         self.report: dict | None = None
@@ -130,11 +135,13 @@ class DataScreen(FocusScreen):
         yield Header()
         yield NavBar("data")
         with Horizontal(id="data-open"):
-            yield PathInput(self.initial_path, placeholder="dataset file (Tab completes)",
+            yield PathInput(self.initial_path,
+                            placeholder="file, folder, Hub id (org/name) or profile.toml",
                             id="data-path", compact=True)
             yield PathInput(_short(self.tokenizer_path), placeholder="tokenizer folder",
                             id="data-tokenizer", compact=True)
-        yield Static("Open a JSONL, CSV or Parquet file: ctrl+o, type a path, Enter.", id="data-status")
+        yield Static("Open a file, a folder, a Hub dataset id or a profile (its mixture): ctrl+o, "
+                     "type, Enter.", id="data-status")
         with Horizontal(id="data-main"):
             yield RowsView(id="data-rows")
             with ContentSwitcher(initial="stats", id="data-pane"):
@@ -311,6 +318,7 @@ class DataScreen(FocusScreen):
         self._clean_cancel.set()
         self.loaded_path = path
         self.records, self.flags, self.report, self.kept, self.filter_index = [], (), None, None, 0
+        self.sources, self._rest = None, None
         self._cleaned_for = None
         self.pair_shown = None
         self.query_one(RowsView).set_records([])
@@ -327,25 +335,59 @@ class DataScreen(FocusScreen):
             from workbench.data.preference import is_preference_data, iter_preference_records
 
             report = LoadReport()
-            records: list[dict] = []
             try:
-                try:
-                    preference = is_preference_data(path)
-                except Exception:  # noqa: BLE001 - the SFT loader says what is wrong with it
-                    preference = False
-                rows = (iter_preference_records if preference else iter_records)(
-                    path, on_bad_line="skip", report=report)
-                for record in rows:
-                    records.append(record)
-                    if len(records) % 20_000 == 0:
-                        self._from_thread(self._set_status, rows=f"loading… {len(records):,} rows")
+                if is_profile(path):
+                    opened = open_profile(path, report)
+                else:
+                    try:
+                        preference = is_preference_data(path)
+                    except Exception:  # noqa: BLE001 - the SFT loader says what is wrong with it
+                        preference = False
+                    rows = (iter_preference_records if preference else iter_records)(
+                        path, on_bad_line="skip", report=report)
+                    opened = Opened(*first_page(self._counted(rows)))
             except Exception as exc:  # noqa: BLE001 - shown to the person, never raised
                 self._from_thread(self._load_failed, path, exc)
                 return
             formats = sorted(set(report.formats.values()))
-            self._from_thread(self._loaded, path, records, len(report.skipped), formats, report)
+            self._from_thread(self._loaded, path, opened.records, len(report.skipped), formats,
+                              report, opened)
 
         self._work(load, group="load")
+
+    def _counted(self, rows, start: int = 0):
+        """`rows`, saying how many have been read every 20,000 (a big file takes a while)."""
+        for n, record in enumerate(rows, start=start + 1):
+            if n % 20_000 == 0:
+                self._from_thread(self._set_status, rows=f"loading… {n:,} rows")
+            yield record
+
+    def action_more(self) -> None:
+        """The next page of a dataset too big to load at once (data_sources.PAGE_ROWS a page)."""
+        if self._rest is None:
+            self.notify("Every row is loaded.", timeout=3)
+            return
+        path, rest, have = self.loaded_path, self._rest, len(self.records)
+        self._rest = None  # one reader at a time: the iterator is not thread-safe
+        self._set_status(rows=f"loading rows after {have:,}…")
+
+        def more() -> None:
+            try:
+                page, left = first_page(self._counted(rest, have))
+            except Exception as exc:  # noqa: BLE001 - shown to the person, never raised
+                self._from_thread(self._load_failed, path, exc)
+                return
+            self._from_thread(self._more_loaded, path, page, left)
+
+        self._work(more, group="load")
+
+    def _more_loaded(self, path: str, page: list[dict], rest) -> None:
+        if path != self.loaded_path:
+            return
+        records = self.records + page
+        skipped = len(self._load_report.skipped) if self._load_report else 0
+        self._loaded(path, records, skipped, self.formats, self._load_report,
+                     Opened(records, rest, self.sources))
 
     def _load_failed(self, path: str, exc: BaseException) -> None:
         # The save folder stays as it was: it is named after a file only once that file opens.
@@ -361,10 +403,16 @@ class DataScreen(FocusScreen):
             panel.set_out_dir(self._proposed_out)
 
     def _loaded(self, path: str, records: list[dict], skipped: int, formats: list[str],
-                load_report: Any = None) -> None:
+                load_report: Any = None, opened: Opened | None = None) -> None:
         if path != self.loaded_path:  # a newer open won
             return
         self.records = records
+        self._rest = opened.rest if opened else None
+        self.sources = opened.sources if opened else None
+        self.query_one(StatsPanel).show_sources(self.sources)
+        if opened and opened.notes[1:]:  # the first note is the summary the status line gives
+            self.notify("\n".join(n.removeprefix("data: ") for n in opened.notes[1:]),
+                        title="Mixture", timeout=8, markup=False)
         self.formats = formats
         self._load_report = load_report
         self._name_out_dir(path)
@@ -380,7 +428,15 @@ class DataScreen(FocusScreen):
             self.query_one("#data-pane", ContentSwitcher).current = "stats"
         skipped_text = f" ({skipped:,} bad rows skipped)" if skipped else ""
         what = {"paired": "pairs", "unpaired": "rows with a label (KTO)"}.get(self.kind, "rows")
-        self._set_status(rows=f"{_short(path)}: {len(records):,} {what}{skipped_text}",
+        if self.sources:
+            shown = (f"{_short(path)}: a mixture of {len(self.sources)} sources, "
+                     f"{len(records):,} training rows")
+        else:
+            shown = f"{_short(path)}: {len(records):,} {what}"
+        if self._rest is not None:
+            # A sample, and the person is told so: inspection and cleaning see these rows only.
+            shown += f" (the first {len(records):,}: m reads {data_sources.PAGE_ROWS:,} more)"
+        self._set_status(rows=shown + skipped_text,
                          filter=f"filter: {self.filters[0][0]}")
         if self.auto_inspect:
             self._start_inspect()

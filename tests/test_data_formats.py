@@ -197,40 +197,23 @@ def test_saved_dataset_folders(tmp_path):
 
 
 def test_hub_id_when_offline(tmp_path, monkeypatch):
+    """Offline, an id that is not in the cache fails at once, naming the caches and what to do
+    (a cached one loads: tests/test_hub_datasets.py)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     with pytest.raises(DataError) as err:
         load_records("someone/some-dataset")
     text = str(err.value)
-    assert text.startswith("someone/some-dataset: looks like a Hugging Face Hub dataset id, but HF_HUB_OFFLINE is set")
-    assert "save it to a local file" in text and "Traceback" not in text
-
-
-def test_hub_id_unreachable_or_loaded(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-
-    def unreachable(dataset_id, split, revision):
-        raise ConnectionError("Couldn't reach 'someone/data' on the Hub (LocalEntryNotFoundError)")
-
-    monkeypatch.setattr(readers, "_hub_load", unreachable)
-    with pytest.raises(DataError, match="could not load this dataset from the Hugging Face Hub .*ConnectionError"):
-        load_records("someone/data")
-
-    seen = {}
-
-    def fake_hub(dataset_id, split, revision):
-        seen.update(id=dataset_id, split=split, revision=revision)
-        return iter([ALPACA, {"instruction": "x"}])
-
-    monkeypatch.setattr(readers, "_hub_load", fake_hub)
-    stream = iter_records("someone/data", split="dev", revision="abc123")
-    assert next(stream)["source"] == {"file": "someone/data", "row": 0}
-    with pytest.raises(DataError, match=r"someone/data: row 2: missing field 'output'"):
-        next(stream)
-    assert seen == {"id": "someone/data", "split": "dev", "revision": "abc123"}
+    assert text.startswith("someone/some-dataset: this Hub dataset is not in the Hugging Face cache")
+    assert "HF_HUB_OFFLINE=1 is set" in text and "Traceback" not in text
+    assert "hf download someone/some-dataset --repo-type dataset" in text
     assert dataset_hash("someone/data", revision="abc") != dataset_hash("someone/data", revision="def")
+    assert dataset_hash("someone/data", revisions={"someone/data": "abc"}) == dataset_hash(
+        "someone/data", revision="abc")
 
 
 def test_missing_local_path_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):

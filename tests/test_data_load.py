@@ -257,9 +257,12 @@ def test_missing_file(tmp_path):
 def test_directory_instead_of_file(tmp_path):
     (tmp_path / "train.jsonl").write_text("{}\n")
     (tmp_path / "notes").mkdir()
-    with pytest.raises(DataError, match="is a directory, not a data file or a saved dataset") as err:
+    # train.jsonl in a folder is a dataset in the Hub's layout (tests/test_hub_datasets.py);
+    # a folder of other files is not a dataset.
+    (tmp_path / "train.jsonl").rename(tmp_path / "train.txt.bak")
+    with pytest.raises(DataError, match="is a directory with no data files") as err:
         load_records(tmp_path)
-    assert "it contains 2 entries: notes/, train.jsonl" in str(err.value)
+    assert "it contains 2 entries: notes/, train.txt.bak" in str(err.value)
 
 
 @pytest.mark.parametrize("content", [b"", b"  \n\n\t", b"\xef\xbb\xbf\n"])
@@ -271,9 +274,9 @@ def test_empty_file(tmp_path, content):
 
 
 def test_not_json_at_all(tmp_path):
-    path = tmp_path / "d.txt"
+    path = tmp_path / "d.dat"  # not .txt: a .txt file is a raw-text document (data/text_files.py)
     path.write_text("instruction,output\nx,y\n", encoding="utf-8")
-    with pytest.raises(DataError, match="d.txt: does not look like JSON: it starts with 'i'") as err:
+    with pytest.raises(DataError, match="d.dat: does not look like JSON: it starts with 'i'") as err:
         load_records(path)
     assert ".csv" in str(err.value)  # the hint lists the supported file types
 

@@ -825,6 +825,8 @@ class Profile:
         out: dict[str, Any] = {"name": self.name, "description": self.description}
         for section in SECTIONS:
             out[section] = dataclasses.asdict(getattr(self, section))
+        if self.data.sources and not self.data.train:  # [[data.sources]] stand in for `train`
+            del out["data"]["train"]
         if self.resolved:
             out[RESOLVED] = dict(self.resolved)
         if self.sweep:
@@ -1538,8 +1540,9 @@ def paths_hint(issues: Iterable[ProfileIssue]) -> str:
 def check_hub_ids(profile: Profile) -> list[ProfileIssue]:
     """Warnings, not errors: what the profile would fetch from the Hugging Face Hub. A model
     id that is not (fully) in the local cache is downloaded by `workbench run`, which needs a
-    network; a data value that names no file is read as a hub dataset id, and may be a mistyped
-    path. Empty list = nothing to fetch."""
+    network; so is a Hub dataset (data.train / data.validation naming no file, which may also
+    be a mistyped path, or a [[data.sources]] `name`) that is not in the cache; a cached one
+    loads offline too. Empty list = nothing to fetch."""
     from workbench import hub  # lazy: huggingface_hub is imported only for the cache look-up
 
     issues: list[ProfileIssue] = []
@@ -1558,12 +1561,28 @@ def check_hub_ids(profile: Profile) -> list[ProfileIssue]:
                     if hub.is_offline() else "`workbench run` downloads it, which needs a network")
             report("model.name_or_path", f"{model!r} {where} ({hub.cache_dir()}); {then} "
                                          f"(or fetch it now: `hf download {model}`)")
+    # Hub datasets: one in the cache loads offline too, so only an uncached one is worth saying.
+    from workbench.data.hub_datasets import datasets_cache_dir, is_cached
+
+    def uncached(dataset_id: str) -> str:
+        caches = f"{datasets_cache_dir()} or {hub.cache_dir()}"
+        if hub.is_offline():
+            return (f"{dataset_id!r} is not in the Hugging Face cache ({caches}); with "
+                    "HF_HUB_OFFLINE=1 set, reading it fails until it is cached (load it once where "
+                    f"the Hub is reachable, or `hf download {dataset_id} --repo-type dataset`)")
+        return (f"{dataset_id!r} is not in the Hugging Face cache ({caches}); it is downloaded "
+                "when first read, which needs a network (then it is cached and loads offline)")
+
     for dotted in ("data.train", "data.validation"):
         value = profile.get(dotted)
-        if value and not Path(value).exists() and _looks_like_hub_id(value):
+        if value and not Path(value).exists() and _looks_like_hub_id(value) and not is_cached(value):
             report(dotted, f"no file {value!r} (relative paths are relative to the profile's "
-                           "folder), so it is read as a Hugging Face Hub dataset id and streamed "
-                           "from the hub, which needs a network; if it is a local file, fix the path")
+                           "folder), so it is read as a Hugging Face Hub dataset id; "
+                           f"{uncached(value)}; if it is a local file, fix the path")
+    for i, source in enumerate(profile.data.sources):
+        name = source.get("name")
+        if name and not is_cached(name, source.get("revision")):
+            report("data.sources", f"[{i}] {uncached(name)}")
     return issues
 
 

@@ -90,9 +90,11 @@ class StatsPanel(VerticalScroll):
     DEFAULT_CSS = """
     StatsPanel { height: 1fr; }
     StatsPanel > #stats-summary { height: auto; }
+    StatsPanel > #stats-sources { height: auto; display: none; margin-bottom: 1; }
     """
 
     def compose(self) -> ComposeResult:
+        yield Static(id="stats-sources")
         yield Static("Open a file to see its statistics.", id="stats-summary")
         yield LengthHistogram(id="stats-histogram")
 
@@ -101,6 +103,15 @@ class StatsPanel(VerticalScroll):
         histogram = self.query_one(LengthHistogram)
         histogram.display = True
         histogram.show(report)
+
+    def show_sources(self, sources: list[dict] | None) -> None:
+        """A mixture's sources and their shares above the statistics (hidden otherwise)."""
+        from screens.widgets.data_sources import sources_table
+
+        box = self.query_one("#stats-sources", Static)
+        box.display = bool(sources)
+        if sources:
+            box.update(sources_table(sources))
 
     def show_preference(self, report: dict) -> None:
         """A preference report (workbench.data.preference_checks): no length histogram, the

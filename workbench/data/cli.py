@@ -47,6 +47,9 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
                         "--columns instruction=question,output=answer (as data.columns)")
     _model_args(p)
     p.add_argument("--near-dup-threshold", type=float, default=0.85, metavar="X")
+    p.add_argument("--sample", type=_rows_count, metavar="N",
+                   help="inspect only the first N rows (a quick look at a large or streamed "
+                        "dataset; the report says it covers a sample)")
     _load_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--max-prompt-len", type=int, metavar="N",
@@ -126,17 +129,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from workbench.data.inspect import format_report, inspect_dataset
 
     started = time.perf_counter()  # the report's own time leaves out loading the tokenizer
+    if getattr(args, "profile", None) and not args.path:
+        from workbench.profile import load_profile
+
+        profile = load_profile(args.profile)
+        if profile.data.sources:
+            return _inspect_mixture(args, profile)
     args.path, columns, args.format = _inspect_source(args)
     if _is_preference(args):
         return _inspect_preferences(args)
     if args.format == "prompts":
         return _inspect_prompts(args)
+    if _is_raw_text(args, columns):
+        return _inspect_text(args, columns)
     tokenizer = _load_tokenizer(args.model, args.chat_template) if args.model else None
     kwargs = _supported(inspect_dataset, {
         "tokenizer": tokenizer,
         "chat": _chat_format(args, tokenizer) if tokenizer is not None else None,
         "max_seq_len": args.max_seq_len,
         "near_dup_threshold": args.near_dup_threshold,
+        "sample_rows": args.sample,
         "format": args.format,
         "columns": columns or None,
         "on_bad_line": "skip" if args.skip_bad_rows else "error",
@@ -150,6 +162,60 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         since_start = _process_seconds()
         print(format_report(report, total_s=since_start if since_start is not None
                             else time.perf_counter() - started))
+    return EXIT_OK
+
+
+def _inspect_mixture(args: argparse.Namespace, profile) -> int:
+    """A profile with [[data.sources]]: each source's rows, tokens, share before and after the
+    [clean] steps and what each filter took, and duplicates across sources (mixture_inspect.py)."""
+    from workbench.data.mixture_inspect import format_mixture_report, inspect_mixture
+
+    if args.columns or args.format != "auto":
+        raise DataError("--columns and --format describe one file; a mixture's sources each "
+                        "have their own", hint="set `columns` / `format` in the profile's "
+                        "[[data.sources]] tables")
+    tokenizer = _load_tokenizer(args.model, args.chat_template) if args.model else None
+    report = inspect_mixture(
+        profile, tokenizer=tokenizer,
+        chat=_chat_format(args, tokenizer) if tokenizer is not None else None,
+        max_seq_len=args.max_seq_len, near_dup_threshold=args.near_dup_threshold,
+        on_bad_line="skip" if args.skip_bad_rows else None,
+        log=_say_on_terminal)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(format_mixture_report(report))
+    return EXIT_OK
+
+
+def _say_on_terminal(line: str) -> None:
+    """Progress lines on stderr, only when it is a terminal (pipes and logs stay clean)."""
+    if sys.stderr.isatty():
+        print(line, file=sys.stderr)
+
+
+def _is_raw_text(args: argparse.Namespace, columns: dict[str, str]) -> bool:
+    from workbench.data.raw_text import is_text_source
+
+    return is_text_source(args.path, args.format, columns or None)
+
+
+def _inspect_text(args: argparse.Namespace, columns: dict[str, str]) -> int:
+    """Raw text (continued pretraining): documents, tokens and blocks (data/raw_text.py)."""
+    from workbench.data.raw_text import format_text_report, inspect_text
+
+    tokenizer = _load_tokenizer(args.model, args.chat_template) if args.model else None
+    block = args.max_seq_len
+    if block is None and getattr(args, "profile", None):  # the blocks training would cut
+        from workbench.profile import load_profile
+
+        block = load_profile(args.profile).train.max_seq_len
+    report = inspect_text(args.path, tokenizer, block, columns=columns or None,
+                          on_bad_line="skip" if args.skip_bad_rows else "error")
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print(format_text_report(report))
     return EXIT_OK
 
 
@@ -507,6 +573,12 @@ def _clean_settings(args: argparse.Namespace) -> dict[str, Any]:
         return getattr(where, key, default) if where is not None else default
 
     path = args.path or getattr(data, "train", None)
+    if not path and getattr(data, "sources", None):
+        raise DataError("the profile's data is a mixture of [[data.sources]]; `data clean` "
+                        "cleans and saves one dataset",
+                        hint="`workbench data inspect --profile PROFILE` shows what the [clean] "
+                             "steps would take from each source; to save one cleaned, pass its "
+                             "path: `workbench data clean PATH -o OUT --profile PROFILE`")
     if not path:
         raise DataError("no data file given", hint="pass PATH, or --profile with data.train set")
     steps = validate_steps(_csv(args.steps) if args.steps is not None else list(pick(None, "steps", [])))
@@ -617,6 +689,17 @@ def _argtype(parse):
             raise argparse.ArgumentTypeError(exc.message) from None
     convert.__name__ = "fractions"
     return convert
+
+
+def _rows_count(text: str) -> int:
+    """--sample N: a whole number of rows, 1 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of rows (1 or more), got {text!r}")
+    return n
 
 
 def _supported(func, kwargs: dict[str, Any]) -> dict[str, Any]:

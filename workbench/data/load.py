@@ -10,7 +10,8 @@ plus, only when they apply, `"tools": [dict, ...]` (tool definitions from a `too
 messages that are tool calls carry `"tool_call": True` and hold the call as JSON text.
 
 Where the rows come from is `workbench.data.readers` (JSON, JSON Lines, CSV / TSV, Parquet, a
-`save_to_disk` folder, a Hub id); how a row becomes messages is `workbench.data.schemas`
+`save_to_disk` folder, a folder in the Hub's layout, a Hub id read through `datasets` by
+`workbench.data.hub_datasets`); how a row becomes messages is `workbench.data.schemas`
 (alpaca, sharegpt, messages, prompt_completion, text). `source.row` is what a person would look
 for: the 1-based line for JSON Lines and CSV / TSV (the line a CSV row starts on), the 0-based
 index for a JSON array, Parquet, saved datasets and Hub datasets. Messages count from 1 either
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.data.errors import DataError
+from workbench.data.hub_datasets import is_hub_layout
 from workbench.data.sources import SourceSpec
 from workbench.data.readers import (
     SAVED_DATASET_MARKERS,
@@ -58,6 +60,7 @@ from workbench.data.schemas import (  # re-exported: callers imported these from
     sharegpt_to_messages,
     text_to_messages,
 )
+from workbench.data.text_files import is_text_path
 
 __all__ = [
     "BAD_LINE_CHOICES",
@@ -102,7 +105,10 @@ class LoadReport:
     # beside `skipped`, whose 3-tuples callers unpack, so a skipped row reads file:line:column.
     columns: dict[tuple[str, int], int] = field(default_factory=dict)
     formats: dict[str, str] = field(default_factory=dict)  # file -> detected/forced schema
-    kinds: dict[str, str] = field(default_factory=dict)  # file -> reader: json, jsonl, csv, tsv, parquet, saved_dataset, hub
+    kinds: dict[str, str] = field(default_factory=dict)  # file -> reader: json, jsonl, csv, tsv, parquet, saved_dataset, hub_folder, hub
+    # Hub id -> the commit its rows were read from (resolved from the asked revision, or the
+    # cached copy read offline): what a run records so a repeat run reads the same rows.
+    revisions: dict[str, str] = field(default_factory=dict)
 
     def location(self, file: str, row: int) -> str:
         """`file:line`, `file:line:column` when the column of the problem is known, or
@@ -125,8 +131,10 @@ def iter_records(
     encoding: str | None = None,
     split: str = "train",
     revision: str | None = None,
+    config: str | None = None,
+    data_files: list[str] | None = None,
 ) -> Iterator[dict]:
-    """Stream records from one dataset (file, saved-dataset folder or Hub id) in the one record format.
+    """Stream records from one dataset (file, folder or Hub id) in the one record format.
 
     format: "auto" (decided per file from its first row's keys) or one of SUPPORTED_FORMATS.
     system_prompt: prepended as a system message to records that have no system message.
@@ -135,8 +143,11 @@ def iter_records(
     columns: the profile's data.columns table, schema name -> the file's column name
         (e.g. {"instruction": "question", "output": "answer"}); applied before detection.
     encoding: None = UTF-8 (with or without BOM; a UTF-16/32 BOM is honoured); else a codec name.
-    split: which split of a saved DatasetDict folder or Hub dataset to read.
-    revision: the Hub revision (branch, tag or commit) for a Hub id.
+    split: which split of a saved DatasetDict folder, a Hub-layout folder or a Hub dataset to read.
+    revision: the Hub revision (branch, tag or commit) for a Hub id; the commit actually read is
+        put in `report.revisions[id]`.
+    config, data_files: the configuration (subset) and data files (paths or globs relative to
+        the dataset's root) of a Hub dataset or a Hub-layout folder.
     File-level problems (missing, directory, empty, unreadable, undetectable schema) always raise.
     """
     if format not in FORMAT_CHOICES:
@@ -149,8 +160,11 @@ def iter_records(
         raise ValueError(f"on_bad_line must be one of {BAD_LINE_CHOICES}, got {on_bad_line!r}")
     columns = _check_columns(columns)
     report = report if report is not None else LoadReport()
-    source = open_source(path, encoding=encoding, split=split, revision=revision)
+    source = open_source(path, encoding=encoding, split=split, revision=revision, config=config,
+                         data_files=data_files)
     report.kinds[source.name] = source.kind
+    if source.revision:
+        report.revisions[source.name] = source.revision
     yield from stream_records(
         source, report, None if format == "auto" else format, on_bad_line, columns,
         check_columns=_check_mapped_columns, detect=_detect,
@@ -223,13 +237,16 @@ def load_records(path: str | Path, **kwargs: Any) -> list[dict]:
     return list(iter_records(path, **kwargs))
 
 
-def dataset_hash(paths: str | Path | Iterable[str | Path], *, revision: str | None = None) -> str:
+def dataset_hash(paths: str | Path | Iterable[str | Path], *, revision: str | None = None,
+                 revisions: dict[str, str] | None = None) -> str:
     """Hex sha256 identifying the given datasets, in the given order (files are streamed).
 
     A file contributes its size and bytes (the size first, so that moving bytes from one file
     to the next changes the hash). A saved-dataset folder contributes each of its files, by
-    relative path, in sorted order. A Hub id contributes the id and `revision` only; the data is
-    not fetched, so the hash pins the data only when `revision` is a commit.
+    relative path, in sorted order; a folder in the Hub's layout each of its files outside
+    hidden folders (.git, .cache). A Hub id contributes the id and the commit its rows were read
+    from (`revisions`, as LoadReport.revisions has it: id -> commit) or else `revision`; the data
+    is not fetched, so the hash pins the data only when that is a commit.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -238,14 +255,23 @@ def dataset_hash(paths: str | Path | Iterable[str | Path], *, revision: str | No
         text, path = str(path), Path(path)
         if path.is_file():
             _hash_file(digest, path)
-        elif path.is_dir() and any((path / m).is_file() for m in SAVED_DATASET_MARKERS):
+        elif path.is_dir() and (any((path / m).is_file() for m in SAVED_DATASET_MARKERS)
+                                or is_text_path(path)):  # a folder of .txt / .md documents
             files = sorted(p for p in path.rglob("*") if p.is_file())
             digest.update(f"folder {len(files)}\n".encode())
             for file in files:
                 digest.update(f"{file.relative_to(path).as_posix()}\n".encode())
                 _hash_file(digest, file)
+        elif path.is_dir() and is_hub_layout(path):
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not any(
+                part.startswith(".") for part in p.relative_to(path).parts))
+            digest.update(f"hub-layout folder {len(files)}\n".encode())
+            for file in files:
+                digest.update(f"{file.relative_to(path).as_posix()}\n".encode())
+                _hash_file(digest, file)
         elif not path.exists() and looks_like_hub_id(text):
-            digest.update(f"hf-hub {text}@{revision or 'default'}\n".encode())
+            commit = (revisions or {}).get(text) or revision
+            digest.update(f"hf-hub {text}@{commit or 'default'}\n".encode())
         else:
             what = "a directory that is not a saved dataset" if path.is_dir() else "no such file"
             raise DataError(f"{what}; cannot hash the dataset", file=path)

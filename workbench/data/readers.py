@@ -9,7 +9,8 @@
 | CSV / TSV (.csv, .tsv)                 | `_read_csv`      | 1-based line of the row's first line     |
 | Parquet (.parquet, .pq)                | `_read_parquet`  | 0-based row index                        |
 | folder from `datasets.save_to_disk`    | `_read_saved`    | 0-based row index                        |
-| Hugging Face Hub id (`owner/name`)     | `_read_hub`      | 0-based row index                        |
+| folder in the Hub's layout (shards, README `configs:`) | `hub_datasets.open_folder` | 0-based row index |
+| Hugging Face Hub id (`owner/name`)     | `_read_hub` (`hub_datasets.open_hub`: Hub or offline cache) | 0-based row index |
 
 Messages never show a 0-based index: `row_label` says `file.jsonl:36` for a line and
 `file.json row 36` (index + 1) for the rest, so `file:35` is never taken for line 35.
@@ -30,7 +31,6 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -53,7 +53,7 @@ _PARQUET_MAGIC = b"PAR1"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _SUPPORTED_FILES_HINT = (
     "supported: .json (array or JSON Lines), .jsonl / .ndjson, .csv, .tsv, .parquet, a folder "
-    "written by datasets' save_to_disk, or a Hugging Face Hub id (owner/name)"
+    "written by datasets' save_to_disk or in the Hub's layout, or a Hugging Face Hub id (owner/name)"
 )
 
 
@@ -69,36 +69,62 @@ class RowSource:
     """An opened dataset: where it is, what it is, and its rows (a generator)."""
 
     name: str  # what records carry as source.file: a file path, a folder or a hub id
-    kind: str  # "json", "jsonl", "csv", "tsv", "parquet", "saved_dataset" or "hub"
+    kind: str  # "json", "jsonl", "csv", "tsv", "parquet", "saved_dataset", "hub_folder", "hub", ...
     rows: Iterator[RawRow]
     numbering: str = "line"  # "line": row = 1-based line (file:line); "index": 0-based position
     label: str = "row"  # how an index is named in messages: "record [3]" (JSON array), "row [3]"
+    revision: str | None = None  # a Hub dataset: the commit its rows come from
 
 
 def open_source(
-    path: str | Path, *, encoding: str | None = None, split: str = "train", revision: str | None = None
+    path: str | Path, *, encoding: str | None = None, split: str = "train", revision: str | None = None,
+    config: str | None = None, data_files: list[str] | None = None, streaming: bool = False,
 ) -> RowSource:
-    """Check `path` and pick its reader; file-level problems raise DataError here."""
+    """Check `path` and pick its reader; file-level problems raise DataError here.
+
+    `split`, `config`, `data_files` (and `revision`, `streaming` for a Hub id) choose what to
+    read of a Hub dataset or a folder in the Hub's layout; `split` also picks a split of a
+    save_to_disk folder."""
     text = str(path)
     path = Path(path)
     if not path.exists():
         if looks_like_hub_id(text):
-            return RowSource(text, "hub", _read_hub(text, split, revision), "index")
+            return _read_hub(text, config, split, revision, data_files, streaming)
         raise DataError(
             f"no such file (looked for {path.resolve()})",
             file=path,
             hint="check data.train (or data.validation) in the profile; relative paths there are "
             "relative to the profile file",
         )
+    # Raw text: a .txt / .md file, or a folder of only such files, one document a file.
+    from workbench.data.text_files import text_documents
+
+    documents = text_documents(path, encoding)
+    if documents is not None:
+        rows = (RawRow(row, value, problem) for row, value, problem in documents)
+        return RowSource(text, "text", rows, "index", label="document")
     if path.is_dir():
         if any((path / marker).is_file() for marker in SAVED_DATASET_MARKERS):
             return RowSource(text, "saved_dataset", _read_saved(path, split), "index")
+        from workbench.data import hub_datasets
+
+        if data_files or hub_datasets.is_hub_layout(path):
+            opened = hub_datasets.open_folder(path, config=config, split=split,
+                                              data_files=data_files, streaming=streaming)
+            return RowSource(text, "hub_folder", _raw_rows(opened.rows), "index")
         raise DataError(
-            f"is a directory, not a data file or a saved dataset; it contains {_describe_folder(path)}",
+            f"is a directory with no data files: not a saved dataset nor a dataset in the Hub's "
+            f"layout; it contains {_describe_folder(path)}",
             file=path,
-            hint="point data.train at one data file inside it, or at a folder written by "
-            f"datasets' save_to_disk ({_SUPPORTED_FILES_HINT})",
+            hint="point data.train at one data file inside it, at a folder of parquet / arrow / "
+            "JSON Lines / CSV shards (as on the Hub, e.g. data/train-00000-of-00001.parquet), or "
+            f"at a folder written by datasets' save_to_disk ({_SUPPORTED_FILES_HINT})",
         )
+    if config or data_files:
+        raise DataError(
+            "is a single file; `config` and `data_files` choose within a Hub dataset or a folder "
+            "in the Hub's layout",
+            file=path, hint="remove them from the source, or point it at the dataset's folder")
     suffix = path.suffix.lower()
     if suffix in PARQUET_EXTENSIONS or (suffix not in DATA_EXTENSIONS and _starts_with(path, _PARQUET_MAGIC)):
         return RowSource(text, "parquet", _read_parquet(path), "index")
@@ -211,14 +237,14 @@ def _read_jsonl(path: Path, encoding: str) -> Iterator[RawRow]:
         if problem is not None:
             yield RawRow(line_no, problem=problem)
             continue
-        if not text.strip():
+        if not text or text.isspace():
             continue  # blank lines are layout, not records
-        # Without its line ending: an error at the end of the line (a missing closing brace)
-        # would otherwise be placed on "line 2, column 1" of the one-line text.
-        text = text.rstrip("\r\n")
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
+            value = json.loads(text)  # the line ending is JSON whitespace: no stripped copy
+        except json.JSONDecodeError as error:
+            # Placed on the line without its ending: an error at the end of the line (a missing
+            # closing brace) would otherwise be "line 2, column 1" of the one-line text.
+            exc = _json_error(text.rstrip("\r\n")) or error
             hint = None
             if line_no == 1:
                 hint = (
@@ -228,6 +254,14 @@ def _read_jsonl(path: Path, encoding: str) -> Iterator[RawRow]:
             yield RawRow(line_no, problem=RowProblem(f"invalid JSON: {exc.msg}", column=exc.colno, hint=hint))
             continue
         yield RawRow(line_no, value=value)
+
+
+def _json_error(text: str) -> json.JSONDecodeError | None:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return exc
+    return None
 
 
 def _read_json_array(path: Path, encoding: str) -> Iterator[RawRow]:
@@ -405,54 +439,20 @@ def _read_saved(folder: Path, split: str) -> Iterator[RawRow]:
         yield RawRow(index, value=value)
 
 
-def _read_hub(dataset_id: str, split: str, revision: str | None) -> Iterator[RawRow]:
-    """Stream a dataset from the Hugging Face Hub; unreachable or offline is a DataError."""
-    offline = [name for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if _env_true(name)]
-    if offline:
-        raise DataError(
-            f"looks like a Hugging Face Hub dataset id, but {offline[0]} is set, so the hub "
-            "cannot be reached",
-            file=dataset_id,
-            hint=_hub_hint(dataset_id),
-        )
-    try:
-        rows = _hub_load(dataset_id, split, revision)
-        for index, value in enumerate(rows):
-            yield RawRow(index, value=value)
-    except DataError:
-        raise
-    except Exception as exc:  # network, auth, missing split...: all end the load with one message
-        raise DataError(
-            f"could not load this dataset from the Hugging Face Hub (it may be unreachable from "
-            f"here): {type(exc).__name__}: {_first_line(exc)}",
-            file=dataset_id,
-            hint=_hub_hint(dataset_id),
-        ) from None
+def _read_hub(dataset_id: str, config: str | None, split: str, revision: str | None,
+              data_files: list[str] | None, streaming: bool) -> RowSource:
+    """A Hugging Face Hub dataset through `datasets` (hub_datasets): from the Hub, or offline from
+    the user's cache; the commit the rows come from rides on the RowSource."""
+    from workbench.data import hub_datasets
+
+    opened = hub_datasets.open_hub(dataset_id, config=config, split=split, revision=revision,
+                                   data_files=data_files, streaming=streaming)
+    return RowSource(dataset_id, "hub", _raw_rows(opened.rows), "index", revision=opened.revision)
 
 
-def _hub_load(dataset_id: str, split: str, revision: str | None) -> Iterable[dict]:
-    """The one call that touches the network (tests replace it)."""
-    from workbench.hub import HubUnavailable, require_hub
-
-    try:
-        # A streamed dataset needs the hub; without a network, datasets would retry for a minute.
-        require_hub(dataset_id, f"the dataset {dataset_id!r}", why="is streamed from it")
-    except HubUnavailable as exc:
-        raise DataError(exc.message, file=dataset_id,
-                        hint=f"{_hub_hint(dataset_id)}; set HF_HUB_OFFLINE=1 to skip the hub "
-                             "check") from None
-    import datasets
-
-    return datasets.load_dataset(dataset_id, split=split, streaming=True, revision=revision)
-
-
-def _hub_hint(dataset_id: str) -> str:
-    return (
-        "download the data where the hub is reachable and save it to a local file, e.g. "
-        f"datasets.load_dataset({dataset_id!r}, split='train').to_json('train.jsonl'), then point "
-        f"data.train at that file; if {dataset_id!r} was meant as a local path, it does not exist "
-        f"(looked for {Path(dataset_id).resolve()})"
-    )
+def _raw_rows(rows: Iterable[tuple[int, Any]]) -> Iterator[RawRow]:
+    for index, value in rows:
+        yield RawRow(index, value=value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,10 +535,6 @@ def _describe_folder(folder: Path, limit: int = 8) -> str:
     shown = ", ".join(entries[:limit])
     more = f" and {len(entries) - limit} more" if len(entries) > limit else ""
     return f"{len(entries)} entries: {shown}{more}"
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _first_line(exc: Exception) -> str:

@@ -179,7 +179,8 @@ def render_dataset(
     listed in `stats.dropped` with their source file and row. progress(done, total) is called every
     100 records and at the end; total is None when `records` has no len(). When `cancel.is_set()`
     the loop stops, `stats.cancelled` is True and the rows so far are returned.
-    A record that cannot be rendered raises DataError naming its source.
+    A record that cannot be rendered raises DataError naming its source. A record's own
+    `train_on` (a mixture's source sets it) wins over the `train_on` given here.
     """
     fmt = fmt or chat_format(tokenizer)
     total = len(records) if hasattr(records, "__len__") else None
@@ -197,7 +198,9 @@ def render_dataset(
             if record.get("text_only"):
                 rendered = [render_plain_text(tokenizer, record["messages"][0]["content"], max_seq_len)]
             else:
-                rendered = render_rows(tokenizer, record["messages"], train_on, max_seq_len,
+                # A source of a mixture may train on whole conversations (its `train_on`).
+                rendered = render_rows(tokenizer, record["messages"],
+                                       record.get("train_on", train_on), max_seq_len,
                                        tools=record.get("tools"), fmt=fmt)
         except DataError as exc:
             from workbench.data.readers import numbering_of

@@ -420,6 +420,11 @@ def count_dataset_tokens(profile) -> tuple[DataCount | None, str]:
     if getattr(profile.train, "method", "sft") != "sft":
         return count_preference_tokens(profile)
 
+    from workbench.train.streaming import streams
+
+    if streams(profile):  # counting would read the whole stream (train/streaming.py)
+        return None, ("not counted (data.streaming: the data is read row by row and not "
+                      "counted; train.max_steps sets the run's length)")
     try:
         from workbench.data.render import render_dataset
         from workbench.train.plan import load_tokenizer, load_training_data

@@ -93,6 +93,7 @@ class EvalCost:
     samples: int = 0  # a rewards (GRPO) evaluation: sampled answers per prompt besides greedy
     call: CallCost = CallCost()  # paid once per generate call
     probe_s: float = 0.0  # what the probes took
+    text: bool = False  # a raw-text run's: perplexity on held-out blocks only, nothing generated
 
     @property
     def total_s(self) -> float:
@@ -102,6 +103,10 @@ class EvalCost:
         from workbench.fmt import fmt_duration
 
         where = "this CPU" if device == "cpu" else f"this {device.upper()}" if device else "here"
+        if self.text:
+            return (f"perplexity of {self.rows} held-out blocks of text x {self.systems} "
+                    f"systems, about {fmt_duration(self.total_s)} on {where} (timed on a "
+                    f"{self.probe_rows}-block probe)")
         if self.samples:
             return (f"{self.rows} held-out prompts x {self.systems} systems x "
                     f"{1 + self.samples} answers (greedy and {self.samples} sampled), about "
@@ -244,6 +249,10 @@ def estimate_evaluation(model, plan, should_stop=None) -> EvalCost:
 
     if is_rewards_run(profile):
         return _rewards_cost(model, plan, options, should_stop)
+    from workbench.evaluate.text_perplexity import is_text_run
+
+    if is_text_run(profile):
+        return _text_cost(model, plan, options, should_stop)
     splits = _capped(load_splits(profile), options.max_test_rows, options.seed)
     tuned = "default" if "default" in (getattr(model, "peft_config", None) or {}) else BASE
     suite = load_prompts(profile.eval.prompts) if profile.eval.prompts else None
@@ -288,6 +297,30 @@ def _rewards_cost(model, plan, options, should_stop=None) -> EvalCost:
         cost.rows = max(1, math.floor(cost.rows * options.time_budget_s / cost.total_s))
         cost.generation_s = options.time_budget_s
     return cost
+
+
+def _text_cost(model, plan, options, should_stop=None) -> EvalCost:
+    """A raw-text run's evaluation (text_perplexity.py): one forward pass over each held-out
+    block per system, nothing generated. Timed on a probe of a few blocks with the adapter on
+    (the base pass, adapter off, costs the same)."""
+    from workbench.evaluate.evaluation import inference_ready
+    from workbench.evaluate.text_perplexity import BATCH_SIZE, block_losses
+
+    blocks = [r["input_ids"] for r in plan.eval_rows]
+    rows = min(len(blocks), options.max_test_rows) if options.max_test_rows else len(blocks)
+    probe = blocks[:min(rows, BATCH_SIZE)]
+    tuned = "default" if "default" in (getattr(model, "peft_config", None) or {}) else BASE
+    started = time.perf_counter()
+    if probe:
+        with inference_ready(model):
+            engine = ComparisonEngine(model, plan.tokenizer, plan.device)
+            block_losses(engine, probe, tuned, cancel=should_stop)
+    spent = time.perf_counter() - started
+    per_block = spent / max(len(probe), 1)
+    tokens = sum(len(b) for b in probe)
+    return EvalCost(rows=rows, systems=2, generation_s=0.0, perplexity_s=per_block * rows * 2,
+                    prefill_tokens_per_s=tokens / spent if spent else 0.0, step=StepCost(0.0),
+                    probe_rows=len(probe), probe_s=spent, text=True)
 
 
 TIMING_MESSAGE = "timing the evaluation after training"

@@ -210,7 +210,8 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
                  on_event: Callable[[dict], None] | None = None, final_state: str | None = None,
                  preference_rows: list[dict] | None = None,
                  preference_train_rows: list[dict] | None = None,
-                 reward_rows: list[dict] | None = None, **overrides) -> dict:
+                 reward_rows: list[dict] | None = None,
+                 text_rows: list[dict] | None = None, **overrides) -> dict:
     """The whole `workbench eval`: load (or reuse) the engine, evaluate, write report.md,
     report.json and prompt_suite.json into the run folder. Everything that can fail on bad
     input (adapter, prompts, test split) is checked before the model is loaded.
@@ -222,6 +223,9 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
     functions (rewards_eval.py): `reward_rows` as the training plan holds them, else prepared
     again the same way; its answers run to grpo.max_completion_len unless max_new_tokens is
     given.
+    A raw-text run (continued pretraining, data/raw_text.py) is evaluated by perplexity on its
+    held-out text, base against fine-tuned (text_perplexity.py): `text_rows` are the held-out
+    blocks as the training plan holds them, else packed again as training packed them.
 
     Progress: `progress(fields)` hears every report (stage, done, total, eta_s); with `write`,
     a few a stage are also appended to the run's events.jsonl as `eval_progress` events and
@@ -243,19 +247,22 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
     options = EvalOptions.from_profile(profile, **overrides)
     from workbench.evaluate.preference import is_preference_run, load_preference_rows
     from workbench.evaluate.rewards_eval import is_rewards_run, load_reward_rows
+    from workbench.evaluate.text_perplexity import is_text_run
 
     rewards = is_rewards_run(profile)
-    # A rewards run is scored by its final adapter only: no checkpoints, no prompt suite.
+    text = is_text_run(profile)
+    # A rewards or raw-text run is scored by its final adapter only: no checkpoints, no
+    # prompt suite.
     adapters = None if engine is not None else run_adapters(
-        run, checkpoints=options.checkpoints and not rewards)
+        run, checkpoints=options.checkpoints and not rewards and not text)
     suite_path = prompts_file or profile.eval.prompts
-    prompts = load_prompts(suite_path) if suite_path and not rewards else None
-    preference = not rewards and is_preference_run(profile)
+    prompts = load_prompts(suite_path) if suite_path and not rewards and not text else None
+    preference = not rewards and not text and is_preference_run(profile)
     if preference and preference_rows is None:
         preference_rows, preference_train_rows = load_preference_rows(profile, log)
     if rewards and reward_rows is None:
         reward_rows = load_reward_rows(profile, log)
-    splits = None if preference or rewards else load_splits(profile)
+    splits = None if preference or rewards or text else load_splits(profile)
     if engine is None:
         log(f"loading {profile.model.name_or_path} with adapter(s) {', '.join(adapters)}")
         engine = ComparisonEngine.from_run(run, profile, adapters=adapters, device=device)
@@ -271,6 +278,9 @@ def evaluate_run(run, *, prompts_file: str | None = None, engine: ComparisonEngi
         result = _evaluate_rewards(engine, profile, reward_rows, options,
                                    max_new_tokens=overrides.get("max_new_tokens"), log=log,
                                    cancel=cancel, progress=tracker)
+    elif text:
+        result = _evaluate_text(engine, profile, text_rows, options, log=log, cancel=cancel,
+                                progress=tracker)
     elif preference:
         result = evaluate_preference(engine, profile, preference_rows, preference_train_rows or [],
                                      prompts, options, log=log, cancel=cancel, progress=tracker)
@@ -294,6 +304,7 @@ def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambd
     `cancel` is the run's should_stop: a stop ends the evaluation within seconds (`Stopped`)."""
     from workbench.evaluate.preference import is_preference_run
     from workbench.evaluate.rewards_eval import is_rewards_run
+    from workbench.evaluate.text_perplexity import is_text_run
     from workbench.train.plan import profile_chat_format
 
     tokenizer = plan.tokenizer
@@ -304,6 +315,8 @@ def evaluate_after_training(model, plan, run, log: Callable[[str], None] = lambd
         rows = {}
         if is_rewards_run(plan.profile):  # plan.eval_rows are held-out prompts
             rows = dict(reward_rows=plan.eval_rows)
+        elif is_text_run(plan.profile):  # plan.eval_rows are the held-out blocks of raw text
+            rows = dict(text_rows=plan.eval_rows)
         elif is_preference_run(plan.profile):  # plan.eval_rows are held-out preference rows
             rows = dict(preference_rows=plan.eval_rows, preference_train_rows=plan.train_rows)
         return evaluate_run(run, engine=engine, profile=plan.profile, log=log, on_event=on_event,
@@ -314,6 +327,24 @@ def _tuned_adapter(engine: ComparisonEngine) -> str:
     """The fine-tuned system's adapter: the one the engine names, else "tuned", else its first."""
     return getattr(engine, "tuned_adapter", None) or (
         "tuned" if "tuned" in engine.adapters else (engine.adapters or [BASE])[0])
+
+
+# ---- raw-text runs (continued pretraining) -------------------------------------------------------
+
+
+def _evaluate_text(engine: ComparisonEngine, profile, rows: list[dict] | None,
+                   options: EvalOptions, log: Callable[[str], None] = lambda s: None,
+                   cancel=None, progress=None) -> dict:
+    """Perplexity on the held-out text, base against fine-tuned (text_perplexity.py); the
+    rows packed again as training packed them when the caller has none."""
+    from workbench.evaluate.text_perplexity import evaluate_text, load_text_rows
+
+    documents = None
+    if rows is None:
+        rows, documents = load_text_rows(profile, engine.tokenizer, log)
+    summary = evaluate_text(engine, rows, options, tuned=_tuned_adapter(engine),
+                            documents=documents, log=log, cancel=cancel, progress=progress)
+    return {"options": asdict(options), "text": summary}
 
 
 # ---- rewards (GRPO) runs ------------------------------------------------------------------------

@@ -19,7 +19,11 @@ def verdict(result: dict) -> str:
     """The verdict line of an evaluation result (evaluation.py computes it with its
     confidence interval; see verdict.py). A preference run's is preference.py's: did the
     model move toward the data's preferences. A rewards run's is rewards_eval.py's: did RL
-    move the held-out rewards, and what did it cost in answer length."""
+    move the held-out rewards, and what did it cost in answer length. A raw-text run's is
+    text_perplexity.py's: did the perplexity on held-out text fall."""
+    text = (result.get("text") or {}).get("verdict")
+    if text:
+        return text["text"]
     rewards = (result.get("rewards") or {}).get("verdict")
     if rewards:
         return rewards["text"]
@@ -132,7 +136,13 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
     judged, primary = test.get("verdict") or {}, test.get("primary") or {}
     preference = result.get("preference")
     rewards = result.get("rewards")
-    if rewards:
+    text = result.get("text")
+    if text:
+        L += ["- decided on perplexity on held-out text (documents never trained on, packed as "
+              "training packs them), fine-tuned (adapter on) against base (adapter off); paired "
+              "bootstrap over the blocks: it fell only when the 95% interval of the change lies "
+              "below 0; see Perplexity", ""]
+    elif rewards:
         L += _rewards_verdict_lines(rewards)
         L += [f"## {REWARDS_SECTION}", ""] + _rewards_lines(rewards)
     elif preference:
@@ -160,6 +170,9 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
             d_base = _delta(vals.get("fine-tuned"), vals.get("base"))
             d_few = _delta(vals.get("fine-tuned"), vals.get("few-shot"))
             L.append(f"| {m} | " + " | ".join(f"{vals[s]:.1f}" for s in systems) + f" | {d_base} | {d_few} |")
+    elif text:
+        L.append("no test-split metrics: a raw-text (continued pretraining) run is scored by "
+                 "perplexity on held-out text (see Perplexity)")
     elif rewards:
         L.append(f"no test-split metrics: a {rewards.get('title', 'rewards')} run is scored by its "
                  f"reward functions on held-out prompts (see {REWARDS_SECTION})")
@@ -170,7 +183,11 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
     ppl = test.get("perplexity", {})
     if ppl or not rewards:  # a rewards (GRPO) run scores no perplexity: no empty section
         L += ["## Perplexity", ""]
-    if ppl:
+    if text:
+        from workbench.evaluate.text_perplexity import report_lines
+
+        L += report_lines(text)
+    elif ppl:
         L += ["token-weighted over the test split; lower is better", "",
               "| system | answer tokens ppl | all tokens ppl | answer tokens | all tokens |",
               "|---|---|---|---|---|"]
@@ -182,10 +199,14 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
             L += [f"| {c['step']} | {c['answer_ppl']:.3f} | {c['all_ppl']:.3f} |" for c in result["checkpoints"]]
     L.append("")
 
-    L += ["## Speed", "", "rows sorted by prompt length into batched generate calls, few-shot rows in calls of "
-          "their own, base and fine-tuned rows sharing calls (per-row adapter selection); a "
-          "system's latency is summed over its calls, each until its last row in it stopped", "",
-          "| system | tokens | latency s | tokens/s |", "|---|---|---|---|"]
+    L += ["## Speed", ""]
+    if text:  # nothing generated: the perplexity passes are the whole evaluation
+        L += ["nothing generated: a raw-text run is scored by perplexity alone", ""]
+    else:
+        L += ["rows sorted by prompt length into batched generate calls, few-shot rows in calls "
+              "of their own, base and fine-tuned rows sharing calls (per-row adapter selection); "
+              "a system's latency is summed over its calls, each until its last row in it "
+              "stopped", "", "| system | tokens | latency s | tokens/s |", "|---|---|---|---|"]
     timing = dict(test.get("timing", {}))
     if rewards and not timing:  # a rewards run's answers: greedy, then the samples
         timing = {f"{s} ({how})": t for how, by in (rewards.get("timing") or {}).items()
@@ -205,6 +226,8 @@ def build(run: RunDir, profile, result: dict, state: str | None = None) -> tuple
         L += [f"first {len(rows)} test rows", ""]
     elif rewards:
         L.append(f"the held-out prompts' answers are in {REWARDS_SECTION}, with their rewards")
+    elif text:
+        L.append("no answers to compare: raw text has no prompts (see Perplexity)")
     names = list(rows[0]["answers"]) if rows else []
     if rows:
         L += ["| prompt | reference | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]

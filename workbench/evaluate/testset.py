@@ -51,8 +51,10 @@ def load_splits(profile, test_file: str | Path | None = None) -> Splits:
     from workbench.train.plan import load_training_data
 
     d = profile.data
-    try:
-        data = load_training_data(profile)
+    from workbench.train.streaming import held_out_records, streams
+
+    try:  # a streamed run: its held-out rows kept, never the whole data (train/streaming.py)
+        data = held_out_records(profile) if streams(profile) else load_training_data(profile)
     except DataError as exc:
         raise EvaluateError(f"could not load the run's training data: {exc}",
                             hint="the run reads data.train from its profile.toml; check the "

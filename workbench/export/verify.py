@@ -94,6 +94,8 @@ def proof_conversations(profile, limit: int = MAX_PROMPTS) -> tuple[list[list[di
                                    "\"\" to prove on the training data's prompts") from exc
         prompts = [p["prompt"] for p in suite][:limit]
         source = f"prompt suite {profile.eval.prompts}"
+    if not prompts and profile.data.sources:
+        return _mixture_conversations(profile, limit)
     if not prompts:
         from workbench.data import load_records
 
@@ -111,6 +113,34 @@ def proof_conversations(profile, limit: int = MAX_PROMPTS) -> tuple[list[list[di
     convs = [([{"role": "system", "content": system}] if system else [])
              + [{"role": "user", "content": p}] for p in prompts]
     return convs, source
+
+
+def _mixture_conversations(profile, limit: int) -> tuple[list[list[dict]], str]:
+    """A mixture of [[data.sources]]: the first user turns of each source in turn, each with
+    its source's system prompt, as training rendered them."""
+    from itertools import islice
+
+    from workbench.data.load import iter_source
+    from workbench.data.sources import sources_of
+
+    specs = sources_of(profile)
+    per_source = max(1, -(-limit // len(specs)))
+    convs: list[list[dict]] = []
+    for spec in specs:
+        taken = 0
+        for rec in islice(iter_source(spec, on_bad_line="skip"), per_source * 4):
+            system = [m for m in rec["messages"] if m["role"] == "system"][:1]
+            user = next((m["content"] for m in rec["messages"] if m["role"] == "user"), None)
+            if user:
+                convs.append(system + [{"role": "user", "content": user}])
+                taken += 1
+            if taken >= per_source:
+                break
+    if not convs:
+        return [[{"role": "user", "content": "Hello! Who are you?"}]], \
+            "a fixed greeting (no prompts found)"
+    labels = ", ".join(s.label for s in specs)
+    return convs[:limit], f"first user turns of the mixture's sources ({labels})"
 
 
 def _encode(tokenizer, messages, chat: tuple[str, str]) -> list[int]:

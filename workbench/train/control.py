@@ -129,10 +129,13 @@ def create_run(plan, runs_dir: Path | None = None) -> RunDir:
         "seed": profile.train.seed,
         "dataset_hash": plan.dataset_hash,
         **({"manifest_hash": plan.manifest_hash} if plan.manifest_hash else {}),
+        # A mixture: every source with its hash or Hub revision, what it was asked for and gave.
+        **({"sources": plan.sources} if getattr(plan, "sources", None) else {}),
         "device": plan.device,
         "precision": plan.precision,
         "gradient_checkpointing": plan.gradient_checkpointing,
-        "train_rows": len(plan.train_rows),
+        # A streamed run holds only a sample of its rows: "streamed" instead of a count.
+        "train_rows": len(plan.train_rows) if getattr(plan, "stream", None) is None else "streamed",
         "eval_rows": len(plan.eval_rows),
         "versions": library_versions(),
     }

@@ -5,7 +5,9 @@ files, the tokenizer, the chat template and a few settings. The key below holds 
 so a second run, a sweep's trials and the ranks of a distributed run that share them read the
 rows back instead of tokenizing again, and anything that changes them is a miss:
 
-- the data files' bytes (hashed before loading) and every data.* setting;
+- the data files' bytes (hashed before loading) and every data.* setting; a mixture of
+  [[data.sources]]: every source's bytes (a local one) or name, config, split and pinned commit
+  (a Hub one), and the mix settings (weights, rows, held_out, data.mix_rows are data.* settings);
 - train.max_seq_len (truncation) and train.seed (the validation split, KTO's order);
 - the tokenizer's serialized form (not its folder), the chat template's text and the chat
   format's settings, and the name messages call the template by (the notes quote it);
@@ -58,7 +60,9 @@ def prepare_data_cached(method, profile, tokenizer, fmt, log: Callable[[str], No
             "notes": data.notes, "chat_format_notes": [n for n in fmt.notes if n not in before],
             "held_out": data.held_out, "dataset_hash": data.dataset_hash,
             "manifest_hash": data.manifest_hash, "seconds": round(seconds, 3),
-            "about": {"method": method.name, "data": profile.data.train,
+            "sources": data.sources,
+            "about": {"method": method.name, "data": profile.data.train or [
+                s.get("path") or s.get("name") for s in profile.data.sources],
                       "model": profile.model.name_or_path}})
     if why_not:
         line = f"tokenized {_rows(data)} in {seconds:.1f} s (not cached: {why_not})"
@@ -80,7 +84,8 @@ def _from_entry(entry, fmt) -> PreparedData:
         if note not in fmt.notes:
             fmt.notes.append(note)
     return PreparedData(entry.splits["train"], entry.splits["eval"], meta["dataset_hash"],
-                        meta["manifest_hash"], list(meta["notes"]), held_out=meta["held_out"])
+                        meta["manifest_hash"], list(meta["notes"]), held_out=meta["held_out"],
+                        sources=list(meta.get("sources") or []))
 
 
 def key_parts(method, profile, tokenizer, fmt) -> tuple[dict | None, str]:
@@ -91,11 +96,16 @@ def key_parts(method, profile, tokenizer, fmt) -> tuple[dict | None, str]:
     if token_cache.max_bytes() == 0:
         return None, "the cache is off (WORKBENCH_CACHE_MAX_GB = 0)"
     d, t = profile.data, profile.train
-    files = [d.train] + ([d.validation] if d.validation else [])
-    data_hash = token_cache.data_fingerprint(files)
-    if data_hash is None:
-        return None, (f"data.train = {d.train!r} is not a local file or folder, and a Hub "
-                      "dataset can change under the same name")
+    if d.sources:
+        data_hash, why_not = _sources_fingerprint(profile)
+        if data_hash is None:
+            return None, why_not
+    else:
+        files = [d.train] + ([d.validation] if d.validation else [])
+        data_hash = token_cache.data_fingerprint(files)
+        if data_hash is None:
+            return None, (f"data.train = {d.train!r} is not a local file or folder, and a Hub "
+                          "dataset can change under the same name")
     tok = token_cache.tokenizer_fingerprint(tokenizer)
     if tok is None:
         return None, f"the {type(tokenizer).__name__} tokenizer has no serialized form to fingerprint"
@@ -126,6 +136,35 @@ def key_parts(method, profile, tokenizer, fmt) -> tuple[dict | None, str]:
         parts["rewards"] = dataclasses.asdict(profile.rewards)
         parts["reward_files"] = _reward_files(profile.rewards.functions)
     return parts, ""
+
+
+def _sources_fingerprint(profile) -> tuple[dict | None, str]:
+    """Each [[data.sources]] table's data: a local source's bytes, a Hub source's identity
+    pinned to a commit. A Hub source without a commit revision can change under its name, so
+    the mixture is not cached (said, as for one Hub dataset)."""
+    from workbench.data import token_cache
+    from workbench.data.mixture import pinned_commit, source_hash
+    from workbench.data.sources import sources_of
+
+    d = profile.data
+    out: dict = {}
+    for spec in sources_of(profile):
+        if spec.is_hub:
+            commit = pinned_commit(spec)
+            if not commit:
+                return None, (f"source {spec.label!r} is the Hub dataset {spec.name!r} without a "
+                              "commit as its revision, and it can change under the same name")
+            out[spec.label] = source_hash(spec, commit)
+        else:
+            fingerprint = token_cache.data_fingerprint([spec.path])
+            if fingerprint is None:
+                return None, f"source {spec.label!r}: {spec.path} is not a local file or folder"
+            out[spec.label] = fingerprint
+    if d.validation:
+        out["[data.validation]"] = token_cache.data_fingerprint([d.validation])
+        if out["[data.validation]"] is None:
+            return None, f"data.validation = {d.validation!r} is not a local file or folder"
+    return out, ""
 
 
 def _reward_files(specs: list[str]) -> dict[str, str]:

@@ -51,6 +51,10 @@ class Plan:
     # How supervised rows are batched (train/packing.py); confirmed on the loaded model.
     packing: PackingChoice = field(default_factory=lambda: PackingChoice("padded"))
     kernels: Any = None  # train/kernels.py KernelChoice for this device: `kernel_choice()`
+    # data.streaming: the training rows are read as training goes (train/streaming.py
+    # StreamingData); train_rows then holds only a sample rendered at plan time.
+    stream: Any = None
+    sources: list[dict] = field(default_factory=list)  # a mixture's sources (data/mixture.py)
 
     @property
     def method(self):
@@ -208,13 +212,21 @@ class TrainingData:
     dataset_hash: str
     manifest_hash: str | None
     notes: list[str]
+    # A mixture's sources as the run records them (mixture.SourceDraw.to_dict); [] for one source.
+    sources: list[dict] = field(default_factory=list)
 
 
 def load_training_data(profile: Profile, log: Callable[[str], None] = lambda s: None) -> TrainingData:
     """The records a run trains and evaluates on, through the data engine: a folder saved by
     `workbench data clean` (its train / validation splits), or a file / dataset id with a
-    validation file or a held-out share split off without near-duplicate leakage."""
+    validation file or a held-out share split off without near-duplicate leakage; or the
+    mixture of a profile's [[data.sources]] (data/mixture.py: held out per source, then drawn
+    to the weights with train.seed)."""
     from workbench.data import LoadReport, dataset_hash, load_records
+    from workbench.data.sources import is_mixture
+
+    if is_mixture(profile):
+        return _load_mixture(profile, log)
     from workbench.data.save import is_saved_dataset, manifest_hash
     from workbench.data.split import split_records
 
@@ -251,7 +263,33 @@ def load_training_data(profile: Profile, log: Callable[[str], None] = lambda s: 
         shown = "; ".join(f"{report.location(f, r)}: {why}" for f, r, why in report.skipped[:5])
         notes.append(f"data: skipped {len(report.skipped)} bad rows (data.on_bad_rows = \"skip\"): "
                      f"{shown}{' ...' if len(report.skipped) > 5 else ''}")
-    return TrainingData(train, validation, dataset_hash(hashed), manifest, notes)
+    # A Hub dataset is pinned by the commit its rows came from: hashed with it, and recorded.
+    sources = [{"label": name, "name": name, "revision_resolved": commit}
+               for name, commit in report.revisions.items() if commit]
+    for source in sources:
+        notes.append(f"data: {source['name']} read at commit {source['revision_resolved']}")
+    return TrainingData(train, validation, dataset_hash(hashed, revisions=report.revisions),
+                        manifest, notes, sources=sources)
+
+
+def _load_mixture(profile: Profile, log: Callable[[str], None]) -> TrainingData:
+    from workbench.data import load_records
+    from workbench.data.mixture import load_mixture
+
+    d = profile.data
+    mixture = load_mixture(profile, log)
+    validation, data_hash = mixture.validation, mixture.dataset_hash
+    if d.validation:  # one validation file for the whole mixture, in the [data] section's format
+        import hashlib
+
+        from workbench.data import dataset_hash
+
+        validation = load_records(d.validation, format=d.format, system_prompt=d.system_prompt,
+                                  on_bad_line=d.on_bad_rows, columns=d.columns or None,
+                                  encoding=d.encoding or None)
+        data_hash = hashlib.sha256(f"{data_hash} {dataset_hash(d.validation)}".encode()).hexdigest()
+    return TrainingData(mixture.train, validation, data_hash, None, mixture.notes,
+                        sources=mixture.manifest())
 
 
 def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> Plan:
@@ -272,7 +310,19 @@ def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> P
     tokenizer = load_tokenizer(profile)
     fmt = profile_chat_format(tokenizer, profile)
     notes = [f"chat template: {p}" for p in check_template(tokenizer, fmt)]
-    data, data_source = prepare_data_cached(method, profile, tokenizer, fmt, log)
+    from workbench.train.streaming import streams
+
+    stream = None
+    if streams(profile):  # rows read one by one as training goes: nothing to cache
+        from workbench.train.streaming import StreamingError, prepare_stream
+
+        try:
+            data, stream, (held, scanned) = prepare_stream(method, profile, tokenizer, fmt, log)
+        except StreamingError as exc:
+            raise RunError(exc.message, hint=exc.hint, kind=exc.kind) from None
+        data_source = "streaming: rows are rendered and tokenized as training reads them"
+    else:
+        data, data_source = prepare_data_cached(method, profile, tokenizer, fmt, log)
     notes += [f"chat template: {n}" for n in fmt.notes]
     kernels = kernels_for_run(profile, device)
     notes += kernels.notes  # kernels, attention, optimizer fallbacks
@@ -282,13 +332,19 @@ def plan_run(profile: Profile, log: Callable[[str], None] = lambda s: None) -> P
         notes.append(f"starting from the adapter in {adapter}")
     notes += data.notes
     packing = choose_packing(profile, data.train_rows, kernels.attn_implementation)
-    if packing.why or packing.packed:
+    if stream is not None:
+        stream.packed = packing.packed  # said in its note; the model's proof may turn it off
+        notes.append(stream.describe(held, scanned))
+        if not packing.packed and packing.why:
+            notes.append(packing.why)
+    elif packing.why or packing.packed:
         notes.append(packing.why)
     notes.append(_describe_evaluation(profile, data.held_out, method.evaluation))
     return Plan(profile=profile, device=device, precision=precision, gradient_checkpointing=gc,
                 tokenizer=tokenizer, train_rows=data.train_rows, eval_rows=data.eval_rows,
                 dataset_hash=data.dataset_hash, manifest_hash=data.manifest_hash, notes=notes,
-                start_adapter=adapter, packing=packing, kernels=kernels, data_source=data_source)
+                start_adapter=adapter, packing=packing, kernels=kernels, data_source=data_source,
+                sources=data.sources, stream=stream)
 
 
 def kernels_for_run(profile: Profile, device: str):
@@ -370,6 +426,12 @@ def _describe_evaluation(profile: Profile, n_validation: int, kind: str = "gener
     e, d = profile.eval, profile.data
     if not e.after_training:
         return "evaluation after training: skipped (eval.after_training = false)"
+    from workbench.data.raw_text import is_text_data
+
+    if kind == "generation" and is_text_data(profile):  # continued pretraining on raw text
+        return (f"evaluation after training: perplexity on the text of {n_validation} held-out "
+                "documents, base against fine-tuned, with 95% intervals (nothing generated: "
+                "raw text has no prompts)")
     if kind == "preference":
         return (f"evaluation after training: {n_validation} held-out preference rows scored by "
                 "the base and the fine-tuned model (how often the chosen answer is the likelier "

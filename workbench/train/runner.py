@@ -261,8 +261,18 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
                           f"continues from {os.path.basename(checkpoint)}")
 
         # Said at each phase that can take seconds, so a run never sits at "loading model".
-        emit("status", state="running", message=f"building the trainer ({len(plan.train_rows)} "
-             "training rows into its dataset)")
+        stream = getattr(plan, "stream", None)
+        if stream is not None:  # data.streaming: rows are read as training goes
+            if checkpoint is not None:
+                at = stream.resume_from(checkpoint)
+                emit("status", state="running", message=f"resuming the stream at {at.describe()} "
+                     f"({at.rows} training rows trained before; the rows before it are read "
+                     "and skipped, not rendered)")
+            emit("status", state="running", message="building the trainer (streaming: rows are "
+                 "read, rendered and tokenized as training reaches them)")
+        else:
+            emit("status", state="running", message=f"building the trainer "
+                 f"({len(plan.train_rows)} training rows into its dataset)")
         recorder = RunRecorder(run, stop, on_event=on_event, device=plan.device,
                                signals=plan.method.signals)
         callbacks = [recorder]
@@ -275,7 +285,12 @@ def execute(run: RunDir, plan: Plan, resume: bool = False,
 
             with open(run.log_path, "a", encoding="utf-8") as fh:
                 fh.write(size_for_cpu() + "\n")
-        trainer = plan.method.build_trainer(model, plan, run, callbacks)
+        if stream is not None:  # the SFT trainer on an iterable dataset (train/streaming.py)
+            from workbench.train.streaming_trainer import build_streaming_trainer
+
+            trainer = build_streaming_trainer(model, plan, run, callbacks)
+        else:
+            trainer = plan.method.build_trainer(model, plan, run, callbacks)
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; we print events
         emit("status", state="running", message="training: the first step"
              if checkpoint is None else f"training: loading {os.path.basename(checkpoint)}")

@@ -46,6 +46,7 @@ class PreparedData:
     manifest_hash: str | None = None
     notes: list[str] = field(default_factory=list)
     held_out: int = 0  # records held out for the evaluation after training
+    sources: list[dict] = field(default_factory=list)  # a mixture's sources, as the run records them
 
 
 @dataclass(frozen=True)

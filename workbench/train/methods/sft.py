@@ -8,9 +8,12 @@ from workbench.train.methods import PreparedData
 
 def prepare_data(method, profile, tokenizer, fmt, log) -> PreparedData:
     from workbench.data import DataError
+    from workbench.data.raw_text import is_text_data
     from workbench.data.render import render_dataset
     from workbench.train.plan import RunError, load_training_data
 
+    if is_text_data(profile):
+        return prepare_text(profile, tokenizer, log)
     d, t = profile.data, profile.train
     try:
         data = load_training_data(profile, log)
@@ -19,11 +22,41 @@ def prepare_data(method, profile, tokenizer, fmt, log) -> PreparedData:
     except DataError as exc:
         raise RunError(str(exc), kind="data") from exc
     if not train_rows:
-        raise RunError(f"no trainable rows in {d.train} after rendering",
-                       hint="run `workbench data inspect` on it", kind="data")
+        where = d.train or "the mixture of [[data.sources]]"
+        raise RunError(f"no trainable rows in {where} after rendering",
+                       hint="run `workbench data inspect` on it (a mixture: `workbench data "
+                            "inspect --profile PROFILE`)", kind="data")
     notes = data.notes + [_describe_render(stats, len(train_rows), len(eval_rows), t.max_seq_len)]
     return PreparedData(train_rows, eval_rows, data.dataset_hash, data.manifest_hash, notes,
-                        held_out=len(data.validation))
+                        held_out=len(data.validation), sources=data.sources)
+
+
+def prepare_text(profile, tokenizer, log) -> PreparedData:
+    """Raw text (continued pretraining, data/raw_text.py): documents split off for held-out
+    text first (data.validation_split, by document), then tokenized without the chat template,
+    joined with the end-of-text token and cut into train.max_seq_len blocks, every token
+    trained. The rows are the renderer's shape (all-ones masks), so packing, the collators and
+    the tokenized-data cache treat them like any other."""
+    from workbench.data import DataError
+    from workbench.data.raw_text import prepare_text as blocks_of
+    from workbench.train.plan import RunError, load_training_data
+
+    d, t = profile.data, profile.train
+    try:
+        data = load_training_data(profile, log)
+        text = blocks_of(data.train, data.validation, tokenizer, t.max_seq_len)
+    except DataError as exc:
+        raise RunError(str(exc), kind="data") from exc
+    if not text.train.blocks:
+        raise RunError(f"the training text of {d.train} ({text.train.joined} tokens with the "
+                       f"end-of-text tokens) is shorter than one block of train.max_seq_len = "
+                       f"{t.max_seq_len} tokens", hint="lower train.max_seq_len, or add text",
+                       kind="data")
+    log(f"raw text: documents joined with {text.eos_text!r} (token {text.eos}, the model's "
+        f"end-of-text token), cut into blocks of {t.max_seq_len} tokens")
+    return PreparedData(text.train.rows(), text.held_out.rows(), data.dataset_hash,
+                        data.manifest_hash, data.notes + [text.describe()],
+                        held_out=text.held_out.documents)
 
 
 def build_trainer(method, model, plan, run, callbacks):
