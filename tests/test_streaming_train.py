@@ -10,11 +10,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import TINY_MODEL, workbench
+from test_run_control import wait_for
 
 from workbench.profile import ProfileError, load_profile
 from workbench.train.methods.sft import with_labels
@@ -287,14 +287,8 @@ def test_a_file_larger_than_the_memory_cap_trains_under_it(tmp_path):
     assert 0 < position["next_row"] < 1000  # a few dozen rows of the file were read to train
 
 
-def _wait(predicate, timeout: float = 180, poll: float = 0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError("timed out waiting")
+def _wait(predicate):
+    return wait_for(predicate, timeout=180)
 
 
 def _status(run: Path) -> dict:
