@@ -431,3 +431,32 @@ def test_a_run_on_a_cached_hub_dataset_records_the_commit_it_read(tmp_path, hf_h
     assert data.sources == [{"label": REPO_ID, "name": REPO_ID, "revision_resolved": COMMIT}]
     assert f"data: {REPO_ID} read at commit {COMMIT}" in data.notes
     assert data.dataset_hash == dataset_hash(REPO_ID, revision=COMMIT)
+
+
+def test_streaming_reads_the_data_files_without_preparing_an_arrow_copy(tmp_path, hf_home):
+    """data.streaming: a Hub-layout folder and a downloaded snapshot are read straight from
+    their shards (nothing prepared in the datasets cache); a copy the cache already prepared is
+    read memory-mapped. The rows are the same either way, and so is the commit recorded."""
+    folder = repo_with_configs(tmp_path / "repo")
+    spec = SourceSpec(label="en", path=str(folder), split="test")
+    assert list(iter_source(spec, streaming=True)) == list(iter_source(spec))
+    prepared = hf_home / "datasets"
+    before = sorted(p.name for p in prepared.rglob("*.arrow")) if prepared.exists() else []
+
+    cache_snapshot(hf_home, repo_with_data_shards(tmp_path / "tiny-chat"))
+    report = LoadReport()
+    streamed = list(iter_source(SourceSpec(label="hub", name=REPO_ID), report=report,
+                                streaming=True))
+    assert instructions(streamed) == ["Say one", "Say two", "Say three"]
+    assert report.revisions == {REPO_ID: COMMIT}
+    after = sorted(p.name for p in prepared.rglob("*.arrow")) if prepared.exists() else []
+    assert after == before  # the snapshot was streamed, not converted into the Arrow cache
+
+
+def test_streaming_a_dataset_the_cache_prepared_reads_the_prepared_copy(tmp_path, hf_home):
+    cache_prepared(hf_home, repo_with_data_shards(tmp_path / "tiny-chat"))
+    report = LoadReport()
+    records = list(iter_source(SourceSpec(label="hub", name=REPO_ID), report=report,
+                               streaming=True))
+    assert instructions(records) == ["Say one", "Say two", "Say three"]
+    assert report.revisions == {REPO_ID: COMMIT}

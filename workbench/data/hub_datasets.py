@@ -210,7 +210,9 @@ def _open_cached(dataset_id, config, split, revision, data_files, streaming,
     if builder is not None:
         commit = _commit_of(builder)
         if pinned is None or commit == pinned:
-            return Opened(_rows(builder, dataset_id, split, streaming), commit, "datasets cache")
+            # Prepared already: read memory-mapped (flat memory, no download), streaming or not;
+            # streaming from it would go back to the data files on the Hub.
+            return Opened(_rows(builder, dataset_id, split, False), commit, "datasets cache")
         if snapshot is None:
             raise DataError(
                 f"the cache holds commit {commit} of this dataset, not the revision {revision!r} "

@@ -133,6 +133,7 @@ def iter_records(
     revision: str | None = None,
     config: str | None = None,
     data_files: list[str] | None = None,
+    streaming: bool = False,
 ) -> Iterator[dict]:
     """Stream records from one dataset (file, folder or Hub id) in the one record format.
 
@@ -148,6 +149,9 @@ def iter_records(
         put in `report.revisions[id]`.
     config, data_files: the configuration (subset) and data files (paths or globs relative to
         the dataset's root) of a Hub dataset or a Hub-layout folder.
+    streaming: a Hub dataset or Hub-layout folder is read straight from its data files (over
+        the network for the Hub) instead of being prepared whole into the Arrow cache first; a
+        copy already prepared in the cache is read from there. Local files always stream.
     File-level problems (missing, directory, empty, unreadable, undetectable schema) always raise.
     """
     if format not in FORMAT_CHOICES:
@@ -161,7 +165,7 @@ def iter_records(
     columns = _check_columns(columns)
     report = report if report is not None else LoadReport()
     source = open_source(path, encoding=encoding, split=split, revision=revision, config=config,
-                         data_files=data_files)
+                         data_files=data_files, streaming=streaming)
     report.kinds[source.name] = source.kind
     if source.revision:
         report.revisions[source.name] = source.revision
@@ -213,8 +217,8 @@ def stream_records(source: RowSource, report: LoadReport, chosen: str | None, on
         raise DataError("has no records", file=source.name, hint="a dataset needs at least one record")
 
 
-def iter_source(spec: SourceSpec, on_bad_line: str = "error", report: LoadReport | None = None
-                ) -> Iterator[dict]:
+def iter_source(spec: SourceSpec, on_bad_line: str = "error", report: LoadReport | None = None,
+                *, streaming: bool = False) -> Iterator[dict]:
     """Records of one `sources.SourceSpec` (a [[data.sources]] table or data.train): a local
     path or a Hub dataset with its config, split, revision and data files. Each record's
     `source` also carries the spec's `label`; a source trained on whole (`train_on = "all"`)
@@ -222,7 +226,8 @@ def iter_source(spec: SourceSpec, on_bad_line: str = "error", report: LoadReport
     kwargs: dict[str, Any] = dict(format=spec.format, system_prompt=spec.system_prompt,
                                   on_bad_line=on_bad_line, report=report,
                                   columns=spec.columns or None, encoding=spec.encoding or None,
-                                  split=spec.split, revision=spec.revision or None)
+                                  split=spec.split, revision=spec.revision or None,
+                                  streaming=streaming)
     if spec.config or spec.data_files:
         kwargs.update(config=spec.config or None, data_files=list(spec.data_files) or None)
     for record in iter_records(spec.path or spec.name, **kwargs):

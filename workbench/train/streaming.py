@@ -167,7 +167,8 @@ class StreamingData:
         from workbench.data.load import iter_source
 
         on_bad = self.profile.data.on_bad_rows
-        return [_Source(spec, iter_source(spec, on_bad_line=on_bad, report=LoadReport()), skip)
+        return [_Source(spec, iter_source(spec, on_bad_line=on_bad, report=LoadReport(),
+                                          streaming=True), skip)
                 for spec, skip in zip(self.specs, read)]
 
     def _draw(self, sources: list[_Source], passes: int, k: int) -> int | None:
