@@ -71,6 +71,9 @@ def _finished_trials(runner: SweepRunner, study, tmp_path: Path) -> None:
         for step, loss in losses.items():
             run.append_event("log", step=step, loss=loss + 0.1)
             run.append_event("eval", step=step, epoch=step / TOTAL, eval_loss=loss)
+        # A run takes time: events written within one millisecond (they carry times to the ms)
+        # would make a run of 0 s, which has no cost per hour to rank it by.
+        time.sleep(0.01)
         _end(run, "finished", "adapter saved", step=TOTAL, eval_loss=losses[TOTAL])
         trial["run"] = str(run.path)
         act = runner._start(study, trial, None)
