@@ -188,7 +188,7 @@ def _tokens(records: list[dict], tokenizer, chat, max_seq_len) -> dict | None:
 
 
 def format_mixture_report(r: dict) -> str:
-    out = [(f"mixture of {len(r['sources'])} sources ({r['profile']}): {r['rows']} rows; "
+    out = [(f"mixture of {len(r['sources'])} sources ({r['profile']}): {r['rows']} rows loaded; "
             f"seed {r['seed']}, data.mix_rows {r['mix_rows'] or 'all'}, validation "
             f"{r['validation_split']:g} of each held-out source")]
     tokens = any(s["tokens"] for s in r["sources"])
