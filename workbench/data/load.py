@@ -221,8 +221,8 @@ def iter_source(spec: SourceSpec, on_bad_line: str = "error", report: LoadReport
                 *, streaming: bool = False) -> Iterator[dict]:
     """Records of one `sources.SourceSpec` (a [[data.sources]] table or data.train): a local
     path or a Hub dataset with its config, split, revision and data files. Each record's
-    `source` also carries the spec's `label`; a source trained on whole (`train_on = "all"`)
-    marks its records `train_on`, which the renderer honours per record."""
+    `source` also carries the spec's `label`, and each record the spec's `train_on`, which the
+    renderer honours per record (a mixture's sources may differ from data.train_on)."""
     kwargs: dict[str, Any] = dict(format=spec.format, system_prompt=spec.system_prompt,
                                   on_bad_line=on_bad_line, report=report,
                                   columns=spec.columns or None, encoding=spec.encoding or None,
@@ -232,8 +232,7 @@ def iter_source(spec: SourceSpec, on_bad_line: str = "error", report: LoadReport
         kwargs.update(config=spec.config or None, data_files=list(spec.data_files) or None)
     for record in iter_records(spec.path or spec.name, **kwargs):
         record["source"]["label"] = spec.label
-        if spec.train_on == "all":
-            record["train_on"] = "all"
+        record["train_on"] = spec.train_on
         yield record
 
 

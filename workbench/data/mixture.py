@@ -154,13 +154,8 @@ def pinned_commit(spec: SourceSpec) -> str:
 def load_source(spec: SourceSpec, on_bad_line: str = "error") -> LoadedSource:
     report = LoadReport()
     records = list(iter_source(spec, on_bad_line, report))
-    for record in records:  # the source's train_on, whatever data.train_on says (render.py)
-        record["train_on"] = spec.train_on
-    # `LoadReport.revisions` (the Hub commit each dataset resolved to) where the loader fills it.
-    revisions = getattr(report, "revisions", None) or {}
-    resolved = next((str(v) for v in revisions.values() if v), "") if isinstance(
-        revisions, dict) else str(revisions)
-    resolved = resolved or pinned_commit(spec)
+    # The Hub commit the rows were read from (a local source has none).
+    resolved = next(iter(report.revisions.values()), "") or pinned_commit(spec)
     return LoadedSource(spec, records, report, source_hash(spec, resolved), resolved)
 
 

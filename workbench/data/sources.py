@@ -82,16 +82,14 @@ def sources_of(profile) -> list[SourceSpec]:
     if not d.train:
         return []
     from workbench.data.readers import looks_like_hub_id
+    from workbench.profile import SOURCE_FORMATS  # the formats a source of rows may name
 
     local = Path(d.train).exists() or not looks_like_hub_id(d.train)
     return [SourceSpec(label=Path(d.train).name if local else d.train,
                        path=d.train if local else "", name="" if local else d.train,
-                       format=d.format if d.format in _ROW_FORMATS else "auto",
+                       format=d.format if d.format in SOURCE_FORMATS else "auto",
                        columns=dict(d.columns), system_prompt=d.system_prompt,
                        train_on=d.train_on, encoding=d.encoding)]
-
-
-_ROW_FORMATS = ("auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text")
 
 
 def is_mixture(profile) -> bool:
