@@ -422,7 +422,14 @@ class DataScreen(FocusScreen):
         table = self.query_one(RowsView)
         table.set_records(records, self.flags)
         self._show_pairs(False)
-        table.focus()
+        box = self.query_one("#data-path", Input)
+        typing = isinstance(self.focused, Input) and not (
+            self.focused is box and box.value.strip() == path)
+        if not typing:
+            # Opened: on to the rows. Unless a field holds something new being typed (the next
+            # path, started before this load ended): its keys would land on the rows, where
+            # letters are commands (s saves).
+            table.focus()
         if self.preference != was_preference:
             self.query_one(CleanPanel).set_preference(self.preference)
             self.query_one("#data-pane", ContentSwitcher).current = "stats"

@@ -144,3 +144,27 @@ async def test_a_hub_dataset_id_opens_from_the_offline_cache(tmp_path, monkeypat
         await wait_for(pilot, lambda: "could not open org/not-cached" in screen_text(app))
         shown = " ".join(str(n.message) for n in app._notifications)
         assert "is not in the Hugging Face cache" in shown and "Traceback" not in shown
+
+
+@sync
+async def test_a_load_that_ends_while_typing_leaves_the_keys_in_the_field(tmp_path):
+    """Open a mixture, then start typing the next path before it has loaded: the load ending
+    must not move the keys to the rows (where `s` would save)."""
+    profile = _mixture_profile(tmp_path)
+    app = DataApp(lambda: DataScreen(auto_inspect=False))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        box = screen.query_one("#data-path")
+        await pilot.press("ctrl+o")
+        box.value = str(profile)
+        await pilot.press("enter")
+        await pilot.press("ctrl+o")
+        box.value = ""
+        await pilot.press(*"assets/dem")
+        await wait_for(pilot, lambda: screen.sources is not None, timeout=20)
+        await pilot.press(*"o/identity.jsonl")
+        assert box.has_focus and box.value == "assets/demo/identity.jsonl"
+        assert screen.saved_to is None
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(screen.records) == 18, timeout=20)
+        assert screen.query_one("#data-rows").has_focus  # opened: the rows, as before
